@@ -1,0 +1,154 @@
+"""Value normalisation shared by index extraction, the query parser and the in-memory matcher.
+
+Everything here is pure and cheap, so both sides of a comparison normalise the same way
+(see search/entries.py for the normalised forms).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+
+from capability.resource_types import is_resource_type
+from search.entries import MAX_INSTANT, MIN_INSTANT
+
+
+def normalize_string(text: str) -> str:
+    """Case-fold, strip accents (NFKD minus combining marks), collapse white space, strip."""
+    if not text.isascii():
+        decomposed = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(text.casefold().split())
+
+
+# --- dates ---------------------------------------------------------------------------------------
+
+_DATE = re.compile(
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})"
+    r"(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_UTC = timezone.utc
+
+
+def _format(moment: datetime) -> str:
+    return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:" \
+           f"{moment.second:02d}.{moment.microsecond:06d}"
+
+
+def _zone(text: str | None) -> timezone:
+    if text is None or text == "Z":
+        return _UTC
+    hours, minutes = int(text[1:3]), int(text[4:6])
+    if hours > 14 or minutes > 59:
+        raise ValueError(f"invalid time zone offset {text!r}")
+    offset = timedelta(hours=hours, minutes=minutes)
+    return timezone(-offset if text[0] == "-" else offset)
+
+
+def date_range(value: str) -> tuple[str, str]:
+    """The implicit range [lo, hi] (both inclusive) of an R4 date / dateTime / instant, as UTC instants.
+
+    The range spans the precision given: `2020` is the whole year, `2020-03-04T10:00` the whole minute,
+    `…T10:00:00.5` a tenth of a second. A date without a time has no zone, so its day boundaries are
+    taken in UTC; a time without a zone (allowed in search values, not in resources) is also read as UTC.
+    Raises ValueError on malformed input.
+    """
+    match = _DATE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"invalid date {value!r}")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    if zone is not None and hour is None:
+        raise ValueError(f"invalid date {value!r}")
+    y = int(year)
+    if hour is None:  # date precision: calendar arithmetic, UTC day boundaries
+        if month is None:
+            lo, hi = datetime(y, 1, 1), (datetime(y + 1, 1, 1) if y < 9999 else None)
+        elif day is None:
+            m = int(month)
+            lo = datetime(y, m, 1)
+            hi = datetime(y + (m == 12), m % 12 + 1, 1) if (y, m) != (9999, 12) else None
+        else:
+            lo = datetime(y, int(month), int(day))
+            hi = lo + timedelta(days=1) if lo.date() != datetime.max.date() else None
+        return _format(lo), (_format(hi - _ONE_MICROSECOND) if hi is not None else MAX_INSTANT)
+    digits = (fraction or "")[:6]
+    micro = int(digits.ljust(6, "0")) if digits else 0
+    local = datetime(y, int(month), int(day), int(hour), int(minute), int(second or 0), micro,
+                     tzinfo=_zone(zone))
+    if second is None:
+        span = timedelta(minutes=1)
+    else:
+        span = timedelta(microseconds=10 ** (6 - len(digits)))
+    return _utc_or_clamp(local), _utc_or_clamp(local, span - _ONE_MICROSECOND)
+
+
+def _utc_or_clamp(local: datetime, add: timedelta = timedelta(0)) -> str:
+    """`local + add` in UTC; past year 1 or 9999 (a zone shift at the very ends) the open end."""
+    try:
+        return _format((local + add).astimezone(_UTC))
+    except OverflowError:
+        return MIN_INSTANT if local.year == 1 else MAX_INSTANT
+
+
+# --- numbers -------------------------------------------------------------------------------------
+
+def number_range(value: Decimal | int | str) -> tuple[float, float, float]:
+    """(value, lo, hi): the implicit range [lo, hi) of a number given its precision.
+
+    `100` covers [99.5, 100.5), `100.00` covers [99.995, 100.005), and an exponent counts significant
+    digits: `1e2` (one significant digit) covers [50, 150). (The R4 search page's prose example for
+    `1e2` says 95..105, which contradicts its own significant-figures rule; we follow the rule.)
+    Raises ValueError for anything that is not a finite number.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(value if isinstance(value, int) else value.strip())
+    except (InvalidOperation, AttributeError):
+        raise ValueError(f"invalid number {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"invalid number {value!r}")
+    half = Decimal(5).scaleb(number.as_tuple().exponent - 1)
+    return float(number), float(number - half), float(number + half)
+
+
+# --- references and canonicals -------------------------------------------------------------------
+
+_REFERENCE_TAIL = re.compile(r"(?:(.*)/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?")
+
+
+def split_reference(ref: str, base_url: str | None = None) -> tuple[str | None, str | None, str | None] | None:
+    """(type, id, url) of a Reference.reference or a reference search value.
+
+    - `Patient/123` (optionally `/_history/2`): ("Patient", "123", None), a local reference;
+    - `123`: (None, "123", None), an id of unknown type (search values only);
+    - an absolute URL whose tail is `Type/id`: ("Type", "id", url), or a local reference when the
+      URL's base is `base_url` (the server's own base);
+    - any other URL or URN (`urn:uuid:…`): (None, None, url);
+    - a contained reference `#id` (or an empty string): None.
+    """
+    if not ref or ref.startswith("#"):
+        return None
+    match = _REFERENCE_TAIL.fullmatch(ref)
+    if match is not None and is_resource_type(match.group(2)):
+        base, rtype, rid = match.groups()
+        if base is None:
+            return rtype, rid, None
+        if base_url is not None and base.rstrip("/") == base_url.rstrip("/"):
+            return rtype, rid, None
+        if "://" in base:
+            return rtype, rid, ref
+    if ":" in ref:
+        return None, None, ref
+    if "/" not in ref:
+        return None, ref, None
+    return None, None, ref
+
+
+def split_canonical(value: str) -> tuple[str, str | None]:
+    """(url, version) of a canonical `url|version`; version None when absent."""
+    url, bar, version = value.partition("|")
+    return url, (version or None) if bar else None
