@@ -12,7 +12,7 @@ from pathlib import Path
 DATA = Path(__file__).parent / "data"
 
 
-def _bundle(spec: Path, name: str) -> list[dict]:
+def load_bundle(spec: Path, name: str) -> list[dict]:
     with open(spec / name, encoding="utf-8") as handle:
         return [entry["resource"] for entry in json.load(handle)["entry"]]
 
@@ -20,13 +20,13 @@ def _bundle(spec: Path, name: str) -> list[dict]:
 def resource_types(spec: Path) -> list[str]:
     """Every concrete R4 resource type, sorted."""
     return sorted(
-        sd["type"] for sd in _bundle(spec, "profiles-resources.json")
+        sd["type"] for sd in load_bundle(spec, "profiles-resources.json")
         if sd["resourceType"] == "StructureDefinition" and sd.get("kind") == "resource"
         and sd.get("derivation") == "specialization" and not sd.get("abstract")
     )
 
 
-def write(name: str, value: object) -> None:
+def write_data(name: str, value: object) -> None:
     DATA.mkdir(exist_ok=True)
     with open(DATA / name, "w", encoding="utf-8") as handle:
         json.dump(value, handle, indent=1, sort_keys=False)
@@ -36,7 +36,10 @@ def write(name: str, value: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     spec = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "shared" / "spec" / "r4"
-    write("resource_types.json", resource_types(spec))
+    write_data("resource_types.json", resource_types(spec))
+    from capability.generate_structure import structure  # imported here: it imports this module
+
+    write_data("structure.json", structure(spec))
 
 
 if __name__ == "__main__":
