@@ -1,0 +1,16 @@
+"""Storage backends behind one Store protocol (storage/base.py)."""
+
+from __future__ import annotations
+
+from storage.base import Store
+
+
+def open_store(url: str, **options: object) -> Store:
+    """A Store for `url`: `mongodb://…` / `mongodb+srv://…` for MongoDB, anything else a SQLite file path
+    (`sqlite:///relative.db`, `sqlite:////absolute.db` or a plain path)."""
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from storage.mongo.store import MongoStore
+        return MongoStore.from_url(url, **options)
+    from storage.sqlite.store import SqliteStore
+    path = url.removeprefix("sqlite:///")  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
+    return SqliteStore(path, synchronous=str(options.get("synchronous", "NORMAL")))

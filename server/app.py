@@ -1,0 +1,128 @@
+"""The ASGI application: a FHIR URL dispatcher over the REST endpoints, errors as OperationOutcomes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from capability.outcome import FhirError
+from server import http, rest
+from server.interactions.context import Context
+from server.settings import Settings
+from storage import open_store
+
+log = logging.getLogger("hearth.server")
+
+Handler = Callable[..., Awaitable[Response]]
+
+# URL shapes, tried in order. "{x}" captures a segment (never one starting with "_" or "$"); others are literal.
+ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
+    (("metadata",), {"GET": rest.metadata}),
+    (("healthz",), {"GET": rest.healthz}),
+    (("readyz",), {"GET": rest.readyz}),
+    (("_history",), {"GET": rest.history}),
+    (("{type}",), {"POST": rest.create}),
+    (("{type}", "_history"), {"GET": rest.history}),
+    (("{type}", "{id}"), {"GET": rest.read, "PUT": rest.update, "DELETE": rest.delete}),
+    (("{type}", "{id}", "_history"), {"GET": rest.history}),
+    (("{type}", "{id}", "_history", "{vid}"), {"GET": rest.vread}),
+]
+
+
+def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
+    if len(pattern) != len(segments):
+        return None
+    captured = []
+    for part, segment in zip(pattern, segments):
+        if part.startswith("{"):
+            if not segment or segment[0] in "_$":
+                return None
+            captured.append(segment)
+        elif part != segment:
+            return None
+    return captured
+
+
+def resolve(method: str, path: str) -> tuple[Handler, list[str]]:
+    """The handler for `method` on `path` and the captured segments; FhirError 404/405 otherwise."""
+    segments = [segment for segment in path.split("/") if segment]
+    allowed: set[str] = set()
+    for pattern, handlers in ROUTES:
+        captured = _match(pattern, segments)
+        if captured is None:
+            continue
+        handler = handlers.get("GET" if method == "HEAD" else method)
+        if handler is not None:
+            return handler, captured
+        allowed.update(handlers)
+    if allowed:
+        raise FhirError(405, "not-supported", f"{method} is not allowed on /{'/'.join(segments)}",
+                        headers={"Allow": ", ".join(sorted(allowed))})
+    raise FhirError(404, "not-found", f"No FHIR endpoint at /{'/'.join(segments)}")
+
+
+class HearthApp:
+    """Pure ASGI: lifespan opens and closes the store; every request is dispatched by `resolve`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ctx: Context | None = None
+
+    async def startup(self) -> None:
+        store = open_store(self.settings.storage, synchronous=self.settings.sqlite_synchronous)
+        if hasattr(store, "open"):
+            await store.open()
+        self.ctx = Context(store, self.settings.public_base_url, self.settings.default_count,
+                           self.settings.max_count, extras={"max_body_bytes": self.settings.max_body_bytes})
+
+    async def shutdown(self) -> None:
+        if self.ctx is not None:
+            await self.ctx.store.close()
+            self.ctx = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = await self.respond(request)
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request) -> Response:
+        try:
+            if self.ctx is None:
+                raise FhirError(503, "transient", "Hearth is starting")
+            handler, captured = resolve(request.method, request.url.path)
+            http.check_accept(request)
+            return await handler(request, self.ctx, *captured)
+        except FhirError as error:
+            return http.error_response(error, http.pretty(request))
+        except Exception:  # a bug: say so as an OperationOutcome, log it in full
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return http.error_response(FhirError(500, "exception", "Internal server error"))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message: dict[str, Any] = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # reported to the server, which stops
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings | None = None) -> HearthApp:
+    return HearthApp(settings or Settings.from_env())

@@ -1,0 +1,120 @@
+"""HTTP details of the FHIR REST API: content negotiation, bodies, headers, responses."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime, parsedate_to_datetime
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from capability import fhir_json
+from capability.outcome import FhirError, Issue, operation_outcome
+from storage.base import Version
+from server.interactions.bundles import etag
+
+FHIR_JSON = "application/fhir+json"
+_JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "json", "*/*",
+               "application/*", "text/json"}
+_FORMAT_JSON = {"json", "application/json", "application/fhir+json", "application/json+fhir", "text/json"}
+_BODY_JSON = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
+
+
+def check_accept(request: Request) -> None:
+    """Refuse (406) a request that wants only formats Hearth does not produce. `_format` overrides Accept."""
+    wanted = request.query_params.get("_format")
+    if wanted is not None:
+        if wanted.split(";")[0].strip().lower() not in _FORMAT_JSON:
+            raise FhirError(406, "not-supported", f"_format '{wanted}' is not supported; use json")
+        return
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    if types.isdisjoint(_JSON_TYPES) and not any(t.startswith("text/html") for t in types):
+        raise FhirError(406, "not-supported", f"Cannot produce '{accept}'; Hearth serves application/fhir+json")
+
+
+async def read_body(request: Request, limit: int, content_types: set[str] | None = None) -> bytes:
+    """The request body, refused with 415 for a media type other than `content_types` and 413 past `limit`."""
+    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    allowed = content_types or _BODY_JSON
+    if media not in allowed:
+        shown = media or "none"
+        raise FhirError(415, "not-supported", f"Content-Type '{shown}' is not supported; use {FHIR_JSON}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(limit: int) -> FhirError:
+    return FhirError(413, "too-costly", f"The body exceeds the limit of {limit} bytes")
+
+
+def prefer(request: Request, name: str) -> str | None:
+    """One token of the Prefer header, e.g. prefer(request, "return") -> "minimal"."""
+    for part in (request.headers.get("prefer") or "").split(";"):
+        for item in part.split(","):
+            key, _, value = item.strip().partition("=")
+            if key.strip().lower() == name:
+                return value.strip().strip('"')
+    return None
+
+
+def pretty(request: Request) -> bool:
+    return request.query_params.get("_pretty") == "true"
+
+
+def fhir_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None,
+                  pretty_print: bool = False) -> Response:
+    if pretty_print and body:
+        body = fhir_json.pretty_bytes(body)
+    return Response(body, status, headers, media_type=f"{FHIR_JSON}; charset=utf-8")
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None,
+                  pretty_print: bool = False) -> Response:
+    return fhir_response(fhir_json.dumps(value, pretty=pretty_print), status, headers)
+
+
+def error_response(error: FhirError, pretty_print: bool = False) -> Response:
+    return json_response(error.outcome(), error.status, error.headers, pretty_print)
+
+
+def version_headers(version: Version, base_url: str | None = None) -> dict[str, str]:
+    """ETag and Last-Modified (and Location when `base_url` is given) for a stored version."""
+    headers = {"ETag": etag(version.version_id), "Last-Modified": http_date(version.last_updated)}
+    if base_url is not None:
+        headers["Location"] = f"{base_url}/{version.type}/{version.id}/_history/{version.version_id}"
+    return headers
+
+
+def http_date(moment: datetime) -> str:
+    return format_datetime(moment, usegmt=True)
+
+
+def parse_http_date(value: str) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_etag(value: str | None) -> int | None:
+    """`W/"3"` or `"3"` -> 3; anything else -> None."""
+    if not value:
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    return int(text) if text.isdigit() else None
+
+
+def outcome_body(diagnostics: str, severity: str = "information", code: str = "informational") -> bytes:
+    return fhir_json.dumps(operation_outcome([Issue(severity, code, diagnostics)]))

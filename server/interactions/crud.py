@@ -1,0 +1,120 @@
+"""create, read, vread, update and delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from capability.outcome import FhirError, gone, invalid, not_found
+from server.interactions.context import Context
+from server.interactions.resources import (check_id, check_type, index_entries, new_id, parse_resource, serialise,
+                                           stamp)
+from storage.base import Version, VersionConflict, Write
+from storage.clock import utc_now
+
+_RETRIES = 20  # an unconditional update racing other writers re-reads and tries again
+
+
+async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any]) -> Version:
+    """Create with a server-assigned id (any client id in the body is ignored, per R4)."""
+    check_type(resource_type)
+    resource = parse_resource(body, resource_type)
+    return await write_new(ctx, resource_type, new_id(), resource, previous=0)
+
+
+async def write_new(ctx: Context, resource_type: str, resource_id: str, resource: dict[str, Any],
+                    previous: int) -> Version:
+    """Commit the version after `previous` (0: the first) of a parsed and validated resource."""
+    now = utc_now()
+    version_id = previous + 1
+    stamped = stamp(resource, resource_id, version_id, now)
+    body = serialise(stamped)
+    interaction = "create" if previous == 0 else "update"
+    await ctx.store.commit([Write(resource_type, resource_id, version_id, now, body, index_entries(ctx, stamped),
+                                  previous, interaction)])
+    return Version(resource_type, resource_id, version_id, now, False, body)
+
+
+async def read(ctx: Context, resource_type: str, resource_id: str) -> Version:
+    check_type(resource_type)
+    check_id_known(resource_id)
+    version = await ctx.store.read(resource_type, resource_id)
+    if version is None:
+        raise not_found(resource_type, resource_id)
+    if version.deleted:
+        raise gone(resource_type, resource_id, version.version_id)
+    return version
+
+
+async def vread(ctx: Context, resource_type: str, resource_id: str, version_id: str) -> Version:
+    check_type(resource_type)
+    check_id_known(resource_id)
+    if not version_id.isdigit():
+        raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
+    version = await ctx.store.vread(resource_type, resource_id, int(version_id))
+    if version is None:
+        raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
+    if version.deleted:
+        raise gone(resource_type, resource_id, version.version_id)
+    return version
+
+
+def check_id_known(resource_id: str) -> None:
+    """An id that could never have been assigned is simply not found (R4: 404, not 400)."""
+    try:
+        check_id(resource_id)
+    except FhirError:
+        raise FhirError(404, "not-found", f"No resource has the id '{resource_id}'") from None
+
+
+async def update(ctx: Context, resource_type: str, resource_id: str, body: bytes | dict[str, Any],
+                 if_match: int | None = None) -> tuple[Version, bool]:
+    """Update (or create at a client-chosen id). Returns the new version and whether it was created."""
+    check_type(resource_type)
+    check_id(resource_id)
+    resource = parse_resource(body, resource_type)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise invalid("The resource must carry its id for an update", (f"{resource_type}.id",))
+    if body_id != resource_id:
+        raise invalid(f"The id in the body ('{body_id}') differs from the id in the URL ('{resource_id}')",
+                      (f"{resource_type}.id",))
+    for _ in range(_RETRIES):
+        current = await ctx.store.read(resource_type, resource_id)
+        previous = current.version_id if current else 0
+        if if_match is not None and (current is None or current.deleted or previous != if_match):
+            raise version_mismatch(resource_type, resource_id, if_match, current)
+        try:
+            version = await write_new(ctx, resource_type, resource_id, resource, previous)
+        except VersionConflict as conflict:
+            if if_match is not None:
+                raise version_mismatch(resource_type, resource_id, if_match, None, conflict.actual) from None
+            continue
+        return version, current is None or current.deleted
+    raise FhirError(409, "conflict", f"{resource_type}/{resource_id} is being updated concurrently; try again")
+
+
+def version_mismatch(resource_type: str, resource_id: str, expected: int, current: Version | None,
+                     actual: int | None = None) -> FhirError:
+    found = actual if actual is not None else (current.version_id if current and not current.deleted else None)
+    state = f"version {found}" if found else "no current version"
+    return FhirError(412, "conflict", f"If-Match expected version {expected} of {resource_type}/{resource_id}, "
+                                      f"but it has {state}")
+
+
+async def delete(ctx: Context, resource_type: str, resource_id: str) -> Version | None:
+    """Delete (tombstone). Returns the tombstone, or None when there was nothing current to delete."""
+    check_type(resource_type)
+    check_id_known(resource_id)
+    for _ in range(_RETRIES):
+        current = await ctx.store.read(resource_type, resource_id)
+        if current is None or current.deleted:
+            return None
+        now = utc_now()
+        tombstone = Write(resource_type, resource_id, current.version_id + 1, now, None, (), current.version_id,
+                          "delete")
+        try:
+            await ctx.store.commit([tombstone])
+        except VersionConflict:
+            continue
+        return Version(resource_type, resource_id, current.version_id + 1, now, True, b"")
+    raise FhirError(409, "conflict", f"{resource_type}/{resource_id} is being updated concurrently; try again")

@@ -1,0 +1,109 @@
+"""The FHIR REST endpoints: HTTP in, an interaction called, HTTP out."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from capability import fhir_json
+from capability.capability_statement import capability_statement
+from capability.summary import check_summary, parse_elements, subset
+from server import http
+from server.interactions import crud, history as history_interaction
+from server.interactions.context import Context
+from storage.base import Version
+from storage.clock import to_instant, utc_now
+
+_PUBLISHED = to_instant(utc_now())
+
+
+def _representation(request: Request, version: Version, status: int, headers: dict[str, str]) -> Response:
+    """The body `Prefer: return=` asks for after a write: the resource (default), nothing, or an outcome."""
+    wanted = http.prefer(request, "return")
+    if wanted == "minimal":
+        return Response(b"", status, headers)
+    if wanted == "OperationOutcome":
+        verb = "created" if status == 201 else "updated"
+        body = http.outcome_body(f"{version.type}/{version.id} {verb} (version {version.version_id})")
+        return http.fhir_response(body, status, headers, http.pretty(request))
+    return http.fhir_response(version.body, status, headers, http.pretty(request))
+
+
+def _resource_body(request: Request, version: Version) -> bytes:
+    """Stored bytes, or a `_summary` / `_elements` subset of them."""
+    summary = request.query_params.get("_summary")
+    check_summary(summary)
+    elements = parse_elements(request.query_params.get("_elements"))
+    if summary in (None, "false") and not elements:
+        return version.body
+    return fhir_json.dumps(subset(fhir_json.loads(version.body), summary, elements))
+
+
+async def metadata(request: Request, ctx: Context) -> Response:
+    statement = capability_statement(ctx.base_url, _PUBLISHED, ctx.extras.get("search_capabilities"))
+    return http.json_response(statement, pretty_print=http.pretty(request))
+
+
+async def create(request: Request, ctx: Context, resource_type: str) -> Response:
+    body = await http.read_body(request, ctx.extras["max_body_bytes"])
+    version = await crud.create(ctx, resource_type, body)
+    return _representation(request, version, 201, http.version_headers(version, ctx.base_url))
+
+
+async def read(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:
+    version = await crud.read(ctx, resource_type, resource_id)
+    headers = http.version_headers(version)
+    if _not_modified(request, version):
+        return Response(b"", 304, headers)
+    return http.fhir_response(_resource_body(request, version), 200, headers, http.pretty(request))
+
+
+def _not_modified(request: Request, version: Version) -> bool:
+    """Conditional read: If-None-Match names the current version, or nothing changed since If-Modified-Since."""
+    none_match = request.headers.get("if-none-match")
+    if none_match is not None:
+        return http.parse_etag(none_match) == version.version_id
+    since = request.headers.get("if-modified-since")
+    if since is not None:
+        moment = http.parse_http_date(since)
+        return moment is not None and version.last_updated.replace(microsecond=0) <= moment
+    return False
+
+
+async def vread(request: Request, ctx: Context, resource_type: str, resource_id: str, version_id: str) -> Response:
+    version = await crud.vread(ctx, resource_type, resource_id, version_id)
+    return http.fhir_response(_resource_body(request, version), 200, http.version_headers(version),
+                              http.pretty(request))
+
+
+async def update(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:
+    body = await http.read_body(request, ctx.extras["max_body_bytes"])
+    if_match = request.headers.get("if-match")
+    expected = http.parse_etag(if_match)
+    if if_match is not None and expected is None:
+        from capability.outcome import invalid
+        raise invalid(f"Invalid If-Match '{if_match}': expected an ETag like W/\"3\"")
+    version, created = await crud.update(ctx, resource_type, resource_id, body, expected)
+    status = 201 if created else 200
+    return _representation(request, version, status, http.version_headers(version, ctx.base_url))
+
+
+async def delete(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:
+    tombstone = await crud.delete(ctx, resource_type, resource_id)
+    headers = {"ETag": f'W/"{tombstone.version_id}"'} if tombstone else {}
+    return Response(b"", 204, headers)
+
+
+async def history(request: Request, ctx: Context, resource_type: str | None = None,
+                  resource_id: str | None = None) -> Response:
+    body = await history_interaction.history(ctx, resource_type, resource_id, request.query_params.multi_items())
+    return http.fhir_response(body, 200, None, http.pretty(request))
+
+
+async def healthz(request: Request, ctx: Context) -> Response:
+    return http.json_response({"status": "ok"})
+
+
+async def readyz(request: Request, ctx: Context) -> Response:
+    await ctx.store.read("Patient", "readiness-probe")
+    return http.json_response({"status": "ready", "storage": ctx.store.name})

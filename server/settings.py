@@ -1,0 +1,36 @@
+"""Settings from `HEARTH_*` environment variables, overridable by `hearth serve` flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    storage: str = "./data/hearth.db"  # a SQLite file path, or mongodb://…
+    base_url: str = ""  # the public base URL; empty: http://{host}:{port}
+    max_body_bytes: int = 16 * 1024 * 1024
+    log_level: str = "warning"
+    default_count: int = 20
+    max_count: int = 1000
+    sqlite_synchronous: str = "NORMAL"  # NORMAL (WAL: durable but for the last commits on power loss) or FULL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Defaults, then `HEARTH_<NAME>` variables, then non-None `overrides`."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = env.get(f"HEARTH_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = int(raw) if field.type in ("int", int) else raw
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return replace(cls(), **values)
+
+    @property
+    def public_base_url(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")

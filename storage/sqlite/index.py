@@ -1,0 +1,84 @@
+"""SQLite index tables, one per entry shape (search/entries.py), and writing a resource's entries.
+
+Every row carries `rid` (resources.rid) and `param`; covering indexes start with (param, value…) so a
+selective predicate never scans all resources of a type. Entries belong to the current version: a write
+replaces them all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Iterable
+
+import orjson
+
+from search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
+                            StringEntry, TokenEntry, UriEntry)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS idx_token (rid INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT,
+        text TEXT, type_system TEXT, type_code TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (param, code, system, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_token_rid ON idx_token (rid)",
+    "CREATE TABLE IF NOT EXISTS idx_string (rid INTEGER NOT NULL, param TEXT NOT NULL, norm TEXT, exact TEXT)",
+    "CREATE INDEX IF NOT EXISTS idx_string_norm ON idx_string (param, norm, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_string_rid ON idx_string (rid)",
+    "CREATE TABLE IF NOT EXISTS idx_date (rid INTEGER NOT NULL, param TEXT NOT NULL, lo TEXT, hi TEXT)",
+    "CREATE INDEX IF NOT EXISTS idx_date_lo ON idx_date (param, lo, hi, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_date_hi ON idx_date (param, hi, lo, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_date_rid ON idx_date (rid)",
+    "CREATE TABLE IF NOT EXISTS idx_number (rid INTEGER NOT NULL, param TEXT NOT NULL, value REAL, lo REAL, hi REAL)",
+    "CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (param, value, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_number_rid ON idx_number (rid)",
+    """CREATE TABLE IF NOT EXISTS idx_quantity (rid INTEGER NOT NULL, param TEXT NOT NULL, value REAL, lo REAL,
+        hi REAL, system TEXT, code TEXT, unit TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (param, code, value, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_quantity_rid ON idx_quantity (rid)",
+    """CREATE TABLE IF NOT EXISTS idx_reference (rid INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT,
+        target_id TEXT, url TEXT, version TEXT, identifier_system TEXT, identifier_value TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (param, target_id, target_type, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, url, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_reference_rid ON idx_reference (rid)",
+    "CREATE TABLE IF NOT EXISTS idx_uri (rid INTEGER NOT NULL, param TEXT NOT NULL, value TEXT)",
+    "CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (param, value, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid)",
+    # composite: the tuple kept whole (JSON) and matched in Python after its first component narrows the rows
+    "CREATE TABLE IF NOT EXISTS idx_composite (rid INTEGER NOT NULL, param TEXT NOT NULL, components BLOB)",
+    "CREATE INDEX IF NOT EXISTS idx_composite_rid ON idx_composite (rid, param)",
+)
+
+TABLES = ("idx_token", "idx_string", "idx_date", "idx_number", "idx_quantity", "idx_reference", "idx_uri",
+          "idx_composite")
+
+_INSERT = {
+    TokenEntry: ("INSERT INTO idx_token VALUES (?,?,?,?,?,?,?)",
+                 lambda e: (e.param, e.system, e.code, e.text, e.type_system, e.type_code)),
+    StringEntry: ("INSERT INTO idx_string VALUES (?,?,?,?)", lambda e: (e.param, e.norm, e.exact)),
+    DateEntry: ("INSERT INTO idx_date VALUES (?,?,?,?)", lambda e: (e.param, e.lo, e.hi)),
+    NumberEntry: ("INSERT INTO idx_number VALUES (?,?,?,?,?)", lambda e: (e.param, e.value, e.lo, e.hi)),
+    QuantityEntry: ("INSERT INTO idx_quantity VALUES (?,?,?,?,?,?,?,?)",
+                    lambda e: (e.param, e.value, e.lo, e.hi, e.system, e.code, e.unit)),
+    ReferenceEntry: ("INSERT INTO idx_reference VALUES (?,?,?,?,?,?,?,?)",
+                     lambda e: (e.param, e.target_type, e.target_id, e.url, e.version, e.identifier_system,
+                                e.identifier_value)),
+    UriEntry: ("INSERT INTO idx_uri VALUES (?,?,?)", lambda e: (e.param, e.value)),
+    CompositeEntry: ("INSERT INTO idx_composite VALUES (?,?,?)", lambda e: (e.param, encode_components(e))),
+}
+
+
+def encode_components(entry: CompositeEntry) -> bytes:
+    """A composite's components as JSON: [[shape name, {field: value}], ...]."""
+    return orjson.dumps([[type(c).__name__, {f: getattr(c, f) for f in c.__slots__}] for c in entry.components])
+
+
+def replace_entries(conn: sqlite3.Connection, rid: int, entries: Iterable[Entry], existed: bool) -> None:
+    """Make `entries` the index of resource `rid` (dropping the previous version's entries)."""
+    if existed:
+        for table in TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+    grouped: dict[type, list[tuple]] = {}
+    for entry in entries:
+        grouped.setdefault(type(entry), []).append(entry)
+    for shape, items in grouped.items():
+        sql, row = _INSERT[shape]
+        conn.executemany(sql, [(rid, *row(e)) for e in items])

@@ -1,0 +1,31 @@
+"""The SQLite schema for versions, current state and the change log (index tables: storage/sqlite/index.py)."""
+
+SCHEMA = (
+    # current state: one row per resource; the body lives in `history` (stored once)
+    """CREATE TABLE IF NOT EXISTS resources (
+        rid INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version_id INTEGER NOT NULL,
+        last_updated TEXT NOT NULL,
+        deleted INTEGER NOT NULL,
+        UNIQUE (type, id))""",
+    """CREATE INDEX IF NOT EXISTS resources_type_updated ON resources (type, last_updated, id)""",
+    """CREATE TABLE IF NOT EXISTS history (
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        last_updated TEXT NOT NULL,
+        deleted INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (type, id, version_id)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version_id INTEGER NOT NULL,
+        interaction TEXT NOT NULL,
+        last_updated TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS changes_type_seq ON changes (type, seq)""",
+)
