@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from capability.generate_terminology import write_terminology
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     from capability.generate_structure import structure  # imported here: it imports this module
 
     write_data("structure.json", structure(spec))
+    write_terminology(spec, DATA)
 
 
 if __name__ == "__main__":
