@@ -3,6 +3,7 @@
 `Observation?code=http://loinc.org|8310-5&date=ge2020&_sort=-date` becomes a `Query` whose `where` is a
 conjunction (AND) of `Clause`s, each a disjunction (OR) of predicates. Operands are already normalised
 exactly like the index entries in search/entries.py, so backends compare like with like.
+search/matcher.py is the reference for what each predicate means; backends implement the same.
 """
 
 from __future__ import annotations
@@ -126,6 +127,15 @@ class HasPred:
     where: tuple["Clause", ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AnyOfPred:
+    """OR across parameters: holds when any of `clauses` holds (a compartment: `subject` or `performer`
+    references the patient, or the resource is the patient). Sits alone in a Clause with param
+    "_compartment" and param_type "special"."""
+
+    clauses: tuple["Clause", ...]
+
+
 Pred = Union[TokenPred, StringPred, DatePred, NumberPred, QuantityPred, ReferencePred, UriPred,
              CompositePred, MissingPred, ChainPred]
 
@@ -140,7 +150,7 @@ class Clause:
 
     param: str
     param_type: str
-    preds: tuple[Union[Pred, HasPred], ...]
+    preds: tuple[Union[Pred, HasPred, AnyOfPred], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,3 +185,4 @@ class Query:
     summary: str | None = None  # None | "true" | "text" | "data" | "count" | "false"
     elements: tuple[str, ...] = ()
     ignored: tuple[str, ...] = field(default=())  # parameters left out under lenient handling, for the outcome
+    used: tuple[tuple[str, str], ...] = ()  # the (name, value) pairs applied, in request order, for the self link
