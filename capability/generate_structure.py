@@ -49,20 +49,20 @@ def _elements(sd: dict) -> dict[str, dict[str, list]]:
         flags = (MANY if el["max"] != "1" else 0) | (REQUIRED if el["min"] >= 1 else 0)
         if "contentReference" in el:
             target = el["contentReference"].lstrip("#")
-            types = [root + target[len(sd["type"]):]]
+            types = [(None, root + target[len(sd["type"]):])]
         elif path in parents:
-            types = [root + path[len(sd["type"]):]]
+            types = [(None, root + path[len(sd["type"]):])]
         elif sd["kind"] == "resource" and path == sd["type"] + ".id":
-            types = ["id"]  # the R4 snapshot says System.String/string here, the differential and prose say `id`
+            types = [(None, "id")]  # the R4 snapshot says System.String/string here, the differential and prose say `id`
         else:
-            types = [_type_code(t) for t in el["type"]]
+            types = [(t["code"], _type_code(t)) for t in el["type"]]
         table = tables.setdefault(owner_name, {})
         if name.endswith("[x]"):
             base = name[:-3]
-            for type_name in types:
-                table[base + type_name[0].upper() + type_name[1:]] = [type_name, flags, base]
+            for code, type_name in types:  # the JSON name uses the type code, never a profile (SimpleQuantity)
+                table[base + code[0].upper() + code[1:]] = [type_name, flags, base]
         else:
-            table[name] = [types[0], flags]
+            table[name] = [types[0][1], flags]
     return tables
 
 
