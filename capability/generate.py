@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     from capability.generate_structure import structure  # imported here: it imports this module
 
     write_data("structure.json", structure(spec))
+    from capability.generate_search import generate as generate_search  # imports this module too
+
+    generate_search(spec)
     write_terminology(spec, DATA)
 
 
