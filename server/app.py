@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from server import http, rest
 from server.interactions.context import Context
 from server.settings import Settings
 from storage import open_store
+from storage.base import Store
 
 log = logging.getLogger("hearth.server")
 
@@ -68,12 +70,15 @@ def resolve(method: str, path: str) -> tuple[Handler, list[str]]:
 class HearthApp:
     """Pure ASGI: lifespan opens and closes the store; every request is dispatched by `resolve`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
+        self.store = store  # a store made by the caller (tests); otherwise opened from settings at start-up
         self.ctx: Context | None = None
+        # requests may carry the public base URL's path (http://host/fhir/Patient): routes start after it
+        self.base_path = urlsplit(settings.public_base_url).path.rstrip("/")
 
     async def startup(self) -> None:
-        store = open_store(self.settings.storage, synchronous=self.settings.sqlite_synchronous)
+        store = self.store or open_store(self.settings.storage, synchronous=self.settings.sqlite_synchronous)
         if hasattr(store, "open"):
             await store.open()
         self.ctx = Context(store, self.settings.public_base_url, self.settings.default_count,
@@ -98,7 +103,10 @@ class HearthApp:
         try:
             if self.ctx is None:
                 raise FhirError(503, "transient", "Hearth is starting")
-            handler, captured = resolve(request.method, request.url.path)
+            path = request.url.path
+            if self.base_path and (path == self.base_path or path.startswith(self.base_path + "/")):
+                path = path[len(self.base_path):]
+            handler, captured = resolve(request.method, path)
             http.check_accept(request)
             return await handler(request, self.ctx, *captured)
         except FhirError as error:
@@ -124,5 +132,5 @@ class HearthApp:
                 return
 
 
-def create_app(settings: Settings | None = None) -> HearthApp:
-    return HearthApp(settings or Settings.from_env())
+def create_app(settings: Settings | None = None, store: Store | None = None) -> HearthApp:
+    return HearthApp(settings or Settings.from_env(), store)
