@@ -23,6 +23,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from server.load import find_files, import_files
+    from server.logs import configure
+    from server.progress import ProgressBar
+
+    settings = Settings.from_env(storage=args.storage, base_url=args.base_url, log_level=args.log_level)
+    configure(settings.log_level)
+    try:
+        files = find_files(args.paths)
+    except FileNotFoundError as exc:
+        print(f"hearth import: {exc}", file=sys.stderr)
+        return 2
+    progress = ProgressBar(sum(path.stat().st_size for path in files))
+    print(f"Importing {len(files):,} files into {settings.storage}", file=sys.stderr)
+    report = asyncio.run(import_files(settings, files, args.concurrency, progress))
+    print(report.summary())
+    return 1 if report.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hearth", description="Hearth, a FHIR R4 server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -34,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (HEARTH_MAX_BODY_BYTES, 16 MiB)")
     serve.add_argument("--log-level", help="debug, info, warning, error (HEARTH_LOG_LEVEL, default warning)")
     serve.set_defaults(run=_serve)
+    load = commands.add_parser("import", help="load NDJSON files and Bundles (.json, .ndjson; .gz, .bz2; folders)")
+    load.add_argument("paths", nargs="+", metavar="PATH", help="files or folders; 0-* files are loaded first")
+    load.add_argument("--storage", help="SQLite file or mongodb:// URL (HEARTH_STORAGE, default ./data/hearth.db)")
+    load.add_argument("--base-url", help="the server's public base URL, for its absolute references (HEARTH_BASE_URL)")
+    load.add_argument("--concurrency", type=int, default=4, help="files loaded at the same time (default 4)")
+    load.add_argument("--log-level", help="debug, info, warning, error (HEARTH_LOG_LEVEL, default warning)")
+    load.set_defaults(run=_import)
     return parser
 
 

@@ -1,0 +1,334 @@
+"""`hearth import`: load NDJSON files and Bundles through the interactions (never a backend directly).
+
+Files are NDJSON (`.ndjson`, `.jsonl`: one resource per line) or JSON (`.json`: a Bundle, or one resource),
+each optionally `.gz` or `.bz2`. Files whose name starts with `0-` (Synthea's hospital and practitioner batch
+bundles, which the other bundles reference conditionally) are loaded first, one after the other; the rest
+run `concurrency` files at a time. Inside a file, up to `window` entries are written concurrently so that the
+store can commit them in groups; writes to the same resource keep their order in the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bz2
+import gzip
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Awaitable, Callable, Coroutine, Iterable
+
+from capability import fhir_json
+from capability.outcome import FhirError
+from server.interactions import crud
+from server.interactions.context import Context
+from server.progress import ProgressBar
+from server.settings import Settings
+from storage import open_store
+
+log = logging.getLogger("hearth.import")
+
+_OPENERS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open}
+_NDJSON = {".ndjson", ".jsonl"}
+_LOADABLE = _NDJSON | {".json"}
+_FIRST_PREFIX = "0-"
+_LINES_PER_READ = 2000  # NDJSON is read in slices off the event loop, never whole
+
+
+@dataclass(frozen=True, slots=True)
+class LoadError:
+    """One entry (or a whole file, `where` empty) that could not be loaded."""
+
+    file: str
+    where: str  # "line 12" (NDJSON, from 1), "entry[3]" (Bundle, from 0) or ""
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}{' ' + self.where if self.where else ''}: {self.message}"
+
+
+@dataclass
+class LoadReport:
+    counts: Counter[str] = field(default_factory=Counter)  # resources written, per resource type
+    errors: list[LoadError] = field(default_factory=list)
+    files: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def resources(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def rate(self) -> float:
+        return self.resources / self.elapsed if self.elapsed > 0 else 0.0
+
+    def summary(self) -> str:
+        lines = [f"Loaded {self.resources:,} resources from {self.files:,} files in {self.elapsed:.1f} s "
+                 f"({self.rate:,.0f} resources/s); {len(self.errors):,} errors."]
+        width = max((len(name) for name in self.counts), default=0)
+        lines += [f"  {name.ljust(width)}  {count:>10,}" for name, count in sorted(self.counts.items())]
+        if self.errors:
+            lines.append("Errors:")
+            lines += [f"  {error}" for error in self.errors]
+        return "\n".join(lines)
+
+
+def source_format(path: Path) -> str | None:
+    """"ndjson" or "json" for a loadable file name (optionally compressed), None for anything else."""
+    base, suffix = os.path.splitext(path.name.lower())
+    if suffix in _OPENERS:
+        suffix = os.path.splitext(base)[1]
+    if suffix not in _LOADABLE:
+        return None
+    return "ndjson" if suffix in _NDJSON else "json"
+
+
+def find_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The files to load: named files as they are, directories searched recursively for loadable files;
+    `0-*` files first, each group sorted. A missing path raises FileNotFoundError."""
+    found: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.update(p for p in path.rglob("*") if p.is_file() and source_format(p))
+        elif path.is_file():
+            found.add(path)
+        else:
+            raise FileNotFoundError(f"No such file or directory: {path}")
+    return sorted(found, key=lambda p: (not p.name.startswith(_FIRST_PREFIX), str(p)))
+
+
+def _open(path: Path) -> IO[bytes]:
+    opener = _OPENERS.get(path.suffix.lower(), open)
+    return opener(path, "rb")
+
+
+def _read_all(path: Path) -> bytes:
+    with _open(path) as stream:
+        return stream.read()
+
+
+def _parse_file(path: Path) -> Any:
+    return fhir_json.loads(_read_all(path))
+
+
+def _read_lines(stream: IO[bytes], limit: int) -> list[bytes]:
+    lines = []
+    for line in stream:
+        lines.append(line)
+        if len(lines) == limit:
+            break
+    return lines
+
+
+class _Window:
+    """Runs coroutines concurrently, at most `size` at once; those with the same key run in submission order.
+
+    The coroutines handle their own errors (a failed one never stops the others).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._slots = asyncio.Semaphore(size)
+        self._tasks: set[asyncio.Task] = set()
+        self._last: dict[Any, asyncio.Task] = {}
+
+    async def submit(self, key: Any, work: Coroutine[Any, Any, None]) -> None:
+        await self._slots.acquire()
+        before = self._last.get(key) if key is not None else None
+        task = asyncio.create_task(self._run(before, work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if key is not None:
+            self._last[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+
+    def _forget(self, key: Any, task: asyncio.Task) -> None:
+        if self._last.get(key) is task:
+            del self._last[key]
+
+    async def _run(self, before: asyncio.Task | None, work: Awaitable[None]) -> None:
+        try:
+            if before is not None:
+                await asyncio.wait([before])
+            await work
+        finally:
+            self._slots.release()
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
+
+
+def _key(resource: Any) -> tuple[str, str] | None:
+    """What orders writes to one resource: (type, id) when the entry names both."""
+    if isinstance(resource, dict):
+        resource_type, resource_id = resource.get("resourceType"), resource.get("id")
+        if isinstance(resource_type, str) and isinstance(resource_id, str):
+            return resource_type, resource_id
+    return None
+
+
+class Loader:
+    """Loads files into the store behind `ctx`, collecting a LoadReport."""
+
+    def __init__(self, ctx: Context, concurrency: int = 4, window: int = 32,
+                 progress: ProgressBar | None = None) -> None:
+        self.ctx = ctx
+        self.concurrency = max(1, concurrency)
+        self.window = max(1, window)
+        self.progress = progress
+        self.report = LoadReport()
+        self._started = 0.0
+
+    async def load(self, files: list[Path]) -> LoadReport:
+        self._started = time.perf_counter()
+        first = [path for path in files if path.name.startswith(_FIRST_PREFIX)]
+        rest = iter([path for path in files if not path.name.startswith(_FIRST_PREFIX)])
+        for path in first:
+            await self._load_file(path)
+
+        async def worker() -> None:
+            for path in rest:  # the iterator is shared: each file goes to exactly one worker
+                await self._load_file(path)
+
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        self.report.elapsed = time.perf_counter() - self._started
+        if self.progress is not None:
+            self.progress.close()
+        return self.report
+
+    # -- files -------------------------------------------------------------------------------------
+
+    async def _load_file(self, path: Path) -> None:
+        size = 0
+        try:
+            size = path.stat().st_size
+            if source_format(path) == "ndjson":
+                await self._load_ndjson(path)
+            else:
+                await self._load_json(path)
+        except (OSError, EOFError) as exc:  # unreadable or corrupt (compressed) file
+            self._fail(path, "", f"cannot read the file: {exc}")
+        self.report.files += 1
+        if self.progress is not None:
+            self.progress.advance(size, self._status())
+
+    async def _load_ndjson(self, path: Path) -> None:
+        window = _Window(self.window)
+        try:
+            with _open(path) as stream:
+                number = 0
+                while lines := await asyncio.to_thread(_read_lines, stream, _LINES_PER_READ):
+                    for line in lines:
+                        number += 1
+                        if not line.strip():
+                            continue
+                        try:
+                            resource = fhir_json.loads(line)
+                        except fhir_json.JsonSyntaxError as exc:
+                            self._fail(path, f"line {number}", f"not valid JSON: {exc}")
+                            continue
+                        await window.submit(_key(resource), self._put(path, f"line {number}", resource))
+        finally:
+            await window.drain()
+
+    async def _load_json(self, path: Path) -> None:
+        try:
+            document = await asyncio.to_thread(_parse_file, path)
+        except fhir_json.JsonSyntaxError as exc:
+            self._fail(path, "", f"not valid JSON: {exc}")
+            return
+        if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
+            await self._put(path, "", document)  # a single resource
+            return
+        kind = document.get("type")
+        if kind == "collection":
+            await self._load_entries(path, document, collection=True)
+        elif kind == "batch":
+            await self._load_entries(path, document, collection=False)
+        else:
+            self._fail(path, "", f"a Bundle of type '{kind}' cannot be imported (collection or batch)")
+
+    async def _load_entries(self, path: Path, bundle: dict[str, Any], collection: bool) -> None:
+        entries = bundle.get("entry") or []
+        window = _Window(self.window)
+        try:
+            for index, entry in enumerate(entries if isinstance(entries, list) else []):
+                where = f"entry[{index}]"
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                if collection:
+                    await window.submit(_key(resource), self._put(path, where, resource))
+                else:
+                    request = entry.get("request") if isinstance(entry, dict) else None
+                    await window.submit(_key(resource), self._request(path, where, request, resource))
+        finally:
+            await window.drain()
+
+    # -- entries -----------------------------------------------------------------------------------
+
+    async def _put(self, path: Path, where: str, resource: Any) -> None:
+        """Store one resource: update-as-create at its id, or create when it has none."""
+        resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+        if not isinstance(resource_type, str):
+            self._fail(path, where, "not a FHIR resource (no resourceType)")
+            return
+        resource_id = resource.get("id")
+        if resource_id is None:
+            await self._write(path, where, crud.create(self.ctx, resource_type, resource))
+        else:
+            await self._write(path, where, crud.update(self.ctx, resource_type, str(resource_id), resource))
+
+    async def _request(self, path: Path, where: str, request: Any, resource: Any) -> None:
+        """One batch entry: PUT Type/id updates (or creates at that id), POST Type creates."""
+        method = request.get("method") if isinstance(request, dict) else None
+        url = str(request.get("url") or "") if isinstance(request, dict) else ""
+        resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+        if not isinstance(resource_type, str):
+            self._fail(path, where, "not a FHIR resource (no resourceType)")
+        elif method == "PUT" and url.count("/") == 1 and "?" not in url:
+            url_type, url_id = url.split("/")
+            await self._write(path, where, crud.update(self.ctx, url_type, url_id, resource))
+        elif method == "POST":
+            await self._write(path, where, crud.create(self.ctx, url or resource_type, resource))
+        else:
+            self._fail(path, where, f"cannot import request {method} {url!r} (PUT Type/id or POST Type)")
+
+    async def _write(self, path: Path, where: str, write: Awaitable[Any]) -> None:
+        try:
+            result = await write
+        except FhirError as error:
+            self._fail(path, where, error.diagnostics)
+            return
+        except Exception as exc:  # a bug or a storage failure: reported, logged in full, the import goes on
+            log.exception("importing %s %s failed", path, where)
+            self._fail(path, where, f"internal error: {exc!r}")
+            return
+        version = result[0] if isinstance(result, tuple) else result
+        self.report.counts[version.type] += 1
+        if self.progress is not None:
+            self.progress.show(self._status())
+
+    def _fail(self, path: Path, where: str, message: str) -> None:
+        self.report.errors.append(LoadError(str(path), where, message))
+
+    def _status(self) -> str:
+        report = self.report
+        elapsed = time.perf_counter() - self._started
+        rate = report.resources / elapsed if elapsed > 0 else 0.0
+        return (f"{report.files:,} files, {report.resources:,} resources ({rate:,.0f}/s), "
+                f"{len(report.errors):,} errors")
+
+
+async def import_files(settings: Settings, files: list[Path], concurrency: int = 4,
+                       progress: ProgressBar | None = None) -> LoadReport:
+    """Open the store `settings` names, load `files` into it, close it."""
+    store = open_store(settings.storage, synchronous=settings.sqlite_synchronous)
+    if hasattr(store, "open"):
+        await store.open()
+    try:
+        ctx = Context(store, settings.public_base_url, settings.default_count, settings.max_count)
+        return await Loader(ctx, concurrency, progress=progress).load(files)
+    finally:
+        await store.close()

@@ -1,0 +1,175 @@
+"""`hearth import` (server/load.py): NDJSON and Bundles, compressed or not, errors reported, totals exact."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import make_store, synthea_bundle
+from server.cli import main
+from server.interactions import crud
+from server.interactions.context import Context
+from server.load import Loader, find_files
+from server.progress import ProgressBar
+
+BASE = "http://hearth.test/fhir"
+
+
+def patient(number: int, **extra) -> dict:
+    return {"resourceType": "Patient", "id": f"p{number}", "name": [{"family": f"Family{number}"}], **extra}
+
+
+def observation(number: int) -> dict:
+    return {"resourceType": "Observation", "id": f"o{number}", "status": "final",
+            "code": {"text": "weight"}, "valueQuantity": {"value": 72.50, "unit": "kg"}}
+
+
+def ndjson(resources: list) -> str:
+    return "".join(json.dumps(resource) + "\n" for resource in resources)
+
+
+@pytest.fixture
+async def ctx(backend: str, tmp_path: Path):
+    store = make_store(backend, tmp_path)
+    if hasattr(store, "open"):
+        await store.open()
+    yield Context(store, BASE)
+    await store.close()
+
+
+async def load(ctx: Context, *paths: Path, **options):
+    return await Loader(ctx, **options).load(find_files(paths))
+
+
+async def test_ndjson_plain_and_gzip(ctx, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "Patient.ndjson").write_text(ndjson([patient(n) for n in range(5)]))
+    # 72.50 must survive as written: write the literal, not a float
+    lines = ndjson([observation(n) for n in range(3)]).replace("72.5,", "72.50,")
+    (folder / "Observation.ndjson.gz").write_bytes(gzip.compress(lines.encode()))
+    (folder / "notes.txt").write_text("not loaded")
+    report = await load(ctx, folder)
+    assert report.errors == []
+    assert report.files == 2
+    assert dict(report.counts) == {"Patient": 5, "Observation": 3}
+    assert report.resources == 8
+    stored = await crud.read(ctx, "Observation", "o2")
+    assert b'"value":72.50' in stored.body
+    assert (await crud.read(ctx, "Patient", "p4")).version_id == 1
+
+
+async def test_collection_bundle_bz2_keeps_ids(ctx, tmp_path):
+    source = synthea_bundle("057aa36e")
+    resources = [entry["resource"] for entry in source["entry"][:60]]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    path = tmp_path / "collection.json.bz2"
+    path.write_bytes(bz2.compress(json.dumps(bundle).encode()))
+    report = await load(ctx, path)
+    assert report.errors == []
+    expected: dict[str, int] = {}
+    for resource in resources:
+        expected[resource["resourceType"]] = expected.get(resource["resourceType"], 0) + 1
+    assert dict(report.counts) == expected
+    first = resources[0]
+    stored = await crud.read(ctx, first["resourceType"], first["id"])
+    assert json.loads(stored.body)["id"] == first["id"]
+
+
+async def test_errors_are_reported_and_the_rest_loads(ctx, tmp_path):
+    good = [patient(1), patient(2)]
+    lines = [json.dumps(good[0]), "{not json", json.dumps({"resourceType": "Patient", "id": "bad", "gender": 7}),
+             json.dumps({"resourceType": "NoSuchType", "id": "x"}), "", json.dumps(good[1])]
+    (tmp_path / "mixed.ndjson").write_text("\n".join(lines) + "\n")
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": observation(1)}, {"fullUrl": "urn:uuid:1"}, {"resource": observation(2)}]}
+    (tmp_path / "bundle.json").write_text(json.dumps(bundle))
+    (tmp_path / "broken.ndjson.gz").write_bytes(b"this is not gzip")
+    (tmp_path / "search.json").write_text(json.dumps({"resourceType": "Bundle", "type": "searchset"}))
+    report = await load(ctx, tmp_path)
+    assert dict(report.counts) == {"Patient": 2, "Observation": 2}
+    assert report.files == 4
+    where = {(Path(error.file).name, error.where) for error in report.errors}
+    assert where == {("mixed.ndjson", "line 2"), ("mixed.ndjson", "line 3"), ("mixed.ndjson", "line 4"),
+                     ("bundle.json", "entry[1]"), ("broken.ndjson.gz", ""), ("search.json", "")}
+    messages = {error.where: error.message for error in report.errors if error.file.endswith("mixed.ndjson")}
+    assert "not valid JSON" in messages["line 2"]
+    assert "gender" in messages["line 3"]
+    assert "NoSuchType" in messages["line 4"]
+    assert any(error.file.endswith("search.json") and "searchset" in error.message for error in report.errors)
+    summary = report.summary()
+    assert "Loaded 4 resources from 4 files" in summary and "mixed.ndjson line 3:" in summary
+
+
+async def test_writes_to_one_resource_keep_file_order(ctx, tmp_path):
+    versions = [patient(1, gender=gender) for gender in ("male", "female", "other", "unknown")]
+    (tmp_path / "versions.ndjson").write_text(ndjson([*versions, patient(2)]))
+    report = await load(ctx, tmp_path, window=8)
+    assert report.counts["Patient"] == 5
+    stored = await crud.read(ctx, "Patient", "p1")
+    assert stored.version_id == 4
+    assert json.loads(stored.body)["gender"] == "unknown"
+
+
+async def test_batch_bundle_put_and_post(ctx, tmp_path):
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": patient(7), "request": {"method": "PUT", "url": "Patient/p7"}},
+        {"resource": observation(1), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": patient(8), "request": {"method": "GET", "url": "Patient/p8"}}]}
+    (tmp_path / "0-batch.json").write_text(json.dumps(bundle))
+    report = await load(ctx, tmp_path)
+    assert dict(report.counts) == {"Patient": 1, "Observation": 1}
+    assert [(error.where, "GET" in error.message) for error in report.errors] == [("entry[2]", True)]
+    assert (await crud.read(ctx, "Patient", "p7")).version_id == 1
+
+
+def test_find_files_loads_0_files_first(tmp_path):
+    for name in ("b.json", "0-z.json.bz2", "a.ndjson", "0-a.json", "skip.csv"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.jsonl.gz").write_text("")
+    assert [path.name for path in find_files([tmp_path])] == ["0-a.json", "0-z.json.bz2", "a.ndjson", "b.json",
+                                                              "c.jsonl.gz"]
+    with pytest.raises(FileNotFoundError):
+        find_files([tmp_path / "missing"])
+
+
+def test_cli_import_prints_summary_and_exit_code(tmp_path, capsys):
+    (tmp_path / "Patient.ndjson").write_text(ndjson([patient(n) for n in range(3)]))
+    database = str(tmp_path / "cli.db")
+    assert main(["import", str(tmp_path / "Patient.ndjson"), "--storage", database]) == 0
+    output = capsys.readouterr()
+    assert "Loaded 3 resources from 1 files" in output.out
+    assert "Patient" in output.out
+    assert output.err.count("\r") == 0  # not a terminal: no progress bar
+    (tmp_path / "bad.ndjson").write_text("{oops\n")
+    assert main(["import", str(tmp_path / "bad.ndjson"), "--storage", database]) == 1
+    assert "bad.ndjson line 1: not valid JSON" in capsys.readouterr().out
+    assert main(["import", str(tmp_path / "nowhere"), "--storage", database]) == 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_in_place_only_on_a_terminal():
+    terminal = _Terminal()
+    bar = ProgressBar(200, terminal)
+    bar.advance(100, "half")
+    bar.advance(100, "all")  # within the redraw interval: not drawn until close()
+    assert "all" not in terminal.getvalue()
+    bar.close()
+    assert terminal.getvalue().startswith("\r[")
+    assert " 50% half" in terminal.getvalue() and "100% all" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\n")
+    quiet = io.StringIO()
+    bar = ProgressBar(10, quiet)
+    bar.advance(10, "done")
+    bar.close()
+    assert quiet.getvalue() == ""
