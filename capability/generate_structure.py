@@ -53,7 +53,8 @@ def _elements(sd: dict) -> dict[str, dict[str, list]]:
         elif path in parents:
             types = [(None, root + path[len(sd["type"]):])]
         elif sd["kind"] == "resource" and path == sd["type"] + ".id":
-            types = [(None, "id")]  # the R4 snapshot says System.String/string here, the differential and prose say `id`
+            # The R4 snapshot says System.String (string) here; the differential and the prose say `id`.
+            types = [(None, "id")]
         else:
             types = [(t["code"], _type_code(t)) for t in el["type"]]
         table = tables.setdefault(owner_name, {})

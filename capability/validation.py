@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -61,13 +62,14 @@ class _Element:
 class _Type:
     """A complex type, resource or backbone element: its properties and its required ones."""
 
-    __slots__ = ("name", "elements", "required", "is_resource")
+    __slots__ = ("name", "elements", "required", "is_resource", "is_extension")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.elements: dict[str, _Element] = {}
         self.required: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (label, json names that satisfy it)
         self.is_resource = False
+        self.is_extension = name == "Extension"  # ext-1 is checked on it
 
 
 # --- primitives ---------------------------------------------------------------------------------------------
@@ -115,7 +117,9 @@ def _int_check(type_name: str, low: int) -> PrimitiveCheck:
 
 
 def _check_decimal(value: Any) -> Problem | None:
-    return None if type(value) is int or type(value) is Decimal else _wrong_json(value, "a JSON number (decimal)")
+    if type(value) is int or type(value) is Decimal or type(value) is float and math.isfinite(value):
+        return None  # float only reaches here from callers that parsed without fhir_json
+    return _wrong_json(value, "a JSON number (decimal)")
 
 
 def _check_boolean(value: Any) -> Problem | None:
@@ -162,7 +166,7 @@ def _json_kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, (int, Decimal)):
+    if isinstance(value, (int, float, Decimal)):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -224,19 +228,25 @@ def _walk_object(obj: dict, type_: _Type, path: str, issues: _Issues) -> None:
     seen_choice: dict[str, str] | None = None
     for key, value in obj.items():
         element = elements.get(key)
+        extension = element is None and key[:1] == "_"
+        if extension:
+            element = elements.get(key[1:])
+            if element is not None and element.check is None:
+                element = None  # only primitives have `_x`
         if element is None:
-            if key[:1] == "_" and (base := elements.get(key[1:])) is not None and base.check is not None:
-                _walk_primitive_extension(obj, base, value, path, issues)
-            elif key != "resourceType" or not type_.is_resource:
+            if key != "resourceType" or not type_.is_resource:
                 issues.add("structure", f"{path}.{key}", "unknown element")
             continue
         if element.choice is not None:
             if seen_choice is None:
                 seen_choice = {}
-            other = seen_choice.setdefault(element.choice, key)
-            if other != key:
-                issues.add("structure", f"{path}.{key}", f"only one of {other} and {key} may be present")
-        if element.many:
+            other = seen_choice.setdefault(element.choice, element.name)
+            if other != element.name:
+                issues.add("structure", f"{path}.{element.name}",
+                           f"only one of {other} and {element.name} may be present")
+        if extension:
+            _walk_primitive_extension(obj, element, value, path, issues)
+        elif element.many:
             if type(value) is not list or not value:
                 issues.add("structure", f"{path}.{key}",
                            "expected a non-empty array" if type(value) is list else f"expected an array, got "
@@ -254,9 +264,12 @@ def _walk_object(obj: dict, type_: _Type, path: str, issues: _Issues) -> None:
         else:
             _walk_complex(value, element, f"{path}.{key}", issues)
     for label, names in type_.required:
-        if not any(name in obj for name in names):
+        for name in names:
+            if name in obj:
+                break
+        else:
             issues.add("required", f"{path}.{label}", "required element is missing")
-    if type_.name == "Extension":
+    if type_.is_extension:
         _check_extension(obj, path, issues)
 
 

@@ -40,6 +40,7 @@ MEDICATION_REQUEST = {
     "dosageInstruction": [{"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
                            "doseAndRate": [{"doseQuantity": {"value": 1}}]}],
 }
+ABSENT = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]}
 
 
 def synthea(name: str) -> list[dict]:
@@ -128,6 +129,8 @@ INVALID = {
                              "value"),
     "bad base64": (changed(PATIENT, photo=[{"data": "abc"}]), "Patient.photo[0].data", "value"),
     "two choice variants": (changed(OBSERVATION, valueString="heavy"), "Observation.valueString", "structure"),
+    "choice variant by extension": (changed(OBSERVATION, _valueString=ABSENT), "Observation.valueString",
+                                    "structure"),
     "missing status": (without(OBSERVATION, "status"), "Observation.status", "required"),
     "missing code": (without(OBSERVATION, "code"), "Observation.code", "required"),
     "missing required choice": (without(MEDICATION_REQUEST, "medicationReference"),
@@ -152,3 +155,149 @@ def test_invalid_resources_name_the_element(body: dict, expression: str, code: s
     assert expression in expressions(error)
     assert error.issues[expressions(error).index(expression)].code == code
     assert error.outcome()["issue"][0]["expression"]
+
+
+
+
+# --- primitive extensions -------------------------------------------------------------------------------------
+
+
+def test_primitive_extensions_are_valid() -> None:
+    validate_resource(changed(PATIENT, _birthDate=ABSENT, _gender={"id": "g1"}))
+    validate_resource(changed(PATIENT, name=[{"given": ["Jane", "Ann"], "_given": [None, ABSENT]}]))
+    validate_resource(changed(PATIENT, name=[{"given": ["Jane", None], "_given": [None, ABSENT]}]))
+    validate_resource(changed(PATIENT, name=[{"_given": [ABSENT]}]))
+    # a required primitive may be present through its extension alone
+    validate_resource(changed(without(OBSERVATION, "status"), _status=ABSENT))
+
+
+BAD_PRIMITIVE_EXTENSIONS = {
+    "_given object": ({"given": ["Jane"], "_given": ABSENT}, "Patient.name[0].given"),
+    "_given too short": ({"given": ["Jane", "Ann"], "_given": [ABSENT]}, "Patient.name[0].given"),
+    "_given entry a string": ({"given": ["Jane"], "_given": ["x"]}, "Patient.name[0].given[0]"),
+    "null without extension": ({"given": ["Jane", None]}, "Patient.name[0].given[1]"),
+    "both null": ({"given": ["Jane", None], "_given": [None, None]}, "Patient.name[0].given[1]"),
+    "null extension without value": ({"_given": [None, ABSENT]}, "Patient.name[0].given[0]"),
+    "unknown element in _given": ({"given": ["Jane"], "_given": [{"foo": 1}]}, "Patient.name[0].given[0].foo"),
+    "_family an array": ({"family": "Doe", "_family": [ABSENT]}, "Patient.name[0].family"),
+}
+
+
+@pytest.mark.parametrize("name, expression", BAD_PRIMITIVE_EXTENSIONS.values(), ids=BAD_PRIMITIVE_EXTENSIONS.keys())
+def test_bad_primitive_extension_shapes(name: dict, expression: str) -> None:
+    error = rejected(changed(PATIENT, name=[name]))
+    assert expression in expressions(error)
+    assert {issue.code for issue in error.issues} == {"structure"}
+
+
+def test_extension_on_a_complex_element_is_unknown() -> None:
+    assert expressions(rejected(changed(OBSERVATION, _code=ABSENT))) == ["Observation._code"]
+
+
+# --- contained and nested resources -----------------------------------------------------------------------
+
+MEDICATION = {"resourceType": "Medication", "id": "m1", "code": {"text": "aspirin"}}
+
+
+def test_contained_resources_are_validated() -> None:
+    validate_resource(changed(MEDICATION_REQUEST, contained=[MEDICATION], medicationReference={"reference": "#m1"}))
+    bad = changed(MEDICATION_REQUEST, contained=[changed(MEDICATION, form="tablet")])
+    error = rejected(bad)
+    assert expressions(error) == ["MedicationRequest.contained[0].form"]
+    assert error.issues[0].code == "structure"
+    unknown = rejected(changed(MEDICATION_REQUEST, contained=[{"resourceType": "Medicament", "id": "m1"}]))
+    assert expressions(unknown) == ["MedicationRequest.contained[0].resourceType"]
+    nested = rejected(changed(MEDICATION_REQUEST, contained=[changed(MEDICATION, contained=[MEDICATION])]))
+    assert expressions(nested) == ["MedicationRequest.contained[0].contained"]
+    versioned = rejected(changed(MEDICATION_REQUEST, contained=[changed(MEDICATION, meta={"versionId": "1"})]))
+    assert expressions(versioned) == ["MedicationRequest.contained[0].meta"]
+
+
+def test_bundle_entry_resources_are_validated() -> None:
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": PATIENT}, {"resource": OBSERVATION}]}
+    validate_resource(bundle)
+    bundle["entry"][1]["resource"] = without(OBSERVATION, "status")
+    assert expressions(rejected(bundle)) == ["Bundle.entry[1].resource.status"]
+
+
+# --- R4 against R4B -------------------------------------------------------------------------------------------
+
+
+def test_r4_only_resource_type_is_accepted() -> None:
+    product = {"resourceType": "MedicinalProduct", "id": "mp1", "name": [{"productName": "Aspirin 100 mg"}]}
+    assert "MedicinalProduct" in RESOURCE_TYPES
+    with pytest.raises(ValueError):
+        get_fhir_model_class("MedicinalProduct")  # R4B has no such model: the R4 table decides alone
+    validate_resource(product)
+    error = rejected({"resourceType": "MedicinalProduct", "name": [{"productname": "x"}]})
+    assert set(expressions(error)) == {"MedicinalProduct.name[0].productname", "MedicinalProduct.name[0].productName"}
+    assert {issue.code for issue in error.issues} == {"structure", "required"}
+
+
+def test_r4b_only_element_is_rejected_though_r4b_accepts_it() -> None:
+    body = {"resourceType": "ActivityDefinition", "status": "draft", "subjectCanonical": "http://example.org/x"}
+    get_fhir_model_class("ActivityDefinition").model_validate(body)
+    assert expressions(rejected(body)) == ["ActivityDefinition.subjectCanonical"]
+    validate_resource(without(body, "subjectCanonical") | {"subjectReference": {"reference": "Group/g"}})
+
+
+def test_extension_value_types_are_r4s() -> None:
+    r4b_only = changed(PATIENT, extension=[{"url": "http://x", "valueRatioRange": {"denominator": {"value": 1}}}])
+    get_fhir_model_class("Patient").model_validate(r4b_only)
+    assert expressions(rejected(r4b_only)) == ["Patient.extension[0].valueRatioRange"]
+    validate_resource(changed(PATIENT, extension=[{"url": "http://x", "valueMeta": {"source": "http://s"}}]))
+
+
+R4B_AGREES = {  # mutations of types that R4 and R4B define alike: the R4B models reject them too
+    "unknown element": changed(PATIENT, foo=1),
+    "bad date": changed(PATIENT, birthDate="1990-13-01"),
+    "array for object": changed(OBSERVATION, code=[{"text": "x"}]),
+    "object for array": changed(PATIENT, name={"family": "Doe"}),
+    "two choice variants": changed(OBSERVATION, valueString="heavy"),
+    "missing required": without(OBSERVATION, "status"),
+}
+
+
+@pytest.mark.parametrize("body", R4B_AGREES.values(), ids=R4B_AGREES.keys())
+def test_rejections_agree_with_r4b_models(body: dict) -> None:
+    with pytest.raises(ValidationError):
+        get_fhir_model_class(body["resourceType"]).model_validate(body)
+    rejected(body)
+
+
+LAX_JSON = {  # pydantic's lax mode in the R4B models coerces these; FHIR JSON types are strict
+    "string for boolean": changed(PATIENT, active="yes"),
+    "string for decimal": changed(OBSERVATION, valueQuantity={"value": "72.5"}),
+    "boolean for integer": changed(OBSERVATION, component=[{"code": {"text": "x"}, "valueInteger": True}]),
+    "number for boolean": changed(without(OBSERVATION, "valueQuantity"), valueBoolean=1),
+}
+
+
+@pytest.mark.parametrize("body", LAX_JSON.values(), ids=LAX_JSON.keys())
+def test_json_types_are_stricter_than_r4b_models(body: dict) -> None:
+    get_fhir_model_class(body["resourceType"]).model_validate(body)
+    assert rejected(body).issues[0].code == "structure"
+
+
+def test_valid_synthea_resources_agree_with_r4b_models() -> None:
+    for resource in synthea(PATIENT_BUNDLE)[:300]:
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+        validate_resource(resource)
+
+
+# --- defensive ------------------------------------------------------------------------------------------------
+
+
+def test_not_a_resource() -> None:
+    assert expressions(rejected([PATIENT])) == ["Resource"]
+    assert expressions(rejected({"resourceType": "Patientx"})) == ["Resource.resourceType"]
+    assert expressions(rejected({"id": "x"})) == ["Resource.resourceType"]
+
+
+def test_issues_are_capped_but_all_named() -> None:
+    body = changed(PATIENT, **{f"bad{i}": i for i in range(200)})
+    error = rejected(body)
+    assert 10 <= len(error.issues) <= 100
+    assert expressions(error)[0] == "Patient.bad0"
+    assert "Patient.bad0" in error.diagnostics
