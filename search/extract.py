@@ -274,16 +274,18 @@ def _composite_extractor(param: ParamLike, branches: list[Branch], model: Elemen
         for run, components in parts:
             for node in run(nodes, root):
                 found = []
-                for component in components:
+                # last first: value components are the ones usually absent (code-value-date on a
+                # Quantity value), so most repetitions stop before converting the code
+                for component in reversed(components):
                     entries: list[Entry] = []
                     component([node], root, base_url, entries)
                     # a CodeableConcept.text-only token entry says nothing about the code to pair with
                     coded = [e for e in entries if type(e) is not TokenEntry or e.code is not None]
                     if not coded:
                         break
-                    found.append(dict.fromkeys(coded))
+                    found.append(coded if len(coded) == 1 else list(dict.fromkeys(coded)))
                 else:
-                    out.extend(CompositeEntry(code, combo) for combo in product(*found))
+                    out.extend(CompositeEntry(code, combo) for combo in product(*reversed(found)))
 
     return extract_composite
 
@@ -315,5 +317,10 @@ def extract(resource: dict, registry: _HasExtractors | None = None, base_url: st
     out: list[Entry] = []
     nodes = [resource]
     for extractor in registry.extractors(resource["resourceType"]):
+        start = len(out)
         extractor(nodes, resource, base_url, out)
-    return list(dict.fromkeys(out))
+        # entries of different parameters never collide, so de-duplicate each parameter's own
+        # (hashing every entry costs more than all the rest for most resources)
+        if len(out) - start > 1:
+            out[start:] = dict.fromkeys(out[start:])
+    return out

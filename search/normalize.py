@@ -6,15 +6,17 @@ Everything here is pure and cheap, so both sides of a comparison normalise the s
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from capability.resource_types import is_resource_type
 from search.entries import MAX_INSTANT, MIN_INSTANT
 
 
+@functools.lru_cache(maxsize=8192)  # displays and names repeat a lot across resources
 def normalize_string(text: str) -> str:
     """Case-fold, strip accents (NFKD minus combining marks), collapse white space, strip."""
     if not text.isascii():
@@ -30,24 +32,27 @@ _DATE = re.compile(
     r"(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
 _ONE_MICROSECOND = timedelta(microseconds=1)
-_UTC = timezone.utc
+_ONE_MINUTE = timedelta(minutes=1)
 
 
 def _format(moment: datetime) -> str:
-    return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:" \
-           f"{moment.second:02d}.{moment.microsecond:06d}"
+    """A naive UTC datetime as `YYYY-MM-DDTHH:MM:SS.ffffff`."""
+    return moment.isoformat(timespec="microseconds")
 
 
-def _zone(text: str | None) -> timezone:
-    if text is None or text == "Z":
-        return _UTC
-    hours, minutes = int(text[1:3]), int(text[4:6])
+@functools.lru_cache(maxsize=64)
+def _offset(zone: str | None) -> timedelta:
+    """The UTC offset of `Z`, `+hh:mm` or `-hh:mm`; none (read as UTC) is zero."""
+    if zone is None or zone == "Z":
+        return timedelta(0)
+    hours, minutes = int(zone[1:3]), int(zone[4:6])
     if hours > 14 or minutes > 59:
-        raise ValueError(f"invalid time zone offset {text!r}")
+        raise ValueError(f"invalid time zone offset {zone!r}")
     offset = timedelta(hours=hours, minutes=minutes)
-    return timezone(-offset if text[0] == "-" else offset)
+    return -offset if zone[0] == "-" else offset
 
 
+@functools.lru_cache(maxsize=4096)  # resources of one encounter share their dates
 def date_range(value: str) -> tuple[str, str]:
     """The implicit range [lo, hi] (both inclusive) of an R4 date / dateTime / instant, as UTC instants.
 
@@ -75,20 +80,17 @@ def date_range(value: str) -> tuple[str, str]:
             hi = lo + timedelta(days=1) if lo.date() != datetime.max.date() else None
         return _format(lo), (_format(hi - _ONE_MICROSECOND) if hi is not None else MAX_INSTANT)
     digits = (fraction or "")[:6]
-    micro = int(digits.ljust(6, "0")) if digits else 0
-    local = datetime(y, int(month), int(day), int(hour), int(minute), int(second or 0), micro,
-                     tzinfo=_zone(zone))
-    if second is None:
-        span = timedelta(minutes=1)
-    else:
-        span = timedelta(microseconds=10 ** (6 - len(digits)))
-    return _utc_or_clamp(local), _utc_or_clamp(local, span - _ONE_MICROSECOND)
+    local = datetime(y, int(month), int(day), int(hour), int(minute), int(second or 0),
+                     int(digits.ljust(6, "0")) if digits else 0)
+    span = _ONE_MINUTE if second is None else timedelta(microseconds=10 ** (6 - len(digits)))
+    offset = _offset(zone)
+    return _shift(local, -offset), _shift(local, span - _ONE_MICROSECOND - offset)
 
 
-def _utc_or_clamp(local: datetime, add: timedelta = timedelta(0)) -> str:
-    """`local + add` in UTC; past year 1 or 9999 (a zone shift at the very ends) the open end."""
+def _shift(local: datetime, delta: timedelta) -> str:
+    """`local + delta`; past year 1 or 9999 (a zone shift at the very ends) the open end."""
     try:
-        return _format((local + add).astimezone(_UTC))
+        return _format(local + delta)
     except OverflowError:
         return MIN_INSTANT if local.year == 1 else MAX_INSTANT
 
