@@ -1,0 +1,482 @@
+"""Query string -> search IR (search/ir.py), per the R4 search page (http://hl7.org/fhir/R4/search.html).
+
+Errors. Two kinds, told apart on purpose:
+- something the server does not know or support: an unknown parameter, an unknown modifier or one not
+  valid for the parameter's type, a chain through a non-reference, `:in` without a terminology service,
+  a functional `_list`. Strict (`Prefer: handling=strict`): FhirError 400 naming the parameter. Lenient
+  (the default): the whole parameter is left out and listed in `Query.ignored` with the reason, as the
+  spec says servers SHOULD do with parameters they do not understand.
+- a known parameter with a value it cannot mean (`date=notadate`, `_count=-1`, a token with two `|`,
+  an unknown ValueSet for `:in`): always FhirError 400, as HAPI does; ignoring it would silently widen
+  the result to resources the client did not ask for.
+Empty values (`name=` or the empty parts of `a,,b`) are ignored, as HAPI does.
+
+Choices the spec leaves open:
+- `:not` and `:not-in` with several values (`code:not=a,b`) mean "neither a nor b" (one clause per value),
+  as R5 clarifies and HAPI does; `code=a,b` is of course "a or b".
+- a prefix is read only for number, date and quantity parameters; elsewhere `ge…` is part of the value
+  (a string `gender=ge` cannot be told from a prefixed one).
+- `ap` widens the search range by 10% of the value (numbers) or of the gap to now (dates), here, so
+  backends and the matcher only test overlap.
+- a date value with a space where its `+hh:mm` zone was (an unencoded `+` in the URL) is read as `+`.
+- a chain without `:Type` covers every target type that has the chained parameter (one ChainPred per
+  group of types with the same compiled sub-query); `_list=id` becomes `_has:List:item:_id=id`.
+- `_count=0` (and `_summary=count`) ask for the count only: count 0 and, unless `_total` says otherwise,
+  total "accurate". `_count` above `max_count` is cut to `max_count`.
+- the paging cursor travels as `_cursor`; `_format` and `_pretty` are the server's business and skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from capability.outcome import FhirError
+from capability.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
+from search.entries import MAX_INSTANT, MIN_INSTANT
+from search.ir import (ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred, NumberPred,
+                       QuantityPred, Query, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
+from search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
+
+PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
+_MODIFIERS = {
+    "string": {"exact", "contains"},
+    "token": {"text", "not", "above", "below", "in", "not-in", "of-type"},
+    "reference": {"identifier"},  # plus `:[type]`
+    "uri": {"above", "below"},
+    "date": set(), "number": set(), "quantity": set(), "composite": set(),
+}
+_TERMINOLOGY_MODIFIERS = {"in", "not-in", "above", "below"}
+_NEGATED = {"not", "not-in"}
+_TOTALS = {"none", "estimate", "accurate"}
+_SUMMARIES = {"true", "text", "data", "count", "false"}
+_SKIPPED = {"_format", "_pretty"}
+_ANY_TYPE = min(RESOURCE_TYPES)  # Resource-level parameters (`_id`, …) are defined on every type
+_ESCAPED = re.compile(r"\\([\\,|$])")
+_NEXT_CODE = re.compile(r"[^:.]+")
+
+
+class Terminology(Protocol):
+    """What the token modifiers need (capability/terminology.py)."""
+
+    def expand(self, valueset_url: str) -> frozenset[tuple[str | None, str]] | None: ...
+    def descendants(self, system: str, code: str) -> frozenset[str]: ...
+    def ancestors(self, system: str, code: str) -> frozenset[str]: ...
+
+
+class _Unsupported(Exception):
+    """The parameter (or modifier, or feature) is unknown or not supported: strict 400, lenient ignore."""
+
+
+class _BadValue(Exception):
+    """A known parameter with a value it cannot mean: always 400."""
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """`text` split on `separator` where it is not escaped with a backslash; escapes are kept."""
+    if "\\" not in text:
+        return text.split(separator)
+    parts, start, i = [], 0, 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == separator:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPED.sub(r"\1", text) if "\\" in text else text
+
+
+def _prefixed(text: str) -> tuple[str, str]:
+    if text[:2] in PREFIXES and len(text) > 2:
+        return text[:2], text[2:]
+    return "eq", text
+
+
+class _Parser:
+    """One search's parsing state: registry, terminology, base URL and the moment `ap` is relative to."""
+
+    def __init__(self, registry: Any, terminology: Terminology | None, base_url: str) -> None:
+        self.registry = registry
+        self.terminology = terminology
+        self.base_url = base_url
+        self.now = datetime.now(timezone.utc).replace(tzinfo=None)
+
+    # --- parameters ------------------------------------------------------------------------------
+
+    def param(self, types: tuple[str, ...], code: str) -> Any:
+        """The SearchParam `code` on all of `types` (Resource-level ones when `types` is empty)."""
+        if not types:
+            found = self.registry.get(_ANY_TYPE, code)
+            if found is None or "Resource" not in found.base:
+                raise _Unsupported(f"unknown search parameter {code!r} for a search across all types")
+            return found
+        params = [self.registry.get(t, code) for t in types]
+        missing = [t for t, p in zip(types, params) if p is None]
+        if missing:
+            raise _Unsupported(f"unknown search parameter {code!r} for {', '.join(missing)}")
+        if len({p.type for p in params}) > 1:
+            raise _Unsupported(f"search parameter {code!r} has different types on {', '.join(types)}")
+        if len(params) > 1 and params[0].type == "reference":
+            return replace(params[0], target=tuple(dict.fromkeys(t for p in params for t in p.target)))
+        return params[0]
+
+    def clauses(self, types: tuple[str, ...], key: str, raw: str) -> list[Clause]:
+        """The clauses (ANDed) of one `key=raw` occurrence."""
+        if key.startswith("_has:"):
+            return [self.has(types, key, raw)]
+        if key == "_list":
+            return [self.list_(raw)]
+        head, dot, rest = key.partition(".")
+        code, colon, modifier = head.partition(":")
+        param = self.param(types, code)
+        if dot:
+            return [self.chain(param, modifier if colon else None, rest, raw)]
+        return self.values(param, modifier if colon else None, raw)
+
+    def values(self, param: Any, modifier: str | None, raw: str) -> list[Clause]:
+        if param.type not in _MODIFIERS or not param.expression:
+            raise _Unsupported(f"search parameter {param.code!r} ({param.type}) is not supported")
+        texts = [text for text in _split(raw, ",") if text]
+        if modifier == "missing":
+            preds: list[Any] = [MissingPred(self.boolean(text)) for text in texts]
+        else:
+            self.check_modifier(param, modifier)
+            preds = [self.pred(param, modifier, text) for text in texts]
+        if not preds:
+            return []
+        if modifier in _NEGATED:
+            return [Clause(param.code, param.type, (pred,)) for pred in preds]
+        return [Clause(param.code, param.type, tuple(preds))]
+
+    def check_modifier(self, param: Any, modifier: str | None) -> None:
+        if modifier is None or modifier in _MODIFIERS[param.type]:
+            if modifier in _TERMINOLOGY_MODIFIERS and self.terminology is None:
+                raise _Unsupported(f":{modifier} needs a terminology service, and none is configured")
+            return
+        if param.type == "reference" and is_resource_type(modifier):
+            if param.target and modifier not in param.target:
+                raise _Unsupported(f"{modifier} is not a target type of {param.code!r}")
+            return
+        raise _Unsupported(f"modifier :{modifier} is not supported on {param.code!r} ({param.type})")
+
+    def chain(self, param: Any, modifier: str | None, rest: str, raw: str) -> Clause:
+        if param.type != "reference":
+            raise _Unsupported(f"cannot chain through {param.code!r}: it is not a reference parameter")
+        if modifier is not None:
+            self.check_modifier(param, modifier)
+            if not is_resource_type(modifier):
+                raise _Unsupported(f"modifier :{modifier} cannot start a chain")
+        targets = (modifier,) if modifier else param.target
+        next_code = _NEXT_CODE.match(rest)
+        if next_code is None:
+            raise _Unsupported(f"empty chain after {param.code!r}")
+        candidates = [t for t in targets if self.registry.get(t, next_code.group()) is not None]
+        if not candidates:
+            raise _Unsupported(f"no target type of {param.code!r} has a parameter {next_code.group()!r}")
+        groups: dict[tuple[Clause, ...], list[str]] = {}
+        for target in candidates:
+            groups.setdefault(tuple(self.clauses((target,), rest, raw)), []).append(target)
+        return Clause(param.code, "reference", tuple(ChainPred(tuple(ts), where) for where, ts in groups.items()))
+
+    def has(self, types: tuple[str, ...], key: str, raw: str) -> Clause:
+        parts = key.split(":", 3)
+        if len(parts) != 4 or not parts[3]:
+            raise _Unsupported("_has needs the form _has:Type:reference:parameter")
+        _, source_type, source_code, rest = parts
+        if not is_resource_type(source_type):
+            raise _Unsupported(f"_has: unknown resource type {source_type!r}")
+        source = self.param((source_type,), source_code)
+        if source.type != "reference":
+            raise _Unsupported(f"_has: {source_type}.{source_code} is not a reference parameter")
+        if types and source.target and not set(types) & set(source.target):
+            raise _Unsupported(f"_has: {source_type}.{source_code} cannot refer to {', '.join(types)}")
+        where = tuple(self.clauses((source_type,), rest, raw))
+        return Clause("_has", "special", (HasPred(source_type, source_code, where),))
+
+    def list_(self, raw: str) -> Clause:
+        ids = [_unescape(text) for text in _split(raw, ",") if text]
+        if any(not is_valid_id(list_id) for list_id in ids):
+            raise _Unsupported("only lists given by id are supported (no functional lists)")
+        by_id = Clause("_id", "token", tuple(TokenPred(None, list_id) for list_id in ids))
+        return Clause("_has", "special", (HasPred("List", "item", (by_id,)),))
+
+    # --- values ----------------------------------------------------------------------------------
+
+    def pred(self, param: Any, modifier: str | None, text: str) -> Any:
+        kind = param.type
+        if kind == "string":
+            value = _unescape(text)
+            return StringPred(value if modifier == "exact" else normalize_string(value), modifier)
+        if kind == "token":
+            return self.token(modifier, text)
+        if kind == "date":
+            return self.date(text)
+        if kind == "number":
+            return self.number(text)
+        if kind == "quantity":
+            return self.quantity(text)
+        if kind == "reference":
+            return self.reference(param, modifier, text)
+        if kind == "uri":
+            return UriPred(_unescape(text), modifier)
+        return self.composite(param, text)
+
+    def token(self, modifier: str | None, text: str) -> TokenPred:
+        if modifier == "text":
+            return TokenPred(None, normalize_string(_unescape(text)), "text")
+        if modifier in ("in", "not-in"):
+            url = _unescape(text)
+            codes = self.terminology.expand(url)
+            if codes is None:
+                raise _BadValue(f"unknown or non-expandable ValueSet {url!r}")
+            return TokenPred(None, None, modifier, codes=tuple(sorted(codes, key=lambda c: (c[0] or "", c[1]))))
+        parts = [_unescape(part) for part in _split(text, "|")]
+        if modifier == "of-type":
+            if len(parts) != 3 or not all(parts):
+                raise _BadValue("of-type needs system|code|value")
+            return TokenPred(None, parts[2], "of-type", parts[0], parts[1])
+        if len(parts) == 1:
+            system, code = None, parts[0]
+        elif len(parts) == 2 and (parts[0] or parts[1]):
+            system, code = parts[0], parts[1] or None
+        else:
+            raise _BadValue("a token is code, system|code, |code or system|")
+        if modifier in ("above", "below"):
+            if not system or code is None:
+                raise _BadValue(f":{modifier} needs system|code")
+            related = (self.terminology.descendants if modifier == "below" else self.terminology.ancestors)(system, code)
+            codes = tuple((system, c) for c in sorted(set(related) | {code}))
+            return TokenPred(system, code, modifier, codes=codes)
+        return TokenPred(system, code, modifier)
+
+    def date(self, text: str) -> DatePred:
+        prefix, value = _prefixed(_unescape(text).replace(" ", "+"))
+        try:
+            lo, hi = date_range(value)
+        except ValueError as exc:
+            raise _BadValue(str(exc)) from None
+        if prefix == "ap":
+            lo, hi = self.widen_dates(lo, hi)
+        return DatePred(prefix, lo, hi)
+
+    def widen_dates(self, lo: str, hi: str) -> tuple[str, str]:
+        start, end = datetime.fromisoformat(lo), datetime.fromisoformat(hi)
+        gap = abs(self.now - start) / 10
+        try:
+            lo = (start - gap).isoformat(timespec="microseconds")
+        except OverflowError:
+            lo = MIN_INSTANT
+        try:
+            hi = (end + gap).isoformat(timespec="microseconds")
+        except OverflowError:
+            hi = MAX_INSTANT
+        return lo, hi
+
+    def number_parts(self, text: str) -> tuple[str, float, float, float]:
+        prefix, value = _prefixed(text)
+        try:
+            number, lo, hi = number_range(value)
+        except ValueError as exc:
+            raise _BadValue(str(exc)) from None
+        if prefix == "ap":
+            spread = abs(number) / 10
+            lo, hi = min(lo, number - spread), max(hi, number + spread)
+        return prefix, number, lo, hi
+
+    def number(self, text: str) -> NumberPred:
+        return NumberPred(*self.number_parts(_unescape(text)))
+
+    def quantity(self, text: str) -> QuantityPred:
+        parts = [_unescape(part) for part in _split(text, "|")]
+        if len(parts) not in (1, 3):
+            raise _BadValue("a quantity is number, number|system|code or number||code")
+        prefix, number, lo, hi = self.number_parts(parts[0])
+        if len(parts) == 1:
+            return QuantityPred(prefix, number, lo, hi)
+        system, code = parts[1], parts[2] or None
+        return QuantityPred(prefix, number, lo, hi, system if system or code else None, code)
+
+    def reference(self, param: Any, modifier: str | None, text: str) -> ReferencePred:
+        if modifier == "identifier":
+            parts = [_unescape(part) for part in _split(text, "|")]
+            if len(parts) > 2 or not any(parts):
+                raise _BadValue("an identifier is value, system|value, |value or system|")
+            system, value = (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1] or None)
+            return ReferencePred(modifier="identifier", identifier_system=system, identifier_value=value)
+        value = _unescape(text)
+        if modifier is not None:  # `:Type`
+            found = split_reference(value, self.base_url) if "/" in value else (modifier, value, None)
+            if found is None or found[0] != modifier or found[2] is not None or not found[1]:
+                raise _BadValue(f"expected an id or {modifier}/id")
+            return ReferencePred(modifier, found[1])
+        if "|" in value:
+            url, version = split_canonical(value)
+            return ReferencePred(url=url, version=version)
+        found = split_reference(value, self.base_url)
+        if found is None:
+            raise _BadValue("not a reference")
+        rtype, rid, url = found
+        if url is not None:
+            return ReferencePred(url=url)
+        if rtype is None and len(param.target) == 1:
+            rtype = param.target[0]
+        return ReferencePred(rtype, rid)
+
+    def composite(self, param: Any, text: str) -> CompositePred:
+        components = [self.registry.by_url(url) for url, _ in param.components]
+        if not components or any(c is None or c.type not in _MODIFIERS or c.type == "composite"
+                                 for c in components):
+            raise _Unsupported(f"composite {param.code!r} has components this server does not know")
+        parts = _split(text, "$")
+        if len(parts) != len(components):
+            raise _BadValue(f"{param.code!r} needs {len(components)} $-separated values")
+        if not all(parts):
+            raise _BadValue("empty component value")
+        return CompositePred(tuple(self.pred(c, None, part) for c, part in zip(components, parts)))
+
+    def boolean(self, text: str) -> bool:
+        if text not in ("true", "false"):
+            raise _BadValue(":missing takes true or false")
+        return text == "true"
+
+    # --- result parameters -----------------------------------------------------------------------
+
+    def sort_key(self, types: tuple[str, ...], text: str) -> SortKey:
+        descending = text.startswith("-")
+        param = self.param(types, text[1:] if descending else text)
+        if param.type in ("composite", "special"):
+            raise _Unsupported(f"cannot sort by {param.code!r} ({param.type})")
+        return SortKey(param.code, param.type, descending)
+
+    def include(self, text: str, reverse: bool, iterate: bool) -> Include:
+        if text == "*":
+            return Include("*", "*", None, reverse, iterate)
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not is_resource_type(parts[0]):
+            raise _BadValue("expected SourceType:parameter[:TargetType] or *")
+        source, code = parts[0], parts[1]
+        target = parts[2] if len(parts) == 3 else None
+        if target is not None and not is_resource_type(target):
+            raise _BadValue(f"unknown target type {target!r}")
+        if code != "*":
+            param = self.param((source,), code)
+            if param.type != "reference":
+                raise _Unsupported(f"{source}.{code} is not a reference parameter")
+            if target is not None and param.target and target not in param.target:
+                raise _Unsupported(f"{target} is not a target type of {source}.{code}")
+        return Include(source, code, target, reverse, iterate)
+
+
+def _int(text: str) -> int:
+    if not text.isdigit():
+        raise _BadValue("expected a whole number, 0 or more")
+    return int(text)
+
+
+def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, registry: Any, strict: bool,
+                 default_count: int, max_count: int, base_url: str, terminology: Terminology | None = None) -> Query:
+    """The Query for a search on `types` (empty: all types) with these decoded query parameters."""
+    parser = _Parser(registry, terminology, base_url)
+    ignored: list[str] = []
+    used: list[tuple[str, str]] = []
+    where: list[Clause] = []
+    sort: list[SortKey] = []
+    includes: list[Include] = []
+    settings: dict[str, Any] = {}
+
+    system_level = not types
+    type_values = [value for name, value in params if name == "_type"]
+    if system_level and type_values:
+        types = tuple(dict.fromkeys(t for value in type_values for t in value.split(",") if t))
+        unknown = [t for t in types if not is_resource_type(t)]
+        if unknown:
+            raise FhirError(400, "invalid", f"Search parameter '_type': unknown resource type(s) {', '.join(unknown)}")
+
+    for name, value in params:
+        code, _, modifier = name.partition(":")
+        try:
+            if name in _SKIPPED or value == "":
+                continue
+            if name == "_type":
+                if not system_level:
+                    raise _Unsupported("_type is only for a search across all types")
+            elif name == "_cursor":
+                settings["cursor"] = value
+                continue
+            elif name == "_count":
+                settings["count"] = min(_int(value), max_count)
+                value = str(settings["count"])
+            elif name == "_total":
+                if value not in _TOTALS:
+                    raise _BadValue(f"expected one of {', '.join(sorted(_TOTALS))}")
+                settings["total"] = value
+            elif name == "_summary":
+                if value not in _SUMMARIES:
+                    raise _BadValue(f"expected one of {', '.join(sorted(_SUMMARIES))}")
+                settings["summary"] = value
+            elif name == "_elements":
+                settings["elements"] = tuple(e.strip() for e in value.split(",") if e.strip())
+            elif name == "_sort":
+                keys = []
+                for text in value.split(","):
+                    if text.strip("-"):
+                        try:
+                            keys.append(parser.sort_key(types, text))
+                        except _Unsupported as problem:
+                            _lenient(strict, "_sort", text, problem, ignored)
+                sort.extend(keys)
+                value = ",".join(("-" if k.descending else "") + k.param for k in keys)
+                if not keys:
+                    continue
+            elif code in ("_include", "_revinclude"):
+                if modifier not in ("", "iterate", "recurse"):
+                    raise _Unsupported(f"modifier :{modifier} is not supported on {code}")
+                includes.append(parser.include(value, code == "_revinclude", bool(modifier)))
+            elif code in ("_sort", "_count", "_total", "_summary", "_elements", "_cursor", "_type"):
+                raise _Unsupported(f"{code} takes no modifier")
+            else:
+                clauses = parser.clauses(types, name, value)
+                if not clauses:
+                    continue
+                where.extend(clauses)
+        except _Unsupported as problem:
+            _lenient(strict, name, value, problem, ignored)
+            continue
+        except _BadValue as problem:
+            raise FhirError(400, "invalid", f"Search parameter '{name}': invalid value {value!r}: {problem}") from None
+        used.append((name, value))
+
+    count = settings.get("count", default_count)
+    total = settings.get("total")
+    if settings.get("summary") == "count":
+        count = 0
+    if total is None:
+        total = "accurate" if count == 0 else "none"
+    return Query(types=types, where=tuple(where), sort=tuple(sort), count=count, cursor=settings.get("cursor"),
+                 includes=tuple(includes), total=total, summary=settings.get("summary"),
+                 elements=settings.get("elements", ()), ignored=tuple(ignored), used=tuple(used))
+
+
+def _lenient(strict: bool, name: str, value: str, problem: Exception, ignored: list[str]) -> None:
+    """Raise the strict-mode 400, or note the parameter as left out."""
+    if strict:
+        raise FhirError(400, "not-supported", f"Search parameter '{name}': {problem}")
+    ignored.append(f"{name}={value}: {problem}")
+
+
+_SAFE = ":/|,$*-._~!'()@"
+
+
+def canonical_query_string(query: Query) -> str:
+    """The query string of the parameters the search applied (for the Bundle's self link)."""
+    return "&".join(f"{quote(name, safe=_SAFE)}={quote(value, safe=_SAFE)}" for name, value in query.used)

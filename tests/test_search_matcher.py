@@ -1,0 +1,397 @@
+"""The in-memory matcher (search/matcher.py): the semantics every backend must reproduce."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from capability.search_parameters import default_registry
+from search.compartments import compartment_clause
+from search.entries import (MAX_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry,
+                            StringEntry, TokenEntry, UriEntry)
+from search.extract import extract
+from search.ir import (ChainPred, Clause, CompositePred, DatePred, HasPred, MissingPred, NumberPred, QuantityPred,
+                       ReferencePred, StringPred, TokenPred, UriPred)
+from search.matcher import Prepared, amatches, compile_matcher, matches
+from search.normalize import date_range, number_range
+from search.parse import parse_search
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+
+def match(clauses, entries, resource_id="1", resource_type="Observation", resolver=None) -> bool:
+    return matches(tuple(clauses), entries, resource_id=resource_id, resource_type=resource_type, resolver=resolver)
+
+
+def one(param, param_type, *preds) -> Clause:
+    return Clause(param, param_type, preds)
+
+
+# --- date -------------------------------------------------------------------------------------------
+
+def date_entry(value: str, end: str | None = None) -> DateEntry:
+    lo = date_range(value)[0]
+    hi = MAX_INSTANT if end == "open" else date_range(end or value)[1]
+    return DateEntry("date", lo, hi)
+
+
+# search value 2020-06 = [2020-06-01T00:00, 2020-06-30T23:59:59.999999]; expected: eq ne gt lt ge le sa eb ap
+DATE_TABLE = [
+    (date_entry("2020-06-15"), "T F F F T T F F T"),  # inside the search range
+    (date_entry("2020-06"), "T F F F T T F F T"),  # the same range
+    (date_entry("2020"), "F T T T T T F F T"),  # wider on both sides
+    (date_entry("2020-07-01"), "F T T F T F T F F"),  # after
+    (date_entry("2020-05-31T23:59:59Z"), "F T F T F T F T F"),  # before (a second's range)
+    (date_entry("2020-05-15", "2020-06-15"), "F T F T F T F F T"),  # period starting before
+    (date_entry("2020-06-10", "open"), "F T T F T F F F T"),  # period without an end
+    (date_entry("2020-06-30T23:59:59.999999Z"), "T F F F T T F F T"),  # last microsecond inside
+    (date_entry("2020-07-01T01:30:00+02:00"), "T F F F T T F F T"),  # 2020-06-30T23:30Z: the zone counts
+    (date_entry("2020-06-30T23:30:00-02:00"), "F T T F T F T F F"),  # 2020-07-01T01:30Z
+]
+
+
+@pytest.mark.parametrize("entry,expected", DATE_TABLE)
+def test_date_prefixes_against_ranges(entry, expected):
+    lo, hi = date_range("2020-06")
+    got = " ".join("T" if match([one("date", "date", DatePred(p, lo, hi))], [entry]) else "F" for p in PREFIXES)
+    assert got == expected
+
+
+def test_date_any_entry_matches():
+    lo, hi = date_range("2021")
+    entries = [date_entry("2020-01-01"), date_entry("2021-03-04")]
+    assert match([one("date", "date", DatePred("eq", lo, hi))], entries)
+    assert not match([one("date", "date", DatePred("eq", lo, hi))], entries[:1])
+
+
+# --- number and quantity ---------------------------------------------------------------------------
+
+def number_entry(text: str) -> NumberEntry:
+    return NumberEntry("n", *number_range(text))
+
+
+def number_pred(prefix: str, text: str) -> NumberPred:
+    return NumberPred(prefix, *number_range(text))
+
+
+# search value 100 = [99.5, 100.5); expected: eq ne gt lt ge le sa eb
+NUMBER_TABLE = [
+    ("100", "T F F F T T F F"),
+    ("100.4", "T F T F T F F F"),
+    ("99.5", "T F F T F T F F"),
+    ("100.5", "F T T F T F T F"),
+    ("99.4", "F T F T F T F T"),
+    ("1e2", "T F F F T T F F"),
+]
+
+
+@pytest.mark.parametrize("value,expected", NUMBER_TABLE)
+def test_number_prefixes(value, expected):
+    got = " ".join("T" if match([one("n", "number", number_pred(p, "100"))], [number_entry(value)]) else "F"
+                   for p in PREFIXES[:-1])
+    assert got == expected
+
+
+def test_number_precision_of_the_search_value():
+    assert match([one("n", "number", number_pred("eq", "100.00"))], [number_entry("100.004")])
+    assert not match([one("n", "number", number_pred("eq", "100.00"))], [number_entry("100.006")])
+    assert match([one("n", "number", number_pred("eq", "1e2"))], [number_entry("140")])  # one significant digit
+
+
+def quantity_entry(value: str, system: str | None, code: str | None, unit: str | None = None) -> QuantityEntry:
+    return QuantityEntry("q", *number_range(value), system, code, unit)
+
+
+@pytest.mark.parametrize("pred,expected", [
+    (QuantityPred("eq", *number_range("5.4")), "T T T"),
+    (QuantityPred("eq", *number_range("5.4"), "http://unitsofmeasure.org", "mg"), "T F F"),
+    (QuantityPred("eq", *number_range("5.4"), "", "mg"), "T F T"),  # 5.4||mg: code or unit
+    (QuantityPred("eq", *number_range("5.4"), "http://unitsofmeasure.org", None), "T F F"),
+    (QuantityPred("gt", *number_range("5"), "", "mg"), "T F T"),
+    (QuantityPred("lt", *number_range("5"), "", "mg"), "F F F"),
+])
+def test_quantity_units(pred, expected):
+    entries = [quantity_entry("5.4", "http://unitsofmeasure.org", "mg"),
+               quantity_entry("5.4", "http://other", "MG"),
+               quantity_entry("5.40", None, None, "mg")]
+    got = " ".join("T" if match([one("q", "quantity", pred)], [entry]) else "F" for entry in entries)
+    assert got == expected
+
+
+# --- token ----------------------------------------------------------------------------------------
+
+LOINC = "http://loinc.org"
+TOKENS = [TokenEntry("code", LOINC, "1234-5", "body weight"), TokenEntry("code", None, "abc")]
+
+
+@pytest.mark.parametrize("pred,expected", [
+    (TokenPred(None, "1234-5"), True),
+    (TokenPred(LOINC, "1234-5"), True),
+    (TokenPred("", "1234-5"), False),  # |code: no system
+    (TokenPred("", "abc"), True),
+    (TokenPred(LOINC, None), True),  # system|
+    (TokenPred("http://other", None), False),
+    (TokenPred(LOINC, "abc"), False),
+    (TokenPred(None, "1234-5", "not"), False),
+    (TokenPred(None, "zzz", "not"), True),
+    (TokenPred(None, "body", "text"), True),  # :text starts-with on normalised text
+    (TokenPred(None, "weight", "text"), False),
+    (TokenPred(None, None, "in", codes=((LOINC, "1234-5"), (LOINC, "x"))), True),
+    (TokenPred(None, None, "in", codes=((None, "abc"),)), True),  # (None, code): any system
+    (TokenPred(None, None, "in", codes=(("http://other", "abc"),)), False),
+    (TokenPred(None, None, "not-in", codes=((LOINC, "1234-5"),)), False),
+    (TokenPred(None, None, "not-in", codes=((LOINC, "nope"),)), True),
+    (TokenPred(LOINC, "1000-0", "below", codes=((LOINC, "1000-0"), (LOINC, "1234-5"))), True),
+])
+def test_token_forms(pred, expected):
+    assert match([one("code", "token", pred)], TOKENS) is expected
+
+
+def test_token_not_matches_resources_without_the_element():
+    assert match([one("code", "token", TokenPred(None, "x", "not"))], [])
+    assert not match([one("code", "token", TokenPred(None, "x"))], [])
+
+
+def test_token_of_type():
+    entry = TokenEntry("identifier", "urn:mrn", "123", None, "http://terminology.hl7.org/CodeSystem/v2-0203", "MR")
+    of_type = TokenPred(None, "123", "of-type", "http://terminology.hl7.org/CodeSystem/v2-0203", "MR")
+    assert match([one("identifier", "token", of_type)], [entry])
+    assert not match([one("identifier", "token", TokenPred(None, "124", "of-type", of_type.type_system, "MR"))], [entry])
+    assert not match([one("identifier", "token", TokenPred(None, "123", "of-type", of_type.type_system, "DL"))], [entry])
+
+
+def test_id_comes_from_the_resource_id():
+    assert match([one("_id", "token", TokenPred(None, "a"), TokenPred(None, "b"))], [], resource_id="b")
+    assert not match([one("_id", "token", TokenPred(None, "a"))], [], resource_id="b")
+
+
+# --- string, uri ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pred,expected", [
+    (StringPred("jose"), True), (StringPred("jose maria"), True), (StringPred("maria"), False),
+    (StringPred("maria", "contains"), True), (StringPred("se ma", "contains"), True),
+    (StringPred("José María", "exact"), True), (StringPred("jose maria", "exact"), False),
+    (StringPred("José", "exact"), False),
+])
+def test_string_forms(pred, expected):
+    assert match([one("name", "string", pred)], [StringEntry("name", "jose maria", "José María")]) is expected
+
+
+@pytest.mark.parametrize("pred,expected", [
+    (UriPred("http://acme.org/fhir/ValueSet/123"), True),
+    (UriPred("http://acme.org/fhir/ValueSet"), False),
+    (UriPred("http://acme.org/fhir/", "below"), True),
+    (UriPred("http://other.org/", "below"), False),
+    (UriPred("http://acme.org/fhir/ValueSet/123/_history/5", "above"), True),
+    (UriPred("http://acme.org/", "above"), False),
+])
+def test_uri_forms(pred, expected):
+    assert match([one("url", "uri", pred)], [UriEntry("url", "http://acme.org/fhir/ValueSet/123")]) is expected
+
+
+# --- reference ------------------------------------------------------------------------------------
+
+REFERENCES = [
+    ReferenceEntry("subject", "Patient", "p1"),
+    ReferenceEntry("subject", "Patient", "p9", "http://other.org/fhir/Patient/p9"),
+    ReferenceEntry("subject", None, None, "http://example.org/Questionnaire/q", "2.0"),
+    ReferenceEntry("subject", None, None, None, None, "urn:mrn", "M-7"),
+]
+
+
+@pytest.mark.parametrize("pred,expected", [
+    (ReferencePred("Patient", "p1"), True),
+    (ReferencePred(None, "p1"), True),  # an id alone: any type
+    (ReferencePred("Group", "p1"), False),
+    (ReferencePred("Patient", "p9"), False),  # p9 lives on another server
+    (ReferencePred(url="http://other.org/fhir/Patient/p9"), True),
+    (ReferencePred(url="http://example.org/Questionnaire/q"), True),  # canonical, any version
+    (ReferencePred(url="http://example.org/Questionnaire/q", version="2.0"), True),
+    (ReferencePred(url="http://example.org/Questionnaire/q", version="1.0"), False),
+    (ReferencePred(modifier="identifier", identifier_system="urn:mrn", identifier_value="M-7"), True),
+    (ReferencePred(modifier="identifier", identifier_value="M-7"), True),
+    (ReferencePred(modifier="identifier", identifier_system="", identifier_value="M-7"), False),
+    (ReferencePred(modifier="identifier", identifier_system="urn:other", identifier_value="M-7"), False),
+])
+def test_reference_forms(pred, expected):
+    assert match([one("subject", "reference", pred)], REFERENCES) is expected
+
+
+# --- composite, missing, AND / OR -----------------------------------------------------------------
+
+def test_composite_matches_within_one_repetition():
+    def component(code, value):
+        return CompositeEntry("ccvq", (TokenEntry("code", LOINC, code), quantity_entry(value, None, None)))
+
+    entries = [component("8480-6", "120"), component("8462-4", "80")]
+    systolic_high = CompositePred((TokenPred(LOINC, "8480-6"), QuantityPred("gt", *number_range("100"))))
+    diastolic_high = CompositePred((TokenPred(LOINC, "8462-4"), QuantityPred("gt", *number_range("100"))))
+    assert match([one("ccvq", "composite", systolic_high)], entries)
+    assert not match([one("ccvq", "composite", diastolic_high)], entries)  # 120 belongs to the other component
+    assert match([one("ccvq", "composite", diastolic_high, systolic_high)], entries)
+
+
+def test_missing():
+    entries = [StringEntry("name", "x", "x")]
+    assert match([one("name", "string", MissingPred(False))], entries)
+    assert not match([one("name", "string", MissingPred(True))], entries)
+    assert match([one("birthdate", "date", MissingPred(True))], entries)
+
+
+def test_clauses_and_preds_are_and_of_or():
+    entries = TOKENS + [StringEntry("name", "ann", "Ann")]
+    code_or = one("code", "token", TokenPred(None, "zzz"), TokenPred(None, "abc"))
+    assert match([code_or, one("name", "string", StringPred("an"))], entries)
+    assert not match([code_or, one("name", "string", StringPred("bo"))], entries)
+
+
+def test_compartment_clause():
+    clause = compartment_clause("Patient", "p1", "Observation")
+    assert match([clause], [ReferenceEntry("performer", "Patient", "p1")])
+    assert match([clause], [ReferenceEntry("subject", "Patient", "p1")])
+    assert not match([clause], [ReferenceEntry("subject", "Patient", "p2")])
+    itself = compartment_clause("Patient", "p1", "Patient")
+    assert match([itself], [], resource_id="p1", resource_type="Patient")
+    assert match([itself], [ReferenceEntry("link", "Patient", "p1")], resource_id="p3", resource_type="Patient")
+    assert not match([itself], [], resource_id="p3", resource_type="Patient")
+
+
+# --- chains and _has through a resolver -----------------------------------------------------------
+
+class MemoryResolver:
+    """A store of entries by (type, id), answering with the matcher itself (so chains nest)."""
+
+    def __init__(self, resources: dict[tuple[str, str], list]) -> None:
+        self.resources = resources
+        self.calls = 0
+
+    def __call__(self, types, where) -> bool:
+        self.calls += 1
+        return any(matches(where, entries, resource_id=rid, resource_type=rtype, resolver=self)
+                   for (rtype, rid), entries in self.resources.items() if rtype in types)
+
+
+RESOURCES = {
+    ("Patient", "p1"): [StringEntry("name", "peter pan", "Peter Pan"),
+                        ReferenceEntry("organization", "Organization", "o1")],
+    ("Patient", "p2"): [StringEntry("name", "wendy", "Wendy")],
+    ("Organization", "o1"): [StringEntry("name", "neverland clinic", "Neverland Clinic")],
+    ("Observation", "obs1"): [ReferenceEntry("subject", "Patient", "p1"), TokenEntry("code", LOINC, "1234-5")],
+}
+
+
+def chain(param, types, *where) -> Clause:
+    return Clause(param, "reference", (ChainPred(types, tuple(where)),))
+
+
+def test_chain_single_and_multi_level():
+    resolver = MemoryResolver(RESOURCES)
+    by_name = chain("subject", ("Patient",), one("name", "string", StringPred("peter")))
+    assert match([by_name], RESOURCES[("Observation", "obs1")], resolver=resolver)
+    assert not match([chain("subject", ("Patient",), one("name", "string", StringPred("wendy")))],
+                     RESOURCES[("Observation", "obs1")], resolver=resolver)
+    two_levels = chain("subject", ("Patient",),
+                       chain("organization", ("Organization",), one("name", "string", StringPred("never"))))
+    assert match([two_levels], RESOURCES[("Observation", "obs1")], resolver=resolver)
+    assert not match([chain("subject", ("Group",), one("name", "string", StringPred("peter")))],
+                     RESOURCES[("Observation", "obs1")], resolver=resolver)
+
+
+def test_local_clauses_run_before_the_resolver():
+    resolver = MemoryResolver(RESOURCES)
+    by_name = chain("subject", ("Patient",), one("name", "string", StringPred("peter")))
+    assert not match([by_name, one("code", "token", TokenPred(None, "other"))], RESOURCES[("Observation", "obs1")],
+                     resolver=resolver)
+    assert resolver.calls == 0
+
+
+def test_has():
+    resolver = MemoryResolver(RESOURCES)
+    has = Clause("_has", "special", (HasPred("Observation", "subject", (one("code", "token", TokenPred(None, "1234-5")),)),))
+    assert match([has], RESOURCES[("Patient", "p1")], resource_id="p1", resource_type="Patient", resolver=resolver)
+    assert not match([has], RESOURCES[("Patient", "p2")], resource_id="p2", resource_type="Patient", resolver=resolver)
+
+
+def test_chain_needs_a_resolver():
+    with pytest.raises(ValueError):
+        match([chain("subject", ("Patient",), one("name", "string", StringPred("peter")))],
+              RESOURCES[("Observation", "obs1")])
+
+
+async def test_async_resolver():
+    sync = MemoryResolver(RESOURCES)
+
+    async def resolver(types, where):
+        return sync(types, where)
+
+    by_name = chain("subject", ("Patient",), one("name", "string", StringPred("pet")))
+    assert await amatches((by_name,), RESOURCES[("Observation", "obs1")], resource_id="obs1",
+                          resource_type="Observation", resolver=resolver)
+    with pytest.raises(TypeError):
+        match([by_name], RESOURCES[("Observation", "obs1")], resolver=resolver)
+
+
+# --- end to end: extract -> parse -> match ---------------------------------------------------------
+
+OBSERVATION = {
+    "resourceType": "Observation", "id": "bp", "status": "final",
+    "meta": {"lastUpdated": "2024-03-01T10:00:00.000Z", "tag": [{"system": "urn:t", "code": "demo"}]},
+    "code": {"coding": [{"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"}]},
+    "subject": {"reference": "Patient/p1"},
+    "effectiveDateTime": "2024-02-29T08:30:00+01:00",
+    "component": [
+        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+         "valueQuantity": {"value": 128, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+        {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+         "valueQuantity": {"value": 82, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+    ],
+}
+
+
+def query_matches(query_string: str, resource: dict = OBSERVATION) -> bool:
+    params = [tuple(part.split("=", 1)) for part in query_string.split("&")]
+    query = parse_search((resource["resourceType"],), params, registry=default_registry(), strict=True,
+                         default_count=20, max_count=100, base_url="http://hearth.test/fhir")
+    return matches(query.where, extract(resource), resource_id=resource["id"],
+                   resource_type=resource["resourceType"])
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("code=http://loinc.org|85354-9", True),
+    ("code=85354-9&status=final", True),
+    ("code=85354-9&status=amended", False),
+    ("date=2024-02-29", True),
+    ("date=2024-02-29T07:30:00Z", True),  # 08:30+01:00, minute precision covers it
+    ("date=lt2024-02-29T07:00:00Z", False),
+    ("date=ge2024-02", True),
+    ("component-code-value-quantity=http://loinc.org|8480-6$gt120", True),
+    ("component-code-value-quantity=http://loinc.org|8462-4$gt120", False),
+    ("component-value-quantity=128|http://unitsofmeasure.org|mm[Hg]", True),
+    ("component-value-quantity=128||mmHg", True),
+    ("subject=Patient/p1", True),
+    ("subject=http://hearth.test/fhir/Patient/p1", True),
+    ("patient=p1", True),
+    ("subject=Patient/p2", False),
+    ("_tag=urn:t|demo&_lastUpdated=2024-03-01", True),
+    ("code:text=blood", True),
+    ("value-quantity:missing=true&code:not=1234", True),
+])
+def test_end_to_end(query, expected):
+    assert query_matches(query) is expected
+
+
+# --- speed ------------------------------------------------------------------------------------------
+
+def test_thousand_simple_subscriptions_under_a_millisecond():
+    entries = extract(OBSERVATION)
+    matchers = [compile_matcher((one("code", "token", TokenPred(LOINC, f"{i}-0")),)) for i in range(999)]
+    matchers.append(compile_matcher((one("code", "token", TokenPred(LOINC, "85354-9")),)))
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        prepared = Prepared(entries, "Observation", "bp")
+        hits = [m for m in matchers if m(prepared)]
+        best = min(best, time.perf_counter() - start)
+    assert len(hits) == 1
+    assert best < 0.001, f"{best * 1000:.2f} ms"
