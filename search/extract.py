@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 
 from search.entries import (MAX_INSTANT, MIN_INSTANT, CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry,
                             ReferenceEntry, StringEntry, TokenEntry, UriEntry)
-from search.fhirpath import Branch, ElementModel, FhirPathError, Nodes, compile_path, run_branch
+from search.fhirpath import Branch, ElementModel, FhirPathError, Nodes, compile_path, reference_type, run_branch
 from search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
 
 Extractor = Callable[[Nodes, dict, "str | None", list], None]
@@ -185,6 +185,8 @@ def _range(value: Any, code: str, base_url: str | None, out: list) -> None:
 # --- reference and uri ---------------------------------------------------------------------------
 
 def _reference(value: Any, code: str, base_url: str | None, out: list) -> None:
+    """A local reference as (type, id); any other as its URL (with the type if it names one, but no id,
+    so it never joins a local resource of the same id); Reference.identifier for `:identifier`."""
     if type(value) is not dict:
         return
     ref = value.get("reference")
@@ -193,9 +195,12 @@ def _reference(value: Any, code: str, base_url: str | None, out: list) -> None:
     parsed = split_reference(ref, base_url) if isinstance(ref, str) else None
     if parsed is not None:
         rtype, rid, url = parsed
-        out.append(ReferenceEntry(code, rtype, rid, url, None, id_system, id_value))
+        if url is not None:
+            out.append(ReferenceEntry(code, rtype or reference_type(value), None, url, None, id_system, id_value))
+        else:
+            out.append(ReferenceEntry(code, rtype, rid, None, None, id_system, id_value))
     elif id_value is not None and not (isinstance(ref, str) and ref.startswith("#")):
-        out.append(ReferenceEntry(code, None, None, None, None, id_system, id_value))
+        out.append(ReferenceEntry(code, reference_type(value), None, None, None, id_system, id_value))
 
 
 def _canonical(value: Any, code: str, base_url: str | None, out: list) -> None:

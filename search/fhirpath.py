@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from capability.resource_types import is_resource_type
+from search.normalize import split_reference
 
 Nodes = list[Any]
 Step = Callable[[Nodes, dict], Nodes]
@@ -304,16 +305,22 @@ def _nothing(nodes: Nodes, root: dict) -> Nodes:
     return []
 
 
+def reference_type(reference: dict) -> str | None:
+    """The resource type a Reference names: from `reference` (relative or absolute), else from `type`.
+    None for contained (`#id`) references and when nothing names one."""
+    ref = reference.get("reference")
+    parsed = split_reference(ref) if isinstance(ref, str) else None
+    if parsed is not None and parsed[0] is not None:
+        return parsed[0]
+    declared = reference.get("type")
+    if isinstance(declared, str) and (parsed is not None or ref is None):
+        return declared.rsplit("/", 1)[-1]  # `Patient` or its StructureDefinition URL
+    return None
+
+
 def _reference_target(nodes: Nodes, root: dict) -> Nodes:
     """`resolve()` at index time: the resource type a Reference names (we never follow it)."""
-    types = []
-    for node in nodes:
-        ref = node.get("reference") if type(node) is dict else None
-        if isinstance(ref, str) and not ref.startswith("#"):
-            parts = ref.split("/_history/")[0].rstrip("/").split("/")
-            if len(parts) >= 2:
-                types.append(parts[-2])
-    return types
+    return [t for node in nodes if type(node) is dict and (t := reference_type(node)) is not None]
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -211,7 +211,7 @@ def test_dates_and_references() -> None:
     assert entries_of(PATIENT, "general-practitioner", base_url=base) == [
         ReferenceEntry("general-practitioner", "Practitioner", "dr1")]
     assert entries_of(PATIENT, "general-practitioner") == [
-        ReferenceEntry("general-practitioner", "Practitioner", "dr1", base + "/Practitioner/dr1")]
+        ReferenceEntry("general-practitioner", "Practitioner", None, base + "/Practitioner/dr1")]
     assert entries_of(PATIENT, "organization") == []  # contained references are not indexed
     assert entries_of(PATIENT, "link") == [
         ReferenceEntry("link", None, None, identifier_system="http://x", identifier_value="other-1")]
@@ -242,6 +242,20 @@ def test_codeable_concept_period_and_patient() -> None:
     assert entries_of(OBSERVATION, "patient") == [ReferenceEntry("patient", "Patient", "p1")]
     assert entries_of({**OBSERVATION, "subject": {"reference": "Group/g"}}, "patient") == []
     assert entries_of(OBSERVATION, "value-quantity") == []
+
+
+def test_reference_forms() -> None:
+    uuid = {**OBSERVATION, "subject": {"reference": "urn:uuid:1234", "type": "Patient"}}
+    assert entries_of(uuid, "patient") == [ReferenceEntry("patient", "Patient", None, "urn:uuid:1234")]
+    untyped = {**OBSERVATION, "subject": {"reference": "urn:uuid:1234"}}
+    assert entries_of(untyped, "patient") == []
+    assert entries_of(untyped, "subject") == [ReferenceEntry("subject", None, None, "urn:uuid:1234")]
+    foreign = {**OBSERVATION, "subject": {"reference": "https://other.example/fhir/Patient/p1/_history/2"}}
+    assert entries_of(foreign, "patient") == [
+        ReferenceEntry("patient", "Patient", None, "https://other.example/fhir/Patient/p1/_history/2")]
+    logical = {**OBSERVATION, "subject": {"type": "Patient", "identifier": {"system": "urn:mrn", "value": "7"}}}
+    assert entries_of(logical, "patient") == [
+        ReferenceEntry("patient", "Patient", None, identifier_system="urn:mrn", identifier_value="7")]
 
 
 def test_composite_component_code_value_quantity() -> None:
