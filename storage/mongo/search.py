@@ -1,0 +1,209 @@
+"""The search IR (search/ir.py) run on MongoDB: filters, sorting, keyset paging, totals and includes.
+
+Value predicates become `$elemMatch` conditions (storage/mongo/filters.py). Chains and `_has` run as
+sub-queries first: a chain finds the `_id`s ("Type/id") of the targets that match, then matches
+references to them (`ref.r $in`); `_has` collects the references of the matching sources, then
+matches those `_id`s. Sorting uses the per-parameter `sort.{param}.min|max` values stored with the
+document, with `_id` as the last key, and pages by keyset (search/cursor.py) on the same keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pymongo import ASCENDING, DESCENDING
+
+from search.cursor import decode_cursor, encode_cursor
+from search.ir import (AnyOfPred, ChainPred, Clause, DatePred, HasPred, Include, MissingPred, Query, TokenPred)
+from storage.base import SearchPage
+from storage.mongo import filters
+from storage.mongo.documents import to_version
+from storage.mongo.filters import NOTHING, Condition
+
+_VERSION = {"type": 1, "id": 1, "version_id": 1, "last_updated": 1, "deleted": 1, "body": 1}
+_REFERENCES = {"ref.p": 1, "ref.r": 1}
+_ITERATIONS = 4  # rounds of `:iterate` includes at most
+
+
+async def build_filter(resources: Any, types: Sequence[str], where: Sequence[Clause], session: Any = None
+                       ) -> Condition:
+    """The filter of current (not deleted) resources of `types` (all when empty) matching `where`."""
+    base: Condition = {"deleted": False}
+    if len(types) == 1:
+        base["type"] = types[0]
+    elif types:
+        base["type"] = {"$in": list(types)}
+    parts = [await _clause(resources, clause, session) for clause in where]
+    return filters.conjunction(base, *parts)
+
+
+async def _clause(resources: Any, clause: Clause, session: Any) -> Condition:
+    alternatives = [await _pred(resources, clause.param, clause.param_type, pred, session) for pred in clause.preds]
+    return filters.disjunction(alternatives)
+
+
+async def _pred(resources: Any, param: str, param_type: str, pred: Any, session: Any) -> Condition:
+    if isinstance(pred, MissingPred):
+        if param in ("_id", "_lastUpdated"):  # every resource has both
+            return NOTHING if pred.missing else {}
+        return filters.missing_filter(param, param_type, pred.missing)
+    if isinstance(pred, ChainPred):
+        targets = await build_filter(resources, pred.target_types, pred.where, session)
+        keys = [doc["_id"] for doc in await resources.find(targets, {"_id": 1}, session=session).to_list(None)]
+        return {"ref": {"$elemMatch": {"p": param, "r": {"$in": keys}}}}
+    if isinstance(pred, HasPred):
+        sources = await build_filter(resources, (pred.source_type,), pred.where, session)
+        keys = set()
+        async for doc in resources.find(sources, _REFERENCES, session=session):
+            keys.update(e["r"] for e in doc.get("ref", ()) if e.get("p") == pred.source_param and "r" in e)
+        return {"_id": {"$in": sorted(keys)}}
+    if isinstance(pred, AnyOfPred):
+        return filters.disjunction([await _clause(resources, clause, session) for clause in pred.clauses])
+    if param == "_id" and isinstance(pred, TokenPred):
+        return filters.id_filter(pred)
+    if param == "_lastUpdated" and isinstance(pred, DatePred):
+        return filters.date(pred, "", "last_updated", "last_updated")
+    return filters.value_filter(param, pred)
+
+
+async def match_ids(resources: Any, query: Query, session: Any = None) -> frozenset[str]:
+    """The ids of every resource the query's conditions match (for Assertions)."""
+    where = await build_filter(resources, query.types, query.where, session)
+    return frozenset(doc["id"] for doc in await resources.find(where, {"id": 1}, session=session).to_list(None))
+
+
+# --- sorting and paging ----------------------------------------------------------------------------
+
+def sort_fields(query: Query) -> list[tuple[str, int]]:
+    """The document fields a query sorts on, `_id` last (ascending) so the order is total."""
+    fields = []
+    for key in query.sort:
+        if key.param == "_id":
+            field = "id"
+        elif key.param == "_lastUpdated":
+            field = "last_updated"
+        else:
+            field = f"sort.{key.param}.{'max' if key.descending else 'min'}"
+        fields.append((field, DESCENDING if key.descending else ASCENDING))
+    return [*fields, ("_id", ASCENDING)]
+
+
+def _get(document: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(document, dict):
+            return None
+        document = document.get(part)
+    return document
+
+
+def _after(fields: list[tuple[str, int]], values: Sequence[Any]) -> Condition:
+    """Rows strictly after the row with these sort `values` in the order of `fields`.
+
+    MongoDB sorts a missing value before any other ascending, after any other descending."""
+    branches = []
+    equal: list[Condition] = []
+    for (field, direction), value in zip(fields, values):
+        if direction == ASCENDING:
+            beyond = {field: {"$ne": None}} if value is None else {field: {"$gt": value}}
+        else:
+            beyond = None if value is None else {"$or": [{field: {"$lt": value}}, {field: None}]}
+        if beyond is not None:
+            branches.append(filters.conjunction(*equal, beyond))
+        equal.append({field: value})
+    return filters.disjunction(branches)
+
+
+def _cursor(fields: list[tuple[str, int]], document: dict[str, Any], direction: str) -> str:
+    values = tuple(_get(document, field) for field, _ in fields[:-1])
+    return encode_cursor(values, document["_id"], direction)
+
+
+async def execute(resources: Any, query: Query, session: Any = None) -> SearchPage:
+    """One page of a search, with its includes and (when asked for) the total."""
+    where = await build_filter(resources, query.types, query.where, session)
+    fields = sort_fields(query)
+    page = SearchPage([])
+    if query.total in ("accurate", "estimate") or query.summary == "count":
+        page.total = await resources.count_documents(where, session=session)
+    if query.count <= 0 or query.summary == "count":
+        return page
+    direction = "next"
+    order = fields
+    condition = where
+    if query.cursor is not None:
+        values, last_id, direction = decode_cursor(query.cursor)
+        if direction == "prev":  # walk backwards: reverse the order, reverse the rows after
+            order = [(field, -way) for field, way in fields]
+        if len(values) == len(fields) - 1:  # (a cursor of another sort order starts over)
+            condition = filters.conjunction(where, _after(order, (*values, last_id)))
+    projection = {**_VERSION, **{field: 1 for field, _ in fields[:-1]}}
+    if query.includes:
+        projection.update(_REFERENCES)
+    documents = await resources.find(condition, projection, session=session).sort(order) \
+        .limit(query.count + 1).to_list(None)
+    more = len(documents) > query.count
+    documents = documents[:query.count]
+    if direction == "prev":
+        documents.reverse()
+    if documents:
+        if more or direction == "prev":
+            page.next_cursor = _cursor(fields, documents[-1], "next")
+        if query.cursor is not None and (more or direction == "next"):
+            page.previous_cursor = _cursor(fields, documents[0], "prev")
+    page.matches = [to_version(doc) for doc in documents]
+    if query.includes:
+        page.included = [to_version(doc) for doc in await _included(resources, documents, query.includes,
+                                                                              session)]
+    return page
+
+
+# --- _include and _revinclude --------------------------------------------------------------------
+
+async def _included(resources: Any, matches: list[dict[str, Any]], includes: Sequence[Include], session: Any
+                    ) -> list[dict[str, Any]]:
+    """The resources the includes reach from the matches, each once, not repeating a match.
+
+    Every include applies to the matches; `:iterate` ones also to what was included, round after round."""
+    seen = {doc["_id"] for doc in matches}
+    found: list[dict[str, Any]] = []
+    frontier, active = matches, list(includes)
+    for _ in range(_ITERATIONS):
+        if not frontier or not active:
+            break
+        fresh = []
+        for include in active:
+            reach = _reverse(include, frontier) if include.reverse else _forward(include, frontier)
+            projection = {**_VERSION, **_REFERENCES}
+            for doc in await resources.find(reach, projection, session=session).sort("_id", ASCENDING).to_list(None):
+                if doc["_id"] not in seen:
+                    seen.add(doc["_id"])
+                    fresh.append(doc)
+        found += fresh
+        frontier, active = fresh, [include for include in includes if include.iterate]
+    return found
+
+
+def _forward(include: Include, sources: list[dict[str, Any]]) -> Condition:
+    """`_include=Source:param[:Target]`: the targets the sources' references name."""
+    keys = set()
+    prefix = f"{include.target_type}/" if include.target_type else ""
+    for doc in sources:
+        if include.source_type not in ("*", doc["type"]):
+            continue
+        for entry in doc.get("ref", ()):
+            key = entry.get("r")
+            if key and key.startswith(prefix) and include.param in ("*", entry.get("p")):
+                keys.add(key)
+    return {"_id": {"$in": sorted(keys)}, "deleted": False}
+
+
+def _reverse(include: Include, targets: list[dict[str, Any]]) -> Condition:
+    """`_revinclude=Source:param[:Target]`: the sources whose references name one of the targets."""
+    keys = sorted(doc["_id"] for doc in targets if include.target_type in (None, doc["type"]))
+    reference: Condition = {"r": {"$in": keys}}
+    if include.param != "*":
+        reference["p"] = include.param
+    condition: Condition = {"deleted": False, "ref": {"$elemMatch": reference}}
+    if include.source_type != "*":
+        condition["type"] = include.source_type
+    return condition

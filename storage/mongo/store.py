@@ -1,0 +1,228 @@
+"""The MongoDB backend on PyMongo's native async client (document shapes: storage/mongo/documents.py).
+
+Collections: `resources` (current version, body and index entries), `history` (every version, `_id`
+"Type/id/vid"), `changes` (the change log, `_id` = seq), `counters` (the seq) and `locks` (one document per
+asserted condition, see `commit`).
+
+With transactions (a replica set or mongos) a commit is one session transaction: CAS on each resource,
+the seq from `counters` incremented in the same transaction (so seq order is commit order: two commits
+both write the counter document and one waits or retries), history and change rows.
+
+Without transactions (a standalone server, mongomock) only single-write commits are accepted; their
+writes are not atomic across collections. Commits are serialised by an in-process asyncio lock, which
+also makes the check of an Assertion and the write it guards atomic, and keeps seq visible in order, for
+one Hearth process only: run a replica set (even of one node) for several processes or bundles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from datetime import datetime
+from typing import Any, Sequence
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from search.ir import Query
+from storage import clock
+from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, TransactionsUnsupported,
+                          Version, VersionConflict, Write)
+from storage.mongo import search
+from storage.mongo.documents import (VERSION_FIELDS, change_document, current_document, history_document,
+                                     resource_key, to_change, to_version)
+
+log = logging.getLogger("hearth.storage.mongo")
+
+_ENTRY_INDEXES = (
+    ("tok", ("c", "s")), ("tok", ("ts", "tc")), ("str", ("n",)), ("str", ("e",)), ("dt", ("lo", "hi")),
+    ("dt", ("hi",)), ("num", ("v",)), ("qty", ("c", "v")), ("ref", ("r",)), ("ref", ("i",)), ("ref", ("u",)),
+    ("ref", ("iv",)), ("uri", ("v",)), ("comp", ()),
+)
+
+INDEXES: dict[str, list[list[tuple[str, int]]]] = {
+    "resources": [
+        [("type", ASCENDING), ("last_updated", ASCENDING)],
+        [("type", ASCENDING), ("id", ASCENDING)],
+        *([("type", ASCENDING), (f"{array}.p", ASCENDING), *((f"{array}.{f}", ASCENDING) for f in fields)]
+          for array, fields in _ENTRY_INDEXES),
+    ],
+    "history": [
+        [("type", ASCENDING), ("id", ASCENDING), ("seq", DESCENDING)],
+        [("type", ASCENDING), ("seq", DESCENDING)],
+        [("seq", DESCENDING)],
+    ],
+    "changes": [[("type", ASCENDING), ("_id", ASCENDING)]],
+}
+
+
+class MongoStore:
+    """Store on one MongoDB database (see storage/base.py for the contract)."""
+
+    name = "mongodb"
+
+    def __init__(self, client: Any, database_name: str = "hearth", *, owns_client: bool = False) -> None:
+        """`client`: a pymongo AsyncMongoClient (or a mongomock-motor client in tests)."""
+        self.client = client
+        self.db = client.get_database(database_name)
+        self.resources = self.db.get_collection("resources")
+        self.history_versions = self.db.get_collection("history")
+        self.change_log = self.db.get_collection("changes")
+        self.counters = self.db.get_collection("counters")
+        self.locks = self.db.get_collection("locks")
+        self.supports_transactions = False
+        self._owns_client = owns_client
+        self._serial = asyncio.Lock()  # commits without transactions, one at a time
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MongoStore:
+        """A store for `mongodb://host/dbname?…` (database `hearth` when the URL names none)."""
+        options.pop("synchronous", None)  # a SQLite setting the app passes to every backend
+        client: AsyncMongoClient = AsyncMongoClient(url, **options)
+        return cls(client, client.get_default_database("hearth").name, owns_client=True)
+
+    async def open(self) -> None:
+        """Create the collections and indexes; find out whether the server can run transactions."""
+        existing = set(await self.db.list_collection_names())
+        for collection in ("resources", "history", "changes", "counters", "locks"):
+            if collection not in existing:  # (a transaction may not be the one to create a collection)
+                await self.db.create_collection(collection)
+        for collection, indexes in INDEXES.items():
+            for keys in indexes:
+                await self.db.get_collection(collection).create_index(keys)
+        self.supports_transactions = await _server_supports_transactions(self.client)
+        if not self.supports_transactions:
+            log.warning("MongoDB server has no transactions (not a replica set or mongos): commits of more "
+                        "than one write (transaction bundles) are refused, and conditional writes are only "
+                        "safe within this one Hearth process")
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.close()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, resource_id: str) -> Version | None:
+        document = await self.resources.find_one({"_id": resource_key(resource_type, resource_id)},
+                                                 VERSION_FIELDS)
+        return to_version(document) if document else None
+
+    async def vread(self, resource_type: str, resource_id: str, version_id: int) -> Version | None:
+        document = await self.history_versions.find_one({"_id": f"{resource_type}/{resource_id}/{version_id}"},
+                                                        VERSION_FIELDS)
+        return to_version(document) if document else None
+
+    async def history(self, resource_type: str | None, resource_id: str | None, since: datetime | None,
+                      before_seq: int | None, count: int, at: datetime | None = None) -> HistoryPage:
+        where: dict[str, Any] = {}
+        if resource_type is not None:
+            where["type"] = resource_type
+        if resource_id is not None:
+            where["id"] = resource_id
+        updated: dict[str, str] = {}
+        if since is not None:
+            updated["$gte"] = clock.to_text(since)
+        if at is not None:
+            updated["$lte"] = clock.to_text(at)
+        if updated:
+            where["last_updated"] = updated
+        page_where = {**where, "seq": {"$lt": before_seq}} if before_seq is not None else where
+        documents = []
+        if count > 0:
+            cursor = self.history_versions.find(page_where, {**VERSION_FIELDS, "seq": 1})
+            documents = await cursor.sort("seq", DESCENDING).limit(count).to_list(None)
+        total = await self.history_versions.count_documents(where)
+        return HistoryPage([(d["seq"], to_version(d)) for d in documents], total)
+
+    async def changes(self, after_seq: int, limit: int) -> list[Change]:
+        documents = await self.change_log.find({"_id": {"$gt": after_seq}}).sort("_id", ASCENDING) \
+            .limit(limit).to_list(None)
+        return [to_change(d) for d in documents]
+
+    async def search(self, query: Query) -> SearchPage:
+        return await search.execute(self.resources, query)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
+        if self.supports_transactions:
+            try:
+                async with self.client.start_session() as session:
+                    return await session.with_transaction(lambda s: self._apply(writes, assertions, s))
+            except _Taken as taken:
+                raise await self._conflict(taken.write) from None
+        if len(writes) > 1:
+            raise TransactionsUnsupported(
+                "this MongoDB server has no transactions (run a replica set): one write per commit")
+        async with self._serial:
+            try:
+                return await self._apply(writes, assertions, None)
+            except _Taken as taken:
+                raise await self._conflict(taken.write) from None
+
+    async def _apply(self, writes: Sequence[Write], assertions: Sequence[Assertion], session: Any) -> list[Change]:
+        """All of a commit's reads and writes; inside a transaction when `session` is given."""
+        for assertion in assertions:
+            if session is not None:  # two transactions asserting the same condition now conflict
+                await self.locks.update_one({"_id": _condition_key(assertion)}, {"$inc": {"n": 1}}, upsert=True,
+                                            session=session)
+            ids = await search.match_ids(self.resources, assertion.query, session)
+            if ids != assertion.ids:
+                raise AssertionFailed(assertion, ids)
+        for write in writes:
+            await self._swap_current(write, session)
+        if not writes:
+            return []
+        counter = await self.counters.find_one_and_update(
+            {"_id": "changes"}, {"$inc": {"seq": len(writes)}}, upsert=True, return_document=ReturnDocument.AFTER,
+            session=session)
+        first = counter["seq"] - len(writes) + 1
+        changes = []
+        for seq, write in enumerate(writes, first):
+            await self.history_versions.insert_one(history_document(write, seq), session=session)
+            await self.change_log.insert_one(change_document(write, seq), session=session)
+            changes.append(Change(seq, write.type, write.id, write.version_id, write.interaction, write.last_updated))
+        return changes
+
+    async def _swap_current(self, write: Write, session: Any) -> None:
+        """Compare-and-set the current document: it must still be at `write.previous` (0: absent)."""
+        document = current_document(write)
+        if write.previous == 0:
+            try:
+                await self.resources.insert_one(document, session=session)
+            except DuplicateKeyError:
+                raise _Taken(write) from None
+            return
+        result = await self.resources.replace_one({"_id": document["_id"], "version_id": write.previous}, document,
+                                                  session=session)
+        if result.matched_count != 1:
+            raise _Taken(write)
+
+    async def _conflict(self, write: Write) -> VersionConflict:
+        current = await self.resources.find_one({"_id": resource_key(write.type, write.id)}, {"version_id": 1})
+        return VersionConflict(write.type, write.id, write.previous, current["version_id"] if current else 0)
+
+
+class _Taken(Exception):
+    """A write's compare-and-set failed; the actual version is read after the transaction has ended."""
+
+    def __init__(self, write: Write) -> None:
+        super().__init__(f"{write.type}/{write.id} is no longer at version {write.previous}")
+        self.write = write
+
+
+def _condition_key(assertion: Assertion) -> str:
+    """The same condition (clauses in any order) gives the same lock document."""
+    query = assertion.query
+    text = repr((sorted(query.types), sorted(repr(clause) for clause in query.where)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _server_supports_transactions(client: Any) -> bool:
+    """A replica set member or a mongos can run transactions; a standalone server or mongomock cannot."""
+    try:
+        hello = await client.get_database("admin").command("hello")
+    except (NotImplementedError, PyMongoError):
+        return False
+    return "setName" in hello or hello.get("msg") == "isdbgrid"

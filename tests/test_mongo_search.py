@@ -1,0 +1,272 @@
+"""Search on the MongoDB store: every predicate agrees with the in-memory matcher on hand-built entries;
+chains, _has, sorting, keyset paging both ways, totals, includes and system search."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
+                            TokenEntry, UriEntry)
+from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred,
+                       NumberPred, QuantityPred, Query, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
+from search.matcher import matches
+from storage.base import Write
+from test_mongo_store import store  # noqa: F401  (the fixture: mongomock, plus a real server when configured)
+
+LOINC = "http://loinc.org"
+DAY = ("2020-03-04T00:00:00.000000", "2020-03-04T23:59:59.999999")
+MONTH = ("2020-03-01T00:00:00.000000", "2020-03-31T23:59:59.999999")
+YEAR = ("2020-01-01T00:00:00.000000", "2020-12-31T23:59:59.999999")
+OPEN = ("2019-06-01T00:00:00.000000", "9999-12-31T23:59:59.999999")
+NOON = ("2020-03-04T12:00:00.000000", "2020-03-04T12:00:00.000000")
+
+
+def bp(system: str, code: str, value: float, unit: str) -> QuantityEntry:
+    return QuantityEntry("value-quantity", value, value - 0.5, value + 0.5, system, code, unit)
+
+
+OBSERVATIONS = {
+    "o1": [TokenEntry("code", LOINC, "8310-5", "body temperature"), DateEntry("date", *DAY),
+           bp("http://unitsofmeasure.org", "Cel", 37.0, "C"), ReferenceEntry("subject", "Patient", "p1"),
+           StringEntry("note", "fever noted", "Fever noted"), NumberEntry("probability", 0.25, 0.245, 0.255),
+           CompositeEntry("code-value-quantity", (TokenEntry("code", LOINC, "8310-5"),
+                                                  bp("http://unitsofmeasure.org", "Cel", 37.0, "C"))),
+           UriEntry("instantiates", "http://example.org/fhir/Questionnaire/temp")],
+    "o2": [TokenEntry("code", LOINC, "8867-4", "heart rate"), TokenEntry("code", None, "hr"),
+           DateEntry("date", *MONTH), bp("http://unitsofmeasure.org", "/min", 80.0, "beats/minute"),
+           ReferenceEntry("subject", "Patient", "p2"), NumberEntry("probability", 100.0, 99.5, 100.5),
+           CompositeEntry("code-value-quantity", (TokenEntry("code", LOINC, "8867-4"),
+                                                  bp("http://unitsofmeasure.org", "/min", 80.0, "beats/minute")))],
+    "o3": [TokenEntry("code", "http://snomed.info/sct", "8310-5"), DateEntry("date", *OPEN),
+           QuantityEntry("value-quantity", 37.2, 37.15, 37.25, None, None, "Cel"),
+           ReferenceEntry("subject", "Group", "g1"),
+           ReferenceEntry("based-on", None, None, "http://other.org/fhir/CarePlan/9"),
+           StringEntry("note", "Ünïcode café", "Ünïcode café"),
+           UriEntry("instantiates", "http://example.org/fhir/Questionnaire")],
+    "o4": [TokenEntry("identifier", "urn:sys", "A-1", None, "http://terminology.hl7.org/CodeSystem/v2-0203", "MR"),
+           DateEntry("date", *NOON), ReferenceEntry("subject", None, None, None, None, "urn:ssn", "123"),
+           ReferenceEntry("instantiates-canonical", None, None, "http://example.org/PlanDefinition/x", "2.0")],
+}
+PATIENTS = {
+    "p1": [StringEntry("name", "peter", "Peter"), StringEntry("name", "chalmers", "Chalmers"),
+           TokenEntry("gender", "http://hl7.org/fhir/administrative-gender", "male"),
+           ReferenceEntry("general-practitioner", "Practitioner", "dr1"), DateEntry("birthdate", *YEAR)],
+    "p2": [StringEntry("name", "petra", "Petra"), TokenEntry("gender", "http://hl7.org/fhir/administrative-gender",
+                                                             "female"),
+           ReferenceEntry("general-practitioner", "Practitioner", "dr2"), DateEntry("birthdate", *DAY)],
+    "p3": [StringEntry("name", "anne", "Anne")],
+}
+PRACTITIONERS = {"dr1": [StringEntry("name", "watson", "Watson")], "dr2": [StringEntry("name", "house", "House")]}
+ALL = {**{("Observation", k): v for k, v in OBSERVATIONS.items()}, **{("Patient", k): v for k, v in PATIENTS.items()},
+       **{("Practitioner", k): v for k, v in PRACTITIONERS.items()}}
+UPDATED = {key: datetime(2024, 1, n + 1, tzinfo=timezone.utc) for n, key in enumerate(sorted(ALL))}
+
+
+def entries_of(key: tuple[str, str]) -> list:
+    updated = UPDATED[key].strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return [*ALL[key], DateEntry("_lastUpdated", updated, updated)]  # what the matcher sees for _lastUpdated
+
+
+@pytest.fixture
+async def loaded(store):  # noqa: F811
+    for key in sorted(ALL):
+        body = f'{{"resourceType":"{key[0]}","id":"{key[1]}"}}'.encode()
+        await store.commit([Write(key[0], key[1], 1, UPDATED[key], body, tuple(ALL[key]), 0, "create")])
+    return store
+
+
+async def ids(store, resource_type: str, *clauses: Clause, **options) -> list[str]:
+    page = await store.search(Query((resource_type,), tuple(clauses), **options))
+    return [v.id for v in page.matches]
+
+
+def clause(param: str, param_type: str, *preds) -> Clause:
+    return Clause(param, param_type, preds)
+
+
+Q = "http://unitsofmeasure.org"
+CASES = [
+    clause("code", "token", TokenPred(None, "8310-5")),
+    clause("code", "token", TokenPred(LOINC, "8310-5")),
+    clause("code", "token", TokenPred("", "hr")),
+    clause("code", "token", TokenPred(LOINC, None)),
+    clause("code", "token", TokenPred(None, "8310-5", "not")),
+    clause("code", "token", TokenPred(LOINC, "8867-4", "not")),
+    clause("code", "token", TokenPred(None, None, "in", codes=((LOINC, "8867-4"), (None, "x"), ("", "hr")))),
+    clause("code", "token", TokenPred(None, None, "not-in", codes=((LOINC, "8310-5"),))),
+    clause("code", "token", TokenPred(None, "body temp", "text")),
+    clause("identifier", "token", TokenPred(None, "A-1", "of-type", "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                            "MR")),
+    clause("identifier", "token", TokenPred(None, "A-1", "of-type", "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                            "XX")),
+    clause("code", "token", TokenPred(None, "8310-5"), TokenPred(None, "hr")),
+    clause("note", "string", StringPred("fev")),
+    clause("note", "string", StringPred("unicode")),
+    clause("note", "string", StringPred("noted", "contains")),
+    clause("note", "string", StringPred("Fever noted", "exact")),
+    clause("note", "string", StringPred("fever noted", "exact")),
+    clause("note", "string", StringPred("a.b", "contains")),
+    *(clause("date", "date", DatePred(prefix, *value)) for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+      for value in (DAY, MONTH, NOON, ("2021-01-01T00:00:00.000000", "2021-01-01T23:59:59.999999"))),
+    *(clause("probability", "number", NumberPred(prefix, 100.0, 99.5, 100.5))
+      for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")),
+    clause("probability", "number", NumberPred("eq", 0.25, 0.245, 0.255)),
+    *(clause("value-quantity", "quantity", QuantityPred(prefix, 37.0, 36.95, 37.05, *units))
+      for prefix in ("eq", "gt", "lt", "ge", "le", "ap", "ne")
+      for units in ((None, None), (Q, "Cel"), ("", "Cel"), (None, "C"), (Q, None), ("", "beats/minute"))),
+    clause("subject", "reference", ReferencePred("Patient", "p1")),
+    clause("subject", "reference", ReferencePred(None, "g1")),
+    clause("subject", "reference", ReferencePred("Patient", "g1")),
+    clause("based-on", "reference", ReferencePred(url="http://other.org/fhir/CarePlan/9")),
+    clause("based-on", "reference", ReferencePred("CarePlan", "9")),
+    clause("instantiates-canonical", "reference", ReferencePred(url="http://example.org/PlanDefinition/x")),
+    clause("instantiates-canonical", "reference", ReferencePred(url="http://example.org/PlanDefinition/x",
+                                                                version="2.0")),
+    clause("instantiates-canonical", "reference", ReferencePred(url="http://example.org/PlanDefinition/x",
+                                                                version="1.0")),
+    clause("subject", "reference", ReferencePred(modifier="identifier", identifier_system="urn:ssn",
+                                                 identifier_value="123")),
+    clause("subject", "reference", ReferencePred(modifier="identifier", identifier_value="123")),
+    clause("subject", "reference", ReferencePred(modifier="identifier", identifier_system="urn:x",
+                                                 identifier_value="123")),
+    clause("instantiates", "uri", UriPred("http://example.org/fhir/Questionnaire")),
+    clause("instantiates", "uri", UriPred("http://example.org/fhir/Questionnaire/temp/extra", "above")),
+    clause("instantiates", "uri", UriPred("http://example.org/fhir/Questionnaire", "below")),
+    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "8310-5"),
+                                                              QuantityPred("gt", 36.0, 35.5, 36.5)))),
+    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "8310-5"),
+                                                              QuantityPred("gt", 38.0, 37.5, 38.5)))),
+    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "8867-4"),))),
+    clause("note", "string", MissingPred(True)),
+    clause("note", "string", MissingPred(False)),
+    clause("code-value-quantity", "composite", MissingPred(True)),
+    clause("_id", "token", TokenPred(None, "o2"), TokenPred(None, "o3")),
+    clause("_id", "token", TokenPred(None, "o2", "not")),
+    clause("_lastUpdated", "date", DatePred("gt", "2024-01-02T00:00:00.000000", "2024-01-02T23:59:59.999999")),
+    clause("_lastUpdated", "date", DatePred("eq", "2024-01-01T00:00:00.000000", "2024-01-01T23:59:59.999999")),
+    clause("_compartment", "special", AnyOfPred((clause("subject", "reference", ReferencePred("Patient", "p1")),
+                                                 clause("_id", "token", TokenPred(None, "o3"))))),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+async def test_agrees_with_the_matcher(loaded, case):
+    where = (CASES[case],)
+    expected = sorted(key[1] for key in ALL if key[0] == "Observation"
+                      and matches(where, entries_of(key), resource_id=key[1], resource_type=key[0]))
+    assert await ids(loaded, "Observation", *where, count=100) == expected
+
+
+async def test_matcher_cases_are_not_trivial(loaded):
+    """The cases above do discriminate: many match some but not all observations."""
+    sizes = [len(await ids(loaded, "Observation", case, count=100)) for case in CASES]
+    assert sum(0 < size < len(OBSERVATIONS) for size in sizes) > len(CASES) // 2
+
+
+async def test_and_of_clauses(loaded):
+    code = clause("code", "token", TokenPred(None, "8310-5"))
+    assert await ids(loaded, "Observation", code) == ["o1", "o3"]
+    assert await ids(loaded, "Observation", code, clause("date", "date", DatePred("eq", *DAY))) == ["o1"]
+
+
+async def test_chains_and_has(loaded):
+    named = lambda name: clause("name", "string", StringPred(name))  # noqa: E731
+    chain = clause("subject", "reference", ChainPred(("Patient",), (named("pet"),)))
+    assert await ids(loaded, "Observation", chain) == ["o1", "o2"]
+    nested = clause("subject", "reference", ChainPred(("Patient",), (
+        clause("general-practitioner", "reference", ChainPred(("Practitioner",), (named("house"),))),)))
+    assert await ids(loaded, "Observation", nested) == ["o2"]
+    # a chain needs the target to exist: Group/g1 is referenced but was never stored
+    assert await ids(loaded, "Observation", clause("subject", "reference", ChainPred(("Group",), ()))) == []
+    assert await ids(loaded, "Observation", clause("subject", "reference", ChainPred(("Patient", "Group"), ()))) == [
+        "o1", "o2"]
+    has = clause("_has", "special", HasPred("Observation", "subject", (clause("code", "token",
+                                                                             TokenPred(LOINC, "8867-4")),)))
+    assert await ids(loaded, "Patient", has) == ["p2"]
+    has_chain = clause("_has", "special", HasPred("Observation", "subject", (
+        clause("subject", "reference", ChainPred(("Patient",), (named("peter"),))),)))
+    assert await ids(loaded, "Patient", has_chain) == ["p1"]
+    assert await ids(loaded, "Patient", clause("_has", "special", HasPred("Observation", "subject", (
+        clause("code", "token", TokenPred(None, "nothing")),)))) == []
+
+
+async def test_sort_multi_valued_and_missing(loaded):
+    by = lambda *keys: {"sort": tuple(SortKey(p, t, d) for p, t, d in keys), "count": 100}  # noqa: E731
+    # ascending by each resource's lowest date, descending by its highest; o4's noon is inside o1's day
+    assert await ids(loaded, "Observation", **by(("date", "date", False))) == ["o3", "o2", "o1", "o4"]
+    assert await ids(loaded, "Observation", **by(("date", "date", True))) == ["o3", "o2", "o1", "o4"]
+    assert await ids(loaded, "Observation", **by(("value-quantity", "quantity", True))) == ["o2", "o3", "o1", "o4"]
+    # resources without the parameter come first ascending, last descending (MongoDB's null order)
+    assert await ids(loaded, "Observation", **by(("note", "string", False))) == ["o2", "o4", "o1", "o3"]
+    assert await ids(loaded, "Observation", **by(("note", "string", True))) == ["o3", "o1", "o2", "o4"]
+    assert await ids(loaded, "Patient", **by(("gender", "token", False), ("name", "string", True))) == [
+        "p3", "p2", "p1"]
+    assert await ids(loaded, "Observation", **by(("_lastUpdated", "date", True))) == ["o4", "o3", "o2", "o1"]
+    assert await ids(loaded, "Observation", **by(("_id", "token", True))) == ["o4", "o3", "o2", "o1"]
+
+
+@pytest.mark.parametrize("sort", [(), (SortKey("note", "string", True),),
+                                  (SortKey("date", "date"), SortKey("note", "string", True)),
+                                  (SortKey("value-quantity", "quantity"),)])
+async def test_keyset_paging_both_ways(loaded, sort):
+    everything = await ids(loaded, "Observation", sort=sort, count=100)
+    pages, cursor = [], None
+    while True:
+        page = await loaded.search(Query(("Observation",), sort=sort, count=2 if len(pages) else 1, cursor=cursor))
+        pages.append([v.id for v in page.matches])
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert [i for p in pages for i in p] == everything and len(pages) == 3
+    assert page.previous_cursor is not None
+    back = await loaded.search(Query(("Observation",), sort=sort, count=1, cursor=page.previous_cursor))
+    assert [v.id for v in back.matches] == pages[-2][-1:]
+    assert back.previous_cursor is not None and back.next_cursor is not None
+    again = await loaded.search(Query(("Observation",), sort=sort, count=10, cursor=back.next_cursor))
+    assert [v.id for v in again.matches] == pages[-1]
+    walked, cursor = [], page.previous_cursor
+    while cursor is not None:  # all the way back, one row at a time
+        back = await loaded.search(Query(("Observation",), sort=sort, count=1, cursor=cursor))
+        walked = [v.id for v in back.matches] + walked
+        cursor = back.previous_cursor
+    assert walked + pages[-1] == everything
+
+
+async def test_total_count_and_summary(loaded):
+    page = await loaded.search(Query(("Observation",), count=1, total="accurate"))
+    assert page.total == 4 and len(page.matches) == 1
+    assert (await loaded.search(Query(("Observation",), count=1))).total is None
+    counted = await loaded.search(Query(("Patient",), summary="count"))
+    assert counted.total == 3 and counted.matches == []
+
+
+async def test_includes(loaded):
+    def search(*includes, where=()):
+        return loaded.search(Query(("Observation",), where, includes=includes, count=100))
+    subjects = await search(Include("Observation", "subject"))
+    assert sorted(v.id for v in subjects.included) == ["p1", "p2"]  # g1 does not exist, urls never include
+    only = await search(Include("Observation", "subject", "Group"))
+    assert only.included == []
+    iterated = await search(Include("Observation", "subject"), Include("Patient", "general-practitioner",
+                                                                          iterate=True),
+                            where=(clause("_id", "token", TokenPred(None, "o1")),))
+    assert [v.id for v in iterated.matches] == ["o1"] and [v.id for v in iterated.included] == ["p1", "dr1"]
+    not_iterated = await search(Include("Observation", "subject"), Include("Patient", "general-practitioner"),
+                                where=(clause("_id", "token", TokenPred(None, "o1")),))
+    assert [v.id for v in not_iterated.included] == ["p1"]
+    reverse = await loaded.search(Query(("Patient",), includes=(Include("Observation", "subject", reverse=True),),
+                                        count=100))
+    assert sorted(v.id for v in reverse.included) == ["o1", "o2"]
+    assert all(v.type == "Observation" and v.body for v in reverse.included)
+
+
+async def test_system_search_and_several_types(loaded):
+    named = (clause("name", "string", StringPred("p")),)
+    page = await loaded.search(Query((), named, count=100))
+    assert sorted((v.type, v.id) for v in page.matches) == [("Patient", "p1"), ("Patient", "p2")]
+    both = await loaded.search(Query(("Patient", "Practitioner"), (clause("name", "string", StringPred("chal"),
+                                                                          StringPred("hou")),)))
+    assert sorted(v.id for v in both.matches) == ["dr2", "p1"]
+    assert (await loaded.search(Query((), count=100, total="accurate"))).total == len(ALL)
