@@ -127,8 +127,8 @@ def split_reference(ref: str, base_url: str | None = None) -> tuple[str | None, 
 
     - `Patient/123` (optionally `/_history/2`): ("Patient", "123", None), a local reference;
     - `123`: (None, "123", None), an id of unknown type (search values only);
-    - an absolute URL whose tail is `Type/id`: ("Type", "id", url), or a local reference when the
-      URL's base is `base_url` (the server's own base);
+    - an absolute URL whose tail is `Type/id`: ("Type", "id", url without `/_history/n`), or a local
+      reference when the URL's base is `base_url` (the server's own base);
     - any other URL or URN (`urn:uuid:…`): (None, None, url);
     - a contained reference `#id` (or an empty string): None.
     """
@@ -142,7 +142,7 @@ def split_reference(ref: str, base_url: str | None = None) -> tuple[str | None, 
         if base_url is not None and base.rstrip("/") == base_url.rstrip("/"):
             return rtype, rid, None
         if "://" in base:
-            return rtype, rid, ref
+            return rtype, rid, f"{base}/{rtype}/{rid}"  # without /_history/n
     if ":" in ref:
         return None, None, ref
     if "/" not in ref:

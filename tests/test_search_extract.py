@@ -252,7 +252,7 @@ def test_reference_forms() -> None:
     assert entries_of(untyped, "subject") == [ReferenceEntry("subject", None, None, "urn:uuid:1234")]
     foreign = {**OBSERVATION, "subject": {"reference": "https://other.example/fhir/Patient/p1/_history/2"}}
     assert entries_of(foreign, "patient") == [
-        ReferenceEntry("patient", "Patient", None, "https://other.example/fhir/Patient/p1/_history/2")]
+        ReferenceEntry("patient", "Patient", None, "https://other.example/fhir/Patient/p1")]
     logical = {**OBSERVATION, "subject": {"type": "Patient", "identifier": {"system": "urn:mrn", "value": "7"}}}
     assert entries_of(logical, "patient") == [
         ReferenceEntry("patient", "Patient", None, identifier_system="urn:mrn", identifier_value="7")]
