@@ -12,11 +12,14 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from capability import fhir_json
+from capability.generate import DATA
+from capability.generate_structure import structure
 from capability.outcome import FhirError
 from capability.resource_types import RESOURCE_TYPES
 from capability.validation import validate_resource
 
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea-120"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SYNTHEA = SHARED / "testdata" / "synthea-120"
 PATIENT_BUNDLE = "057aa36e-b892-9964-75b9-ffb46b097e34.json.bz2"
 HOSPITAL_BUNDLE = "0-hospitalInformation1625911868739.json.bz2"
 
@@ -128,6 +131,7 @@ INVALID = {
     "unsignedInt negative": (changed(PATIENT, photo=[{"data": "aGk=", "size": -1}]), "Patient.photo[0].size",
                              "value"),
     "bad base64": (changed(PATIENT, photo=[{"data": "abc"}]), "Patient.photo[0].data", "value"),
+    "base64 padding mid-stream": (changed(PATIENT, photo=[{"data": "aGk=aGVs"}]), "Patient.photo[0].data", "value"),
     "two choice variants": (changed(OBSERVATION, valueString="heavy"), "Observation.valueString", "structure"),
     "choice variant by extension": (changed(OBSERVATION, _valueString=ABSENT), "Observation.valueString",
                                     "structure"),
@@ -281,7 +285,9 @@ def test_json_types_are_stricter_than_r4b_models(body: dict) -> None:
 
 
 def test_valid_synthea_resources_agree_with_r4b_models() -> None:
-    for resource in synthea(PATIENT_BUNDLE)[:300]:
+    one_of_each = {resource["resourceType"]: resource for resource in synthea(PATIENT_BUNDLE)}
+    assert len(one_of_each) > 15
+    for resource in one_of_each.values():
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
         validate_resource(resource)
 
@@ -301,3 +307,13 @@ def test_issues_are_capped_but_all_named() -> None:
     assert 10 <= len(error.issues) <= 100
     assert expressions(error)[0] == "Patient.bad0"
     assert "Patient.bad0" in error.diagnostics
+
+
+def test_generated_table_is_current() -> None:
+    table = structure(SHARED / "spec" / "r4")
+    assert table == fhir_json.loads((DATA / "structure.json").read_bytes())
+    assert table["types"]["Patient"]["id"] == ["id", 0]  # not the snapshot's System.String
+    assert table["types"]["MedicationRequest"]["dosageInstruction"] == ["Dosage", 1]
+    assert table["types"]["Dosage.doseAndRate"]["doseQuantity"] == ["SimpleQuantity", 0, "dose"]
+    assert "comparator" not in table["types"]["SimpleQuantity"]
+    assert table["types"]["Questionnaire.item"]["item"] == ["Questionnaire.item", 1]  # contentReference
