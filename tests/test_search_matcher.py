@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
+import json
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -395,3 +399,38 @@ def test_thousand_simple_subscriptions_under_a_millisecond():
         best = min(best, time.perf_counter() - start)
     assert len(hits) == 1
     assert best < 0.001, f"{best * 1000:.2f} ms"
+
+
+# --- Synthea: the matcher agrees with plain Python over real Observations ------------------------------
+
+SYNTHEA_BUNDLE = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea-120" / \
+    "23275f24-df5a-6bcf-17cc-ff6507270b1c.json.bz2"
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def _codes(concept: dict) -> set[tuple[str, str]]:
+    return {(c.get("system"), c.get("code")) for c in concept.get("coding", [])}
+
+
+def test_synthea_observations_agree_with_python():
+    bundle = json.loads(bz2.decompress(SYNTHEA_BUNDLE.read_bytes()))
+    observations = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    assert len(observations) > 100
+    expectations = {
+        "code=http://loinc.org|8302-2": lambda o: (LOINC, "8302-2") in _codes(o["code"]),
+        "date=ge2015&date=lt2018": lambda o: datetime(2015, 1, 1, tzinfo=timezone.utc)
+        <= _utc(o["effectiveDateTime"]) < datetime(2018, 1, 1, tzinfo=timezone.utc),
+        "value-quantity=gt100": lambda o: o.get("valueQuantity", {}).get("value", 0) > 100,
+        "component-code-value-quantity=http://loinc.org|8480-6$ge120": lambda o: any(
+            (LOINC, "8480-6") in _codes(c["code"]) and c.get("valueQuantity", {}).get("value", 0) >= 120
+            for c in o.get("component", [])),
+        "category=vital-signs&code:not=http://loinc.org|8302-2": lambda o: "vital-signs" in {
+            code for cat in o.get("category", []) for _, code in _codes(cat)} and (LOINC, "8302-2") not in _codes(o["code"]),
+    }
+    for query_string, expected in expectations.items():
+        got = [query_matches(query_string, o) for o in observations]
+        assert got == [expected(o) for o in observations], query_string
+        assert any(got), query_string  # the query is not trivially empty on this bundle
