@@ -192,3 +192,53 @@ async def test_entries_replaced_with_the_current_version(store):
     document = await store.resources.find_one({"_id": "Observation/e"})
     assert "dt" not in document and document["ref"] == [{"p": "subject", "t": "Patient", "i": "p1",
                                                          "r": "Patient/p1"}]
+
+
+class _Recorded:
+    """A collection proxy that notes every call made without the session, then drops the session
+    (mongomock has none)."""
+
+    def __init__(self, collection, session, unbound: list[str]) -> None:
+        self._collection, self._session, self._unbound = collection, session, unbound
+
+    def __getattr__(self, name: str):
+        method = getattr(self._collection, name)
+
+        def call(*args, session=None, **kwargs):
+            if session is not self._session:
+                self._unbound.append(name)
+            return method(*args, **kwargs)
+        return call
+
+
+class _Session:
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        return None
+
+    async def with_transaction(self, callback):
+        return await callback(self)
+
+
+async def test_transaction_path_binds_every_operation_to_the_session():
+    """The code path taken on a replica set, run on mongomock with a stand-in session (no atomicity
+    here: that is the server's; this checks that every read and write of a commit is in the session)."""
+    store = MongoStore(AsyncMongoMockClient(), "hearth_tx")
+    await store.open()
+    session, unbound = _Session(), []
+    store.client = type("Client", (), {"start_session": lambda self: session})()
+    for name in ("resources", "history_versions", "change_log", "counters", "locks"):
+        setattr(store, name, _Recorded(getattr(store, name), session, unbound))
+    store.supports_transactions = True
+    entries = [StringEntry("family", "tx", "Tx")]
+    changes = await store.commit([write("Patient", "t1", 1, entries=entries), write("Patient", "t2", 1)],
+                                 [Assertion(by_family("tx"), frozenset())])
+    assert [c.seq for c in changes] == [1, 2] and unbound == []
+    assert await store.locks.count_documents({}, session=session) == 1
+    with pytest.raises(VersionConflict) as conflict:
+        await store.commit([write("Patient", "t3", 1), write("Patient", "t1", 1)])
+    assert conflict.value.actual == 1
+    with pytest.raises(AssertionFailed):
+        await store.commit([write("Patient", "t4", 1)], [Assertion(by_family("tx"), frozenset())])

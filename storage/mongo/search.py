@@ -3,8 +3,9 @@
 Value predicates become `$elemMatch` conditions (storage/mongo/filters.py). Chains and `_has` run as
 sub-queries first: a chain finds the `_id`s ("Type/id") of the targets that match, then matches
 references to them (`ref.r $in`); `_has` collects the references of the matching sources, then
-matches those `_id`s. Sorting uses the per-parameter `sort.{param}.min|max` values stored with the
-document, with `_id` as the last key, and pages by keyset (search/cursor.py) on the same keys.
+matches those `_id`s (so a sub-query matching very many resources makes a long `$in`). Sorting uses
+the per-parameter `sort.{param}.min|max` values stored with the document, then `_id` ("Type/id", also
+the order without `_sort`); paging is by keyset (search/cursor.py) on the same keys, both ways.
 """
 
 from __future__ import annotations
@@ -152,8 +153,8 @@ async def execute(resources: Any, query: Query, session: Any = None) -> SearchPa
             page.previous_cursor = _cursor(fields, documents[0], "prev")
     page.matches = [to_version(doc) for doc in documents]
     if query.includes:
-        page.included = [to_version(doc) for doc in await _included(resources, documents, query.includes,
-                                                                              session)]
+        included = await _included(resources, documents, query.includes, session)
+        page.included = [to_version(doc) for doc in included]
     return page
 
 

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import CollectionInvalid, DuplicateKeyError, PyMongoError
 
 from search.ir import Query
 from storage import clock
@@ -87,7 +87,10 @@ class MongoStore:
         existing = set(await self.db.list_collection_names())
         for collection in ("resources", "history", "changes", "counters", "locks"):
             if collection not in existing:  # (a transaction may not be the one to create a collection)
-                await self.db.create_collection(collection)
+                try:
+                    await self.db.create_collection(collection)
+                except CollectionInvalid:  # another Hearth process created it meanwhile
+                    pass
         for collection, indexes in INDEXES.items():
             for keys in indexes:
                 await self.db.get_collection(collection).create_index(keys)
