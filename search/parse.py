@@ -254,7 +254,8 @@ class _Parser:
         if modifier in ("above", "below"):
             if not system or code is None:
                 raise _BadValue(f":{modifier} needs system|code")
-            related = (self.terminology.descendants if modifier == "below" else self.terminology.ancestors)(system, code)
+            closure = self.terminology.descendants if modifier == "below" else self.terminology.ancestors
+            related = closure(system, code)
             codes = tuple((system, c) for c in sorted(set(related) | {code}))
             return TokenPred(system, code, modifier, codes=codes)
         return TokenPred(system, code, modifier)
@@ -394,6 +395,7 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
     includes: list[Include] = []
     settings: dict[str, Any] = {}
 
+    types = tuple(types)
     system_level = not types
     type_values = [value for name, value in params if name == "_type"]
     if system_level and type_values:

@@ -161,8 +161,9 @@ def test_token_of_type():
     entry = TokenEntry("identifier", "urn:mrn", "123", None, "http://terminology.hl7.org/CodeSystem/v2-0203", "MR")
     of_type = TokenPred(None, "123", "of-type", "http://terminology.hl7.org/CodeSystem/v2-0203", "MR")
     assert match([one("identifier", "token", of_type)], [entry])
-    assert not match([one("identifier", "token", TokenPred(None, "124", "of-type", of_type.type_system, "MR"))], [entry])
-    assert not match([one("identifier", "token", TokenPred(None, "123", "of-type", of_type.type_system, "DL"))], [entry])
+    v2 = of_type.type_system
+    assert not match([one("identifier", "token", TokenPred(None, "124", "of-type", v2, "MR"))], [entry])
+    assert not match([one("identifier", "token", TokenPred(None, "123", "of-type", v2, "DL"))], [entry])
 
 
 def test_id_comes_from_the_resource_id():
@@ -312,7 +313,8 @@ def test_local_clauses_run_before_the_resolver():
 
 def test_has():
     resolver = MemoryResolver(RESOURCES)
-    has = Clause("_has", "special", (HasPred("Observation", "subject", (one("code", "token", TokenPred(None, "1234-5")),)),))
+    coded = one("code", "token", TokenPred(None, "1234-5"))
+    has = Clause("_has", "special", (HasPred("Observation", "subject", (coded,)),))
     assert match([has], RESOURCES[("Patient", "p1")], resource_id="p1", resource_type="Patient", resolver=resolver)
     assert not match([has], RESOURCES[("Patient", "p2")], resource_id="p2", resource_type="Patient", resolver=resolver)
 
@@ -427,8 +429,9 @@ def test_synthea_observations_agree_with_python():
         "component-code-value-quantity=http://loinc.org|8480-6$ge120": lambda o: any(
             (LOINC, "8480-6") in _codes(c["code"]) and c.get("valueQuantity", {}).get("value", 0) >= 120
             for c in o.get("component", [])),
-        "category=vital-signs&code:not=http://loinc.org|8302-2": lambda o: "vital-signs" in {
-            code for cat in o.get("category", []) for _, code in _codes(cat)} and (LOINC, "8302-2") not in _codes(o["code"]),
+        "category=vital-signs&code:not=http://loinc.org|8302-2": lambda o: (
+            "vital-signs" in {code for cat in o.get("category", []) for _, code in _codes(cat)}
+            and (LOINC, "8302-2") not in _codes(o["code"])),
     }
     for query_string, expected in expectations.items():
         got = [query_matches(query_string, o) for o in observations]

@@ -11,7 +11,6 @@ from capability.outcome import FhirError
 from capability.search_parameters import default_registry
 from search.compartments import compartment_clause
 from search.cursor import decode_cursor, encode_cursor
-from search.entries import MAX_INSTANT
 from search.ir import (ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred, NumberPred,
                        QuantityPred, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
 from search.normalize import date_range
@@ -230,7 +229,8 @@ def test_chain_over_every_target_with_the_parameter():
     (chain,) = clause.preds
     assert set(chain.target_types) == {"Patient", "Location"}  # Group and Device have no `name`
     (clause,) = where("patient.birthdate=ge2000")
-    assert clause.preds == (ChainPred(("Patient",), (Clause("birthdate", "date", (DatePred("ge", *date_range("2000")),)),)),)
+    born = Clause("birthdate", "date", (DatePred("ge", *date_range("2000")),))
+    assert clause.preds == (ChainPred(("Patient",), (born,)),)
 
 
 def test_chain_groups_targets_by_parameter_type():
@@ -377,4 +377,3 @@ def test_cursor_round_trip_and_tampering():
         decode_cursor(encode_cursor(values, "abc", "next", key=b"other"))
     with pytest.raises(TypeError):
         encode_cursor((object(),), "x", "next")
-    assert MAX_INSTANT > values[0]
