@@ -89,7 +89,9 @@ def _xsd_regex(pattern: str) -> re.Pattern[str]:
 
 
 def _string_check(type_name: str, pattern: str) -> PrimitiveCheck:
-    fullmatch = _xsd_regex(pattern).fullmatch if pattern else None
+    regex = _xsd_regex(pattern) if pattern else None
+    # string and markdown: `[ \r\n\t\S]+` accepts any non-empty string, which the emptiness test below covers
+    fullmatch = regex.fullmatch if regex is not None and regex.pattern != "(?s:.)+" else None
     calendar_check = type_name in ("date", "dateTime", "instant")
 
     def check(value: Any) -> Problem | None:
