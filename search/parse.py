@@ -123,6 +123,9 @@ class _Parser:
         params = [self.registry.get(t, code) for t in types]
         missing = [t for t, p in zip(types, params) if p is None]
         if missing:
+            reasons = {reason for param, reason in self.registry.unsupported(missing[0]) if param.code == code}
+            if reasons:
+                raise _Unsupported(f"search parameter {code!r} is not supported: {'; '.join(sorted(reasons))}")
             raise _Unsupported(f"unknown search parameter {code!r} for {', '.join(missing)}")
         if len({p.type for p in params}) > 1:
             raise _Unsupported(f"search parameter {code!r} has different types on {', '.join(types)}")
