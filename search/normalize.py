@@ -6,6 +6,7 @@ Everything here is pure and cheap, so both sides of a comparison normalise the s
 
 from __future__ import annotations
 
+import calendar
 import functools
 import re
 import unicodedata
@@ -31,13 +32,6 @@ _DATE = re.compile(
     r"(\d{4})(?:-(\d{2})(?:-(\d{2})"
     r"(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
-_ONE_MICROSECOND = timedelta(microseconds=1)
-_ONE_MINUTE = timedelta(minutes=1)
-
-
-def _format(moment: datetime) -> str:
-    """A naive UTC datetime as `YYYY-MM-DDTHH:MM:SS.ffffff`."""
-    return moment.isoformat(timespec="microseconds")
 
 
 @functools.lru_cache(maxsize=64)
@@ -65,34 +59,30 @@ def date_range(value: str) -> tuple[str, str]:
     if match is None:
         raise ValueError(f"invalid date {value!r}")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
-    if zone is not None and hour is None:
-        raise ValueError(f"invalid date {value!r}")
-    y = int(year)
-    if hour is None:  # date precision: calendar arithmetic, UTC day boundaries
+    if hour is None:  # date precision: UTC day boundaries
+        if zone is not None:
+            raise ValueError(f"invalid date {value!r}")
         if month is None:
-            lo, hi = datetime(y, 1, 1), (datetime(y + 1, 1, 1) if y < 9999 else None)
-        elif day is None:
-            m = int(month)
-            lo = datetime(y, m, 1)
-            hi = datetime(y + (m == 12), m % 12 + 1, 1) if (y, m) != (9999, 12) else None
-        else:
-            lo = datetime(y, int(month), int(day))
-            hi = lo + timedelta(days=1) if lo.date() != datetime.max.date() else None
-        return _format(lo), (_format(hi - _ONE_MICROSECOND) if hi is not None else MAX_INSTANT)
+            datetime(int(year), 1, 1)  # validates
+            return f"{year}-01-01T00:00:00.000000", f"{year}-12-31T23:59:59.999999"
+        if day is None:
+            datetime(int(year), int(month), 1)  # validates
+            last = calendar.monthrange(int(year), int(month))[1]
+            return f"{value}-01T00:00:00.000000", f"{value}-{last:02d}T23:59:59.999999"
+        datetime(int(year), int(month), int(day))
+        return f"{value}T00:00:00.000000", f"{value}T23:59:59.999999"
     digits = (fraction or "")[:6]
-    local = datetime(y, int(month), int(day), int(hour), int(minute), int(second or 0),
+    local = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
                      int(digits.ljust(6, "0")) if digits else 0)
-    span = _ONE_MINUTE if second is None else timedelta(microseconds=10 ** (6 - len(digits)))
-    offset = _offset(zone)
-    return _shift(local, -offset), _shift(local, span - _ONE_MICROSECOND - offset)
-
-
-def _shift(local: datetime, delta: timedelta) -> str:
-    """`local + delta`; past year 1 or 9999 (a zone shift at the very ends) the open end."""
     try:
-        return _format(local + delta)
-    except OverflowError:
-        return MIN_INSTANT if local.year == 1 else MAX_INSTANT
+        lo = (local - _offset(zone)).isoformat(timespec="microseconds")
+    except OverflowError:  # a zone shift past year 1 or 9999: the whole range is beyond the open end
+        end = MIN_INSTANT if local.year == 1 else MAX_INSTANT
+        return end, end
+    # Offsets are whole minutes, so the unit of precision stays aligned in UTC: fill its digits with 9s.
+    if second is None:
+        return lo, lo[:17] + "59.999999"
+    return lo, lo[:20 + len(digits)] + "9" * (6 - len(digits))
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -122,6 +112,7 @@ def number_range(value: Decimal | int | str) -> tuple[float, float, float]:
 _REFERENCE_TAIL = re.compile(r"(?:(.*)/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?")
 
 
+@functools.lru_cache(maxsize=8192)  # the same patient / encounter is referenced over and over
 def split_reference(ref: str, base_url: str | None = None) -> tuple[str | None, str | None, str | None] | None:
     """(type, id, url) of a Reference.reference or a reference search value.
 
