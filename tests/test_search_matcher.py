@@ -14,6 +14,7 @@ from capability.search_parameters import default_registry
 from search.compartments import compartment_clause
 from search.entries import (MAX_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
+from capability.terminology import Terminology
 from search.extract import extract
 from search.ir import (ChainPred, Clause, CompositePred, DatePred, HasPred, MissingPred, NumberPred, QuantityPred,
                        ReferencePred, StringPred, TokenPred, UriPred)
@@ -385,6 +386,35 @@ def query_matches(query_string: str, resource: dict = OBSERVATION) -> bool:
 ])
 def test_end_to_end(query, expected):
     assert query_matches(query) is expected
+
+
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+             "clinicalStatus": {"coding": [{"system": CLINICAL, "code": "relapse"}]}}
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("clinical-status:in=http://hl7.org/fhir/ValueSet/condition-clinical", True),
+    ("clinical-status:not-in=http://hl7.org/fhir/ValueSet/condition-clinical", False),
+    (f"clinical-status:below={CLINICAL}|active", True),  # relapse is-a active
+    (f"clinical-status:below={CLINICAL}|inactive", False),
+    (f"clinical-status:above={CLINICAL}|relapse", True),  # the code itself
+    (f"clinical-status:above={CLINICAL}|active", False),  # relapse is below active, not above
+])
+def test_end_to_end_terminology(query, expected):
+    params = [tuple(query.split("=", 1))]
+    parsed = parse_search(("Condition",), params, registry=default_registry(), strict=True, default_count=20,
+                          max_count=100, base_url="http://hearth.test/fhir", terminology=Terminology.load())
+    assert matches(parsed.where, extract(CONDITION), resource_id="c1", resource_type="Condition") is expected
+
+
+def test_list_through_has():
+    resolver = MemoryResolver({("List", "l1"): [ReferenceEntry("item", "Patient", "p1")],
+                               ("List", "l2"): [ReferenceEntry("item", "Patient", "p2")]})
+    query = parse_search(("Patient",), [("_list", "l1")], registry=default_registry(), strict=True,
+                         default_count=20, max_count=100, base_url="http://hearth.test/fhir")
+    assert match(query.where, [], resource_id="p1", resource_type="Patient", resolver=resolver)
+    assert not match(query.where, [], resource_id="p2", resource_type="Patient", resolver=resolver)
 
 
 # --- speed ------------------------------------------------------------------------------------------
