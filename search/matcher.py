@@ -17,7 +17,8 @@ predicate holds when some entry matches it (`:not`, `:not-in` and `:missing=true
   (R4 search.html#number: `100` means [99.5, 100.5), `gt100` greater than exactly 100):
   eq lo<=t<hi; ne not eq; gt t>v; lt t<v; ge t>=v; le t<=v; sa t>=hi; eb t<lo; ap lo<=t<=hi (the parser
   has widened the range by 10% of v). Quantity units: `system|code` both equal; `||code` the entry's code
-  or its unit equals code; no units given: any. No unit conversion.
+  or its unit equals code; no units given: any. No unit conversion. A Range entry is compared by its
+  `value` (its low end), not by its span: a known simplification.
 - reference: a local pred (`url` None) matches local entries of that id (and type, when given); a `url`
   pred matches entries with that absolute URL / canonical (and version, when given); `:identifier`
   matches Reference.identifier like a token.
