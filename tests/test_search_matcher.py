@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bz2
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -417,20 +416,14 @@ def test_list_through_has():
     assert not match(query.where, [], resource_id="p2", resource_type="Patient", resolver=resolver)
 
 
-# --- speed ------------------------------------------------------------------------------------------
+# --- many subscriptions on one write (speed is measured by bench/, not asserted here) ----------------------
 
-def test_thousand_simple_subscriptions_under_a_millisecond():
+def test_thousand_matchers_share_one_prepared_resource():
     entries = extract(OBSERVATION)
     matchers = [compile_matcher((one("code", "token", TokenPred(LOINC, f"{i}-0")),)) for i in range(999)]
     matchers.append(compile_matcher((one("code", "token", TokenPred(LOINC, "85354-9")),)))
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        prepared = Prepared(entries, "Observation", "bp")
-        hits = [m for m in matchers if m(prepared)]
-        best = min(best, time.perf_counter() - start)
-    assert len(hits) == 1
-    assert best < 0.001, f"{best * 1000:.2f} ms"
+    prepared = Prepared(entries, "Observation", "bp")
+    assert [m for m in matchers if m(prepared)] == [matchers[-1]]
 
 
 # --- Synthea: the matcher agrees with plain Python over real Observations ------------------------------
