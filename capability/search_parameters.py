@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from capability.outcome import FhirError
 from capability.resource_types import RESOURCE_TYPES
-from search.extract import SUPPORTED_TYPES, Extractor, compile_param
+from search.extract import SUPPORTED_TYPES, CompiledParam, compile_param
 from search.fhirpath import ElementModel, FhirPathError
 
 DATA = Path(__file__).parent / "data"
@@ -65,7 +65,7 @@ class _TypeTable:
     """One resource type's supported parameters, their extractors and what was left out."""
 
     params: Mapping[str, SearchParam]
-    extractors: tuple[Extractor, ...]
+    extractors: tuple[CompiledParam, ...]
     unsupported: tuple[tuple[SearchParam, str], ...]
 
 
@@ -107,7 +107,7 @@ class SearchRegistry:
         table = self._tables.get(resource_type)
         return list(table.unsupported) if table is not None else []
 
-    def extractors(self, resource_type: str) -> tuple[Extractor, ...]:
+    def extractors(self, resource_type: str) -> tuple[CompiledParam, ...]:
         """The compiled index extractors of `resource_type` (see search/extract.py)."""
         table = self._tables.get(resource_type)
         return table.extractors if table is not None else ()
@@ -116,7 +116,7 @@ class SearchRegistry:
 
     def _build(self, resource_type: str) -> _TypeTable:
         params: dict[str, SearchParam] = {}
-        extractors: list[Extractor] = []
+        extractors: list[CompiledParam] = []
         unsupported: list[tuple[SearchParam, str]] = []
         for param in self._by_url.values():
             if not applies_to(param, resource_type):
@@ -132,7 +132,7 @@ class SearchRegistry:
             params[param.code] = param
         return _TypeTable(MappingProxyType(params), tuple(extractors), tuple(unsupported))
 
-    def _compile(self, param: SearchParam, resource_type: str) -> Extractor:
+    def _compile(self, param: SearchParam, resource_type: str) -> CompiledParam:
         if param.type not in SUPPORTED_TYPES:
             raise FhirPathError(f"search parameter type {param.type!r} is not supported")
         return compile_param(param, resource_type, self._model, self._by_url.get)

@@ -1,6 +1,6 @@
 """Index extraction: a resource -> the typed entries (search/entries.py) of every search parameter of its type.
 
-`compile_param` turns one SearchParameter into an `Extractor` for one resource type, once: the FHIRPath
+`compile_param` turns one SearchParameter into an extractor for one resource type, once: the FHIRPath
 expression gives typed branches (search/fhirpath.py) and each branch gets the converter its FHIR type
 needs for the parameter's type (HumanName -> every name part, CodeableConcept -> every coding plus its
 text, Period -> a range with open ends, ...). Branches whose type the parameter type cannot index
@@ -9,6 +9,7 @@ text, Period -> a range with open ends, ...). Branches whose type the parameter 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from itertools import product
 from typing import Any, Callable, Protocol
@@ -295,19 +296,35 @@ def _composite_extractor(param: ParamLike, branches: list[Branch], model: Elemen
     return extract_composite
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledParam:
+    """A parameter's extractor for one resource type."""
+
+    code: str
+    extractor: Extractor
+    root_key: str | None  # the one top-level property all its paths start with: when absent, no entries
+
+
+def _root_key(branches: list[Branch]) -> str | None:
+    firsts = {b.steps[0] if b.steps and isinstance(b.steps[0], str) else None for b in branches}
+    return firsts.pop() if len(firsts) == 1 else None
+
+
 def compile_param(param: ParamLike, resource_type: str, model: ElementModel,
-                  by_url: Callable[[str], ParamLike | None]) -> Extractor:
+                  by_url: Callable[[str], ParamLike | None]) -> CompiledParam:
     """The extractor of `param` for `resource_type`; FhirPathError (with the reason) if unsupported."""
     if not param.expression:
         raise FhirPathError("no FHIRPath expression")
     branches = compile_path(param.expression, model, resource_type)
     if param.type == "composite":
-        return _composite_extractor(param, branches, model, resource_type, by_url)
-    return _typed_extractor(param.code, param.type, branches)
+        extractor = _composite_extractor(param, branches, model, resource_type, by_url)
+    else:
+        extractor = _typed_extractor(param.code, param.type, branches)
+    return CompiledParam(param.code, extractor, _root_key(branches))
 
 
 class _HasExtractors(Protocol):
-    def extractors(self, resource_type: str) -> tuple[Extractor, ...]: ...
+    def extractors(self, resource_type: str) -> tuple[CompiledParam, ...]: ...
 
 
 def extract(resource: dict, registry: _HasExtractors | None = None, base_url: str | None = None) -> list[Entry]:
@@ -321,9 +338,12 @@ def extract(resource: dict, registry: _HasExtractors | None = None, base_url: st
         registry = default_registry()
     out: list[Entry] = []
     nodes = [resource]
-    for extractor in registry.extractors(resource["resourceType"]):
+    for compiled in registry.extractors(resource["resourceType"]):
+        key = compiled.root_key
+        if key is not None and key not in resource:  # most parameters of a type are absent: skip the call
+            continue
         start = len(out)
-        extractor(nodes, resource, base_url, out)
+        compiled.extractor(nodes, resource, base_url, out)
         # entries of different parameters never collide, so de-duplicate each parameter's own
         # (hashing every entry costs more than all the rest for most resources)
         if len(out) - start > 1:
