@@ -271,7 +271,9 @@ def _composite_extractor(param: ParamLike, branches: list[Branch], model: Elemen
                 raise FhirPathError(f"component {url} has type {component.type}")
             component_branches = compile_path(expression, model, resource_type, context=branch)
             components.append(_typed_extractor(component.code, component.type, component_branches))
-        parts.append((run_branch(branch), components))
+        # evaluated last first: value components are the ones usually absent (code-value-date on a
+        # Quantity value), so most repetitions stop before converting the code
+        parts.append((run_branch(branch), components[::-1]))
     if not param.components:
         raise FhirPathError("a composite parameter without components")
     code = param.code
@@ -280,9 +282,7 @@ def _composite_extractor(param: ParamLike, branches: list[Branch], model: Elemen
         for run, components in parts:
             for node in run(nodes, root):
                 found = []
-                # last first: value components are the ones usually absent (code-value-date on a
-                # Quantity value), so most repetitions stop before converting the code
-                for component in reversed(components):
+                for component in components:
                     entries: list[Entry] = []
                     component([node], root, base_url, entries)
                     # a CodeableConcept.text-only token entry says nothing about the code to pair with

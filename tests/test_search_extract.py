@@ -409,3 +409,15 @@ def test_every_synthea_resource_extracts() -> None:
         elif resource["resourceType"] == "Claim":
             assert {"patient", "created", "use", "provider"} <= codes
     assert by_type.get("Observation", 0) > 100 and by_type.get("Organization", 0) > 0
+
+
+def test_timing_events_and_untyped_identifier() -> None:
+    plan = {"resourceType": "CarePlan", "status": "active", "intent": "plan", "subject": {"reference": "Patient/p1"},
+            "identifier": [{"value": "cp-1"}],
+            "activity": [{"detail": {"status": "scheduled", "scheduledTiming": {
+                "event": ["2022-01-01", "2022-02-01T09:30:00+01:00"]}}},
+                {"detail": {"status": "scheduled", "scheduledString": "every morning"}}]}
+    assert entries_of(plan, "activity-date") == [
+        DateEntry("activity-date", "2022-01-01T00:00:00.000000", "2022-01-01T23:59:59.999999"),
+        DateEntry("activity-date", "2022-02-01T08:30:00.000000", "2022-02-01T08:30:00.999999")]
+    assert entries_of(plan, "identifier") == [TokenEntry("identifier", None, "cp-1")]
