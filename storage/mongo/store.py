@@ -6,7 +6,9 @@ asserted condition, see `commit`).
 
 With transactions (a replica set or mongos) a commit is one session transaction: CAS on each resource,
 the seq from `counters` incremented in the same transaction (so seq order is commit order: two commits
-both write the counter document and one waits or retries), history and change rows.
+both write the counter document and one waits or retries), history and change rows. An Assertion is
+checked inside the transaction after upserting a lock document keyed by a hash of its condition, so two
+commits asserting the same condition write-conflict: one retries and then sees the other's write.
 
 Without transactions (a standalone server, mongomock) only single-write commits are accepted; their
 writes are not atomic across collections. Commits are serialised by an in-process asyncio lock, which
