@@ -9,6 +9,7 @@ text, Period -> a range with open ends, ...). Branches whose type the parameter 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import product
@@ -25,6 +26,8 @@ Converter = Callable[[Any, str, "str | None", list], None]
 """(one value, parameter code, server base URL, output list): appends that value's entries."""
 
 ISO_4217 = "urn:iso:std:iso:4217"
+# The open end of a Range without low or high: finite, because JSON (composite rows) cannot carry infinity.
+_OPEN_END = sys.float_info.max
 _STRINGISH = ("string", "markdown", "code", "id", "uri", "url", "canonical", "uuid", "oid")
 _QUANTITIES = ("Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity")
 
@@ -168,7 +171,8 @@ def _money(value: Any, code: str, base_url: str | None, out: list) -> None:
 
 
 def _range(value: Any, code: str, base_url: str | None, out: list) -> None:
-    """A Range as one quantity entry spanning [low's lower bound, high's upper bound], ends open if absent."""
+    """A Range as one quantity entry spanning [low's lower bound, high's upper bound]; an absent end is
+    open (±float max)."""
     if type(value) is not dict:
         return
     low, high = value.get("low"), value.get("high")
@@ -178,8 +182,8 @@ def _range(value: Any, code: str, base_url: str | None, out: list) -> None:
         return
     unit_from = low if low_range is not None else high
     out.append(QuantityEntry(code, (low_range or high_range)[0],
-                             low_range[1] if low_range else float("-inf"),
-                             high_range[2] if high_range else float("inf"),
+                             low_range[1] if low_range else -_OPEN_END,
+                             high_range[2] if high_range else _OPEN_END,
                              unit_from.get("system"), unit_from.get("code"), unit_from.get("unit")))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import sys
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -292,7 +293,7 @@ def test_canonical_money_number_range_and_uri() -> None:
                                "valueRange": {"low": {"value": 18, "unit": "a"}}}],
                "relatedArtifact": [{"type": "depends-on", "resource": "http://example.org/Library/base|1"}]}
     quantity = entries_of(library, "context-quantity")
-    assert quantity == [QuantityEntry("context-quantity", 18.0, 17.5, float("inf"), None, None, "a")]
+    assert quantity == [QuantityEntry("context-quantity", 18.0, 17.5, sys.float_info.max, None, None, "a")]
     assert entries_of(library, "url") == [UriEntry("url", "http://example.org/Library/l")]
     assert entries_of(library, "depends-on") == [
         ReferenceEntry("depends-on", None, None, "http://example.org/Library/base", "1")]
