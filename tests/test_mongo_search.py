@@ -108,7 +108,8 @@ CASES = [
     clause("note", "string", StringPred("Fever noted", "exact")),
     clause("note", "string", StringPred("fever noted", "exact")),
     clause("note", "string", StringPred("a.b", "contains")),
-    *(clause("date", "date", DatePred(prefix, *value)) for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+    *(clause("date", "date", DatePred(prefix, *value))
+      for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
       for value in (DAY, MONTH, NOON, ("2021-01-01T00:00:00.000000", "2021-01-01T23:59:59.999999"))),
     *(clause("probability", "number", NumberPred(prefix, 100.0, 99.5, 100.5))
       for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")),
