@@ -18,6 +18,10 @@ class Settings:
     default_count: int = 20
     max_count: int = 1000
     sqlite_synchronous: str = "NORMAL"  # NORMAL (WAL: durable but for the last commits on power loss) or FULL
+    subscription_retry_horizon: float = 24.0  # hours a failing notification is retried before status `error`
+    subscription_retry_base: float = 1.0  # seconds before the first retry (then doubling, with jitter)
+    subscription_allowed_hosts: str = ""  # comma-separated hosts rest-hook endpoints may use; empty: any
+    conditional_delete_multiple: bool = False  # DELETE Type?criteria may delete several matches (else 412)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -27,7 +31,9 @@ class Settings:
         for field in fields(cls):
             raw = env.get(f"HEARTH_{field.name.upper()}")
             if raw is not None:
-                values[field.name] = int(raw) if field.type in ("int", int) else raw
+                values[field.name] = (int(raw) if field.type in ("int", int) else
+                                      raw.strip().lower() in ("1", "true", "yes", "on") if field.type in ("bool", bool)
+                                      else float(raw) if field.type in ("float", float) else raw)
         values.update({name: value for name, value in overrides.items() if value is not None})
         return replace(cls(), **values)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from capability.outcome import FhirError, gone, invalid, not_found
 from server.interactions.context import Context
 from server.interactions.resources import (check_id, check_type, index_entries, new_id, parse_resource, serialise,
                                            stamp)
-from storage.base import Version, VersionConflict, Write
+from storage.base import Assertion, Version, VersionConflict, Write
 from storage.clock import utc_now
 
 _RETRIES = 20  # an unconditional update racing other writers re-reads and tries again
@@ -22,16 +22,34 @@ async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any])
 
 
 async def write_new(ctx: Context, resource_type: str, resource_id: str, resource: dict[str, Any],
-                    previous: int) -> Version:
-    """Commit the version after `previous` (0: the first) of a parsed and validated resource."""
+                    previous: int, assertions: Sequence[Assertion] = ()) -> Version:
+    """Commit the version after `previous` (0: the first) of a parsed and validated resource,
+    provided the `assertions` still hold inside the commit."""
+    write = version_write(ctx, resource_type, resource_id, resource, previous)
+    await ctx.store.commit([write], assertions)
+    return written(write)
+
+
+def version_write(ctx: Context, resource_type: str, resource_id: str, resource: dict[str, Any],
+                  previous: int) -> Write:
+    """The Write of the version after `previous` (0: the first): stamped, serialised and indexed."""
     now = utc_now()
     version_id = previous + 1
     stamped = stamp(resource, resource_id, version_id, now)
-    body = serialise(stamped)
     interaction = "create" if previous == 0 else "update"
-    await ctx.store.commit([Write(resource_type, resource_id, version_id, now, body, index_entries(ctx, stamped),
-                                  previous, interaction)])
-    return Version(resource_type, resource_id, version_id, now, False, body)
+    return Write(resource_type, resource_id, version_id, now, serialise(stamped), index_entries(ctx, stamped),
+                 previous, interaction)
+
+
+def tombstone_write(current: Version) -> Write:
+    """The Write deleting `current` (a live version)."""
+    return Write(current.type, current.id, current.version_id + 1, utc_now(), None, (), current.version_id,
+                 "delete")
+
+
+def written(write: Write) -> Version:
+    """The Version a committed `write` created."""
+    return Version(write.type, write.id, write.version_id, write.last_updated, write.body is None, write.body or b"")
 
 
 async def read(ctx: Context, resource_type: str, resource_id: str) -> Version:
@@ -109,12 +127,10 @@ async def delete(ctx: Context, resource_type: str, resource_id: str) -> Version 
         current = await ctx.store.read(resource_type, resource_id)
         if current is None or current.deleted:
             return None
-        now = utc_now()
-        tombstone = Write(resource_type, resource_id, current.version_id + 1, now, None, (), current.version_id,
-                          "delete")
+        tombstone = tombstone_write(current)
         try:
             await ctx.store.commit([tombstone])
         except VersionConflict:
             continue
-        return Version(resource_type, resource_id, current.version_id + 1, now, True, b"")
+        return written(tombstone)
     raise FhirError(409, "conflict", f"{resource_type}/{resource_id} is being updated concurrently; try again")
