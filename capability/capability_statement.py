@@ -42,7 +42,7 @@ def capability_statement(base_url: str, published: str, search: Any | None = Non
         "software": {"name": "Hearth", "version": SOFTWARE_VERSION},
         "implementation": {"description": "Hearth FHIR R4 server", "url": base_url},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
+        "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "rest": [{
             "mode": "server",
             "resource": resources,

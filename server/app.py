@@ -100,20 +100,23 @@ class HearthApp:
         await response(scope, receive, send)
 
     async def respond(self, request: Request) -> Response:
+        xml = False
         try:
+            xml = http.check_accept(request)
             if self.ctx is None:
                 raise FhirError(503, "transient", "Hearth is starting")
             path = request.url.path
             if self.base_path and (path == self.base_path or path.startswith(self.base_path + "/")):
                 path = path[len(self.base_path):]
             handler, captured = resolve(request.method, path)
-            http.check_accept(request)
-            return await handler(request, self.ctx, *captured)
+            request.scope["hearth.interaction"] = handler.__name__  # the label server/metrics.py counts by
+            response = await handler(request, self.ctx, *captured)
         except FhirError as error:
-            return http.error_response(error, http.pretty(request))
+            response = http.error_response(error, http.pretty(request))
         except Exception:  # a bug: say so as an OperationOutcome, log it in full
             log.exception("unhandled error on %s %s", request.method, request.url.path)
-            return http.error_response(FhirError(500, "exception", "Internal server error"))
+            response = http.error_response(FhirError(500, "exception", "Internal server error"))
+        return http.as_xml(response) if xml else response  # JSON stays the fast path: XML only when asked
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -9,37 +9,52 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from capability import fhir_json
+from capability import fhir_json, fhir_xml
 from capability.outcome import FhirError, Issue, operation_outcome
 from storage.base import Version
 from server.interactions.bundles import etag
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "json", "*/*",
                "application/*", "text/json"}
 _FORMAT_JSON = {"json", "application/json", "application/fhir+json", "application/json+fhir", "text/json"}
 _BODY_JSON = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
+_XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
+_FORMAT_XML = {"xml", *_XML_TYPES}
 
 
-def check_accept(request: Request) -> None:
-    """Refuse (406) a request that wants only formats Hearth does not produce. `_format` overrides Accept."""
+def check_accept(request: Request) -> bool:
+    """True when the response should be XML; 406 for formats Hearth does not produce. `_format` overrides Accept."""
     wanted = request.query_params.get("_format")
     if wanted is not None:
-        if wanted.split(";")[0].strip().lower() not in _FORMAT_JSON:
-            raise FhirError(406, "not-supported", f"_format '{wanted}' is not supported; use json")
-        return
+        media = wanted.split(";")[0].strip().lower()
+        if media in _FORMAT_XML:
+            return True
+        if media not in _FORMAT_JSON:
+            raise FhirError(406, "not-supported", f"_format '{wanted}' is not supported; use json or xml")
+        return False
     accept = request.headers.get("accept")
     if not accept:
-        return
-    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
-    if types.isdisjoint(_JSON_TYPES) and not any(t.startswith("text/html") for t in types):
-        raise FhirError(406, "not-supported", f"Cannot produce '{accept}'; Hearth serves application/fhir+json")
+        return False
+    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    for media in types:  # the first type Hearth can produce wins
+        if media in _JSON_TYPES or media.startswith("text/html"):
+            return False
+        if media in _XML_TYPES:
+            return True
+    raise FhirError(406, "not-supported", f"Cannot produce '{accept}'; Hearth serves {FHIR_JSON} and {FHIR_XML}")
 
 
 async def read_body(request: Request, limit: int, content_types: set[str] | None = None) -> bytes:
-    """The request body, refused with 415 for a media type other than `content_types` and 413 past `limit`."""
+    """The request body, refused with 415 for a media type other than `content_types` and 413 past `limit`.
+
+    FHIR XML bodies are accepted wherever JSON is, and handed on converted to JSON.
+    """
     media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     allowed = content_types or _BODY_JSON
+    if media in _XML_TYPES and (content_types is None or _BODY_JSON & content_types):
+        return fhir_json.dumps(_xml_body(await read_body(request, limit, {media})))
     if media not in allowed:
         shown = media or "none"
         raise FhirError(415, "not-supported", f"Content-Type '{shown}' is not supported; use {FHIR_JSON}")
@@ -53,6 +68,23 @@ async def read_body(request: Request, limit: int, content_types: set[str] | None
             raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _xml_body(body: bytes) -> dict:
+    try:
+        return fhir_xml.xml_to_json(body)
+    except fhir_xml.FhirXmlError as exc:
+        raise FhirError(400, "structure", str(exc)) from None
+
+
+def as_xml(response: Response) -> Response:
+    """A FHIR JSON response re-encoded as FHIR XML (other responses, e.g. empty or plain text, unchanged)."""
+    if not response.body or not (response.media_type or "").startswith(FHIR_JSON):
+        return response
+    headers = {key: value for key, value in response.headers.items()
+               if key not in ("content-length", "content-type")}
+    body = fhir_xml.json_to_xml(fhir_json.loads(response.body))
+    return Response(body, response.status_code, headers, media_type=f"{FHIR_XML}; charset=utf-8")
 
 
 def too_large(limit: int) -> FhirError:

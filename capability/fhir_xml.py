@@ -1,0 +1,289 @@
+"""FHIR R4 XML in and out (http://hl7.org/fhir/R4/xml.html), converted to and from the JSON form.
+
+Table-driven over capability/data/structure.json (the R4 element table, in StructureDefinition order), so element
+order, arrays, choice types and primitive types come from the official definitions. Why not fhir.resources' XML:
+its models are R4B (element sets differ from R4) and it parses decimals through float; here decimals stay exactly
+as written (`Decimal` on the JSON side, see fhir_json) and narrative XHTML is copied as XML.
+
+Writing builds the text directly (faster than a tree); reading parses with xml.etree (expat, no external
+entities; DOCTYPEs refused outright).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from capability.resource_types import RESOURCE_TYPES
+
+FHIR_NS = "http://hl7.org/fhir"
+XHTML_NS = "http://www.w3.org/1999/xhtml"
+_FHIR = "{" + FHIR_NS + "}"
+_XHTML = "{" + XHTML_NS + "}"
+_XML_NS = "{http://www.w3.org/XML/1998/namespace}"  # xml:lang in narrative
+
+
+class FhirXmlError(ValueError):
+    """The XML is not well formed, or not FHIR R4 XML."""
+
+
+def _load() -> tuple[dict[str, dict[str, tuple[str, bool]]], set[str]]:
+    data = json.loads((Path(__file__).parent / "data" / "structure.json").read_text(encoding="utf-8"))
+    tables = {name: {element: (spec[0], bool(spec[1] & 1)) for element, spec in table.items()}
+              for name, table in data["types"].items()}
+    return tables, set(data["primitives"])
+
+
+_TABLES, _PRIMITIVES = _load()
+_INTEGERS = {"integer", "positiveInt", "unsignedInt"}
+_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;",
+                               "\t": "&#9;"})
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def _attr(value: str) -> str:
+    return value.translate(_ATTR_ESCAPES)
+
+
+# ---------------------------------------------------------------- JSON -> XML
+
+def json_to_xml(resource: dict) -> bytes:
+    """The R4 XML document of one resource in its JSON form (decimals as `Decimal` or int keep their digits)."""
+    out: list[str] = ['<?xml version="1.0" encoding="UTF-8"?>']
+    _write_resource(resource, out, f' xmlns="{FHIR_NS}"')
+    return "".join(out).encode("utf-8")
+
+
+def _write_resource(resource: dict, out: list[str], xmlns: str = "") -> None:
+    resource_type = resource.get("resourceType")
+    if resource_type not in RESOURCE_TYPES:
+        raise FhirXmlError(f"Not a FHIR R4 resource type: {resource_type!r}")
+    out.append(f"<{resource_type}{xmlns}>")
+    _write_children(resource, resource_type, out, {"resourceType"})
+    out.append(f"</{resource_type}>")
+
+
+def _write_children(obj: dict, type_name: str, out: list[str], done: set[str]) -> None:
+    table = _TABLES[type_name]
+    unknown = [key for key in obj if key not in done and key.removeprefix("_") not in table]
+    if unknown:
+        raise FhirXmlError(f"Unknown element '{unknown[0]}' in {type_name}")
+    for name, (element_type, many) in table.items():
+        if name in done:
+            continue
+        value, extra = obj.get(name), obj.get("_" + name)
+        if value is None and extra is None:
+            continue
+        if element_type in _PRIMITIVES:
+            if element_type == "xhtml":
+                out.append(_div(value))
+            elif many:
+                values, extras = value or [], extra or []
+                for i in range(max(len(values), len(extras))):
+                    _write_primitive(name, values[i] if i < len(values) else None,
+                                     extras[i] if i < len(extras) else None, out)
+            else:
+                _write_primitive(name, value, extra, out)
+        elif element_type == "Resource":
+            for item in value if many else (value,):
+                out.append(f"<{name}>")
+                _write_resource(item, out)
+                out.append(f"</{name}>")
+        else:
+            for item in value if many else (value,):
+                _write_complex(name, item, element_type, out)
+
+
+def _write_complex(name: str, obj: dict, type_name: str, out: list[str]) -> None:
+    # Element.id and Extension.url are XML attributes (a resource's id is an element)
+    attrs, done = "", set()
+    if "id" in obj:
+        attrs += f' id="{_attr(obj["id"])}"'
+        done.add("id")
+    if type_name == "Extension" and "url" in obj:
+        attrs += f' url="{_attr(obj["url"])}"'
+        done.add("url")
+    start = len(out)
+    out.append("")
+    _write_children(obj, type_name, out, done)
+    if len(out) == start + 1:
+        out[start] = f"<{name}{attrs}/>"
+    else:
+        out[start] = f"<{name}{attrs}>"
+        out.append(f"</{name}>")
+
+
+def _text(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)  # Decimal keeps its digits; int; str
+
+
+def _write_primitive(name: str, value: Any, extra: dict | None, out: list[str]) -> None:
+    attrs = "" if value is None else f' value="{_attr(_text(value))}"'
+    if not extra:
+        out.append(f"<{name}{attrs}/>")
+        return
+    if "id" in extra:
+        attrs = f' id="{_attr(extra["id"])}"' + attrs
+    out.append(f"<{name}{attrs}>")
+    for extension in extra.get("extension", ()):
+        _write_complex("extension", extension, "Extension", out)
+    out.append(f"</{name}>")
+
+
+def _div(value: str) -> str:
+    """Narrative XHTML is written as XML, in the XHTML namespace (added if the JSON string lacks it)."""
+    if value.startswith(f'<div xmlns="{XHTML_NS}"'):
+        return value
+    try:
+        element = ET.fromstring(value)
+    except ET.ParseError as exc:
+        raise FhirXmlError(f"Narrative div is not well-formed XHTML: {exc}") from None
+    return _xhtml(element, declare=True)
+
+
+# ---------------------------------------------------------------- XML -> JSON
+
+def xml_to_json(data: bytes | str) -> dict:
+    """The JSON form of one R4 XML resource: numbers as int / `Decimal` (exact), booleans, strings."""
+    head = data[:2048] if isinstance(data, str) else data[:2048].decode("utf-8", "replace")
+    if "<!DOCTYPE" in head or "<!ENTITY" in head:
+        raise FhirXmlError("DOCTYPE declarations are not allowed in FHIR XML")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise FhirXmlError(f"Malformed XML: {exc}") from None
+    return _read_resource(root)
+
+
+def _local(element: ET.Element, namespace: str = _FHIR) -> str:
+    tag = element.tag
+    if not isinstance(tag, str) or not tag.startswith(namespace):
+        raise FhirXmlError(f"Element {tag} is not in the FHIR namespace {FHIR_NS}")
+    return tag[len(namespace):]
+
+
+def _read_resource(element: ET.Element) -> dict:
+    resource_type = _local(element)
+    if resource_type not in RESOURCE_TYPES:
+        raise FhirXmlError(f"Not a FHIR R4 resource type: {resource_type}")
+    resource: dict[str, Any] = {"resourceType": resource_type}
+    _read_children(element, resource_type, resource)
+    return resource
+
+
+def _read_children(element: ET.Element, type_name: str, obj: dict) -> None:
+    table = _TABLES[type_name]
+    arrays: dict[str, tuple[list, list]] = {}
+    for child in element:
+        if child.tag == _XHTML + "div" and "div" in table:
+            obj["div"] = _xhtml(child, declare=True)
+            continue
+        name = _local(child)
+        spec = table.get(name)
+        if spec is None:
+            raise FhirXmlError(f"Unknown element '{name}' in {type_name}")
+        element_type, many = spec
+        if element_type in _PRIMITIVES:
+            value, extra = _read_primitive(child, element_type, name)
+            if many:
+                values, extras = arrays.setdefault(name, ([], []))
+                values.append(value)
+                extras.append(extra)
+                continue
+            if value is not None:
+                obj[name] = value
+            if extra is not None:
+                obj["_" + name] = extra
+            continue
+        if element_type == "Resource":
+            inner = list(child)
+            if len(inner) != 1:
+                raise FhirXmlError(f"'{name}' must hold exactly one resource")
+            item: Any = _read_resource(inner[0])
+        else:
+            item = {}
+            if "id" in child.attrib:
+                item["id"] = child.attrib["id"]
+            if element_type == "Extension" and "url" in child.attrib:
+                item["url"] = child.attrib["url"]
+            _read_children(child, element_type, item)
+        if many:
+            obj.setdefault(name, []).append(item)
+        else:
+            obj[name] = item
+    for name, (values, extras) in arrays.items():
+        # JSON keeps the two arrays aligned, with nulls where only one side has something
+        if any(value is not None for value in values):
+            obj[name] = values
+        if any(extra is not None for extra in extras):
+            obj["_" + name] = extras
+
+
+def _read_primitive(element: ET.Element, type_name: str, name: str) -> tuple[Any, dict | None]:
+    raw = element.get("value")
+    value = None if raw is None else _typed(raw, type_name, name)
+    extra: dict[str, Any] = {}
+    if "id" in element.attrib:
+        extra["id"] = element.attrib["id"]
+    for child in element:
+        if _local(child) != "extension":
+            raise FhirXmlError(f"Primitive '{name}' may only hold extensions")
+        extension: dict[str, Any] = {"url": child.get("url")} if "url" in child.attrib else {}
+        if "id" in child.attrib:
+            extension = {"id": child.attrib["id"], **extension}
+        _read_children(child, "Extension", extension)
+        extra.setdefault("extension", []).append(extension)
+    return value, extra or None
+
+
+def _typed(raw: str, type_name: str, name: str) -> Any:
+    if type_name == "boolean":
+        if raw not in ("true", "false"):
+            raise FhirXmlError(f"'{name}' must be true or false, not '{raw}'")
+        return raw == "true"
+    if type_name in _INTEGERS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise FhirXmlError(f"'{name}' must be an integer, not '{raw}'") from None
+    if type_name == "decimal":
+        if not _DECIMAL.fullmatch(raw):
+            raise FhirXmlError(f"'{name}' must be a decimal, not '{raw}'")
+        try:
+            return Decimal(raw) if any(c in raw for c in ".eE") else int(raw)
+        except InvalidOperation:  # pragma: no cover - the regex admits only valid literals
+            raise FhirXmlError(f"'{name}' must be a decimal, not '{raw}'") from None
+    return raw
+
+
+def _xhtml(element: ET.Element, declare: bool = False) -> str:
+    """XHTML as text: `<br/>`, minimal escaping, the XHTML namespace declared on the outer element."""
+    tag = element.tag
+    name = tag[len(_XHTML):] if tag.startswith(_XHTML) else tag
+    parts = [f"<{name}"]
+    if declare:
+        parts.append(f' xmlns="{XHTML_NS}"')
+    for key, value in element.attrib.items():
+        parts.append(f' {key.replace(_XML_NS, "xml:")}="{_attr(value)}"')
+    children = list(element)
+    if element.text is None and not children:
+        parts.append("/>")
+    else:
+        parts.append(">")
+        if element.text:
+            parts.append(element.text.translate(_TEXT_ESCAPES))
+        for child in children:
+            parts.append(_xhtml(child))
+            if child.tail:
+                parts.append(child.tail.translate(_TEXT_ESCAPES))
+        parts.append(f"</{name}>")
+    return "".join(parts)
