@@ -207,9 +207,11 @@ def _parse_custom(resource: Mapping[str, Any]) -> SearchParam:
 
 @functools.cache
 def element_model() -> ElementModel:
-    """The R4 element table (capability/data/structure.json, see capability/generate_structure.py)."""
+    """The R4 element table (capability/data/structure.json, see capability/generate_structure.py) and the
+    code systems of bound `code` elements (capability/generate_search.py)."""
     data = json.loads((DATA / "structure.json").read_text(encoding="utf-8"))
-    return ElementModel(data["types"], frozenset(data["primitives"]))
+    code_systems = json.loads((DATA / "search_parameters_code_systems.json").read_text(encoding="utf-8"))
+    return ElementModel(data["types"], frozenset(data["primitives"]), code_systems)
 
 
 @functools.cache

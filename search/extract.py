@@ -9,6 +9,7 @@ text, Period -> a range with open ends, ...). Branches whose type the parameter 
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from decimal import Decimal
@@ -244,12 +245,31 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
 SUPPORTED_TYPES = frozenset(_CONVERTERS) | {"composite"}
 
 
-def _typed_extractor(code: str, param_type: str, branches: list[Branch]) -> Extractor:
+@functools.lru_cache(maxsize=None)
+def _bound_code(system: str) -> Converter:
+    """A `code` whose element's required binding implies `system` (`Patient.gender`)."""
+
+    def convert(value: Any, code: str, base_url: str | None, out: list) -> None:
+        if isinstance(value, str) and value:
+            out.append(TokenEntry(code, system, value))
+
+    return convert
+
+
+def _converter(param_type: str, branch: Branch, model: ElementModel) -> Converter | None:
+    convert = _CONVERTERS[param_type].get(branch.type)
+    if param_type == "token" and branch.type == "code":
+        system = model.code_system(branch.path)
+        if system is not None:
+            return _bound_code(system)
+    return convert
+
+
+def _typed_extractor(code: str, param_type: str, branches: list[Branch], model: ElementModel) -> Extractor:
     """Run each branch a `param_type` parameter can index and convert its values."""
-    converters = _CONVERTERS.get(param_type)
-    if converters is None:
+    if param_type not in _CONVERTERS:
         raise FhirPathError(f"search parameter type {param_type!r} is not supported")
-    pairs = [(run_branch(b), converters[b.type]) for b in branches if b.type in converters]
+    pairs = [(run_branch(b), convert) for b in branches if (convert := _converter(param_type, b, model)) is not None]
     if not pairs:
         raise FhirPathError(f"a {param_type} parameter cannot index {'/'.join(sorted({b.type for b in branches}))}")
 
@@ -274,7 +294,7 @@ def _composite_extractor(param: ParamLike, branches: list[Branch], model: Elemen
             if component.type in ("composite", "special"):
                 raise FhirPathError(f"component {url} has type {component.type}")
             component_branches = compile_path(expression, model, resource_type, context=branch)
-            components.append(_typed_extractor(component.code, component.type, component_branches))
+            components.append(_typed_extractor(component.code, component.type, component_branches, model))
         # evaluated last first: value components are the ones usually absent (code-value-date on a
         # Quantity value), so most repetitions stop before converting the code
         parts.append((run_branch(branch), components[::-1]))
@@ -323,7 +343,7 @@ def compile_param(param: ParamLike, resource_type: str, model: ElementModel,
     if param.type == "composite":
         extractor = _composite_extractor(param, branches, model, resource_type, by_url)
     else:
-        extractor = _typed_extractor(param.code, param.type, branches)
+        extractor = _typed_extractor(param.code, param.type, branches, model)
     return CompiledParam(param.code, extractor, _root_key(branches))
 
 

@@ -43,10 +43,16 @@ class FhirPathError(ValueError):
 class ElementModel:
     """The R4 element table (capability/data/structure.json): type -> JSON property -> [type, flags, choice base]."""
 
-    def __init__(self, types: Mapping[str, Mapping[str, list]], primitives: frozenset[str]) -> None:
+    def __init__(self, types: Mapping[str, Mapping[str, list]], primitives: frozenset[str],
+                 code_systems: Mapping[str, str] | None = None) -> None:
         self._types = types
         self.primitives = primitives
+        self._code_systems = code_systems or {}
         self._children: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+    def code_system(self, path: str | None) -> str | None:
+        """The code system a `code` element's required binding implies (`Patient.gender`), if one."""
+        return self._code_systems.get(path) if path is not None else None
 
     def is_type(self, name: str) -> bool:
         return name in self._types or name in self.primitives
@@ -65,13 +71,22 @@ class ElementModel:
 
 @dataclass(frozen=True, slots=True)
 class Branch:
-    """Steps from the input collection to values of one FHIR type. A `str` step reads a property."""
+    """Steps from the input collection to values of one FHIR type. A `str` step reads a property.
+
+    `path` names the element the values come from (`Patient.gender`, `Patient.contact.gender`) when they
+    are one element's values, for looking up its binding."""
 
     type: str
     steps: tuple[str | Step, ...] = ()
+    path: str | None = None
 
-    def then(self, step: str | Step, type_name: str | None = None) -> "Branch":
-        return Branch(type_name or self.type, self.steps + (step,))
+    def then(self, step: str | Step) -> "Branch":
+        """Filter or slice the same element's values."""
+        return Branch(self.type, self.steps + (step,), self.path)
+
+    def into(self, step: str | Step, type_name: str, path: str | None = None) -> "Branch":
+        """Go on to values of another type (a child element, or what `resolve()` names)."""
+        return Branch(type_name, self.steps + (step,), path)
 
 
 # --- tokens and syntax tree ----------------------------------------------------------------------
@@ -397,7 +412,7 @@ class _Compiler:
             if branch.type == _REF_TARGET:
                 raise FhirPathError("navigating into resolve() is not supported")
             for prop, type_name in self.model.children(branch.type, name):
-                out.append(branch.then(prop, type_name))
+                out.append(branch.into(prop, type_name, f"{branch.type}.{name}" if prop == name else None))
         if focus and not out:
             raise FhirPathError(f"no element {name!r} on {'/'.join(sorted({b.type for b in focus}))}")
         return out
@@ -451,7 +466,7 @@ class _Compiler:
         if name == "resolve" and not args:
             if any(b.type != "Reference" for b in focus):
                 raise FhirPathError("resolve() applies to References only")
-            return [b.then(_reference_target, _REF_TARGET) for b in focus]
+            return [b.into(_reference_target, _REF_TARGET) for b in focus]
         if name == "first" and not args:
             return self.collection_step(focus, lambda nodes, root: nodes[:1], "first()")
         if name in ("exists", "empty") and len(args) <= 1:
