@@ -1,0 +1,176 @@
+"""Rest-hook delivery: claim due work with a lease, send it, retry with backoff, give up after the horizon.
+
+At least once: a delivery leaves the queue only after the endpoint answered 2xx (a crash in between
+sends it again once the lease expires; event numbers let receivers drop duplicates). A failure is
+retried after `base * 2^attempts` seconds (capped), scaled by a random factor in [0.5, 1] (jitter, so
+a recovering endpoint is not hit by every subscriber at once). A circuit breaker per endpoint stops
+calling an endpoint after `breaker_threshold` failures in a row, for `breaker_cooldown` seconds, then
+lets one probe through. When a delivery has been failing for longer than the horizon, the subscription
+goes to `error` with `Subscription.error` saying why; its events stay available through `$events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import aiohttp
+
+from server.interactions.context import Context
+from subscriptions import notifications
+from subscriptions.channels import DeliveryFailed, Outgoing, send
+from subscriptions.model import Subscription
+from subscriptions.queue import Delivery, NotificationQueue
+from subscriptions.registry import Registry
+
+log = logging.getLogger("hearth.subscriptions")
+
+SetStatus = Callable[[str, str, str | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    retry_horizon: float = 24 * 3600.0  # seconds a delivery keeps being retried
+    retry_base: float = 1.0  # first retry after about this many seconds
+    retry_max: float = 3600.0  # retries at least this often
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    lease: float = 60.0  # a claim is taken over by another process after this long
+    concurrency: int = 64  # deliveries in flight per process
+    poll: float = 0.05  # seconds between looks at the queue when nothing woke the sender
+
+    def backoff(self, attempts: int) -> float:
+        return min(self.retry_max, self.retry_base * 2 ** min(attempts, 40)) * random.uniform(0.5, 1.0)
+
+
+class Breaker:
+    """Closed -> open after `threshold` failures in a row -> one probe after `cooldown` -> closed or open."""
+
+    def __init__(self, threshold: int, cooldown: float) -> None:
+        self.threshold, self.cooldown = threshold, cooldown
+        self.failures = 0
+        self.open_until = 0.0
+        self.probing = False
+
+    def allow(self, now: float) -> bool:
+        if self.failures < self.threshold:
+            return True
+        if now < self.open_until or self.probing:
+            return False
+        self.probing = True
+        return True
+
+    def succeeded(self) -> None:
+        self.failures, self.probing = 0, False
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.failures >= self.threshold:
+            self.open_until = now + self.cooldown
+
+
+class Deliverer:
+    def __init__(self, ctx: Context, queue: NotificationQueue, registry: Registry, config: DeliveryConfig,
+                 owner: str, set_status: SetStatus) -> None:
+        self.ctx, self.queue, self.registry, self.config = ctx, queue, registry, config
+        self.owner, self.set_status = owner, set_status
+        self.breakers: dict[str, Breaker] = {}
+        self.last_sent: dict[str, float] = {}  # subscription id -> time of its last successful notification
+        self.wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task] = set()
+        # one delivery at a time per subscription, in claim order (oldest first): receivers see order
+        self._turns: dict[str, asyncio.Lock] = {}
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            try:
+                while True:
+                    room = self.config.concurrency - len(self._in_flight)
+                    now = time.time()
+                    if room > 0 and await self.queue.due(now):
+                        for delivery in await self.queue.claim(self.owner, now, self.config.lease, room):
+                            task = asyncio.create_task(self._in_turn(session, delivery))
+                            self._in_flight.add(task)
+                            task.add_done_callback(self._finished)
+                        continue
+                    self.wake.clear()
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), self.config.poll)
+                    except TimeoutError:
+                        pass
+            finally:
+                for task in list(self._in_flight):
+                    task.cancel()
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        self.wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery failed unexpectedly", exc_info=task.exception())
+
+    async def _in_turn(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+        turn = self._turns.setdefault(delivery.subscription, asyncio.Lock())
+        try:
+            async with turn:
+                await self.deliver(session, delivery)
+        finally:
+            if not turn.locked() and not turn._waiters:
+                self._turns.pop(delivery.subscription, None)
+
+    async def deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+        subscription = self.registry.get(delivery.subscription)
+        now = time.time()
+        if subscription is None or subscription.status in ("off", "error") or subscription.channel.type != "rest-hook":
+            await self.queue.complete(delivery)  # moot: $events still has the event
+            return
+        if delivery.kind != "handshake" and subscription.status == "requested":
+            await self.queue.retry(delivery, now + self.config.retry_base, None, attempted=False)  # handshake first
+            return
+        endpoint = subscription.channel.endpoint or ""
+        breaker = self.breakers.setdefault(endpoint, Breaker(self.config.breaker_threshold,
+                                                             self.config.breaker_cooldown))
+        if not breaker.allow(now):
+            await self.queue.retry(delivery, max(breaker.open_until, now + self.config.poll), "circuit open",
+                                   attempted=False)
+            return
+        try:
+            outgoing = await self._outgoing(subscription, delivery)
+            if outgoing is not None:
+                await send(session, subscription.channel, outgoing, subscription.timeout)
+        except DeliveryFailed as failure:
+            breaker.failed(time.time())
+            await self._failed(subscription, delivery, str(failure))
+            return
+        breaker.succeeded()
+        self.last_sent[subscription.id] = time.time()
+        await self.queue.complete(delivery)
+        if delivery.kind == "handshake":
+            await self.set_status(subscription.id, "active", None)
+
+    async def _failed(self, subscription: Subscription, delivery: Delivery, error: str) -> None:
+        now = time.time()
+        if now - delivery.created >= self.config.retry_horizon:
+            log.warning("Subscription/%s: giving up after %d attempts: %s", subscription.id, delivery.attempts + 1,
+                        error)
+            await self.queue.drop(subscription.id)
+            await self.set_status(subscription.id, "error", f"Delivery failed since "
+                                  f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(delivery.created))}: {error}")
+            return
+        await self.queue.retry(delivery, now + self.config.backoff(delivery.attempts), error, attempted=True)
+
+    async def _outgoing(self, subscription: Subscription, delivery: Delivery) -> Outgoing | None:
+        count = await self.queue.event_count(subscription.id)
+        if delivery.kind != "event":
+            return await notifications.backport_outgoing(self.ctx, subscription, delivery.kind, count)
+        events = await self.queue.events(subscription.id, delivery.number or 0, delivery.number, 1)
+        if not events:
+            return None
+        if subscription.backport:
+            return await notifications.backport_outgoing(self.ctx, subscription, "event-notification", count, events)
+        return await notifications.r4_outgoing(self.ctx, subscription, events[0])

@@ -1,0 +1,77 @@
+"""`$status` and `$events` (Backport IG), for backport and R4 subscriptions alike.
+
+`GET [base]/Subscription/[id]/$status` (or `Subscription/$status?id=…`): a searchset Bundle of
+SubscriptionStatus Parameters (type query-status). `GET [base]/Subscription/[id]/$events
+?eventsSinceNumber=&eventsUntilNumber=&content=`: a history Bundle (type query-event) with the recorded
+events, whether or not they were delivered, so a receiver that missed some fetches them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from capability.outcome import FhirError, not_found
+from server.interactions import crud
+from server.interactions.bundles import bundle, entry
+from server.interactions.context import Context
+from subscriptions import notifications
+from subscriptions.channels import CONTENTS
+from subscriptions.model import Subscription
+
+
+def _service(ctx: Context) -> Any:
+    service = ctx.extras.get("subscriptions")
+    if service is None:
+        raise FhirError(503, "transient", "Subscriptions are not running")
+    return service
+
+
+async def _subscription(ctx: Context, subscription_id: str) -> tuple[Subscription, dict[str, Any]]:
+    """The subscription as the registry has it, and its stored resource (404 / 410 as for a read)."""
+    version = await crud.read(ctx, "Subscription", subscription_id)
+    subscription = _service(ctx).registry.get(subscription_id)
+    if subscription is None:
+        raise not_found("Subscription", subscription_id)
+    return subscription, orjson.loads(version.body)
+
+
+async def status(ctx: Context, subscription_ids: list[str]) -> bytes:
+    if not subscription_ids:
+        raise FhirError(400, "required", "$status needs a subscription: Subscription/[id]/$status or ?id=")
+    queue = _service(ctx).queue
+    entries = []
+    for subscription_id in subscription_ids:
+        subscription, resource = await _subscription(ctx, subscription_id)
+        stored = replace(subscription, status=resource.get("status", subscription.status))
+        parameters = notifications.status_parameters(ctx.base_url, stored, "query-status",
+                                                     await queue.event_count(subscription_id),
+                                                     error=resource.get("error"))
+        entries.append(entry(f"urn:uuid:{parameters['id']}", orjson.dumps(parameters),
+                             search={"mode": "match"}))
+    return bundle("searchset", entries, len(entries))
+
+
+def _number(params: dict[str, str], name: str) -> int | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise FhirError(400, "invalid", f"{name} must be a whole number, not '{value}'")
+    return int(value)
+
+
+async def events(ctx: Context, subscription_id: str, params: dict[str, str]) -> bytes:
+    subscription, _ = await _subscription(ctx, subscription_id)
+    queue = _service(ctx).queue
+    count = await queue.event_count(subscription_id)
+    first = _number(params, "eventsSinceNumber") or 1
+    last = _number(params, "eventsUntilNumber")
+    content = params.get("content") or subscription.channel.content
+    if content not in CONTENTS:
+        raise FhirError(400, "invalid", f"content must be one of {', '.join(CONTENTS)}")
+    found = await queue.events(subscription_id, first, last, ctx.max_count)
+    shown = replace(subscription, channel=replace(subscription.channel, content=content))
+    return await notifications.status_bundle(ctx, shown, "query-event", count, found)

@@ -1,0 +1,206 @@
+"""The subscription service: started and stopped with the app; owns the registry, dispatcher, sender.
+
+Subscriptions are ordinary resources written through the interactions. A REST create/update of a
+Subscription first goes through `accept`: the criteria, topic and channel are checked (a 422
+OperationOutcome, nothing stored, when they are wrong) and the status is set: R4 subscriptions are
+active once accepted; backport rest-hook subscriptions stay `requested` until their handshake is
+delivered. Status changes Hearth makes itself (active after a handshake, error after the retry horizon)
+are ordinary updates too (If-Match, retried on a concurrent change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from capability import fhir_json
+from capability.outcome import FhirError
+from server.interactions import crud
+from server.interactions.context import Context
+from server.interactions.resources import parse_resource
+from storage.base import Change, Version
+from subscriptions.delivery import Deliverer, DeliveryConfig
+from subscriptions.dispatcher import Dispatcher
+from subscriptions.model import Subscription, parse_subscription
+from subscriptions.queue import queue_for
+from subscriptions.registry import Registry
+from subscriptions.websocket import WebSocketHub
+
+log = logging.getLogger("hearth.subscriptions")
+
+
+@dataclass(frozen=True)
+class SubscriptionConfig:
+    allowed_hosts: frozenset[str] = frozenset()  # empty: any host
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    poll: float = 0.02  # seconds between looks at the change log when idle
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SubscriptionConfig:
+        hosts = frozenset(h.strip().lower() for h in settings.subscription_allowed_hosts.split(",") if h.strip())
+        delivery = DeliveryConfig(retry_horizon=float(settings.subscription_retry_horizon) * 3600,
+                                  retry_base=float(settings.subscription_retry_base))
+        return cls(hosts, delivery)
+
+
+def accept(ctx: Context, body: bytes | dict[str, Any]) -> dict[str, Any]:
+    """Check a Subscription a client writes and set the status it starts with (see the module doc)."""
+    resource = parse_resource(body, "Subscription")
+    service = ctx.extras.get("subscriptions")
+    allowed = service.config.allowed_hosts if service else frozenset()
+    subscription = parse_subscription(ctx, {**resource, "id": resource.get("id", "")}, 0, allowed)
+    status = resource["status"]
+    if status != "off":
+        handshake = subscription.backport and subscription.channel.type == "rest-hook"
+        status = "requested" if handshake else "active"
+    accepted = {**resource, "status": status}
+    accepted.pop("error", None)
+    return accepted
+
+
+class SubscriptionService:
+    def __init__(self, config: SubscriptionConfig) -> None:
+        self.config = config
+        self.registry = Registry()
+        self.owner = uuid.uuid4().hex  # this process, for leases
+        self.ctx: Context | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.queue = queue_for(ctx.store)
+        await self.queue.open()
+        self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh)
+        self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status)
+        self.websockets = WebSocketHub(ctx, self.queue, self.registry)
+        await self._load()
+        self.dispatcher.start_at(await self.queue.checkpoint())
+        ctx.extras["subscriptions"] = self
+        self._tasks = [asyncio.create_task(self._dispatch_forever(), name="hearth-subscription-dispatcher"),
+                       asyncio.create_task(self.deliverer.run(), name="hearth-subscription-delivery"),
+                       asyncio.create_task(self._heartbeats(), name="hearth-subscription-heartbeats")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    # -- the registry ------------------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        """Every stored subscription, from the Subscription history (newest first): the first version
+        seen of each is its current one; each sees changes after its creation (the seq of the oldest
+        version since its last delete) only, so a backlog replayed at start-up is matched as it was."""
+        current: dict[str, Version] = {}
+        created: dict[str, int] = {}
+        closed: set[str] = set()  # ids whose creation is found (an older tombstone reached)
+        before = None
+        while True:
+            page = await self.ctx.store.history("Subscription", None, None, before, 1000)
+            for seq, version in page.entries:
+                current.setdefault(version.id, version)
+                if version.deleted:
+                    closed.add(version.id)
+                elif version.id not in closed:
+                    created[version.id] = seq
+            if len(page.entries) < 1000:
+                break
+            before = page.entries[-1][0]
+        for subscription_id, version in current.items():
+            if not version.deleted:
+                self._put(fhir_json.loads(version.body), version.version_id, created.get(subscription_id))
+
+    def _put(self, resource: dict[str, Any], version_id: int, since: int | None) -> Subscription | None:
+        try:
+            subscription = parse_subscription(self.ctx, resource, version_id, self.config.allowed_hosts)
+        except FhirError as error:  # stored without `accept` (e.g. in a transaction Bundle)
+            log.warning("Subscription/%s is not usable: %s", resource.get("id"), error.diagnostics)
+            self.registry.remove(resource.get("id", ""))
+            return None
+        self.registry.put(subscription, since)
+        return subscription
+
+    async def _refresh(self, change: Change) -> tuple[str, int] | None:
+        """A Subscription changed: reload it; (id, seq) when its handshake is due."""
+        if change.interaction == "delete":
+            self.registry.remove(change.id)
+            await self.queue.drop(change.id)
+            return None
+        version = await self.ctx.store.vread("Subscription", change.id, change.version_id)
+        if version is None:
+            return None
+        known = self.registry.get(change.id)
+        subscription = self._put(fhir_json.loads(version.body), version.version_id,
+                                 change.seq if known is None else None)
+        if subscription is None:
+            return None
+        if subscription.status in ("error", "off"):
+            await self.queue.drop(change.id)
+        handshake = subscription.backport and subscription.channel.type == "rest-hook"
+        if not handshake or subscription.status != "requested":
+            return None
+        # decided from the log itself (the previous version), so a restart decides the same
+        previous = await self.ctx.store.vread("Subscription", change.id, change.version_id - 1)
+        if previous is not None and not previous.deleted and fhir_json.loads(previous.body).get("status") == "requested":
+            return None
+        return subscription.id, change.seq
+
+    # -- loops -------------------------------------------------------------------------------------
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            try:
+                recorded = await self.dispatcher.step()
+            except Exception:
+                log.exception("subscription dispatcher pass failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            if recorded:
+                self.deliverer.wake.set()
+                self.websockets.notify()
+            elif self.dispatcher.seen == self.dispatcher.checkpoint:
+                await asyncio.sleep(self.config.poll)
+
+    async def _heartbeats(self) -> None:
+        """Backport rest-hook subscriptions with a heartbeat period get a heartbeat when idle that long."""
+        while True:
+            await asyncio.sleep(1)
+            now = time.time()
+            for subscription in self.registry:
+                if not (subscription.heartbeat and subscription.status == "active"
+                        and subscription.channel.type == "rest-hook"):
+                    continue
+                last = self.deliverer.last_sent.setdefault(subscription.id, now)
+                if now - last >= subscription.heartbeat:
+                    self.deliverer.last_sent[subscription.id] = now
+                    await self.queue.add_delivery(subscription.id, "heartbeat")
+                    self.deliverer.wake.set()
+
+    # -- status ------------------------------------------------------------------------------------
+
+    async def set_status(self, subscription_id: str, status: str, error: str | None) -> None:
+        """Write the subscription's new status (and error) unless someone changed it meanwhile."""
+        for _ in range(10):
+            current = await self.ctx.store.read("Subscription", subscription_id)
+            if current is None or current.deleted:
+                return
+            resource = fhir_json.loads(current.body)
+            if status == "active" and resource.get("status") != "requested":
+                return  # turned off or re-requested meanwhile: the client's word wins
+            resource["status"] = status
+            if error is None:
+                resource.pop("error", None)
+            else:
+                resource["error"] = error
+            try:
+                await crud.update(self.ctx, "Subscription", subscription_id, resource, current.version_id)
+                return
+            except FhirError as conflict:
+                if conflict.status != 412:
+                    raise
+        log.warning("Subscription/%s: could not record status %s", subscription_id, status)

@@ -1,0 +1,104 @@
+"""The websocket channel: clients connect to `[base]/$subscription-ws` and bind to subscriptions.
+
+R4: the client sends `bind <id>`; Hearth answers `bound <id>` and then sends `ping <id>` whenever the
+subscription has new events (the client then searches or calls `$events`). Backport subscriptions
+(websocket channel) get the notification Bundles themselves instead: a handshake on bind, then one
+Bundle per event and heartbeats when idle. Events come from the durable queue by event number, so a
+socket sees everything recorded after it bound, whichever process recorded it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Sequence
+
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from server.interactions.context import Context
+from subscriptions import notifications
+from subscriptions.model import Subscription
+from subscriptions.queue import Event, NotificationQueue
+from subscriptions.registry import Registry
+
+PATH = "$subscription-ws"
+_POLL = 1.0  # seconds: also notice events another process recorded
+_REGISTRY_WAITS = 50
+
+
+class WebSocketHub:
+    def __init__(self, ctx: Context, queue: NotificationQueue, registry: Registry) -> None:
+        self.ctx, self.queue, self.registry = ctx, queue, registry
+        self._news = asyncio.Event()
+
+    def notify(self) -> None:
+        """New events were recorded: every socket looks."""
+        self._news.set()
+        self._news = asyncio.Event()
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        socket = WebSocket(scope, receive, send)
+        await socket.accept()
+        bound: dict[str, int] = {}  # subscription id -> last event number sent
+        pump = asyncio.create_task(self._pump(socket, bound))
+        try:
+            while True:
+                command, _, subscription_id = (await socket.receive_text()).strip().partition(" ")
+                if command == "bind":
+                    await self._bind(socket, bound, subscription_id.strip())
+                else:
+                    await socket.send_text(f"error unknown command '{command}' (use: bind <id>)")
+        except WebSocketDisconnect:
+            pass
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    async def _bind(self, socket: WebSocket, bound: dict[str, int], subscription_id: str) -> None:
+        subscription = self.registry.get(subscription_id)
+        for _ in range(_REGISTRY_WAITS):  # a subscription just created reaches the registry a moment later
+            if subscription is not None:
+                break
+            await asyncio.sleep(0.02)
+            subscription = self.registry.get(subscription_id)
+        if subscription is None or subscription.channel.type != "websocket" or subscription.status == "off":
+            await socket.send_text(f"error {subscription_id} is not an active websocket subscription")
+            return
+        count = await self.queue.event_count(subscription_id)
+        bound[subscription_id] = count
+        await socket.send_text(f"bound {subscription_id}")
+        if subscription.backport:
+            await self._send(socket, subscription, "handshake", count)
+
+    async def _pump(self, socket: WebSocket, bound: dict[str, int]) -> None:
+        last_sent: dict[str, float] = {}
+        while True:
+            news = self._news
+            for subscription_id, last in list(bound.items()):
+                subscription = self.registry.get(subscription_id)
+                if subscription is None:
+                    continue
+                events = await self.queue.events(subscription_id, last + 1, None, 100)
+                now = time.monotonic()
+                if events:
+                    bound[subscription_id] = events[-1].number
+                    last_sent[subscription_id] = now
+                    if not subscription.backport:
+                        await socket.send_text(f"ping {subscription_id}")
+                        continue
+                    for event in events:
+                        await self._send(socket, subscription, "event-notification", event.number, [event])
+                elif subscription.backport and subscription.heartbeat and \
+                        now - last_sent.setdefault(subscription_id, now) >= subscription.heartbeat:
+                    last_sent[subscription_id] = now
+                    await self._send(socket, subscription, "heartbeat", last)
+            try:
+                await asyncio.wait_for(news.wait(), _POLL)
+            except TimeoutError:
+                pass
+
+    async def _send(self, socket: WebSocket, subscription: Subscription, kind: str, count: int,
+                    events: Sequence[Event] = ()) -> None:
+        body = await notifications.status_bundle(self.ctx, subscription, kind, count, events)
+        await socket.send_text(body.decode())
