@@ -20,12 +20,11 @@ from typing import Any, Iterable, Mapping
 from capability.outcome import FhirError
 from capability.resource_types import RESOURCE_TYPES
 from search.extract import SUPPORTED_TYPES, CompiledParam, compile_param
-from search.fhirpath import ElementModel, FhirPathError
+from search.fhirpath import NOT_DOMAIN_RESOURCES, ElementModel, FhirPathError
 
 DATA = Path(__file__).parent / "data"
 log = logging.getLogger(__name__)
 
-_NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
 _EMPTY: Mapping[str, "SearchParam"] = MappingProxyType({})
 
 
@@ -72,7 +71,7 @@ class _TypeTable:
 def applies_to(param: SearchParam, resource_type: str) -> bool:
     if resource_type in param.base or "Resource" in param.base:
         return True
-    return "DomainResource" in param.base and resource_type not in _NOT_DOMAIN_RESOURCES
+    return "DomainResource" in param.base and resource_type not in NOT_DOMAIN_RESOURCES
 
 
 class SearchRegistry:

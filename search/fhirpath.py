@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from capability.resource_types import is_resource_type
@@ -32,7 +33,7 @@ _SUPERTYPES = {
     "url": "uri", "canonical": "uri", "oid": "uri", "uuid": "uri",
     "positiveInt": "integer", "unsignedInt": "integer",
 }
-_NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
+NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})  # the R4 resources not DomainResources
 _REF_TARGET = "@target"  # pseudo-type of `resolve()`: the target type named by a Reference
 
 
@@ -113,7 +114,7 @@ def _tokenize(text: str) -> list[tuple[str, Any]]:
         if kind == "str":
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         elif kind == "num":
-            value = int(value) if value.isdigit() else value
+            value = int(value) if value.isdigit() else Decimal(value)
         elif kind == "ident" and value.startswith("`"):
             value = value[1:-1]
         tokens.append((kind, value))
@@ -369,7 +370,7 @@ class _Compiler:
         """`name` at the start of a path denotes the resource itself (Patient, Resource, DomainResource)."""
         if name == self.resource_type or name == "Resource":
             return True
-        return name == "DomainResource" and self.resource_type not in _NOT_DOMAIN_RESOURCES
+        return name == "DomainResource" and self.resource_type not in NOT_DOMAIN_RESOURCES
 
     def compile(self, tree: tuple, focus: list[Branch]) -> list[Branch]:
         kind = tree[0]

@@ -119,6 +119,10 @@ def test_where_filters_and_extensions() -> None:
     assert evaluate("Patient.name.first().family", patient) == [("string", ["A"])]
     assert evaluate("Patient.name[1].family", patient) == [("string", ["B"])]
     assert evaluate("name.family | Patient.name.given", patient) == [("string", ["A", "B"]), ("string", [])]
+    risk = {"resourceType": "RiskAssessment", "prediction": [
+        {"probabilityDecimal": Decimal("0.25"), "rationale": "a"}, {"probabilityDecimal": 1, "rationale": "b"}]}
+    assert evaluate("RiskAssessment.prediction.where(probability = 0.25).rationale", risk) == [("string", ["a"])]
+    assert evaluate("RiskAssessment.prediction.where(probability != 1).rationale", risk) == [("string", ["a"])]
 
 
 @pytest.mark.parametrize("patient, result", [
