@@ -429,3 +429,13 @@ def test_timing_events_and_untyped_identifier() -> None:
         DateEntry("activity-date", "2022-01-01T00:00:00.000000", "2022-01-01T23:59:59.999999"),
         DateEntry("activity-date", "2022-02-01T08:30:00.000000", "2022-02-01T08:30:00.999999")]
     assert entries_of(plan, "identifier") == [TokenEntry("identifier", None, "cp-1")]
+
+
+def test_generated_search_parameters_match_the_spec() -> None:
+    from capability.generate_search import search_parameters
+
+    generated = search_parameters(Path("/work/shared/spec/r4"))
+    assert generated == json.loads((DATA / "search_parameters.json").read_text())
+    assert len(generated) == 1375
+    gender = next(p for p in generated if p["url"].endswith("/individual-gender"))
+    assert set(gender["base"]) == {"Patient", "Practitioner", "Person", "RelatedPerson"} and gender["type"] == "token"
