@@ -362,6 +362,12 @@ def test_register_custom_search_parameter() -> None:
     assert registry.unregister("http://hl7.org/fhir/SearchParameter/individual-gender") is False
 
 
+@pytest.fixture(scope="module")
+def rejecting_registry() -> SearchRegistry:
+    """Shared by the rejection cases: a rejected registration changes nothing (asserted)."""
+    return fresh_registry()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"expression": "Patient.extension.foo()"}, "cannot index"),
     ({"expression": "Patient.nickname"}, "cannot index"),
@@ -371,11 +377,12 @@ def test_register_custom_search_parameter() -> None:
     ({"url": "http://hl7.org/fhir/SearchParameter/individual-gender"}, "built-in"),
     ({"expression": None}, "expression"),
 ])
-def test_register_rejects_what_it_cannot_index(change: dict, message: str) -> None:
-    registry = fresh_registry()
+def test_register_rejects_what_it_cannot_index(rejecting_registry: SearchRegistry, change: dict,
+                                               message: str) -> None:
     with pytest.raises(FhirError, match=message) as caught:
-        registry.register({key: value for key, value in {**BIRTH_SEX, **change}.items() if value is not None})
+        rejecting_registry.register({k: v for k, v in {**BIRTH_SEX, **change}.items() if v is not None})
     assert caught.value.status == 400
+    assert rejecting_registry.generation == 0 and rejecting_registry.get("Patient", "birthsex") is None
 
 
 # --- Synthea -------------------------------------------------------------------------------------
