@@ -107,10 +107,13 @@ def _contact_point(value: Any, code: str, base_url: str | None, out: list) -> No
 
 
 def _plain_token(value: Any, code: str, base_url: str | None, out: list) -> None:
+    if isinstance(value, str) and value:
+        out.append(TokenEntry(code, None, value))
+
+
+def _boolean(value: Any, code: str, base_url: str | None, out: list) -> None:
     if isinstance(value, bool):
         out.append(TokenEntry(code, None, "true" if value else "false"))
-    elif isinstance(value, str) and value:
-        out.append(TokenEntry(code, None, value))
 
 
 # --- date ----------------------------------------------------------------------------------------
@@ -232,7 +235,7 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "Address": _parts("line", "city", "district", "state", "postalCode", "country", "text"),
     },
     "token": {
-        **{t: _plain_token for t in _STRINGISH + ("boolean",)},
+        **{t: _plain_token for t in _STRINGISH}, "boolean": _boolean,
         "Coding": _coding, "CodeableConcept": _codeable_concept, "Identifier": _identifier,
         "ContactPoint": _contact_point,
     },

@@ -308,6 +308,20 @@ def test_canonical_money_number_range_and_uri() -> None:
     assert [c.components[0].code for c in composite] == ["age"]
 
 
+def test_malformed_values_are_skipped_not_fatal() -> None:
+    patient = {"resourceType": "Patient", "id": "x", "name": "Bob", "birthDate": "yesterday",
+               "telecom": [1, None, {"system": "phone"}], "address": [{"line": "one line"}], "active": "yes",
+               "generalPractitioner": ["Practitioner/1"], "identifier": {"value": "single"}}
+    entries = extract(patient)
+    assert {e.param for e in entries} == {"_id", "address", "identifier", "deceased"}
+    assert entries_of(patient, "deceased") == [TokenEntry("deceased", None, "false")]  # no deceased[x]: false
+    assert entries_of(patient, "address") == [StringEntry("address", "one line", "one line")]
+    observation = {"resourceType": "Observation", "valueQuantity": {"value": "abc"}, "subject": "Patient/1",
+                   "effectiveDateTime": "2020-13-01", "code": {"coding": {"code": "x"}}}
+    assert entries_of(observation, "value-quantity") == [] and entries_of(observation, "date") == []
+    assert entries_of(observation, "code") == [TokenEntry("code", None, "x")]
+
+
 # --- registry ------------------------------------------------------------------------------------
 
 def test_registry_lookups() -> None:
