@@ -12,6 +12,7 @@ from typing import Iterable
 
 import orjson
 
+from search import entries as shapes
 from search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
 
@@ -32,7 +33,8 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS idx_number_rid ON idx_number (rid)",
     """CREATE TABLE IF NOT EXISTS idx_quantity (rid INTEGER NOT NULL, param TEXT NOT NULL, value REAL, lo REAL,
         hi REAL, system TEXT, code TEXT, unit TEXT)""",
-    "CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (param, code, value, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_quantity_code ON idx_quantity (param, code, value, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (param, value, rid)",
     "CREATE INDEX IF NOT EXISTS idx_quantity_rid ON idx_quantity (rid)",
     """CREATE TABLE IF NOT EXISTS idx_reference (rid INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT,
         target_id TEXT, url TEXT, version TEXT, identifier_system TEXT, identifier_value TEXT)""",
@@ -42,8 +44,11 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS idx_uri (rid INTEGER NOT NULL, param TEXT NOT NULL, value TEXT)",
     "CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (param, value, rid)",
     "CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid)",
-    # composite: the tuple kept whole (JSON) and matched in Python after its first component narrows the rows
-    "CREATE TABLE IF NOT EXISTS idx_composite (rid INTEGER NOT NULL, param TEXT NOT NULL, components BLOB)",
+    # composite: the tuple kept whole (JSON) and matched in Python; `key` (the first component's token code,
+    # if it is a token) narrows the rows first
+    """CREATE TABLE IF NOT EXISTS idx_composite (rid INTEGER NOT NULL, param TEXT NOT NULL, key TEXT,
+        components BLOB)""",
+    "CREATE INDEX IF NOT EXISTS idx_composite_key ON idx_composite (param, key, rid)",
     "CREATE INDEX IF NOT EXISTS idx_composite_rid ON idx_composite (rid, param)",
 )
 
@@ -62,13 +67,25 @@ _INSERT = {
                      lambda e: (e.param, e.target_type, e.target_id, e.url, e.version, e.identifier_system,
                                 e.identifier_value)),
     UriEntry: ("INSERT INTO idx_uri VALUES (?,?,?)", lambda e: (e.param, e.value)),
-    CompositeEntry: ("INSERT INTO idx_composite VALUES (?,?,?)", lambda e: (e.param, encode_components(e))),
+    CompositeEntry: ("INSERT INTO idx_composite VALUES (?,?,?,?)",
+                     lambda e: (e.param, composite_key(e), encode_components(e))),
 }
 
 
 def encode_components(entry: CompositeEntry) -> bytes:
     """A composite's components as JSON: [[shape name, {field: value}], ...]."""
     return orjson.dumps([[type(c).__name__, {f: getattr(c, f) for f in c.__slots__}] for c in entry.components])
+
+
+def decode_components(param: str, blob: bytes) -> CompositeEntry:
+    """The CompositeEntry that `encode_components` stored."""
+    return CompositeEntry(param, tuple(getattr(shapes, name)(**fields) for name, fields in orjson.loads(blob)))
+
+
+def composite_key(entry: CompositeEntry) -> str | None:
+    """The first component's code when it is a token (what a composite search usually fixes)."""
+    first = entry.components[0] if entry.components else None
+    return first.code if isinstance(first, TokenEntry) else None
 
 
 def replace_entries(conn: sqlite3.Connection, rid: int, entries: Iterable[Entry], existed: bool) -> None:

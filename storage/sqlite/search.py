@@ -1,0 +1,116 @@
+"""Search on SQLite: the query IR (search/ir.py) compiled to SQL over the index tables.
+
+`execute` runs a whole search (one page, its includes, the total) in one read transaction, so every
+statement sees the same snapshot; `match_ids` answers a conditional write's assertion on the writer.
+Predicates: search_preds.py; clauses, chains, `_has` and the choice of driving index: search_where.py;
+sort and keyset paging: search_sort.py; includes: search_include.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Sequence
+
+import orjson
+
+from capability.outcome import FhirError
+from search.cursor import decode_cursor, encode_cursor
+from search.ir import Query
+from storage import clock
+from storage.base import SearchPage, Version
+from storage.sqlite.search_include import included
+from storage.sqlite.search_sort import Key, after, index_ordered, order_by, sort_keys
+from storage.sqlite.search_where import WhereCompiler, ensure_function
+
+_ALIAS = "r0"
+
+
+def match_ids(conn: sqlite3.Connection, query: Query) -> frozenset[str]:
+    """Ids of the current, non-deleted resources of `query.types` matching `query.where`."""
+    compiler = WhereCompiler(conn)
+    where, args = compiler.condition(query.types, query.where, _ALIAS)
+    if compiler.checks:
+        ensure_function(conn)
+    return frozenset(row[0] for row in conn.execute(f"SELECT {_ALIAS}.id FROM resources {_ALIAS} WHERE {where}", args))
+
+
+def execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
+    """One page of the search, with its includes and (unless `total` is "none") the total."""
+    conn.execute("BEGIN")
+    try:
+        return _execute(conn, query)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
+    compiler = WhereCompiler(conn)
+    if query.count == 0:
+        return SearchPage([], total=_count(conn, compiler, query))
+    keys = sort_keys(query.sort, query.types, _ALIAS)
+    where, where_args = compiler.condition(query.types, query.where, _ALIAS, index_ordered(keys, query.types))
+    values, direction = None, "next"
+    if query.cursor is not None:
+        values, _, direction = decode_cursor(query.cursor)
+        if len(values) != len(keys):
+            raise FhirError(400, "invalid", "The paging cursor does not belong to this search", ("_cursor",))
+    if compiler.checks:
+        ensure_function(conn)
+    reverse = direction == "prev"
+    rows = conn.execute(*_page_sql(keys, where, where_args, values, reverse, query.count + 1)).fetchall()
+    more = len(rows) > query.count
+    rows = rows[:query.count]
+    if reverse:
+        rows.reverse()
+    page = SearchPage(_versions(conn, [row[0] for row in rows]))
+    if rows:
+        first, last = rows[0], rows[-1]
+        # reading backwards, the rows we came from follow; reading forwards, a cursor means rows precede
+        if more or reverse:
+            page.next_cursor = encode_cursor(tuple(last[2:]), last[1], "next")
+        if more if reverse else values is not None:
+            page.previous_cursor = encode_cursor(tuple(first[2:]), first[1], "prev")
+    if query.includes and rows:
+        page.included = _versions(conn, included(conn, [row[0] for row in rows], query.includes))
+    if query.total != "none":
+        if values is None and not more:
+            page.total = len(rows)  # the first page holds everything
+        else:
+            page.total = _count(conn, compiler, query)
+    return page
+
+
+def _page_sql(keys: Sequence[Key], where: str, where_args: tuple, values: tuple | None, reverse: bool,
+              limit: int) -> tuple[str, tuple]:
+    """rid, id, then each key's value of the page's rows, in page order (reversed for "prev")."""
+    columns = [f"k{i}" for i in range(len(keys))]
+    selected = ", ".join(f"{key.expr} AS {column}" for key, column in zip(keys, columns))
+    inner = f"SELECT {_ALIAS}.rid AS rid, {_ALIAS}.id AS id, {selected} FROM resources {_ALIAS} WHERE {where}"
+    args = (*(a for key in keys for a in key.args), *where_args)
+    condition = ""
+    if values is not None:
+        sql, cursor_args = after(keys, columns, values, reverse)
+        condition = f" WHERE {sql}"
+        args = (*args, *cursor_args)
+    sql = (f"SELECT rid, id, {', '.join(columns)} FROM ({inner}){condition} "
+           f"ORDER BY {order_by(keys, columns, reverse)} LIMIT ?")
+    return sql, (*args, limit)
+
+
+def _count(conn: sqlite3.Connection, compiler: WhereCompiler, query: Query) -> int:
+    where, args = compiler.condition(query.types, query.where, _ALIAS)
+    if compiler.checks:
+        ensure_function(conn)
+    return conn.execute(f"SELECT count(*) FROM resources {_ALIAS} WHERE {where}", args).fetchone()[0]
+
+
+def _versions(conn: sqlite3.Connection, rids: Sequence[int]) -> list[Version]:
+    """The current versions of these resources, in this order."""
+    if not rids:
+        return []
+    rows = conn.execute(
+        "SELECT h.type, h.id, h.version_id, h.last_updated, h.deleted, h.body FROM json_each(?) j "
+        "CROSS JOIN resources r ON r.rid = j.value "
+        "CROSS JOIN history h ON h.type = r.type AND h.id = r.id AND h.version_id = r.version_id "
+        "ORDER BY j.key", (orjson.dumps(list(rids)).decode(),))
+    return [Version(t, i, v, clock.from_text(u), bool(d), bytes(b)) for t, i, v, u, d, b in rows]

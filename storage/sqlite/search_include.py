@@ -1,0 +1,67 @@
+"""`_include` / `_revinclude` (with `:iterate` and `*`): the current resources a page brings along."""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import lru_cache
+from typing import Sequence
+
+import orjson
+
+from search.ir import Include
+
+
+@lru_cache(maxsize=64)
+def _statement(include: Include) -> tuple[str, tuple]:
+    """SQL taking a JSON array of rids (the resources included from) and yielding the rids it includes."""
+    conds, args = ["e.url IS NULL"], []
+    if include.reverse:
+        # `source_type` resources whose `param` references one of the given ones
+        sql = ("SELECT s.rid FROM json_each(?) j CROSS JOIN resources t ON t.rid = j.value "
+               "CROSS JOIN idx_reference e ON e.target_id = t.id AND e.target_type = t.type "
+               "CROSS JOIN resources s ON s.rid = e.rid")
+        conds.append("s.deleted = 0")
+        ordering = "s.type, s.id"
+    else:
+        # what the given `source_type` resources reference through `param`
+        sql = ("SELECT t.rid FROM json_each(?) j CROSS JOIN resources s ON s.rid = j.value "
+               "CROSS JOIN idx_reference e INDEXED BY idx_reference_rid ON e.rid = s.rid "
+               "CROSS JOIN resources t ON t.type = e.target_type AND t.id = e.target_id")
+        conds.append("t.deleted = 0")
+        ordering = "t.type, t.id"
+    if include.param != "*":
+        conds.append("e.param = ?")
+        args.append(include.param)
+    if include.source_type != "*":
+        conds.append("s.type = ?")
+        args.append(include.source_type)
+    if include.target_type is not None:
+        conds.append("t.type = ?")
+        args.append(include.target_type)
+    return f"{sql} WHERE {' AND '.join(conds)} ORDER BY {ordering}", tuple(args)
+
+
+def included(conn: sqlite3.Connection, matches: Sequence[int], includes: Sequence[Include]) -> list[int]:
+    """The rids `includes` bring along for the page `matches`: each once, none of the matches.
+
+    Every include applies to the matches; `:iterate` ones also to what was included, until nothing new."""
+    seen = set(matches)
+    found: list[int] = []
+
+    def apply(frontier: Sequence[int], which: Sequence[Include]) -> list[int]:
+        new: list[int] = []
+        rids = orjson.dumps(list(frontier)).decode()
+        for include in which:
+            sql, args = _statement(include)
+            for (rid,) in conn.execute(sql, (rids, *args)):
+                if rid not in seen:
+                    seen.add(rid)
+                    new.append(rid)
+        return new
+
+    frontier = apply(matches, includes)
+    iterating = [include for include in includes if include.iterate]
+    while frontier:
+        found.extend(frontier)
+        frontier = apply(frontier, iterating) if iterating else []
+    return found

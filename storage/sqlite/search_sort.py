@@ -1,0 +1,102 @@
+"""Sort keys and keyset paging conditions.
+
+A resource's sort value for a multi-valued parameter is its least value ascending and its greatest
+descending (dates: the lower bound ascending, the upper bound descending); resources without a value
+come last either way. `id` (then `type`, when several types are searched) breaks ties, in the direction
+of the last sort key, so `_sort=-_lastUpdated` reads the (type, last_updated, id) index backwards.
+
+A page after a cursor holds the rows strictly after the cursor's row in this order ("next"), or strictly
+before it, read in reverse order and turned around ("prev").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from capability.outcome import FhirError
+from search.ir import SortKey
+from storage.sqlite.search_preds import TABLES
+
+# the column a parameter type sorts by: (ascending, descending)
+_COLUMNS = {
+    "token": ("e.code", "e.code"), "string": ("e.norm", "e.norm"), "date": ("e.lo", "e.hi"),
+    "number": ("e.value", "e.value"), "quantity": ("e.value", "e.value"), "uri": ("e.value", "e.value"),
+    "reference": ("coalesce(e.url, e.target_type || '/' || e.target_id)",) * 2,
+}
+_RESOURCE_COLUMNS = {"_id": "id", "_lastUpdated": "last_updated"}
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    expr: str
+    args: tuple
+    descending: bool
+    nullable: bool
+
+
+def sort_keys(sort: Sequence[SortKey], types: Sequence[str], alias: str) -> list[Key]:
+    """The full ordering of a search: its sort keys, then id (and type) as tie-breaks."""
+    keys = [_key(key, alias) for key in sort]
+    last = keys[-1].descending if keys else False
+    keys.append(Key(f"{alias}.id", (), last, False))
+    if len(types) != 1:
+        keys.append(Key(f"{alias}.type", (), last, False))
+    return keys
+
+
+def _key(key: SortKey, alias: str) -> Key:
+    column = _RESOURCE_COLUMNS.get(key.param)
+    if column is not None:
+        return Key(f"{alias}.{column}", (), key.descending, False)
+    columns = _COLUMNS.get(key.param_type)
+    if columns is None:
+        raise FhirError(400, "not-supported", f"Cannot sort by {key.param} (a {key.param_type} parameter)",
+                        ("_sort",))
+    table = TABLES[key.param_type]
+    function, column = ("max", columns[1]) if key.descending else ("min", columns[0])
+    return Key(f"(SELECT {function}({column}) FROM {table} e INDEXED BY {table}_rid "
+               f"WHERE e.rid = {alias}.rid AND e.param = ?)", (key.param,), key.descending, True)
+
+
+def index_ordered(keys: Sequence[Key], types: Sequence[str]) -> bool:
+    """Whether one type's rows can come off an index in this order ((type, id) or (type, last_updated, id))."""
+    return (len(types) == 1 and all(not k.nullable and not k.args for k in keys)
+            and len({k.descending for k in keys}) == 1)
+
+
+def order_by(keys: Sequence[Key], columns: Sequence[str], reverse: bool) -> str:
+    terms = []
+    for key, column in zip(keys, columns):
+        descending = key.descending != reverse
+        nulls = (" NULLS FIRST" if reverse else " NULLS LAST") if key.nullable else ""
+        terms.append(f"{column} {'DESC' if descending else 'ASC'}{nulls}")
+    return ", ".join(terms)
+
+
+def after(keys: Sequence[Key], columns: Sequence[str], values: Sequence[Any], reverse: bool) -> tuple[str, tuple]:
+    """Rows strictly after `values` in the order (`reverse`: strictly before it)."""
+    if all(not k.nullable for k in keys) and len({k.descending for k in keys}) == 1:
+        # a row value comparison, which SQLite can answer with an index range
+        op = "<" if keys[0].descending != reverse else ">"
+        return f"({', '.join(columns)}) {op} ({', '.join('?' * len(columns))})", tuple(values)
+    disjuncts: list[str] = []
+    args: list[Any] = []
+    equal: list[tuple[str, tuple]] = []
+    for key, column, value in zip(keys, columns, values):
+        nulls_last = not reverse
+        if value is None:
+            beyond = None if nulls_last else (f"{column} IS NOT NULL", ())
+            same = (f"{column} IS NULL", ())
+        else:
+            op = "<" if key.descending != reverse else ">"
+            tail = f" OR {column} IS NULL" if key.nullable and nulls_last else ""
+            beyond = (f"({column} {op} ?{tail})", (value,))
+            same = (f"{column} = ?", (value,))
+        if beyond is not None:
+            disjuncts.append(" AND ".join([sql for sql, _ in equal] + [beyond[0]]))
+            args.extend(a for _, part in [*equal, beyond] for a in part)
+        equal.append(same)
+    if not disjuncts:
+        return "0", ()
+    return "(" + " OR ".join(f"({d})" for d in disjuncts) + ")", tuple(args)

@@ -1,0 +1,159 @@
+"""A search `where` (an AND of clauses, each an OR of predicates) as SQL over the `resources` table.
+
+Every clause compiles to a `Part`: a test on the resource row (correlated probes through each index
+table's `rid` index) and, when the clause can only be satisfied by entries (no `:not`, no `:missing=true`),
+an uncorrelated set of rids read through the (param, value…) indexes. The planner measures each rid set
+with a capped count and lets the smallest drive the query, testing the other clauses row by row; so an
+unselective clause (`status=final`) is never materialised. When the page can be read straight off an
+index in output order (one type, sorted by id or _lastUpdated) and no clause is selective, it walks that
+index instead and stops after one page.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from search.ir import AnyOfPred, ChainPred, Clause, HasPred
+from storage.sqlite.search_preds import FUNCTION, RESOURCE, Cond, compile_pred, composite_function, set_checks
+
+ESTIMATE_CAP = 5000  # rows counted at most per clause when choosing the driver
+_NEVER = "SELECT 0 WHERE 0"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    test: str  # a boolean over the resource alias
+    args: tuple
+    rids: str | None = None  # SELECT of the rids that satisfy it, if positive
+    rid_args: tuple = ()
+
+
+def _any(parts: Sequence[Part]) -> Part:
+    """OR of parts."""
+    if len(parts) == 1:
+        return parts[0]
+    test = "(" + " OR ".join(p.test for p in parts) + ")"
+    args = tuple(a for p in parts for a in p.args)
+    if any(p.rids is None for p in parts):
+        return Part(test, args)
+    return Part(test, args, " UNION ALL ".join(p.rids for p in parts), tuple(a for p in parts for a in p.rid_args))
+
+
+def _cond_part(param: str, cond: Cond, alias: str) -> Part:
+    if not cond.alts:
+        return Part("1", ()) if cond.negated else Part("0", (), _NEVER)
+    alt_args = tuple(a for _, args in cond.alts for a in args)
+    if cond.table == RESOURCE:
+        test = " OR ".join(f"({sql})" for sql, _ in cond.alts).format(r=alias)
+        return Part(f"NOT ({test})" if cond.negated else f"({test})", alt_args)
+    table = cond.table
+    probe = (f"EXISTS (SELECT 1 FROM {table} e INDEXED BY {table}_rid WHERE e.rid = {alias}.rid AND e.param = ? "
+             f"AND (" + " OR ".join(f"({sql})" for sql, _ in cond.alts) + "))")
+    if cond.negated:
+        return Part("NOT " + probe, (param, *alt_args))
+    rids = " UNION ALL ".join(f"SELECT e.rid FROM {table} e WHERE e.param = ? AND {sql}" for sql, _ in cond.alts)
+    return Part(probe, (param, *alt_args), rids, tuple(a for _, args in cond.alts for a in (param, *args)))
+
+
+def ensure_function(conn: sqlite3.Connection) -> None:
+    """Register the composite check function on `conn` once (re-registering would expire its statements)."""
+    if not conn.execute("SELECT 1 FROM pragma_function_list WHERE name = ?", (FUNCTION,)).fetchone():
+        conn.create_function(FUNCTION, 3, composite_function)
+
+
+class WhereCompiler:
+    """Compiles the `where` of one query on one connection (it measures candidate drivers there)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.checks: list = []  # composite checks, referenced by index from the SQL
+        self._sizes: dict[tuple[str, tuple], int] = {}
+        set_checks(self.checks)
+
+    def condition(self, types: Sequence[str], where: Sequence[Clause], alias: str = "r0", ordered: bool = False,
+                  depth: int = 0) -> tuple[str, tuple]:
+        """The WHERE body selecting current resources of `types` (all if empty) that match `where`.
+
+        `ordered`: the caller can read its page off an index in output order, so a driver is only worth
+        it when it is selective."""
+        parts = [self._clause(clause, alias, depth) for clause in where]
+        driver = self._driver(parts, ordered)
+        conds: list[str] = []
+        args: list[Any] = []
+        if types:
+            column = f"+{alias}.type" if driver else f"{alias}.type"  # `+`: keep the planner on the driver
+            conds.append(f"{column} = ?" if len(types) == 1 else f"{column} IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        conds.append(f"{alias}.deleted = 0")
+        if driver is not None:
+            conds.append(f"{alias}.rid IN ({driver.rids})")
+            args.extend(driver.rid_args)
+        for part in parts:
+            if part is not driver:
+                conds.append(part.test)
+                args.extend(part.args)
+        return " AND ".join(conds), tuple(args)
+
+    def rid_set(self, types: Sequence[str], where: Sequence[Clause], depth: int) -> tuple[str, tuple]:
+        alias = f"r{depth}"
+        sql, args = self.condition(types, where, alias, depth=depth)
+        return f"SELECT {alias}.rid FROM resources {alias} WHERE {sql}", args
+
+    def _driver(self, parts: list[Part], ordered: bool) -> Part | None:
+        candidates = [p for p in parts if p.rids is not None]
+        if not candidates:
+            return None
+        if len(candidates) == 1 and not ordered:
+            return candidates[0]
+        sizes = self._measure(candidates)
+        best = min(range(len(candidates)), key=sizes.__getitem__)
+        if ordered and sizes[best] >= ESTIMATE_CAP:
+            return None
+        return candidates[best]
+
+    def _measure(self, parts: list[Part]) -> list[int]:
+        """Each part's number of rids, counted up to ESTIMATE_CAP, in one statement."""
+        todo = [p for p in parts if (p.rids, p.rid_args) not in self._sizes]
+        if todo:
+            if self.checks:
+                ensure_function(self.conn)
+            sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM (SELECT 1 FROM ({p.rids}) LIMIT {ESTIMATE_CAP}))"
+                                        for p in todo)
+            row = self.conn.execute(sql, tuple(a for p in todo for a in p.rid_args)).fetchone()
+            for part, size in zip(todo, row):
+                self._sizes[(part.rids, part.rid_args)] = size
+        return [self._sizes[(p.rids, p.rid_args)] for p in parts]
+
+    def _clause(self, clause: Clause, alias: str, depth: int) -> Part:
+        return _any([self._pred(clause, pred, alias, depth) for pred in clause.preds])
+
+    def _pred(self, clause: Clause, pred: Any, alias: str, depth: int) -> Part:
+        if isinstance(pred, ChainPred):
+            return self._chain(clause.param, pred, alias, depth)
+        if isinstance(pred, HasPred):
+            return self._has(pred, alias, depth)
+        if isinstance(pred, AnyOfPred):
+            return _any([self._clause(inner, alias, depth) for inner in pred.clauses])
+        return _cond_part(clause.param, compile_pred(clause.param, clause.param_type, pred, self.checks), alias)
+
+    def _chain(self, param: str, pred: ChainPred, alias: str, depth: int) -> Part:
+        """A local reference through `param` to a current target matching the chained `where`."""
+        inner, inner_args = self.rid_set(pred.target_types, pred.where, depth + 1)
+        test = (f"EXISTS (SELECT 1 FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources t "
+                f"ON t.type = e.target_type AND t.id = e.target_id WHERE e.rid = {alias}.rid AND e.param = ? "
+                f"AND e.url IS NULL AND t.rid IN ({inner}))")
+        rids = (f"SELECT e.rid FROM resources t CROSS JOIN idx_reference e WHERE t.rid IN ({inner}) "
+                f"AND e.param = ? AND e.target_id = t.id AND e.target_type = t.type AND e.url IS NULL")
+        return Part(test, (param, *inner_args), rids, (*inner_args, param))
+
+    def _has(self, pred: HasPred, alias: str, depth: int) -> Part:
+        """A current `source_type` resource matching `where` references this one through `source_param`."""
+        inner, inner_args = self.rid_set((pred.source_type,), pred.where, depth + 1)
+        test = (f"EXISTS (SELECT 1 FROM idx_reference e WHERE e.param = ? AND e.target_id = {alias}.id "
+                f"AND e.target_type = {alias}.type AND e.url IS NULL AND e.rid IN ({inner}))")
+        rids = (f"SELECT t.rid FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources t "
+                f"ON t.type = e.target_type AND t.id = e.target_id WHERE e.rid IN ({inner}) AND e.param = ? "
+                f"AND e.url IS NULL")
+        return Part(test, (pred.source_param, *inner_args), rids, (*inner_args, pred.source_param))

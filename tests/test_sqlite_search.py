@@ -1,0 +1,367 @@
+"""Search on the SQLite store: each predicate kind agrees with the in-memory matcher (search/matcher.py) on
+hand-built entries; chains, _has, AnyOf, sorting, keyset paging both ways and under concurrent inserts,
+totals, count=0, includes, system search, deleted resources, conditional-write assertions and index use."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
+                            TokenEntry, UriEntry)
+from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred,
+                       NumberPred, QuantityPred, Query, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
+from search.matcher import matches
+from storage.base import Assertion, AssertionFailed, Write
+from storage.sqlite import search as sql_search
+from storage.sqlite.store import SqliteStore
+
+SCT, LOINC, UCUM = "http://snomed.info/sct", "http://loinc.org", "http://unitsofmeasure.org"
+T0 = datetime(2025, 5, 1, tzinfo=timezone.utc)
+
+
+def day(text: str) -> DateEntry:
+    return DateEntry("date", f"{text}T00:00:00.000000", f"{text}T23:59:59.999999")
+
+
+def qty(value: float, code: str | None, unit: str | None, system: str | None = UCUM) -> QuantityEntry:
+    return QuantityEntry("value-quantity", value, value - 0.05, value + 0.05, system, code, unit)
+
+
+OBS = {
+    "a": [TokenEntry("code", LOINC, "29463-7", "body weight"), TokenEntry("status", None, "final"), day("2021-02-03"),
+          qty(72.5, "kg", "kg"), ReferenceEntry("subject", "Patient", "jo"), StringEntry("note", "heavy lifting", "Heavy lifting"),
+          NumberEntry("rank", 3.0, 2.5, 3.5), UriEntry("instantiates", "http://x.org/q/weight"),
+          CompositeEntry("code-value-quantity", (TokenEntry("code", LOINC, "29463-7"), qty(72.5, "kg", "kg")))],
+    "b": [TokenEntry("code", LOINC, "8867-4", "heart rate"), TokenEntry("code", None, "pulse"),
+          TokenEntry("status", None, "final"), DateEntry("date", "2021-02-01T00:00:00.000000", "2021-02-28T23:59:59.999999"),
+          qty(61.0, "/min", "beats/min"), ReferenceEntry("subject", "Patient", "mo"), NumberEntry("rank", 10.0, 9.5, 10.5),
+          CompositeEntry("code-value-quantity", (TokenEntry("code", LOINC, "8867-4"), qty(61.0, "/min", "beats/min")))],
+    "c": [TokenEntry("code", SCT, "29463-7"), TokenEntry("status", None, "amended"),
+          DateEntry("date", "2020-07-01T00:00:00.000000", "9999-12-31T23:59:59.999999"), qty(72.0, None, "kg", None),
+          ReferenceEntry("subject", "Group", "g"), ReferenceEntry("based-on", None, None, "http://else.org/CarePlan/1"),
+          StringEntry("note", "ca va tres bien", "Ça va très bien"), UriEntry("instantiates", "http://x.org/q")],
+    "d": [TokenEntry("identifier", "urn:mrn", "M-7", None, "http://terminology.hl7.org/CodeSystem/v2-0203", "MR"),
+          DateEntry("date", "2021-02-03T08:30:00.000000", "2021-02-03T08:30:00.000000"),
+          ReferenceEntry("subject", None, None, identifier_system="urn:ssn", identifier_value="999"),
+          ReferenceEntry("instantiates-canonical", None, None, "http://x.org/PlanDefinition/p", "1.1")],
+}
+PATIENTS = {
+    "jo": [StringEntry("name", "jo", "Jo"), StringEntry("name", "march", "March"), TokenEntry("gender", None, "female"),
+           ReferenceEntry("general-practitioner", "Practitioner", "hu"), day("1990-04-04")],
+    "mo": [StringEntry("name", "moe", "Moe"), TokenEntry("gender", None, "male"),
+           ReferenceEntry("general-practitioner", "Practitioner", "wa")],
+    "zed": [StringEntry("name", "zed", "Zed")],
+}
+PRACTITIONERS = {"hu": [StringEntry("name", "hume", "Hume")], "wa": [StringEntry("name", "watt", "Watt")]}
+ALL = {**{("Observation", k): v for k, v in OBS.items()}, **{("Patient", k): v for k, v in PATIENTS.items()},
+       **{("Practitioner", k): v for k, v in PRACTITIONERS.items()}}
+UPDATED = {key: T0 + timedelta(hours=n) for n, key in enumerate(sorted(ALL))}
+
+
+def body(rtype: str, rid: str) -> bytes:
+    return f'{{"resourceType":"{rtype}","id":"{rid}"}}'.encode()
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = SqliteStore(str(tmp_path / "search.db"))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def loaded(store):
+    await store.commit([Write(t, i, 1, UPDATED[(t, i)], body(t, i), tuple(e), 0, "create") for (t, i), e in ALL.items()])
+    return store
+
+
+def clause(param: str, param_type: str, *preds) -> Clause:
+    return Clause(param, param_type, preds)
+
+
+def expected(types: tuple[str, ...], where: tuple[Clause, ...]) -> set[str]:
+    """What the matcher says, over the same entries (plus the _lastUpdated entry it reads that from)."""
+    def entries(key):
+        stamp = UPDATED[key].strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return [*ALL[key], DateEntry("_lastUpdated", stamp, stamp)]
+
+    def resolver(rtypes, inner) -> bool:
+        return any(matches(inner, entries(k), resource_id=k[1], resource_type=k[0], resolver=resolver)
+                   for k in ALL if k[0] in rtypes)
+    return {k[1] for k in ALL if (not types or k[0] in types)
+            and matches(where, entries(k), resource_id=k[1], resource_type=k[0], resolver=resolver)}
+
+
+async def found(store, types: tuple[str, ...], *where: Clause, **options) -> list[str]:
+    page = await store.search(Query(types, tuple(where), count=100, **options))
+    return [v.id for v in page.matches]
+
+
+DAY, MONTH = ("2021-02-03T00:00:00.000000", "2021-02-03T23:59:59.999999"), \
+    ("2021-02-01T00:00:00.000000", "2021-02-28T23:59:59.999999")
+YEAR = ("2020-01-01T00:00:00.000000", "2020-12-31T23:59:59.999999")
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+OF_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
+CASES = [
+    clause("code", "token", TokenPred(None, "29463-7")),
+    clause("code", "token", TokenPred(LOINC, "29463-7")),
+    clause("code", "token", TokenPred("", "pulse")),
+    clause("code", "token", TokenPred("", None)),
+    clause("code", "token", TokenPred(SCT, None)),
+    clause("code", "token", TokenPred(None, None)),
+    clause("code", "token", TokenPred(None, "29463-7", "not")),
+    clause("code", "token", TokenPred(LOINC, "8867-4", "not")),
+    clause("code", "token", TokenPred(None, None, "in", codes=((LOINC, "8867-4"), (None, "zz"), ("", "pulse")))),
+    clause("code", "token", TokenPred(None, None, "below", codes=((SCT, "29463-7"), (LOINC, None)))),
+    clause("code", "token", TokenPred(None, None, "not-in", codes=((LOINC, "29463-7"), (SCT, "29463-7")))),
+    clause("code", "token", TokenPred(None, "heart", "text")),
+    clause("identifier", "token", TokenPred(None, "M-7", "of-type", OF_TYPE, "MR")),
+    clause("identifier", "token", TokenPred(None, "M-7", "of-type", OF_TYPE, "DL")),
+    clause("code", "token", TokenPred(None, "pulse"), TokenPred(SCT, "29463-7")),
+    clause("_id", "token", TokenPred(None, "b")),
+    clause("_id", "token", TokenPred(None, None, "in", codes=((None, "a"), ("", "c"), (SCT, "d")))),
+    clause("_id", "token", TokenPred(None, "a", "not")),
+    clause("_id", "token", TokenPred("urn:x", "a")),
+    clause("note", "string", StringPred("hea")),
+    clause("note", "string", StringPred("ca va")),
+    clause("note", "string", StringPred("lift", "contains")),
+    clause("note", "string", StringPred("Heavy lifting", "exact")),
+    clause("note", "string", StringPred("heavy lifting", "exact")),
+    clause("note", "string", StringPred("%", "contains")),
+    *(clause("date", "date", DatePred(p, *v)) for p in PREFIXES for v in (DAY, MONTH, YEAR)),
+    *(clause("_lastUpdated", "date", DatePred(p, "2025-05-01T02:00:00.000000", "2025-05-01T02:59:59.999999"))
+      for p in PREFIXES),
+    *(clause("rank", "number", NumberPred(p, 10.0, 9.5, 10.5)) for p in PREFIXES),
+    *(clause("value-quantity", "quantity", QuantityPred(p, 72.0, 71.5, 72.5, *units))
+      for p in ("eq", "ne", "gt", "le", "ap")
+      for units in ((None, None), (UCUM, "kg"), ("", "kg"), ("", "beats/min"), (UCUM, None))),
+    clause("subject", "reference", ReferencePred("Patient", "jo")),
+    clause("subject", "reference", ReferencePred(None, "g")),
+    clause("subject", "reference", ReferencePred("Patient", "g")),
+    clause("based-on", "reference", ReferencePred(url="http://else.org/CarePlan/1")),
+    clause("based-on", "reference", ReferencePred("CarePlan", "1")),
+    clause("instantiates-canonical", "reference", ReferencePred(url="http://x.org/PlanDefinition/p")),
+    clause("instantiates-canonical", "reference", ReferencePred(url="http://x.org/PlanDefinition/p", version="1.1")),
+    clause("instantiates-canonical", "reference", ReferencePred(url="http://x.org/PlanDefinition/p", version="2")),
+    clause("subject", "reference", ReferencePred(modifier="identifier", identifier_system="urn:ssn",
+                                                 identifier_value="999")),
+    clause("subject", "reference", ReferencePred(modifier="identifier", identifier_system="", identifier_value="999")),
+    clause("subject", "reference", ReferencePred(modifier="identifier", identifier_value="999")),
+    clause("instantiates", "uri", UriPred("http://x.org/q")),
+    clause("instantiates", "uri", UriPred("http://x.org/q/weight/v2", "above")),
+    clause("instantiates", "uri", UriPred("http://x.org/q", "below")),
+    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "29463-7"),
+                                                              QuantityPred("gt", 70.0, 69.5, 70.5)))),
+    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "8867-4"),
+                                                              QuantityPred("gt", 70.0, 69.5, 70.5)))),
+    clause("code-value-quantity", "composite", CompositePred((TokenPred(None, None, "in", codes=((LOINC, "8867-4"),)),
+                                                              QuantityPred("lt", 70.0, 69.5, 70.5)))),
+    *(clause(p, t, MissingPred(m)) for p, t in (("note", "string"), ("code", "token"), ("_id", "token"),
+                                                ("code-value-quantity", "composite")) for m in (True, False)),
+    clause("subject", "reference", ChainPred(("Patient",), (clause("name", "string", StringPred("mar")),))),
+    clause("subject", "reference", ChainPred(("Patient", "Group"), (clause("gender", "token", TokenPred(None, "male")),))),
+    clause("subject", "reference", ChainPred(("Patient",), (clause("general-practitioner", "reference", ChainPred(
+        ("Practitioner",), (clause("name", "string", StringPred("hu")),))),))),
+    clause("_compartment", "special", AnyOfPred((clause("subject", "reference", ReferencePred("Patient", "mo")),
+                                                 clause("_id", "token", TokenPred(None, "c"))))),
+]
+
+
+@pytest.mark.parametrize("where", CASES, ids=range(len(CASES)))
+async def test_each_predicate_agrees_with_the_matcher(loaded, where):
+    assert set(await found(loaded, ("Observation",), where)) == expected(("Observation",), (where,))
+
+
+async def test_predicates_select_what_the_spec_says(loaded):
+    """A few answers spelled out, so that matcher and SQL cannot agree on something wrong."""
+    assert await found(loaded, ("Observation",), clause("code", "token", TokenPred(None, "29463-7"))) == ["a", "c"]
+    assert await found(loaded, ("Observation",), clause("code", "token", TokenPred(LOINC, "29463-7", "not"))) == \
+        ["b", "c", "d"]
+    assert await found(loaded, ("Observation",), clause("date", "date", DatePred("eq", *MONTH))) == ["a", "b", "d"]
+    assert await found(loaded, ("Observation",), clause("value-quantity", "quantity",
+                                                        QuantityPred("eq", 72.0, 71.5, 72.5, "", "kg"))) == ["c"]
+    assert await found(loaded, ("Observation",), clause("note", "string", StringPred("ca va"))) == ["c"]
+    assert await found(loaded, ("Observation",), clause("note", "string", StringPred("%", "contains"))) == []
+
+
+HAS = [
+    (("Patient",), clause("_has", "special", HasPred("Observation", "subject",
+                                                     (clause("code", "token", TokenPred(LOINC, "8867-4")),)))),
+    (("Patient",), clause("_has", "special", HasPred("Observation", "subject",
+                                                     (clause("status", "token", TokenPred(None, "final")),)))),
+    (("Practitioner",), clause("_has", "special", HasPred("Patient", "general-practitioner", (
+        clause("_has", "special", HasPred("Observation", "subject", (clause("rank", "number",
+                                                                            NumberPred("gt", 5.0, 4.5, 5.5)),))),)))),
+    (("Patient",), clause("name", "string", StringPred("m"), StringPred("z"))),
+    ((), clause("name", "string", StringPred("m"))),
+    (("Patient", "Practitioner"), clause("name", "string", StringPred("m"), StringPred("hu"))),
+]
+
+
+@pytest.mark.parametrize("types,where", HAS, ids=range(len(HAS)))
+async def test_has_and_system_search_agree_with_the_matcher(loaded, types, where):
+    assert set(await found(loaded, types, where)) == expected(types, (where,))
+
+
+async def test_several_clauses_and_deleted_resources(loaded):
+    where = (clause("status", "token", TokenPred(None, "final")), clause("date", "date", DatePred("ge", *MONTH)))
+    assert await found(loaded, ("Observation",), *where) == sorted(expected(("Observation",), where)) == ["a", "b"]
+    await loaded.commit([Write("Observation", "a", 2, T0 + timedelta(days=1), None, (), 1, "delete")])
+    assert await found(loaded, ("Observation",), *where) == ["b"]
+    assert "a" not in await found(loaded, ("Observation",), clause("code", "token", TokenPred(None, "zz", "not")))
+    assert "a" not in await found(loaded, ("Observation",))
+
+
+async def test_sort_by_parameters_with_missing_values_last(loaded):
+    by_date = [SortKey("date", "date")]
+    assert await found(loaded, ("Observation",), sort=tuple(by_date)) == ["c", "b", "a", "d"]  # by lower bound
+    assert await found(loaded, ("Observation",), sort=(SortKey("date", "date", True),)) == ["c", "b", "a", "d"]
+    assert await found(loaded, ("Observation",), sort=(SortKey("note", "string"),)) == ["c", "a", "b", "d"]
+    assert await found(loaded, ("Observation",), sort=(SortKey("note", "string", True),)) == ["a", "c", "d", "b"]
+    assert await found(loaded, ("Observation",), sort=(SortKey("rank", "number", True), SortKey("_id", "token"))) == \
+        ["b", "a", "c", "d"]
+    assert await found(loaded, ("Patient",), sort=(SortKey("_lastUpdated", "date", True),)) == ["zed", "mo", "jo"]
+    assert await found(loaded, ("Observation",), sort=(SortKey("subject", "reference"),)) == ["c", "a", "b", "d"]
+
+
+async def page_through(store, query: Query) -> tuple[list[str], list[str]]:
+    """Every id walking forward through the next cursors, then back through the previous ones."""
+    forward, cursors = [], []
+    page = await store.search(query)
+    while True:
+        forward += [v.id for v in page.matches]
+        cursors.append(page.previous_cursor)
+        if page.next_cursor is None:
+            break
+        page = await store.search(Query(query.types, query.where, query.sort, query.count, page.next_cursor))
+    backward = [v.id for v in page.matches]
+    while page.previous_cursor is not None:
+        page = await store.search(Query(query.types, query.where, query.sort, query.count, page.previous_cursor))
+        backward = [v.id for v in page.matches] + backward
+    return forward, backward
+
+
+@pytest.mark.parametrize("sort", [(), (SortKey("_id", "token", True),), (SortKey("_lastUpdated", "date", True),),
+                                  (SortKey("date", "date", True), SortKey("code", "token")),
+                                  (SortKey("value-quantity", "quantity"),), (SortKey("name", "string"),)])
+async def test_paging_visits_every_row_once_in_order_both_ways(store, sort):
+    writes = []
+    for n in range(57):
+        entries = [TokenEntry("code", LOINC, f"c{n % 4}"), DateEntry("date", *(f"2020-0{n % 9 + 1}-01T00:00:00.000000",) * 2)]
+        if n % 5:
+            entries.append(qty(float(n % 7), "kg", "kg"))
+        writes.append(Write("Observation", f"o{n:03d}", 1, T0 + timedelta(seconds=n % 11), body("Observation", f"o{n:03d}"),
+                            entries, 0, "create"))
+    await store.commit(writes)
+    full = await store.search(Query(("Observation",), (), sort, count=1000))
+    everything = [v.id for v in full.matches]
+    assert sorted(everything) == [w.id for w in writes] and full.next_cursor is None
+    forward, backward = await page_through(store, Query(("Observation",), (), sort, count=8))
+    assert forward == everything and backward == everything
+
+
+async def test_inserts_between_pages_neither_shift_nor_repeat(store):
+    await store.commit([Write("Patient", f"p{n:02d}", 1, T0, body("Patient", f"p{n:02d}"), (), 0, "create")
+                        for n in range(0, 40, 2)])
+    query = Query(("Patient",), (), count=5)
+    page = await store.search(query)
+    seen = [v.id for v in page.matches]
+    added = 0
+    while page.next_cursor:
+        # one id before everything seen and one after: only the later one may show up
+        await store.commit([Write("Patient", f"p{added:02d}x", 1, T0, b"{}", (), 0, "create"),
+                            Write("Patient", f"q{added:02d}", 1, T0, b"{}", (), 0, "create")])
+        added += 1
+        page = await store.search(Query(("Patient",), (), count=5, cursor=page.next_cursor))
+        seen += [v.id for v in page.matches]
+    assert len(seen) == len(set(seen))
+    assert [s for s in seen if s.startswith("p") and "x" not in s] == [f"p{n:02d}" for n in range(0, 40, 2)]
+    assert [s for s in seen if s.startswith("q")] == [f"q{n:02d}" for n in range(added)]
+
+
+async def test_totals_and_count_zero(loaded):
+    final = (clause("status", "token", TokenPred(None, "final")),)
+    page = await loaded.search(Query(("Observation",), final, count=1, total="accurate"))
+    assert len(page.matches) == 1 and page.total == 2 and page.next_cursor
+    assert (await loaded.search(Query(("Observation",), final, count=1, total="estimate"))).total == 2
+    assert (await loaded.search(Query(("Observation",), final, count=1))).total is None
+    counted = await loaded.search(Query(("Observation",), final, count=0, total="accurate"))
+    assert counted.total == 2 and counted.matches == [] and counted.next_cursor is None
+    assert (await loaded.search(Query((), (), count=0, total="accurate"))).total == len(ALL)
+
+
+async def test_includes(loaded):
+    subject = Include("Observation", "subject")
+    page = await loaded.search(Query(("Observation",), (), count=100, includes=(subject,)))
+    assert sorted(v.id for v in page.included) == ["jo", "mo"]  # the Group is not stored; d has no local target
+    page = await loaded.search(Query(("Observation",), (), count=100, includes=(Include("Observation", "subject",
+                                                                                        "Group"),)))
+    assert page.included == []
+    iterate = Include("Patient", "general-practitioner", iterate=True)
+    page = await loaded.search(Query(("Observation",), (clause("_id", "token", TokenPred(None, "a")),),
+                                     includes=(subject, iterate)))
+    assert [(v.type, v.id) for v in page.included] == [("Patient", "jo"), ("Practitioner", "hu")]
+    page = await loaded.search(Query(("Practitioner",), (), includes=(
+        Include("Patient", "general-practitioner", reverse=True), Include("Observation", "subject", reverse=True,
+                                                                          iterate=True))))
+    assert sorted(v.id for v in page.included) == ["a", "b", "jo", "mo"]
+    page = await loaded.search(Query(("Patient",), (), includes=(Include("*", "*"), Include("*", "*", reverse=True))))
+    assert sorted(v.id for v in page.included) == ["a", "b", "hu", "wa"]
+    assert all(v.body for v in page.included)
+
+
+async def test_bodies_are_the_current_versions(loaded):
+    await loaded.commit([Write("Patient", "jo", 2, T0 + timedelta(days=2), b'{"v":2}', PATIENTS["jo"], 1, "update")])
+    page = await loaded.search(Query(("Patient",), (clause("name", "string", StringPred("jo")),)))
+    assert [(v.id, v.version_id, v.body) for v in page.matches] == [("jo", 2, b'{"v":2}')]
+
+
+async def test_conditional_write_assertions(loaded):
+    query = Query(("Patient",), (clause("gender", "token", TokenPred(None, "male")),))
+    await loaded.commit([Write("Patient", "new", 1, T0, b"{}", (), 0, "create")], [Assertion(query, frozenset({"mo"}))])
+    with pytest.raises(AssertionFailed):
+        await loaded.commit([Write("Patient", "new2", 1, T0, b"{}", (), 0, "create")], [Assertion(query, frozenset())])
+
+
+# --- index use ------------------------------------------------------------------------------------------------
+
+def plan(path: str, query: Query) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        compiler = sql_search.WhereCompiler(conn)
+        where, args = compiler.condition(query.types, query.where, "r0", ordered=True)
+        rows = conn.execute(f"EXPLAIN QUERY PLAN SELECT r0.rid FROM resources r0 WHERE {where} ORDER BY r0.id",
+                            args).fetchall()
+        return "\n".join(row[-1] for row in rows)
+    finally:
+        conn.close()
+
+
+async def test_selective_predicates_use_indexes(store, tmp_path):
+    writes = [Write("Observation", f"o{n:05d}", 1, T0, b"{}", [
+        TokenEntry("code", LOINC, f"c{n}"), TokenEntry("status", None, "final"),
+        DateEntry("date", *(f"2020-01-01T00:00:{n % 60:02d}.000000",) * 2),
+        ReferenceEntry("subject", "Patient", f"p{n % 50}"), StringEntry("name", f"n{n}", f"N{n}")], 0, "create")
+        for n in range(6000)]
+    writes += [Write("Patient", f"p{n}", 1, T0, b"{}", [StringEntry("name", f"pat{n}", f"Pat{n}")], 0, "create")
+               for n in range(50)]
+    await store.commit(writes)
+    path = str(tmp_path / "search.db")
+    selective = {
+        "token": clause("code", "token", TokenPred(LOINC, "c17")),
+        "string": clause("name", "string", StringPred("n171")),
+        "reference": clause("subject", "reference", ReferencePred("Patient", "p3")),
+        "chain": clause("subject", "reference", ChainPred(("Patient",), (clause("name", "string",
+                                                                                StringPred("pat7")),))),
+        "_id": clause("_id", "token", TokenPred(None, "o00017")),
+    }
+    for name, where in selective.items():
+        text = plan(path, Query(("Observation",), (clause("status", "token", TokenPred(None, "final")), where)))
+        scans = [line for line in text.splitlines() if line.strip().startswith("SCAN") and "json_each" not in line]
+        assert not scans, (name, text)
+    # no selective clause: walk the (type, id) index in page order, test each row
+    text = plan(path, Query(("Observation",), (clause("status", "token", TokenPred(None, "final")),)))
+    assert "USING INDEX sqlite_autoindex_resources_1" in text and "TEMP B-TREE" not in text, text
