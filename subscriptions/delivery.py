@@ -55,6 +55,7 @@ class Breaker:
         self.failures = 0
         self.open_until = 0.0
         self.probing = False
+        self.last_error = ""
 
     def allow(self, now: float) -> bool:
         if self.failures < self.threshold:
@@ -67,8 +68,9 @@ class Breaker:
     def succeeded(self) -> None:
         self.failures, self.probing = 0, False
 
-    def failed(self, now: float) -> None:
+    def failed(self, now: float, error: str) -> None:
         self.failures += 1
+        self.last_error = error
         self.probing = False
         if self.failures >= self.threshold:
             self.open_until = now + self.cooldown
@@ -136,6 +138,9 @@ class Deliverer:
         breaker = self.breakers.setdefault(endpoint, Breaker(self.config.breaker_threshold,
                                                              self.config.breaker_cooldown))
         if not breaker.allow(now):
+            if now - delivery.created >= self.config.retry_horizon:
+                await self._give_up(subscription, delivery, f"circuit breaker open; last error: {breaker.last_error}")
+                return
             await self.queue.retry(delivery, max(breaker.open_until, now + self.config.poll), "circuit open",
                                    attempted=False)
             return
@@ -144,7 +149,7 @@ class Deliverer:
             if outgoing is not None:
                 await send(session, subscription.channel, outgoing, subscription.timeout)
         except DeliveryFailed as failure:
-            breaker.failed(time.time())
+            breaker.failed(time.time(), str(failure))
             await self._failed(subscription, delivery, str(failure))
             return
         breaker.succeeded()
@@ -156,13 +161,15 @@ class Deliverer:
     async def _failed(self, subscription: Subscription, delivery: Delivery, error: str) -> None:
         now = time.time()
         if now - delivery.created >= self.config.retry_horizon:
-            log.warning("Subscription/%s: giving up after %d attempts: %s", subscription.id, delivery.attempts + 1,
-                        error)
-            await self.queue.drop(subscription.id)
-            await self.set_status(subscription.id, "error", f"Delivery failed since "
-                                  f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(delivery.created))}: {error}")
+            await self._give_up(subscription, delivery, error)
             return
         await self.queue.retry(delivery, now + self.config.backoff(delivery.attempts), error, attempted=True)
+
+    async def _give_up(self, subscription: Subscription, delivery: Delivery, error: str) -> None:
+        log.warning("Subscription/%s: giving up after %d attempts: %s", subscription.id, delivery.attempts + 1, error)
+        await self.queue.drop(subscription.id)
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(delivery.created))
+        await self.set_status(subscription.id, "error", f"Notifications failing since {since}: {error}")
 
     async def _outgoing(self, subscription: Subscription, delivery: Delivery) -> Outgoing | None:
         count = await self.queue.event_count(subscription.id)

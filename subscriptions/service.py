@@ -141,6 +141,8 @@ class SubscriptionService:
             return None
         if subscription.status in ("error", "off"):
             await self.queue.drop(change.id)
+        elif known is not None and known.status == "error":  # the client says the endpoint works again
+            self.deliverer.breakers.pop(subscription.channel.endpoint or "", None)
         handshake = subscription.backport and subscription.channel.type == "rest-hook"
         if not handshake or subscription.status != "requested":
             return None

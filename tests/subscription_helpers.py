@@ -34,7 +34,11 @@ class Receiver:
     fail: int = 0
     always_fail: bool = False
     received: list[Received] = field(default_factory=list)
-    attempts: int = 0
+    attempt_times: list[float] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.attempt_times)
 
     async def start(self) -> "Receiver":
         app = web.Application()
@@ -54,7 +58,7 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}"
 
     async def _handle(self, request: web.Request) -> web.Response:
-        self.attempts += 1
+        self.attempt_times.append(time.monotonic())
         if self.always_fail or self.fail > 0:
             self.fail -= 1
             return web.Response(status=503)
@@ -94,11 +98,12 @@ def backport_subscription(topic: str, filters: list[str], endpoint: str, content
         channel["endpoint"] = endpoint
     if heartbeat:
         channel["extension"] = [{"url": f"{BACKPORT}/backport-heartbeat-period", "valueUnsignedInt": heartbeat}]
-    return {"resourceType": "Subscription", "meta": {"profile": [f"{BACKPORT}/backport-subscription"]},
-            "status": "requested", "reason": "test", "criteria": f"{TOPICS}/{topic}",
-            "_criteria": {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria", "valueString": f}
-                                        for f in filters]},
-            "channel": channel}
+    subscription = {"resourceType": "Subscription", "meta": {"profile": [f"{BACKPORT}/backport-subscription"]},
+                    "status": "requested", "reason": "test", "criteria": f"{TOPICS}/{topic}", "channel": channel}
+    if filters:
+        subscription["_criteria"] = {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria", "valueString": f}
+                                                   for f in filters]}
+    return subscription
 
 
 def status_of(bundle: dict) -> dict[str, Any]:
