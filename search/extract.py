@@ -102,7 +102,8 @@ def _identifier(value: Any, code: str, base_url: str | None, out: list) -> None:
 
 
 def _contact_point(value: Any, code: str, base_url: str | None, out: list) -> None:
-    if type(value) is dict and value.get("value") is not None:
+    """code = the value; system = ContactPoint.system (phone, email, ...), so `telecom=phone|555-1234` works."""
+    if type(value) is dict and isinstance(value.get("value"), str):
         out.append(TokenEntry(code, value.get("system"), value["value"]))
 
 
