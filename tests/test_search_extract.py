@@ -204,8 +204,10 @@ def test_tokens() -> None:
     assert entries_of(PATIENT, "email") == [TokenEntry("email", "email", "asa@example.org")]
     assert len(entries_of(PATIENT, "telecom")) == 2
     # a code with a required single-system binding carries that system; other codes none
-    assert entries_of(PATIENT, "gender") == [TokenEntry("gender", "http://hl7.org/fhir/administrative-gender", "female")]
-    assert entries_of(OBSERVATION, "status") == [TokenEntry("status", "http://hl7.org/fhir/observation-status", "final")]
+    assert entries_of(PATIENT, "gender") == [
+        TokenEntry("gender", "http://hl7.org/fhir/administrative-gender", "female")]
+    assert entries_of(OBSERVATION, "status") == [
+        TokenEntry("status", "http://hl7.org/fhir/observation-status", "final")]
     assert entries_of(PATIENT, "_id") == [TokenEntry("_id", None, "p1")]
     assert entries_of(PATIENT, "active") == [TokenEntry("active", None, "true")]
     assert entries_of(PATIENT, "deceased") == [TokenEntry("deceased", None, "true")]
