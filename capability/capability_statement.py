@@ -9,12 +9,16 @@ from capability.resource_types import RESOURCE_TYPES
 SOFTWARE_VERSION = "0.1.0"
 
 # Per-type interactions that work for every resource type.
-TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create")
-SYSTEM_INTERACTIONS = ("history-system",)
+TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create", "patch")
+SYSTEM_INTERACTIONS = ("history-system", "batch")
+PATCH_FORMATS = ("application/json-patch+json", "application/fhir+json")  # JSON Patch; FHIRPath Patch
 
 
-def capability_statement(base_url: str, published: str, search: Any | None = None) -> dict[str, Any]:
-    """The server's CapabilityStatement; `search` (a callable type -> rest.resource search fields) adds search."""
+def capability_statement(base_url: str, published: str, search: Any | None = None, *, transactions: bool = True,
+                         conditional_delete_multiple: bool = False) -> dict[str, Any]:
+    """The server's CapabilityStatement; `search` (a callable type -> rest.resource search fields) adds search.
+
+    `transactions`: the store commits several writes atomically (else transaction Bundles are refused)."""
     resources = []
     for resource_type in sorted(RESOURCE_TYPES):
         interactions = list(TYPE_INTERACTIONS) + (["search-type"] if search else [])
@@ -25,10 +29,10 @@ def capability_statement(base_url: str, published: str, search: Any | None = Non
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
-            "conditionalCreate": False,
+            "conditionalCreate": True,
             "conditionalRead": "full-support",
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "multiple" if conditional_delete_multiple else "single",
         }
         if search:
             resource.update(search(resource_type))
@@ -43,9 +47,11 @@ def capability_statement(base_url: str, published: str, search: Any | None = Non
         "implementation": {"description": "Hearth FHIR R4 server", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
+        "patchFormat": list(PATCH_FORMATS),
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            "interaction": [{"code": code}
+                            for code in SYSTEM_INTERACTIONS + (("transaction",) if transactions else ())],
         }],
     }

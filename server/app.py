@@ -34,6 +34,10 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("{type}", "{id}"), {"GET": rest.read, "PUT": rest.update, "DELETE": rest.delete}),
     (("{type}", "{id}", "_history"), {"GET": rest.history}),
     (("{type}", "{id}", "_history", "{vid}"), {"GET": rest.vread}),
+    ((), {"POST": rest.bundle}),
+    (("{type}",), {"PUT": rest.conditional_update, "DELETE": rest.conditional_delete,
+                   "PATCH": rest.conditional_patch}),
+    (("{type}", "{id}"), {"PATCH": rest.patch}),
 ]
 
 
@@ -100,8 +104,10 @@ class HearthApp:
         store = self.store or open_store(self.settings.storage, synchronous=self.settings.sqlite_synchronous)
         if hasattr(store, "open"):
             await store.open()
+        extras = {"max_body_bytes": self.settings.max_body_bytes,
+                  "conditional_delete_multiple": self.settings.conditional_delete_multiple}
         self.ctx = Context(store, self.settings.public_base_url, self.settings.default_count,
-                           self.settings.max_count, extras={"max_body_bytes": self.settings.max_body_bytes})
+                           self.settings.max_count, extras=extras)
 
     async def shutdown(self) -> None:
         if self.ctx is not None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from capability import fhir_json
 from capability.capability_statement import capability_statement
+from capability.outcome import invalid
 from capability.summary import check_summary, parse_elements, subset
 from server import http
-from server.interactions import crud, history as history_interaction
+from server.interactions import conditional, crud, history as history_interaction, transaction
+from server.interactions import patch as patching
 from server.interactions.context import Context
 from storage.base import Version
 from storage.clock import to_instant, utc_now
@@ -40,14 +44,21 @@ def _resource_body(request: Request, version: Version) -> bytes:
 
 
 async def metadata(request: Request, ctx: Context) -> Response:
-    statement = capability_statement(ctx.base_url, _PUBLISHED, ctx.extras.get("search_capabilities"))
+    statement = capability_statement(ctx.base_url, _PUBLISHED, ctx.extras.get("search_capabilities"),
+                                     transactions=ctx.store.supports_transactions,
+                                     conditional_delete_multiple=ctx.extras.get("conditional_delete_multiple", False))
     return http.json_response(statement, pretty_print=http.pretty(request))
 
 
 async def create(request: Request, ctx: Context, resource_type: str) -> Response:
+    """POST [type], conditional with If-None-Exist (a match: 200 and nothing written)."""
     body = await http.read_body(request, ctx.extras["max_body_bytes"])
-    version = await crud.create(ctx, resource_type, body)
-    return _representation(request, version, 201, http.version_headers(version, ctx.base_url))
+    criteria = request.headers.get("if-none-exist")
+    if criteria is None:
+        version, created = await crud.create(ctx, resource_type, body), True
+    else:
+        version, created = await conditional.create(ctx, resource_type, body, criteria)
+    return _representation(request, version, 201 if created else 200, http.version_headers(version, ctx.base_url))
 
 
 async def read(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:
@@ -78,14 +89,62 @@ async def vread(request: Request, ctx: Context, resource_type: str, resource_id:
 
 async def update(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:
     body = await http.read_body(request, ctx.extras["max_body_bytes"])
+    version, created = await crud.update(ctx, resource_type, resource_id, body, _if_match(request))
+    status = 201 if created else 200
+    return _representation(request, version, status, http.version_headers(version, ctx.base_url))
+
+
+def _if_match(request: Request) -> int | None:
+    """The version an If-Match header names (400 for one that is not an ETag)."""
     if_match = request.headers.get("if-match")
     expected = http.parse_etag(if_match)
     if if_match is not None and expected is None:
-        from capability.outcome import invalid
         raise invalid(f"Invalid If-Match '{if_match}': expected an ETag like W/\"3\"")
-    version, created = await crud.update(ctx, resource_type, resource_id, body, expected)
-    status = 201 if created else 200
-    return _representation(request, version, status, http.version_headers(version, ctx.base_url))
+    return expected
+
+
+def _criteria(request: Request) -> str:
+    """The condition of a conditional interaction: the query string, less the formatting parameters."""
+    return urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")])
+
+
+async def conditional_update(request: Request, ctx: Context, resource_type: str) -> Response:
+    body = await http.read_body(request, ctx.extras["max_body_bytes"])
+    version, created = await conditional.update(ctx, resource_type, _criteria(request), body, _if_match(request))
+    return _representation(request, version, 201 if created else 200, http.version_headers(version, ctx.base_url))
+
+
+async def conditional_delete(request: Request, ctx: Context, resource_type: str) -> Response:
+    deleted = await conditional.delete(ctx, resource_type, _criteria(request),
+                                       ctx.extras.get("conditional_delete_multiple", False))
+    headers = {"ETag": f'W/"{deleted[0].version_id}"'} if len(deleted) == 1 else {}
+    return Response(b"", 204, headers)
+
+
+async def _patcher(request: Request, ctx: Context) -> patching.Patcher:
+    body = await http.read_body(request, ctx.extras["max_body_bytes"],
+                                {patching.JSON_PATCH, *patching.FHIRPATH_PATCH_TYPES})
+    return patching.compile_patch(body, (request.headers.get("content-type") or "").split(";")[0].strip().lower())
+
+
+async def patch(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:
+    """PATCH [type]/[id]: JSON Patch, or FHIRPath Patch (a Parameters resource)."""
+    patcher = await _patcher(request, ctx)
+    version = await patching.patch(ctx, resource_type, resource_id, patcher, _if_match(request))
+    return _representation(request, version, 200, http.version_headers(version, ctx.base_url))
+
+
+async def conditional_patch(request: Request, ctx: Context, resource_type: str) -> Response:
+    patcher = await _patcher(request, ctx)
+    version = await patching.patch_conditional(ctx, resource_type, _criteria(request), patcher, _if_match(request))
+    return _representation(request, version, 200, http.version_headers(version, ctx.base_url))
+
+
+async def bundle(request: Request, ctx: Context) -> Response:
+    """POST [base]: a batch or transaction Bundle."""
+    body = await http.read_body(request, ctx.extras["max_body_bytes"])
+    processed = await transaction.process_bundle(ctx, body, http.prefer(request, "return"))
+    return http.fhir_response(processed.body(), 200, None, http.pretty(request))
 
 
 async def delete(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:

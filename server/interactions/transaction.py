@@ -1,0 +1,398 @@
+"""batch and transaction Bundles (`POST /`), processed by the R4 rules (http://hl7.org/fhir/R4/http.html#transaction).
+
+Transaction: entries run in the order DELETE, POST, PUT/PATCH, GET/HEAD and commit as one `store.commit`,
+all or nothing. Every decision taken by searching (ifNoneExist, conditional PUT/PATCH/DELETE, conditional
+references) is re-checked inside that commit by an Assertion; if a concurrent writer changed the answer the
+whole transaction is planned again. `urn:uuid:`/`urn:oid:` fullUrls become the new `Type/id` in every
+Reference, uri-typed element and narrative link. Conditional references resolve against what is stored
+before the transaction (not against resources the same transaction creates): no match is 404, several 412.
+Batch: every entry on its own, with its own status (and OperationOutcome when it failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from capability.outcome import FhirError, invalid
+from server.interactions import conditional, crud
+from server.interactions import patch as patching
+from server.interactions.bundle_entries import (Request, Result, at_entry, error_result, get, interaction_of,
+                                                load_bundle, parse_request, patcher_of, response_entry)
+from server.interactions.bundles import bundle as bundle_bytes
+from server.interactions.context import Context
+from server.interactions.crud import tombstone_write, version_mismatch, version_write, written
+from server.interactions.patch import Patcher
+from server.interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
+from server.interactions.resources import check_id, new_id, parse_resource
+from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict, Write
+
+RETRIES = 10  # a retry means a concurrent write changed what a condition matched; plans are cheap to redo
+OFF_LOOP_ENTRIES = 50  # bundles this big are checked on a worker thread, not on the event loop
+OFF_LOOP_BYTES = 256 * 1024  # and bodies this big are parsed there
+BATCH_CONCURRENCY = 16  # batch entries in flight at once (independent; group commit batches their writes)
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass
+class Processed:
+    """A processed Bundle: one Result per entry (request order) and the response Bundle's entries."""
+
+    kind: str  # "batch-response" | "transaction-response"
+    results: list[Result]
+    entries: list[bytes]
+
+    def body(self) -> bytes:
+        return bundle_bytes(self.kind, self.entries)
+
+
+async def process_bundle(ctx: Context, body: bytes | dict[str, Any], prefer_return: str | None = None) -> Processed:
+    """Process a batch or transaction Bundle (bytes or parsed with capability.fhir_json; a dict is modified).
+
+    For callers other than HTTP (`hearth import`): a transaction either applies every entry or raises
+    FhirError naming the failing entry (nothing written); a batch never raises for an entry: each Result has
+    its status, the Version written or read, or an OperationOutcome. `Processed.body()` is the response
+    Bundle. `prefer_return` is the Prefer header's return= ("minimal" leaves resources out of the response).
+    """
+    big = isinstance(body, (bytes, bytearray)) and len(body) > OFF_LOOP_BYTES
+    bundle = await asyncio.to_thread(load_bundle, body) if big else load_bundle(body)
+    raw_entries = bundle.get("entry") or []
+    if bundle["type"] == "transaction":
+        return await transaction(ctx, raw_entries, prefer_return)
+    return await batch(ctx, raw_entries, prefer_return)
+
+
+# --- transaction ----------------------------------------------------------------------------------------------
+
+@dataclass
+class _Entry:
+    """A transaction entry, checked, with what it needs at commit time."""
+
+    request: Request
+    interaction: str = "read"
+    resource: dict[str, Any] | None = None
+    links: list[Link] = field(default_factory=list)
+    patcher: Patcher | None = None
+
+
+@dataclass
+class _Target:
+    """Where a write entry lands, decided by searching and reading before the commit."""
+
+    entry: _Entry
+    type: str
+    id: str
+    current: Version | None  # the resource's current version (None: never existed)
+    existing: bool = False  # a POST whose ifNoneExist matched: nothing is written
+
+
+class _Replan(Exception):
+    """A condition or a version changed under the transaction: plan it again."""
+
+
+async def transaction(ctx: Context, raw_entries: list[Any], prefer_return: str | None = None) -> Processed:
+    if len(raw_entries) > OFF_LOOP_ENTRIES:
+        entries = await asyncio.to_thread(_check, ctx.base_url, raw_entries)
+    else:
+        entries = _check(ctx.base_url, raw_entries)
+    for _ in range(RETRIES):
+        try:
+            results = await _attempt(ctx, entries)
+        except _Replan:
+            continue
+        responses = [response_entry(ctx, results[e.request.index], prefer_return, e.request.method)
+                     for e in entries]
+        return Processed("transaction-response", [results[e.request.index] for e in entries], responses)
+    raise FhirError(409, "conflict", "The transaction's conditions keep changing under concurrent writes; try again")
+
+
+def _check(base_url: str, raw_entries: list[Any]) -> list[_Entry]:
+    """Parse and validate every entry (FhirError naming the first bad one); find the references to rewrite."""
+    entries: list[_Entry] = []
+    full_urls: dict[str, int] = {}
+    for index, raw in enumerate(raw_entries):
+        request = None
+        try:
+            request = parse_request(index, raw, base_url)
+            entry = _Entry(request)
+            if request.method not in ("GET", "HEAD"):
+                entry.interaction = interaction_of(request)
+            if request.full_url:
+                if request.full_url in full_urls:
+                    raise invalid(f"fullUrl {request.full_url} is also the fullUrl of "
+                                  f"Bundle.entry[{full_urls[request.full_url]}]", (f"Bundle.entry[{index}].fullUrl",))
+                full_urls[request.full_url] = index
+            if request.method in ("POST", "PUT"):
+                entry.resource = parse_resource(request.resource or {}, request.type)
+                entry.links = find_links(entry.resource)
+                if entry.interaction == "update":
+                    _check_body_id(request, entry.resource)
+            elif request.method == "PATCH":
+                entry.patcher = patcher_of(request)
+        except FhirError as error:
+            raise at_entry(error, request, index) from None
+        entries.append(entry)
+    return entries
+
+
+def _check_body_id(request: Request, resource: dict[str, Any]) -> None:
+    check_id(request.id or "")
+    if resource.get("id") != request.id:
+        raise invalid(f"The resource's id ('{resource.get('id')}') must be the id in the URL ('{request.id}')",
+                      (f"{request.type}.id",))
+
+
+async def _attempt(ctx: Context, entries: list[_Entry]) -> dict[int, Result]:
+    """One try at the whole transaction: plan, rewrite, commit, then answer the GETs."""
+    ordered = sorted(entries, key=lambda e: _ORDER[e.request.method])
+    assertions: list[Assertion] = []
+    targets: list[_Target] = []
+    claimed: dict[tuple[str, str], int] = {}
+    for entry in ordered:
+        if entry.interaction == "read":
+            continue
+        try:
+            for target in await _targets(ctx, entry, assertions):
+                other = claimed.setdefault((target.type, target.id), entry.request.index)
+                if other != entry.request.index:
+                    raise invalid(f"{target.type}/{target.id} is also the target of Bundle.entry[{other}]; "
+                                  "a transaction may touch each resource once")
+                targets.append(target)
+        except FhirError as error:
+            raise at_entry(error, entry.request, entry.request.index) from None
+    resolved = await _resolve_all(ctx, entries, assertions)
+    if len(targets) > OFF_LOOP_ENTRIES:  # rewriting, stamping, serialising and indexing a big bundle
+        writes, results = await asyncio.to_thread(_build, ctx, entries, targets, resolved)
+    else:
+        writes, results = _build(ctx, entries, targets, resolved)
+    reads = [entry for entry in ordered if entry.interaction == "read"]
+    for entry in reads:  # a GET that fails before the commit fails the transaction (and leaves no trace)
+        if (entry.request.type, entry.request.id) not in claimed:
+            try:
+                await get(ctx, entry.request)
+            except FhirError as error:
+                raise at_entry(error, entry.request, entry.request.index) from None
+    await _commit(ctx, writes, assertions, targets)
+    for entry in ordered:  # a conditional delete that matched nothing
+        if entry.interaction != "read" and entry.request.index not in results:
+            results[entry.request.index] = Result(204)
+    for entry in reads:  # after the commit, GETs see the writes; a failure now is the entry's own
+        try:
+            results[entry.request.index] = await get(ctx, entry.request)
+        except FhirError as error:
+            results[entry.request.index] = error_result(at_entry(error, entry.request, entry.request.index))
+    return results
+
+
+async def _targets(ctx: Context, entry: _Entry, assertions: list[Assertion]) -> list[_Target]:
+    """The resources a write entry lands on (a conditional delete may match none or, if enabled, several)."""
+    request, interaction = entry.request, entry.interaction
+    resource_type = request.type or ""
+    if interaction == "create":
+        if request.if_none_exist:
+            query = conditional.parse_criteria(ctx, resource_type, request.if_none_exist)
+            found = await _find(ctx, query, resource_type, request.if_none_exist, "ifNoneExist", assertions)
+            if found:
+                return [_Target(entry, resource_type, found[0].id, found[0], existing=True)]
+        return [_Target(entry, resource_type, new_id(), None)]
+    if not interaction.startswith("conditional-"):
+        resource_id = request.id or ""
+        return [_Target(entry, resource_type, resource_id, await ctx.store.read(resource_type, resource_id))]
+    criteria = request.criteria or ""
+    query = conditional.parse_criteria(ctx, resource_type, criteria)
+    multiple = interaction == "conditional-delete" and ctx.extras.get("conditional_delete_multiple", False)
+    found = await _find(ctx, query, resource_type, criteria, interaction, assertions, multiple)
+    if interaction == "conditional-delete":
+        return [_Target(entry, resource_type, version.id, version) for version in found]
+    if found:
+        body_id = entry.resource.get("id") if entry.resource else None
+        if body_id is not None and body_id != found[0].id:
+            raise invalid(f"The resource's id ('{body_id}') is not the id of the match ('{found[0].id}')")
+        return [_Target(entry, resource_type, found[0].id, found[0])]
+    if interaction == "conditional-patch":
+        raise FhirError(404, "not-found", f"No {resource_type} matches {criteria}; nothing to patch")
+    body_id = entry.resource.get("id") if entry.resource else None
+    if body_id is None:
+        return [_Target(entry, resource_type, new_id(), None)]
+    check_id(body_id)
+    return [_Target(entry, resource_type, body_id, await ctx.store.read(resource_type, body_id))]
+
+
+async def _find(ctx: Context, query: Any, resource_type: str, criteria: str, what: str,
+                assertions: list[Assertion], multiple: bool = False) -> list[Version]:
+    """Matches of a condition (several: 412 unless `multiple`), asserted to hold at commit."""
+    found = await conditional.find(ctx, query, ctx.max_count + 1 if multiple else 2)
+    if len(found) > 1 and not multiple:
+        raise conditional.several(resource_type, criteria, what)
+    if len(found) > ctx.max_count:
+        raise FhirError(412, "too-costly", f"{resource_type}?{criteria} matches more than {ctx.max_count} resources")
+    assertions.append(Assertion(query, conditional.ids(found)))
+    return found
+
+
+async def _resolve_all(ctx: Context, entries: list[_Entry], assertions: list[Assertion]) -> dict[str, str]:
+    """Every distinct conditional reference of the transaction -> `Type/id` (FhirError naming the entry)."""
+    resolved: dict[str, str] = {}
+    for entry in entries:
+        for link in entry.links:
+            if link.kind == "reference" and is_conditional(link.original) and link.original not in resolved:
+                try:
+                    resolved[link.original] = await _resolve(ctx, link.original, assertions)
+                except FhirError as error:
+                    raise at_entry(error, entry.request, entry.request.index) from None
+    return resolved
+
+
+async def _resolve(ctx: Context, reference: str, assertions: list[Assertion]) -> str:
+    """A conditional reference `Type?criteria` -> `Type/id` of its one match (none: 404, several: 412)."""
+    resource_type, _, criteria = reference.partition("?")
+    query = conditional.parse_criteria(ctx, resource_type, criteria)
+    found = await conditional.find(ctx, query)
+    if not found:
+        raise FhirError(404, "not-found", f"The conditional reference {reference} matches no resource")
+    if len(found) > 1:
+        raise conditional.several(resource_type, criteria, "a conditional reference")
+    assertions.append(Assertion(query, conditional.ids(found)))
+    return f"{resource_type}/{found[0].id}"
+
+
+def _build(ctx: Context, entries: list[_Entry], targets: list[_Target],
+           resolved: dict[str, str]) -> tuple[list[Write], dict[int, Result]]:
+    """Rewrite the references, then make every Write (stamped, serialised, indexed) and each entry's Result."""
+    new_refs = {t.entry.request.full_url: f"{t.type}/{t.id}" for t in targets if t.entry.request.full_url}
+    for entry in entries:
+        try:
+            _rewrite(entry, new_refs, resolved)
+        except FhirError as error:
+            raise at_entry(error, entry.request, entry.request.index) from None
+    writes: list[Write] = []
+    results: dict[int, Result] = {}
+    for target in targets:
+        try:
+            write, status = _write(ctx, target)
+        except FhirError as error:
+            raise at_entry(error, target.entry.request, target.entry.request.index) from None
+        if write is not None:
+            writes.append(write)
+        version = written(write) if write is not None else (target.current if target.existing else None)
+        results.setdefault(target.entry.request.index, Result(status, version))
+    return writes, results
+
+
+def _rewrite(entry: _Entry, new_refs: dict[str, str], resolved: dict[str, str]) -> None:
+    """Point the entry's placeholders and conditional references at their resources (from the originals)."""
+    for link in entry.links:
+        if link.kind == "narrative":
+            link.set(rewrite_narrative(link.original, new_refs.get))
+        elif is_placeholder(link.original):
+            target = new_refs.get(link.original)
+            if target is not None:
+                link.set(target)
+            elif link.kind == "reference":
+                raise invalid(f"{link.path} refers to {link.original}, which no entry of the transaction has as "
+                              "its fullUrl", (link.path,))
+        elif link.original in resolved:
+            link.set(resolved[link.original])
+
+
+def _write(ctx: Context, target: _Target) -> tuple[Write | None, int]:
+    """The Write for one target (None when there is nothing to write) and the entry's status."""
+    entry, current = target.entry, target.current
+    request, interaction = entry.request, entry.interaction
+    live = current is not None and not current.deleted
+    if target.existing:
+        return None, 200
+    if request.if_match is not None and (not live or current.version_id != request.if_match):
+        raise version_mismatch(target.type, target.id, request.if_match, current)
+    if interaction.endswith("delete"):
+        return (tombstone_write(current) if live else None), 204
+    if interaction.endswith("patch"):
+        if current is None:
+            raise FhirError(404, "not-found", f"{target.type}/{target.id} is not known")
+        if current.deleted:
+            raise FhirError(410, "deleted", f"{target.type}/{target.id} was deleted")
+        resource = patching.patched(current, entry.patcher)
+        return version_write(ctx, target.type, target.id, resource, current.version_id), 200
+    assert entry.resource is not None
+    previous = current.version_id if current else 0
+    return version_write(ctx, target.type, target.id, entry.resource, previous), 200 if live else 201
+
+
+async def _commit(ctx: Context, writes: list[Write], assertions: list[Assertion], targets: list[_Target]) -> None:
+    if not writes:
+        return
+    try:
+        await ctx.store.commit(writes, assertions)
+    except AssertionFailed:
+        raise _Replan() from None
+    except VersionConflict as conflict:
+        for target in targets:
+            request = target.entry.request
+            if (target.type, target.id) == (conflict.type, conflict.id) and request.if_match is not None:
+                raise at_entry(version_mismatch(target.type, target.id, request.if_match, None, conflict.actual),
+                               request, request.index) from None
+        raise _Replan() from None
+    except TransactionsUnsupported:
+        raise FhirError(501, "not-supported",
+                        f"This {ctx.store.name} deployment cannot commit several writes atomically (MongoDB needs a "
+                        "replica set, even of one node, for transactions), so the transaction was refused and "
+                        "nothing was written. Send a batch Bundle, or run MongoDB as a replica set.") from None
+
+
+# --- batch ----------------------------------------------------------------------------------------------------
+
+async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None = None) -> Processed:
+    """Every entry on its own (R4 order by method; entries of one method concurrently)."""
+    limit = asyncio.Semaphore(BATCH_CONCURRENCY)
+    requests: list[Request | None] = [None] * len(raw_entries)
+    results: list[Result | None] = [None] * len(raw_entries)
+    for index, raw in enumerate(raw_entries):
+        try:
+            requests[index] = parse_request(index, raw, ctx.base_url)
+        except FhirError as error:
+            results[index] = error_result(error)
+
+    async def run(request: Request) -> None:
+        async with limit:
+            try:
+                results[request.index] = await _batch_entry(ctx, request)
+            except FhirError as error:
+                results[request.index] = error_result(at_entry(error, request, request.index))
+    for group in range(4):
+        await asyncio.gather(*(run(r) for r in requests if r is not None and _ORDER[r.method] == group))
+    done = [result or Result(500) for result in results]
+    responses = [response_entry(ctx, result, prefer_return, request.method if request else "")
+                 for request, result in zip(requests, done)]
+    return Processed("batch-response", done, responses)
+
+
+async def _batch_entry(ctx: Context, request: Request) -> Result:
+    """One batch entry through the ordinary interactions."""
+    if request.method in ("GET", "HEAD"):
+        return await get(ctx, request)
+    interaction = interaction_of(request)
+    resource_type, resource = request.type or "", request.resource or {}
+    if interaction == "create":
+        if request.if_none_exist:
+            version, created = await conditional.create(ctx, resource_type, resource, request.if_none_exist)
+            return Result(201 if created else 200, version)
+        return Result(201, await crud.create(ctx, resource_type, resource))
+    if interaction == "update":
+        version, created = await crud.update(ctx, resource_type, request.id or "", resource, request.if_match)
+        return Result(201 if created else 200, version)
+    if interaction == "conditional-update":
+        version, created = await conditional.update(ctx, resource_type, request.criteria or "", resource,
+                                                    request.if_match)
+        return Result(201 if created else 200, version)
+    if interaction == "delete":
+        return Result(204, await crud.delete(ctx, resource_type, request.id or ""))
+    if interaction == "conditional-delete":
+        multiple = ctx.extras.get("conditional_delete_multiple", False)
+        deleted = await conditional.delete(ctx, resource_type, request.criteria or "", multiple)
+        return Result(204, deleted[0] if len(deleted) == 1 else None)
+    patcher = patcher_of(request)
+    if interaction == "patch":
+        return Result(200, await patching.patch(ctx, resource_type, request.id or "", patcher, request.if_match))
+    return Result(200, await patching.patch_conditional(ctx, resource_type, request.criteria or "", patcher,
+                                                        request.if_match))

@@ -1,0 +1,201 @@
+"""PATCH: JSON Patch and FHIRPath Patch, by id and by condition, with If-Match; invalid results change nothing."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from capability.outcome import FhirError
+from conftest import FHIR_JSON
+from server.interactions.fhirpath_patch import compile_fhirpath_patch, compile_path
+
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
+PATIENT = {"resourceType": "Patient", "active": True,
+           "identifier": [{"system": "http://hospital.test/mrn", "value": "p1"}],
+           "name": [{"use": "official", "family": "Chalmers", "given": ["Peter", "James"]},
+                    {"use": "usual", "given": ["Jim"]}],
+           "gender": "male", "birthDate": "1974-12-25"}
+
+
+def operation(kind: str, path: str, **parts) -> dict:
+    part = [{"name": "type", "valueCode": kind}, {"name": "path", "valueString": path}]
+    for name, value in parts.items():
+        if name in ("index", "source", "destination"):
+            part.append({"name": name, "valueInteger": value})
+        elif name == "name":
+            part.append({"name": "name", "valueString": value})
+        else:  # value_<Type>=...
+            part.append({"name": "value", f"value{name.split('_', 1)[1]}": value})
+    return {"name": "operation", "part": part}
+
+
+def fhirpath_patch(*operations: dict) -> dict:
+    return {"resourceType": "Parameters", "parameter": list(operations)}
+
+
+async def make_patient(client, **changes) -> dict:
+    response = await client.post("/Patient", json={**PATIENT, **changes}, headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+# --- FHIRPath Patch on dicts --------------------------------------------------------------------------------
+
+def apply(resource: dict, *operations: dict) -> dict:
+    import copy
+    return compile_fhirpath_patch(fhirpath_patch(*operations))(copy.deepcopy(resource))
+
+
+def test_path_evaluation_where_index_first():
+    select = compile_path("Patient.name.where(use='official').given[1]", "Patient")
+    assert [node.value for node in select(PATIENT)] == ["James"]
+    assert [n.value for n in compile_path("Patient.name.first().family", "Patient")(PATIENT)] == ["Chalmers"]
+    assert [n.value for n in compile_path("Patient.name.where(use!='official').given", "Patient")(PATIENT)] == ["Jim"]
+    observation = {"resourceType": "Observation", "valueQuantity": {"value": Decimal("72.50")}}
+    assert compile_path("Observation.value.value", "Observation")(observation)[0].value == Decimal("72.50")
+
+
+def test_fhirpath_operations():
+    result = apply(PATIENT,
+                   operation("replace", "Patient.birthDate", value_Date="1975-01-01"),
+                   operation("add", "Patient", name="deceasedBoolean", value_Boolean=False),
+                   operation("insert", "Patient.name.where(use='official').given", index=0, value_String="Dr"),
+                   operation("move", "Patient.name", source=1, destination=0),
+                   operation("delete", "Patient.gender"),
+                   operation("delete", "Patient.maritalStatus"),  # not there: not an error
+                   operation("add", "Patient", name="telecom", value_ContactPoint={"system": "phone", "value": "1"}))
+    assert result["birthDate"] == "1975-01-01"
+    assert result["deceasedBoolean"] is False
+    assert result["name"][0] == {"use": "usual", "given": ["Jim"]}
+    assert result["name"][1]["given"] == ["Dr", "Peter", "James"]
+    assert "gender" not in result
+    assert result["telecom"] == [{"system": "phone", "value": "1"}]
+
+
+def test_fhirpath_replace_changes_choice_type():
+    observation = {"resourceType": "Observation", "valueString": "high"}
+    result = apply(observation, operation("replace", "Observation.value", value_Quantity={"value": 3}))
+    assert result == {"resourceType": "Observation", "valueQuantity": {"value": 3}}
+
+
+def test_fhirpath_errors_are_precise():
+    with pytest.raises(FhirError) as missing:
+        apply(PATIENT, operation("replace", "Patient.maritalStatus", value_CodeableConcept={"text": "x"}))
+    assert missing.value.status == 422 and "matches nothing" in missing.value.diagnostics
+    with pytest.raises(FhirError) as several:
+        apply(PATIENT, operation("replace", "Patient.name.given", value_String="x"))
+    assert several.value.status == 422 and "3 elements" in several.value.diagnostics
+    with pytest.raises(FhirError) as unknown:
+        apply(PATIENT, operation("replace", "Patient.nickname", value_String="x"))
+    assert unknown.value.status == 400 and "no element 'nickname'" in unknown.value.diagnostics
+    with pytest.raises(FhirError) as unsupported:
+        apply(PATIENT, operation("delete", "Patient.name.select(given)"))
+    assert unsupported.value.status == 400 and "select()" in unsupported.value.diagnostics
+    with pytest.raises(FhirError) as exists:
+        apply(PATIENT, operation("add", "Patient", name="gender", value_Code="female"))
+    assert exists.value.status == 422 and "already exists" in exists.value.diagnostics
+    with pytest.raises(FhirError) as past_end:
+        apply(PATIENT, operation("insert", "Patient.name", index=5, value_HumanName={"family": "X"}))
+    assert past_end.value.status == 422
+    with pytest.raises(FhirError) as bad_type:
+        compile_fhirpath_patch(fhirpath_patch(operation("frobnicate", "Patient.name")))
+    assert bad_type.value.status == 400
+
+
+# --- over HTTP ---------------------------------------------------------------------------------------------
+
+async def test_json_patch(client):
+    created = await make_patient(client)
+    ops = [{"op": "replace", "path": "/name/0/family", "value": "Smith"},
+           {"op": "add", "path": "/name/0/given/-", "value": "Junior"},
+           {"op": "remove", "path": "/gender"}]
+    response = await client.patch(f"/Patient/{created['id']}", json=ops, headers=JSON_PATCH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["name"][0]["family"] == "Smith" and body["name"][0]["given"][-1] == "Junior"
+    assert "gender" not in body and body["meta"]["versionId"] == "2"
+    assert response.headers["etag"] == 'W/"2"'
+
+
+async def test_json_patch_keeps_decimals_exact(client):
+    raw = (b'{"resourceType":"Observation","status":"final","code":{"text":"weight"},'
+           b'"valueQuantity":{"value":72.50,"unit":"kg"}}')
+    created = (await client.post("/Observation", content=raw, headers=FHIR_JSON)).json()
+    response = await client.patch(f"/Observation/{created['id']}", headers=JSON_PATCH,
+                                  content=b'[{"op":"replace","path":"/status","value":"amended"}]')
+    assert response.status_code == 200, response.text
+    assert b'"value":72.50' in response.content
+
+
+async def test_fhirpath_patch_over_http(client):
+    created = await make_patient(client)
+    patch = fhirpath_patch(operation("replace", "Patient.name.where(use='official').family", value_String="Smith"))
+    response = await client.patch(f"/Patient/{created['id']}", json=patch, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    assert response.json()["name"][0]["family"] == "Smith"
+
+
+async def test_patch_producing_invalid_resource_is_422_and_changes_nothing(client):
+    created = await make_patient(client)
+    bad_json = [{"op": "replace", "path": "/gender", "value": 12}]
+    response = await client.patch(f"/Patient/{created['id']}", json=bad_json, headers=JSON_PATCH)
+    assert response.status_code == 422, response.text
+    assert any("gender" in " ".join(i.get("expression", [])) + i["diagnostics"] for i in response.json()["issue"])
+    bad_fhirpath = fhirpath_patch(operation("add", "Patient", name="foo", value_String="x"))
+    response = await client.patch(f"/Patient/{created['id']}", json=bad_fhirpath, headers=FHIR_JSON)
+    assert response.status_code == 400, response.text
+    drop_required = fhirpath_patch(operation("delete", "Patient.identifier.system"),
+                                   operation("add", "Patient", name="link", value_BackboneElement={"type": "seealso"}))
+    response = await client.patch(f"/Patient/{created['id']}", json=drop_required, headers=FHIR_JSON)
+    assert response.status_code == 422, response.text
+    changes_id = [{"op": "replace", "path": "/id", "value": "other"}]
+    response = await client.patch(f"/Patient/{created['id']}", json=changes_id, headers=JSON_PATCH)
+    assert response.status_code == 422, response.text
+    read = await client.get(f"/Patient/{created['id']}")
+    assert read.json() == created
+
+
+async def test_patch_missing_path_is_422_naming_it(client):
+    created = await make_patient(client)
+    response = await client.patch(f"/Patient/{created['id']}", headers=JSON_PATCH,
+                                  json=[{"op": "remove", "path": "/telecom/0"}])
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["/telecom/0"] and "operation 0" in issue["diagnostics"]
+    response = await client.patch(f"/Patient/{created['id']}", headers=JSON_PATCH,
+                                  json=[{"op": "test", "path": "/gender", "value": "female"}])
+    assert response.status_code == 422 and "test failed" in response.text
+
+
+async def test_malformed_patches(client):
+    created = await make_patient(client)
+    url = f"/Patient/{created['id']}"
+    assert (await client.patch(url, json=[{"op": "jump", "path": "/x"}], headers=JSON_PATCH)).status_code == 400
+    assert (await client.patch(url, json={"op": "add"}, headers=JSON_PATCH)).status_code == 400
+    assert (await client.patch(url, content=b"[", headers=JSON_PATCH)).status_code == 400
+    assert (await client.patch(url, json=PATIENT, headers=FHIR_JSON)).status_code == 400  # not Parameters
+    assert (await client.patch(url, content=b"x", headers={"Content-Type": "text/plain"})).status_code == 415
+    assert (await client.patch("/Patient/unknown", json=[], headers=JSON_PATCH)).status_code == 404
+
+
+async def test_patch_if_match(client):
+    created = await make_patient(client)
+    ops = [{"op": "replace", "path": "/active", "value": False}]
+    stale = await client.patch(f"/Patient/{created['id']}", json=ops, headers={**JSON_PATCH, "If-Match": 'W/"9"'})
+    assert stale.status_code == 412, stale.text
+    fresh = await client.patch(f"/Patient/{created['id']}", json=ops, headers={**JSON_PATCH, "If-Match": 'W/"1"'})
+    assert fresh.status_code == 200, fresh.text
+
+
+async def test_conditional_patch(client):
+    created = await make_patient(client)
+    ops = [{"op": "replace", "path": "/active", "value": False}]
+    url = "/Patient?identifier=http://hospital.test/mrn|p1"
+    response = await client.patch(url, json=ops, headers=JSON_PATCH)
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == created["id"] and response.json()["active"] is False
+    assert (await client.patch("/Patient?identifier=http://hospital.test/mrn|none", json=ops,
+                               headers=JSON_PATCH)).status_code == 404
+    await make_patient(client)
+    assert (await client.patch(url, json=ops, headers=JSON_PATCH)).status_code == 412
