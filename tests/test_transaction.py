@@ -374,3 +374,16 @@ def test_find_links_is_typed():
         ("DocumentReference.contained[0].generalPractitioner[0].reference", "reference"),
         ("DocumentReference.extension[0].valueReference.reference", "reference"),
     }
+
+
+async def test_capability_statement_tells_what_works(server, mongo_without_transactions):
+    statement = (await server.client.get("/metadata")).json()
+    rest = statement["rest"][0]
+    assert {"transaction", "batch"} <= {i["code"] for i in rest["interaction"]}
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert "patch" in {i["code"] for i in patient["interaction"]}
+    assert patient["conditionalCreate"] and patient["conditionalUpdate"] and patient["conditionalDelete"] == "single"
+    assert set(statement["patchFormat"]) == {"application/json-patch+json", "application/fhir+json"}
+    without = (await mongo_without_transactions.client.get("/metadata")).json()["rest"][0]
+    assert {i["code"] for i in without["interaction"]} >= {"batch"}
+    assert "transaction" not in {i["code"] for i in without["interaction"]}
