@@ -222,8 +222,8 @@ async def main(args: argparse.Namespace) -> int:
         inserts = floor_runs(folder, observations, args)
     rows = build_rows(samples, inserts, patient_size, args.concurrency)
     result = {"command": " ".join(["python -m bench.crud", *sys.argv[1:]]),
-              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "environment": environment(), "runs": args.runs, "seconds": args.seconds,
-              "patient_size": patient_size, "sqlite_insert_floor": inserts, "rows": rows,
+              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "environment": environment(),
+              "runs": args.runs, "seconds": args.seconds, "patient_size": patient_size, "sqlite_insert_floor": inserts, "rows": rows,
               "samples": [asdict(sample) for sample in samples]}
     out = Path(args.out or ROOT / "bench" / "results" / f"crud-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,13 @@
 """`hearth import`: load NDJSON files and Bundles through the interactions (never a backend directly).
 
 Files are NDJSON (`.ndjson`, `.jsonl`: one resource per line) or JSON (`.json`: a Bundle, or one resource),
-each optionally `.gz` or `.bz2`. Files whose name starts with `0-` (Synthea's hospital and practitioner batch
-bundles, which the other bundles reference conditionally) are loaded first, one after the other; the rest
-run `concurrency` files at a time. Inside a file, up to `window` entries are written concurrently so that the
-store can commit them in groups; writes to the same resource keep their order in the file.
+each optionally `.gz` or `.bz2`. NDJSON lines and collection entries are stored at their ids (update-as-create;
+created when they have none); batch and transaction Bundles go through `transaction.process_bundle`, as a
+`POST /` would (ifNoneExist, conditional and urn:uuid references; a transaction is all or nothing).
+Files whose name starts with `0-` (Synthea's hospital and practitioner batch bundles, which the other bundles
+reference conditionally) are loaded first, one after the other; the rest run `concurrency` files at a time.
+Inside an NDJSON file or a collection, up to `window` entries are written concurrently so that the store can
+commit them in groups; writes to the same resource keep their order in the file.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import bz2
 import gzip
 import logging
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,7 +26,7 @@ from typing import IO, Any, Awaitable, Callable, Coroutine, Iterable
 
 from capability import fhir_json
 from capability.outcome import FhirError
-from server.interactions import crud
+from server.interactions import crud, transaction
 from server.interactions.context import Context
 from server.progress import ProgressBar
 from server.settings import Settings
@@ -35,6 +39,7 @@ _NDJSON = {".ndjson", ".jsonl"}
 _LOADABLE = _NDJSON | {".json"}
 _FIRST_PREFIX = "0-"
 _LINES_PER_READ = 2000  # NDJSON is read in slices off the event loop, never whole
+_ENTRY = re.compile(r"Bundle\.entry\[(\d+)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ class LoadReport:
     counts: Counter[str] = field(default_factory=Counter)  # resources written, per resource type
     errors: list[LoadError] = field(default_factory=list)
     files: int = 0
+    existing: int = 0  # batch/transaction POSTs whose ifNoneExist matched a stored resource: not written again
     elapsed: float = 0.0
 
     @property
@@ -67,6 +73,8 @@ class LoadReport:
     def summary(self) -> str:
         lines = [f"Loaded {self.resources:,} resources from {self.files:,} files in {self.elapsed:.1f} s "
                  f"({self.rate:,.0f} resources/s); {len(self.errors):,} errors."]
+        if self.existing:
+            lines.append(f"{self.existing:,} conditional creates (ifNoneExist) found the resource already stored.")
         width = max((len(name) for name in self.counts), default=0)
         lines += [f"  {name.ljust(width)}  {count:>10,}" for name, count in sorted(self.counts.items())]
         if self.errors:
@@ -161,6 +169,31 @@ class _Window:
             await asyncio.gather(*self._tasks)
 
 
+def _method(raw_entry: Any) -> str | None:
+    request = raw_entry.get("request") if isinstance(raw_entry, dict) else None
+    return request.get("method") if isinstance(request, dict) else None
+
+
+def _wrote(method: str | None, status: int) -> bool:
+    """Whether a successful batch/transaction entry wrote its resource (a POST answered 200 found it instead)."""
+    return status == 201 or (status == 200 and method in ("PUT", "PATCH"))
+
+
+def _entry_named(error: FhirError) -> str:
+    """"entry[i]" for the Bundle entry an error names, "" when it names none."""
+    for issue in error.issues:
+        for text in (*issue.expression, issue.diagnostics):
+            match = _ENTRY.search(text)
+            if match:
+                return f"entry[{match.group(1)}]"
+    return ""
+
+
+def _outcome_text(outcome: dict[str, Any] | None) -> str:
+    issues = (outcome or {}).get("issue") or []
+    return "; ".join(str(issue.get("diagnostics") or issue.get("code")) for issue in issues)
+
+
 def _key(resource: Any) -> tuple[str, str] | None:
     """What orders writes to one resource: (type, id) when the entry names both."""
     if isinstance(resource, dict):
@@ -211,6 +244,9 @@ class Loader:
                 await self._load_json(path)
         except (OSError, EOFError) as exc:  # unreadable or corrupt (compressed) file
             self._fail(path, "", f"cannot read the file: {exc}")
+        except Exception as exc:  # a bug or a storage failure: reported, logged in full, the import goes on
+            log.exception("importing %s failed", path)
+            self._fail(path, "", f"internal error: {exc!r}")
         self.report.files += 1
         if self.progress is not None:
             self.progress.advance(size, self._status())
@@ -245,26 +281,39 @@ class Loader:
             return
         kind = document.get("type")
         if kind == "collection":
-            await self._load_entries(path, document, collection=True)
-        elif kind == "batch":
-            await self._load_entries(path, document, collection=False)
+            await self._load_collection(path, document)
+        elif kind in ("batch", "transaction"):
+            await self._load_bundle(path, document)
         else:
-            self._fail(path, "", f"a Bundle of type '{kind}' cannot be imported (collection or batch)")
+            self._fail(path, "", f"a Bundle of type '{kind}' cannot be imported: collection, batch or transaction")
 
-    async def _load_entries(self, path: Path, bundle: dict[str, Any], collection: bool) -> None:
+    async def _load_collection(self, path: Path, bundle: dict[str, Any]) -> None:
+        """Each entry's resource is stored at its id (update-as-create), as by a PUT."""
         entries = bundle.get("entry") or []
         window = _Window(self.window)
         try:
             for index, entry in enumerate(entries if isinstance(entries, list) else []):
-                where = f"entry[{index}]"
                 resource = entry.get("resource") if isinstance(entry, dict) else None
-                if collection:
-                    await window.submit(_key(resource), self._put(path, where, resource))
-                else:
-                    request = entry.get("request") if isinstance(entry, dict) else None
-                    await window.submit(_key(resource), self._request(path, where, request, resource))
+                await window.submit(_key(resource), self._put(path, f"entry[{index}]", resource))
         finally:
             await window.drain()
+
+    async def _load_bundle(self, path: Path, bundle: dict[str, Any]) -> None:
+        """A batch (entries one by one, each reported) or a transaction (all or nothing), as `POST /` does."""
+        raw_entries = bundle.get("entry")
+        methods = [_method(raw) for raw in raw_entries] if isinstance(raw_entries, list) else []
+        try:
+            processed = await transaction.process_bundle(self.ctx, bundle, prefer_return="minimal")
+        except FhirError as error:  # a transaction that failed as a whole: nothing of it was written
+            self._fail(path, _entry_named(error), f"transaction not loaded: {error.diagnostics}")
+            return
+        for index, result in enumerate(processed.results):
+            if result.status >= 400:
+                self._fail(path, f"entry[{index}]", _outcome_text(result.outcome) or f"status {result.status}")
+            elif result.version is not None and _wrote(methods[index], result.status):
+                self._count(result.version.type)
+            elif result.status == 200 and methods[index] == "POST":
+                self.report.existing += 1  # ifNoneExist found it: nothing written
 
     # -- entries -----------------------------------------------------------------------------------
 
@@ -280,21 +329,6 @@ class Loader:
         else:
             await self._write(path, where, crud.update(self.ctx, resource_type, str(resource_id), resource))
 
-    async def _request(self, path: Path, where: str, request: Any, resource: Any) -> None:
-        """One batch entry: PUT Type/id updates (or creates at that id), POST Type creates."""
-        method = request.get("method") if isinstance(request, dict) else None
-        url = str(request.get("url") or "") if isinstance(request, dict) else ""
-        resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
-        if not isinstance(resource_type, str):
-            self._fail(path, where, "not a FHIR resource (no resourceType)")
-        elif method == "PUT" and url.count("/") == 1 and "?" not in url:
-            url_type, url_id = url.split("/")
-            await self._write(path, where, crud.update(self.ctx, url_type, url_id, resource))
-        elif method == "POST":
-            await self._write(path, where, crud.create(self.ctx, url or resource_type, resource))
-        else:
-            self._fail(path, where, f"cannot import request {method} {url!r} (PUT Type/id or POST Type)")
-
     async def _write(self, path: Path, where: str, write: Awaitable[Any]) -> None:
         try:
             result = await write
@@ -306,7 +340,10 @@ class Loader:
             self._fail(path, where, f"internal error: {exc!r}")
             return
         version = result[0] if isinstance(result, tuple) else result
-        self.report.counts[version.type] += 1
+        self._count(version.type)
+
+    def _count(self, resource_type: str) -> None:
+        self.report.counts[resource_type] += 1
         if self.progress is not None:
             self.progress.show(self._status())
 
