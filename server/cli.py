@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--concurrency", type=int, default=4, help="files loaded at the same time (default 4)")
     load.add_argument("--log-level", help="debug, info, warning, error (HEARTH_LOG_LEVEL, default warning)")
     load.set_defaults(run=_import)
+    from conformance.cli import add_parser as add_conformance_parser  # argparse only; the runner loads on use
+
+    add_conformance_parser(commands)
     return parser
 
 
