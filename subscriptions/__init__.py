@@ -1,0 +1,28 @@
+"""Subscriptions: R4 criteria subscriptions and topic-based ones (Subscriptions R5 Backport IG on R4).
+
+How a notification travels, and why nothing is lost:
+
+1. A client writes a Subscription like any resource. `service.accept` (called by the REST create /
+   update) checks it first: criteria (`criteria.py`, the search parser under strict handling), topic
+   and filters (`topics.py`, `model.py`), channel (`channels.py`: rest-hook http(s) endpoint, optional
+   host allowlist, headers, payload; or websocket). A bad one is a 422 OperationOutcome, nothing stored.
+   R4 subscriptions are stored `active`; backport rest-hook ones `requested` until their handshake.
+2. Every committed version has a change-log row (storage). The `dispatcher.py` loop tails the change
+   log, keeps this process's `registry.py` up to date from Subscription changes, matches the other
+   changes against the registry (by resource type, then an index on one token or reference clause of
+   each criteria, then the compiled in-memory matcher), and records the events (numbered per
+   subscription) together with the checkpoint in one storage operation (`queue.py`; SQLite tables or
+   MongoDB collections next to the data). A crash before that leaves the checkpoint behind, so the
+   changes are matched again on the next start.
+3. `delivery.py` claims due rest-hook work with a lease, builds the notification (`notifications.py`:
+   R4 empty POST or PUT of the resource; backport `history` Bundle led by a SubscriptionStatus
+   Parameters), and only forgets it after a 2xx: at least once. Failures back off exponentially with
+   jitter, a circuit breaker per endpoint stops hammering a dead receiver, and after the retry horizon
+   the subscription goes to `error` with `Subscription.error` set. Events stay in the queue's event
+   table, so `$events` (`operations.py`) returns what was missed; `$status` reports the counts.
+4. Websocket clients (`websocket.py`) bind to subscriptions and are told about events read from the
+   same event table, so a socket on any process sees events recorded by any process.
+
+Subscriptions read and write resources through the interactions and the Store protocol only; the
+queue is the one piece of storage of their own (storage/*/notification_queue.py).
+"""

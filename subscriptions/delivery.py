@@ -39,7 +39,7 @@ class DeliveryConfig:
     retry_max: float = 3600.0  # retries at least this often
     breaker_threshold: int = 5
     breaker_cooldown: float = 30.0
-    lease: float = 60.0  # a claim is taken over by another process after this long
+    lease: float = 30.0  # a claim (of a process that died mid-delivery) is taken over after this long
     concurrency: int = 64  # deliveries in flight per process
     poll: float = 0.05  # seconds between looks at the queue when nothing woke the sender
 
@@ -147,7 +147,8 @@ class Deliverer:
         try:
             outgoing = await self._outgoing(subscription, delivery)
             if outgoing is not None:
-                await send(session, subscription.channel, outgoing, subscription.timeout)
+                # within the lease, so that no other process takes the work over while it is being sent
+                await send(session, subscription.channel, outgoing, min(subscription.timeout, self.config.lease / 2))
         except DeliveryFailed as failure:
             breaker.failed(time.time(), str(failure))
             await self._failed(subscription, delivery, str(failure))

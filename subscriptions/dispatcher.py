@@ -29,20 +29,26 @@ Refresh = Callable[[Change], Awaitable[tuple[str, int] | None]]
 """refresh(change of a Subscription): update the registry; (id, seq) when it needs a handshake."""
 
 
+# Changes that cause no event move the checkpoint in memory only, written at most this often: a crash
+# re-reads them at start-up (they cause no event again), and idle writes do not cost a commit each.
+_LAZY_CHANGES = 5000
+_LAZY_SECONDS = 5.0
+
+
 class Dispatcher:
     def __init__(self, ctx: Context, queue: NotificationQueue, registry: Registry, refresh: Refresh,
                  batch: int = 500) -> None:
         self.ctx, self.queue, self.registry, self.refresh, self.batch = ctx, queue, registry, refresh, batch
         self.seen = 0  # change seq this process has read up to (registry refreshed)
-        self.checkpoint = 0  # the durable checkpoint as last read
-        self.match_seconds = 0.0  # time spent matching (for the benchmark)
-        self.matched_changes = 0
+        self.checkpoint = 0  # changes up to here are matched (recorded, or caused nothing)
+        self.durable = 0  # the checkpoint as stored
+        self._durable_at = time.monotonic()
 
     def start_at(self, checkpoint: int) -> None:
-        self.seen = self.checkpoint = checkpoint
+        self.seen = self.checkpoint = self.durable = checkpoint
 
     async def step(self) -> int:
-        """One pass; the number of events recorded (0 when idle or when another process won)."""
+        """One pass; the number of events and handshakes recorded (0 when idle or another process won)."""
         changes = await self.ctx.store.changes(self.seen, self.batch)
         if not changes:
             return 0
@@ -54,18 +60,27 @@ class Dispatcher:
                     handshakes.append(needed)
         todo = [change for change in changes if change.seq > self.checkpoint]
         events: list[NewEvent] = []
-        started = time.perf_counter()
         for change in todo:
             events.extend(await self.match(change))
-        self.match_seconds += time.perf_counter() - started
-        self.matched_changes += len(todo)
-        if todo and not await self.queue.enqueue(self.checkpoint, todo[-1].seq, events, handshakes):
-            self.checkpoint = await self.queue.checkpoint()  # another dispatcher recorded (part of) this
-            return 0
         if todo:
-            self.checkpoint = todo[-1].seq
+            upto = todo[-1].seq
+            if events or handshakes or upto - self.durable >= _LAZY_CHANGES or \
+                    time.monotonic() - self._durable_at >= _LAZY_SECONDS:
+                if not await self.queue.enqueue(self.durable, upto, events, handshakes):
+                    # another dispatcher recorded (part of) this: go on from where it got to
+                    self.checkpoint = self.durable = await self.queue.checkpoint()
+                    self.seen = min(self.seen, self.checkpoint)
+                    self._durable_at = time.monotonic()
+                    return 0
+                self.durable, self._durable_at = upto, time.monotonic()
+            self.checkpoint = upto
         self.seen = changes[-1].seq
         return len(events) + len(handshakes)
+
+    async def flush(self) -> None:
+        """Store the in-memory checkpoint (at shutdown), unless another process moved it meanwhile."""
+        if self.checkpoint > self.durable and await self.queue.enqueue(self.durable, self.checkpoint, (), ()):
+            self.durable = self.checkpoint
 
     async def match(self, change: Change) -> list[NewEvent]:
         """The events `change` causes."""
@@ -84,8 +99,8 @@ class Dispatcher:
         events = []
         for target in index.candidates(prepared):
             subscription = target.subscription
-            if change.seq <= self.registry.since(subscription.id) or not self._topic_fires(target, change,
-                                                                                              previous, current):
+            if change.seq <= self.registry.since(subscription.id) or subscription.expired(change.last_updated) \
+                    or not self._topic_fires(target, change, previous, current):
                 continue
             if await self._matches(target, prepared):
                 deliver = subscription.channel.type == "rest-hook" and subscription.status in ("requested", "active")

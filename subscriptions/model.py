@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from capability.outcome import FhirError
@@ -34,6 +35,10 @@ class Subscription:
     heartbeat: int | None  # seconds (backport)
     timeout: float  # seconds per delivery attempt
     max_count: int  # events per notification (backport)
+    end: datetime | None = None  # no events for changes after this instant
+
+    def expired(self, moment: datetime) -> bool:
+        return self.end is not None and moment > self.end
 
     @property
     def resource_types(self) -> tuple[str, ...]:
@@ -91,7 +96,15 @@ def parse_subscription(ctx: Context, resource: dict[str, Any], version_id: int,
     max_count = next(iter(_extension(raw_channel, MAX_COUNT)), None)
     return Subscription(resource["id"], version_id, status, backport, topic, filters, channel,
                         int(heartbeat) if heartbeat else None, float(timeout) if timeout else 10.0,
-                        int(max_count) if max_count else 1)
+                        int(max_count) if max_count else 1, _end(resource.get("end")))
+
+
+def _end(value: Any) -> datetime | None:
+    """Subscription.end (an instant; validation has checked its form)."""
+    if not isinstance(value, str):
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _check_topic_filters(topic: Topic, filters: tuple[Filter, ...]) -> None:

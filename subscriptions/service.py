@@ -88,6 +88,8 @@ class SubscriptionService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await self.dispatcher.flush()
         self._tasks = []
 
     # -- the registry ------------------------------------------------------------------------------
@@ -166,7 +168,7 @@ class SubscriptionService:
                 self.deliverer.wake.set()
                 self.websockets.notify()
             elif self.dispatcher.seen == self.dispatcher.checkpoint:
-                await asyncio.sleep(self.config.poll)
+                await asyncio.sleep(self.config.poll)  # caught up; else more changes are waiting
 
     async def _heartbeats(self) -> None:
         """Backport rest-hook subscriptions with a heartbeat period get a heartbeat when idle that long."""

@@ -175,3 +175,13 @@ async def test_websocket_bind_and_ping(backend, tmp_path):
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_no_events_after_end(sub_client, receiver):
+    ended = {**r4_subscription("Patient?gender=unknown", receiver.url + "/ended"), "end": "2020-01-01T00:00:00Z"}
+    await subscribe(sub_client, ended)
+    await subscribe(sub_client, r4_subscription("Patient?gender=unknown", receiver.url + "/open"))
+    await sub_client.post("/Patient", json={"resourceType": "Patient", "gender": "unknown"}, headers=FHIR_JSON)
+    [notification] = await receiver.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 1 and notification.path == "/open"

@@ -140,3 +140,15 @@ async def test_status_and_events_operations(sub_client, receiver):
     assert [e["event-number"] for e in until["notification-event"]] == ["1"]
     assert (await sub_client.get("/Subscription/missing/$status")).status_code == 404
     assert (await sub_client.get(f"/Subscription/{sub['id']}/$events?eventsSinceNumber=x")).status_code == 400
+
+
+async def test_capability_statement_advertises_subscriptions(sub_client):
+    statement = (await sub_client.get("/metadata")).json()
+    [subscription] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
+    topics = {e["valueCanonical"] for e in subscription["extension"]}
+    assert {f"{TOPICS}/resource-change", f"{TOPICS}/encounter-start", f"{TOPICS}/encounter-end",
+            f"{TOPICS}/new-observation"} <= topics
+    assert {o["name"] for o in subscription["operation"]} == {"status", "events"}
+    assert "rest-hook" in subscription["documentation"] and "websocket" in subscription["documentation"]
+    assert statement["rest"][0]["extension"][0]["valueUrl"].endswith("/$subscription-ws")
+    assert statement["instantiates"][0].endswith("backport-subscription-server-r4")
