@@ -98,11 +98,12 @@ def outcome_text(response: httpx.Response) -> str:
 async def test_placeholders_and_conditional_references_are_rewritten(server):
     org = (await server.client.post("/Organization", json=organization("o1"), headers=FHIR_JSON)).json()
     patient_url = urn()
-    patient = {"resourceType": "Patient", "managingOrganization": {"reference": "Organization?identifier=http://org.test|o1"},
+    by_identifier = "Organization?identifier=http://org.test|o1"
+    patient = {"resourceType": "Patient", "managingOrganization": {"reference": by_identifier},
                "text": {"status": "generated",
                         "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><a href="{patient_url}">me</a></div>'}}
     obs = observation(patient_url, extension=[{"url": "http://example.org/about", "valueUri": patient_url}],
-                      performer=[{"reference": "Organization?identifier=http://org.test|o1"}])
+                      performer=[{"reference": by_identifier}])
     response = await server.post(tx(post(obs), post(patient, patient_url)))
     assert response.status_code == 200, response.text
     body = response.json()

@@ -51,6 +51,19 @@ async def find(ctx: Context, query: Query, limit: int = 2) -> list[Version]:
     return page.matches[:limit]
 
 
+async def matches(ctx: Context, query: Query, resource_type: str, criteria: str, what: str,
+                  multiple: bool = False) -> list[Version]:
+    """The current resources a condition matches: at most one unless `multiple` (else 412 naming `what`),
+    and never more than the server's max_count (412: narrow the condition)."""
+    found = await find(ctx, query, ctx.max_count + 1 if multiple else 2)
+    if len(found) > 1 and not multiple:
+        raise several(resource_type, criteria, what)
+    if len(found) > ctx.max_count:
+        raise FhirError(412, "too-costly", f"{resource_type}?{criteria} matches more than {ctx.max_count} "
+                                           "resources; narrow the condition")
+    return found
+
+
 def several(resource_type: str, criteria: str, what: str) -> FhirError:
     return FhirError(412, "multiple-matches",
                      f"The condition {resource_type}?{criteria} matches several resources; {what} needs one")
@@ -70,9 +83,7 @@ async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any],
     resource = parse_resource(body, resource_type)
     query = parse_criteria(ctx, resource_type, criteria)
     for _ in range(RETRIES):
-        found = await find(ctx, query)
-        if len(found) > 1:
-            raise several(resource_type, criteria, "a conditional create")
+        found = await matches(ctx, query, resource_type, criteria, "a conditional create")
         if found:
             return found[0], False
         try:
@@ -92,9 +103,7 @@ async def update(ctx: Context, resource_type: str, criteria: str, body: bytes | 
         check_id(body_id)
     query = parse_criteria(ctx, resource_type, criteria)
     for _ in range(RETRIES):
-        found = await find(ctx, query)
-        if len(found) > 1:
-            raise several(resource_type, criteria, "a conditional update")
+        found = await matches(ctx, query, resource_type, criteria, "a conditional update")
         if found:
             current: Version | None = found[0]
             if body_id is not None and body_id != current.id:
@@ -126,12 +135,8 @@ async def delete(ctx: Context, resource_type: str, criteria: str, multiple: bool
     check_type(resource_type)
     query = parse_criteria(ctx, resource_type, criteria)
     for _ in range(RETRIES):
-        found = await find(ctx, query, ctx.max_count + 1 if multiple else 2)
-        if len(found) > 1 and not multiple:
-            raise several(resource_type, criteria, "a conditional delete (multiple deletes are disabled)")
-        if len(found) > ctx.max_count:
-            raise FhirError(412, "too-costly", f"{resource_type}?{criteria} matches more than {ctx.max_count} "
-                                               "resources; narrow the condition")
+        found = await matches(ctx, query, resource_type, criteria,
+                              "a conditional delete (multiple deletes are disabled)", multiple)
         if not found:
             return []
         writes = [tombstone_write(version) for version in found]

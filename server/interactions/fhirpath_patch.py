@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from capability.outcome import FhirError, invalid
-from server.interactions.elements import Element, choices, elements, is_primitive
+from server.interactions.elements import Element, choices, elements
 
 _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<op>!=|=|\.|\(|\)|\[|\])"
                     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`))")

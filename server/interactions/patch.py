@@ -99,9 +99,7 @@ async def patch_conditional(ctx: Context, resource_type: str, criteria: str, pat
     check_type(resource_type)
     query = conditional.parse_criteria(ctx, resource_type, criteria)
     for _ in range(conditional.RETRIES):
-        found = await conditional.find(ctx, query)
-        if len(found) > 1:
-            raise conditional.several(resource_type, criteria, "a conditional patch")
+        found = await conditional.matches(ctx, query, resource_type, criteria, "a conditional patch")
         if not found:
             raise FhirError(404, "not-found", f"No {resource_type} matches {criteria}; nothing to patch")
         try:

@@ -221,12 +221,8 @@ async def _targets(ctx: Context, entry: _Entry, assertions: list[Assertion]) -> 
 
 async def _find(ctx: Context, query: Any, resource_type: str, criteria: str, what: str,
                 assertions: list[Assertion], multiple: bool = False) -> list[Version]:
-    """Matches of a condition (several: 412 unless `multiple`), asserted to hold at commit."""
-    found = await conditional.find(ctx, query, ctx.max_count + 1 if multiple else 2)
-    if len(found) > 1 and not multiple:
-        raise conditional.several(resource_type, criteria, what)
-    if len(found) > ctx.max_count:
-        raise FhirError(412, "too-costly", f"{resource_type}?{criteria} matches more than {ctx.max_count} resources")
+    """Matches of a condition, asserted to hold still at commit."""
+    found = await conditional.matches(ctx, query, resource_type, criteria, what, multiple)
     assertions.append(Assertion(query, conditional.ids(found)))
     return found
 
@@ -248,12 +244,9 @@ async def _resolve(ctx: Context, reference: str, assertions: list[Assertion]) ->
     """A conditional reference `Type?criteria` -> `Type/id` of its one match (none: 404, several: 412)."""
     resource_type, _, criteria = reference.partition("?")
     query = conditional.parse_criteria(ctx, resource_type, criteria)
-    found = await conditional.find(ctx, query)
+    found = await _find(ctx, query, resource_type, criteria, "a conditional reference", assertions)
     if not found:
         raise FhirError(404, "not-found", f"The conditional reference {reference} matches no resource")
-    if len(found) > 1:
-        raise conditional.several(resource_type, criteria, "a conditional reference")
-    assertions.append(Assertion(query, conditional.ids(found)))
     return f"{resource_type}/{found[0].id}"
 
 
