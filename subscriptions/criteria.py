@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from capability.outcome import FhirError
+from capability.terminology import default_terminology
 from capability.resource_types import is_resource_type
 from search.ir import Clause, ReferencePred, TokenPred
 from search.matcher import Matcher, compile_matcher
+from search.parse import parse_search
 from server.interactions.context import Context
-from server.interactions.search import parse_query
 
 # search result parameters say how to page or shape results: meaningless for a notification
 _RESULT_PARAMS = {"_sort", "_count", "_include", "_revinclude", "_summary", "_elements", "_total", "_contained",
@@ -49,7 +50,9 @@ def compile_criteria(ctx: Context, text: str, expression: str) -> Filter:
         raise _bad(f"Criteria '{text}': result parameters {', '.join(unusable)} cannot be used in criteria",
                    expression)
     try:
-        query = parse_query(ctx, (resource_type,), params, strict=True)
+        query = parse_search((resource_type,), params, registry=ctx.registry, strict=True,
+                             default_count=ctx.default_count, max_count=ctx.max_count, base_url=ctx.base_url,
+                             terminology=default_terminology())
     except FhirError as error:
         raise _bad(f"Criteria '{text}': {error.diagnostics}", expression) from None
     return Filter(resource_type, text, compile_matcher(query.where), _guard(query.where))
