@@ -228,16 +228,21 @@ async def _find(ctx: Context, query: Any, resource_type: str, criteria: str, wha
 
 
 async def _resolve_all(ctx: Context, entries: list[_Entry], assertions: list[Assertion]) -> dict[str, str]:
-    """Every distinct conditional reference of the transaction -> `Type/id` (FhirError naming the entry)."""
-    resolved: dict[str, str] = {}
+    """Every distinct conditional reference of the transaction -> `Type/id`, searched concurrently
+    (FhirError naming the first entry that holds a reference that does not resolve)."""
+    first_holder: dict[str, _Entry] = {}
     for entry in entries:
         for link in entry.links:
-            if link.kind == "reference" and is_conditional(link.original) and link.original not in resolved:
-                try:
-                    resolved[link.original] = await _resolve(ctx, link.original, assertions)
-                except FhirError as error:
-                    raise at_entry(error, entry.request, entry.request.index) from None
-    return resolved
+            if link.kind == "reference" and is_conditional(link.original):
+                first_holder.setdefault(link.original, entry)
+    outcomes = await asyncio.gather(*(_resolve(ctx, reference, assertions) for reference in first_holder),
+                                    return_exceptions=True)
+    for entry, outcome in zip(first_holder.values(), outcomes):
+        if isinstance(outcome, FhirError):
+            raise at_entry(outcome, entry.request, entry.request.index)
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return dict(zip(first_holder, outcomes))  # type: ignore[arg-type]
 
 
 async def _resolve(ctx: Context, reference: str, assertions: list[Assertion]) -> str:
