@@ -18,6 +18,8 @@ from server.interactions.context import Context
 from server.settings import Settings
 from storage import open_store
 from storage.base import Store
+from subscriptions.service import SubscriptionConfig, SubscriptionService
+from subscriptions.websocket import PATH as WEBSOCKET_PATH
 
 log = logging.getLogger("hearth.server")
 
@@ -38,6 +40,9 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("{type}",), {"PUT": rest.conditional_update, "DELETE": rest.conditional_delete,
                    "PATCH": rest.conditional_patch}),
     (("{type}", "{id}"), {"PATCH": rest.patch}),
+    (("Subscription", "$status"), {"GET": rest.subscription_status, "POST": rest.subscription_status}),
+    (("Subscription", "{id}", "$status"), {"GET": rest.subscription_status, "POST": rest.subscription_status}),
+    (("Subscription", "{id}", "$events"), {"GET": rest.subscription_events, "POST": rest.subscription_events}),
 ]
 
 
@@ -97,6 +102,7 @@ class HearthApp:
         self.settings = settings
         self.store = store  # a store made by the caller (tests); otherwise opened from settings at start-up
         self.ctx: Context | None = None
+        self.subscriptions = SubscriptionService(SubscriptionConfig.from_settings(settings))
         # requests may carry the public base URL's path (http://host/fhir/Patient): routes start after it
         self.base_path = urlsplit(settings.public_base_url).path.rstrip("/")
 
@@ -108,15 +114,20 @@ class HearthApp:
                   "conditional_delete_multiple": self.settings.conditional_delete_multiple}
         self.ctx = Context(store, self.settings.public_base_url, self.settings.default_count,
                            self.settings.max_count, extras=extras)
+        await self.subscriptions.start(self.ctx)
 
     async def shutdown(self) -> None:
         if self.ctx is not None:
+            await self.subscriptions.stop()
             await self.ctx.store.close()
             self.ctx = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
             return
         if scope["type"] != "http":
             return
@@ -142,6 +153,14 @@ class HearthApp:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
             response = http.error_response(FhirError(500, "exception", "Internal server error"))
         return http.as_xml(response) if xml else response  # JSON stays the fast path: XML only when asked
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Websocket subscription channel at [base]/$subscription-ws; anything else is refused."""
+        path = scope["path"].removeprefix(self.base_path).strip("/")
+        if self.ctx is None or path != WEBSOCKET_PATH:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await self.subscriptions.websockets.serve(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

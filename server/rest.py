@@ -17,6 +17,8 @@ from server.interactions import patch as patching
 from server.interactions.context import Context
 from storage.base import Version
 from storage.clock import to_instant, utc_now
+from subscriptions import operations as subscription_operations, service as subscription_service
+from subscriptions.topics import topic_summary
 
 _PUBLISHED = to_instant(utc_now())
 
@@ -46,13 +48,14 @@ def _resource_body(request: Request, version: Version) -> bytes:
 async def metadata(request: Request, ctx: Context) -> Response:
     statement = capability_statement(ctx.base_url, _PUBLISHED, ctx.extras.get("search_capabilities"),
                                      transactions=ctx.store.supports_transactions,
-                                     conditional_delete_multiple=ctx.extras.get("conditional_delete_multiple", False))
+                                     conditional_delete_multiple=ctx.extras.get("conditional_delete_multiple", False),
+                                     subscription_topics=topic_summary())
     return http.json_response(statement, pretty_print=http.pretty(request))
 
 
 async def create(request: Request, ctx: Context, resource_type: str) -> Response:
     """POST [type], conditional with If-None-Exist (a match: 200 and nothing written)."""
-    body = await http.read_body(request, ctx.extras["max_body_bytes"])
+    body = _accepted(ctx, resource_type, await http.read_body(request, ctx.extras["max_body_bytes"]))
     criteria = request.headers.get("if-none-exist")
     if criteria is None:
         version, created = await crud.create(ctx, resource_type, body), True
@@ -88,7 +91,7 @@ async def vread(request: Request, ctx: Context, resource_type: str, resource_id:
 
 
 async def update(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:
-    body = await http.read_body(request, ctx.extras["max_body_bytes"])
+    body = _accepted(ctx, resource_type, await http.read_body(request, ctx.extras["max_body_bytes"]))
     version, created = await crud.update(ctx, resource_type, resource_id, body, _if_match(request))
     status = 201 if created else 200
     return _representation(request, version, status, http.version_headers(version, ctx.base_url))
@@ -156,6 +159,23 @@ async def delete(request: Request, ctx: Context, resource_type: str, resource_id
 async def history(request: Request, ctx: Context, resource_type: str | None = None,
                   resource_id: str | None = None) -> Response:
     body = await history_interaction.history(ctx, resource_type, resource_id, request.query_params.multi_items())
+    return http.fhir_response(body, 200, None, http.pretty(request))
+
+
+def _accepted(ctx: Context, resource_type: str, body: bytes) -> bytes | dict:
+    """A Subscription is checked (422 when unusable) and given its starting status before it is written."""
+    return subscription_service.accept(ctx, body) if resource_type == "Subscription" else body
+
+
+async def subscription_status(request: Request, ctx: Context, resource_id: str | None = None) -> Response:
+    """`Subscription/[id]/$status` or `Subscription/$status?id=…`."""
+    ids = [resource_id] if resource_id else request.query_params.getlist("id")
+    return http.fhir_response(await subscription_operations.status(ctx, ids), 200, None, http.pretty(request))
+
+
+async def subscription_events(request: Request, ctx: Context, resource_id: str) -> Response:
+    """`Subscription/[id]/$events?eventsSinceNumber=&eventsUntilNumber=&content=`."""
+    body = await subscription_operations.events(ctx, resource_id, dict(request.query_params))
     return http.fhir_response(body, 200, None, http.pretty(request))
 
 

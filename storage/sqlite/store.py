@@ -213,6 +213,10 @@ class SqliteStore:
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
         return await self._writer.submit(lambda conn: _apply(conn, writes, assertions))
 
+    async def run_write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `work(connection)` on the writer thread inside a transaction (its own savepoint)."""
+        return await self._writer.submit(work)
+
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._writer.stop)
         self._readers.shutdown(wait=True)
