@@ -3,6 +3,7 @@ bad input, batch independence, PATCH inside Bundles, and a Synthea patient loade
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
@@ -188,6 +189,20 @@ async def test_patch_inside_transaction_and_batch(server):
                                     kind="batch"))
     assert response.json()["entry"][0]["response"]["status"] == "200 OK", response.text
     assert (await server.read("Patient/pp"))["gender"] == "female"
+
+
+async def test_concurrent_transactions_with_the_same_if_none_exist_share_one_resource(server):
+    async def one() -> str:
+        org_url = urn()
+        response = await server.post(tx(
+            post(organization("shared"), org_url, ifNoneExist="identifier=http://org.test|shared"),
+            post({"resourceType": "Patient", "managingOrganization": {"reference": org_url}})))
+        assert response.status_code == 200, response.text
+        location = response.json()["entry"][1]["response"]["location"].rsplit("/_history", 1)[0]
+        return (await server.read(location))["managingOrganization"]["reference"]
+    references = await asyncio.gather(*(one() for _ in range(10)))
+    assert len(set(references)) == 1
+    assert await server.count("Organization") == 1 and await server.count("Patient") == 10
 
 
 # --- atomicity and bad input ---------------------------------------------------------------------------------
