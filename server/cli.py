@@ -13,13 +13,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.logs import configure
+    from server.metrics import Observability
 
     settings = Settings.from_env(host=args.host, port=args.port, storage=args.storage, base_url=args.base_url,
                                  max_body_bytes=args.max_body_bytes, log_level=args.log_level)
     configure(settings.log_level)
     print(f"Hearth serving FHIR R4 at {settings.public_base_url} (storage: {settings.storage})", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, lifespan="on")
+    uvicorn.run(Observability(create_app(settings)), host=settings.host, port=settings.port,
+                log_level=settings.log_level, access_log=False, lifespan="on")
     return 0
 
 
