@@ -95,8 +95,8 @@ class Deliverer:
                     room = self.config.concurrency - len(self._in_flight)
                     now = time.time()
                     if room > 0 and await self.queue.due(now):
-                        for delivery in await self.queue.claim(self.owner, now, self.config.lease, room):
-                            task = asyncio.create_task(self._in_turn(session, delivery))
+                        for group in self._groups(await self.queue.claim(self.owner, now, self.config.lease, room)):
+                            task = asyncio.create_task(self._in_turn(session, group))
                             self._in_flight.add(task)
                             task.add_done_callback(self._finished)
                         continue
@@ -116,67 +116,98 @@ class Deliverer:
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery failed unexpectedly", exc_info=task.exception())
 
-    async def _in_turn(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
-        turn = self._turns.setdefault(delivery.subscription, asyncio.Lock())
+    def _groups(self, claimed: list[Delivery]) -> list[list[Delivery]]:
+        """Claimed work in claim order, events of a backport subscription batched up to its max count."""
+        groups: list[list[Delivery]] = []
+        open_groups: dict[str, list[Delivery]] = {}
+        for delivery in claimed:
+            subscription = self.registry.get(delivery.subscription)
+            limit = subscription.max_count if subscription and subscription.backport else 1
+            group = open_groups.get(delivery.subscription)
+            if delivery.kind == "event" and group is not None and len(group) < limit:
+                group.append(delivery)
+                continue
+            group = [delivery]
+            groups.append(group)
+            if delivery.kind == "event":
+                open_groups[delivery.subscription] = group
+            else:
+                open_groups.pop(delivery.subscription, None)
+        return groups
+
+    async def _in_turn(self, session: aiohttp.ClientSession, group: list[Delivery]) -> None:
+        subscription_id = group[0].subscription
+        turn = self._turns.setdefault(subscription_id, asyncio.Lock())
         try:
             async with turn:
-                await self.deliver(session, delivery)
+                await self.deliver(session, group)
         finally:
             if not turn.locked() and not turn._waiters:
-                self._turns.pop(delivery.subscription, None)
+                self._turns.pop(subscription_id, None)
 
-    async def deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
-        subscription = self.registry.get(delivery.subscription)
+    async def deliver(self, session: aiohttp.ClientSession, group: list[Delivery]) -> None:
+        """Send one notification for `group` (one handshake, one heartbeat, or events of one subscription)."""
+        first = group[0]
+        subscription = self.registry.get(first.subscription)
         now = time.time()
         if subscription is None or subscription.status in ("off", "error") or subscription.channel.type != "rest-hook":
-            await self.queue.complete(delivery)  # moot: $events still has the event
+            await self._each(self.queue.complete, group)  # moot: $events still has the events
             return
-        if delivery.kind != "handshake" and subscription.status == "requested":
-            await self.queue.retry(delivery, now + self.config.retry_base, None, attempted=False)  # handshake first
+        if first.kind != "handshake" and subscription.status == "requested":  # the handshake goes first
+            await self._each(lambda d: self.queue.retry(d, now + self.config.retry_base, None, False), group)
             return
         endpoint = subscription.channel.endpoint or ""
         breaker = self.breakers.setdefault(endpoint, Breaker(self.config.breaker_threshold,
                                                              self.config.breaker_cooldown))
         if not breaker.allow(now):
-            if now - delivery.created >= self.config.retry_horizon:
-                await self._give_up(subscription, delivery, f"circuit breaker open; last error: {breaker.last_error}")
+            if now - min(d.created for d in group) >= self.config.retry_horizon:
+                await self._give_up(subscription, group, f"circuit breaker open; last error: {breaker.last_error}")
                 return
-            await self.queue.retry(delivery, max(breaker.open_until, now + self.config.poll), "circuit open",
-                                   attempted=False)
+            due = max(breaker.open_until, now + self.config.poll)
+            await self._each(lambda d: self.queue.retry(d, due, "circuit open", False), group)
             return
         try:
-            outgoing = await self._outgoing(subscription, delivery)
+            outgoing = await self._outgoing(subscription, group)
             if outgoing is not None:
                 # within the lease, so that no other process takes the work over while it is being sent
                 await send(session, subscription.channel, outgoing, min(subscription.timeout, self.config.lease / 2))
         except DeliveryFailed as failure:
             breaker.failed(time.time(), str(failure))
-            await self._failed(subscription, delivery, str(failure))
+            await self._failed(subscription, group, str(failure))
             return
         breaker.succeeded()
         self.last_sent[subscription.id] = time.time()
-        await self.queue.complete(delivery)
-        if delivery.kind == "handshake":
+        await self._each(self.queue.complete, group)
+        if first.kind == "handshake":
             await self.set_status(subscription.id, "active", None)
 
-    async def _failed(self, subscription: Subscription, delivery: Delivery, error: str) -> None:
-        now = time.time()
-        if now - delivery.created >= self.config.retry_horizon:
-            await self._give_up(subscription, delivery, error)
-            return
-        await self.queue.retry(delivery, now + self.config.backoff(delivery.attempts), error, attempted=True)
+    @staticmethod
+    async def _each(action: Callable[[Delivery], Awaitable[None]], group: list[Delivery]) -> None:
+        await asyncio.gather(*(action(delivery) for delivery in group))
 
-    async def _give_up(self, subscription: Subscription, delivery: Delivery, error: str) -> None:
-        log.warning("Subscription/%s: giving up after %d attempts: %s", subscription.id, delivery.attempts + 1, error)
+    async def _failed(self, subscription: Subscription, group: list[Delivery], error: str) -> None:
+        now = time.time()
+        if now - min(d.created for d in group) >= self.config.retry_horizon:
+            await self._give_up(subscription, group, error)
+            return
+        due = now + self.config.backoff(max(d.attempts for d in group))
+        await self._each(lambda d: self.queue.retry(d, due, error, True), group)
+
+    async def _give_up(self, subscription: Subscription, group: list[Delivery], error: str) -> None:
+        attempts = max(d.attempts for d in group) + 1
+        log.warning("Subscription/%s: giving up after %d attempts: %s", subscription.id, attempts, error)
         await self.queue.drop(subscription.id)
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(delivery.created))
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(d.created for d in group)))
         await self.set_status(subscription.id, "error", f"Notifications failing since {since}: {error}")
 
-    async def _outgoing(self, subscription: Subscription, delivery: Delivery) -> Outgoing | None:
+    async def _outgoing(self, subscription: Subscription, group: list[Delivery]) -> Outgoing | None:
         count = await self.queue.event_count(subscription.id)
-        if delivery.kind != "event":
-            return await notifications.backport_outgoing(self.ctx, subscription, delivery.kind, count)
-        events = await self.queue.events(subscription.id, delivery.number or 0, delivery.number, 1)
+        kind = group[0].kind
+        if kind != "event":
+            return await notifications.backport_outgoing(self.ctx, subscription, kind, count)
+        numbers = {d.number or 0 for d in group}
+        low, high = min(numbers), max(numbers)
+        events = [e for e in await self.queue.events(subscription.id, low, high, high - low + 1) if e.number in numbers]
         if not events:
             return None
         if subscription.backport:

@@ -147,3 +147,30 @@ async def test_notification_survives_a_crash(tmp_path, monkeypatch):
     finally:
         await asyncio.to_thread(stop, server, False)
         await receiver.stop()
+
+
+def test_claimed_events_are_batched_up_to_max_count():
+    from server.interactions.context import Context
+    from subscriptions.delivery import Deliverer, DeliveryConfig
+    from subscriptions.model import parse_subscription
+    from subscriptions.queue import Delivery
+    from subscriptions.registry import Registry
+    from subscription_helpers import BACKPORT, backport_subscription
+
+    ctx = Context(None, BASE)
+    registry = Registry()
+    body = backport_subscription("resource-change", ["Patient?gender=male"], "http://127.0.0.1:9/x")
+    body["channel"]["extension"] = [{"url": f"{BACKPORT}/backport-max-count", "valuePositiveInt": 2}]
+    registry.put(parse_subscription(ctx, {**body, "id": "b"}, 1, frozenset()))
+    registry.put(parse_subscription(ctx, {**r4_subscription("Patient?gender=male", "http://127.0.0.1:9/x"),
+                                          "id": "r"}, 1, frozenset()))
+    deliverer = Deliverer(ctx, None, registry, DeliveryConfig(), "me", None)
+
+    def work(subscription: str, kind: str, number: int | None) -> Delivery:
+        return Delivery((subscription, kind, number), subscription, kind, number, 0.0, 0)
+
+    claimed = [work("b", "event", 1), work("r", "event", 1), work("b", "event", 2), work("r", "event", 2),
+               work("b", "event", 3), work("b", "heartbeat", None), work("b", "event", 4)]
+    groups = [[d.key for d in group] for group in deliverer._groups(claimed)]
+    assert groups == [[("b", "event", 1), ("b", "event", 2)], [("r", "event", 1)], [("r", "event", 2)],
+                      [("b", "event", 3)], [("b", "heartbeat", None)], [("b", "event", 4)]]
