@@ -43,6 +43,7 @@ class Dispatcher:
         self.checkpoint = 0  # changes up to here are matched (recorded, or caused nothing)
         self.durable = 0  # the checkpoint as stored
         self._durable_at = time.monotonic()
+        self.behind = False  # the last pass read a full batch: more changes are waiting
 
     def start_at(self, checkpoint: int) -> None:
         self.seen = self.checkpoint = self.durable = checkpoint
@@ -50,6 +51,7 @@ class Dispatcher:
     async def step(self) -> int:
         """One pass; the number of events and handshakes recorded (0 when idle or another process won)."""
         changes = await self.ctx.store.changes(self.seen, self.batch)
+        self.behind = len(changes) == self.batch
         if not changes:
             return 0
         handshakes = []

@@ -167,8 +167,8 @@ class SubscriptionService:
             if recorded:
                 self.deliverer.wake.set()
                 self.websockets.notify()
-            elif self.dispatcher.seen == self.dispatcher.checkpoint:
-                await asyncio.sleep(self.config.poll)  # caught up; else more changes are waiting
+            elif not self.dispatcher.behind:
+                await asyncio.sleep(self.config.poll)
 
     async def _heartbeats(self) -> None:
         """Backport rest-hook subscriptions with a heartbeat period get a heartbeat when idle that long."""
