@@ -9,8 +9,9 @@ from capability.resource_types import RESOURCE_TYPES
 SOFTWARE_VERSION = "0.1.0"
 
 # Per-type interactions that work for every resource type.
-TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create", "patch")
-SYSTEM_INTERACTIONS = ("history-system", "batch")
+TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create",
+                     "search-type", "patch")
+SYSTEM_INTERACTIONS = ("history-system", "search-system", "batch")
 PATCH_FORMATS = ("application/json-patch+json", "application/fhir+json")  # JSON Patch; FHIRPath Patch
 
 
@@ -33,16 +34,16 @@ def _subscription_fields(topics: Sequence[dict[str, str]]) -> dict[str, Any]:
     }
 
 
-def capability_statement(base_url: str, published: str, search: Any | None = None, *, transactions: bool = True,
+def capability_statement(base_url: str, published: str, registry: Any, *, transactions: bool = True,
                          conditional_delete_multiple: bool = False,
                          subscription_topics: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
-    """The server's CapabilityStatement; `search` (a callable type -> rest.resource search fields) adds search.
+    """The server's CapabilityStatement; `registry` (capability/search_parameters.py) gives each type's search.
 
     `transactions`: the store commits several writes atomically (else transaction Bundles are refused).
     `subscription_topics`: the SubscriptionTopics ({url, title}) Subscriptions may use (Backport IG)."""
     resources = []
     for resource_type in sorted(RESOURCE_TYPES):
-        interactions = list(TYPE_INTERACTIONS) + (["search-type"] if search else [])
+        interactions = list(TYPE_INTERACTIONS)
         resource: dict[str, Any] = {
             "type": resource_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
@@ -55,8 +56,7 @@ def capability_statement(base_url: str, published: str, search: Any | None = Non
             "conditionalUpdate": True,
             "conditionalDelete": "multiple" if conditional_delete_multiple else "single",
         }
-        if search:
-            resource.update(search(resource_type))
+        resource.update(search_fields(registry, resource_type))
         if resource_type == "Subscription" and subscription_topics:
             resource.update(_subscription_fields(subscription_topics))
         resources.append(resource)
@@ -83,3 +83,36 @@ def capability_statement(base_url: str, published: str, search: Any | None = Non
                             for code in SYSTEM_INTERACTIONS + (("transaction",) if transactions else ())],
         }],
     }
+
+
+# What the search engine accepts per parameter type (search/parse.py), told in each searchParam's documentation.
+MODIFIERS = {
+    "string": ("missing", "exact", "contains"),
+    "token": ("missing", "text", "not", "of-type", "in", "not-in", "above", "below"),
+    "reference": ("missing", "[type]", "identifier"),
+    "uri": ("missing", "above", "below"),
+    "date": ("missing",), "number": ("missing",), "quantity": ("missing",), "composite": ("missing",),
+    "special": (),
+}
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+
+def search_fields(registry: Any, resource_type: str) -> dict[str, Any]:
+    """`searchParam`, `searchInclude` and `searchRevInclude` of one type, from the registry's supported parameters."""
+    params = registry.params(resource_type)
+    search_params = []
+    for code, param in sorted(params.items()):
+        notes = [f"modifiers: {', '.join(MODIFIERS.get(param.type, ()))}"]
+        if param.type in ("date", "number", "quantity"):
+            notes.append(f"prefixes: {', '.join(PREFIXES)}")
+        if param.type == "reference":
+            notes.append("chaining and _has supported")
+        search_params.append({"name": code, "definition": param.url, "type": param.type,
+                              "documentation": "; ".join(notes)})
+    includes = ["*"] + [f"{resource_type}:{code}" for code, param in sorted(params.items())
+                        if param.type == "reference"]
+    revincludes = sorted(
+        f"{source}:{code}" for source in RESOURCE_TYPES for code, param in registry.params(source).items()
+        if param.type == "reference" and (resource_type in param.target or not param.target))
+    return {"searchParam": search_params, "searchInclude": includes, "searchRevInclude": revincludes}
+

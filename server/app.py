@@ -25,16 +25,20 @@ log = logging.getLogger("hearth.server")
 
 Handler = Callable[..., Awaitable[Response]]
 
-# URL shapes, tried in order. "{x}" captures a segment (never one starting with "_" or "$"); others are literal.
+# URL shapes, tried in order. "{x}" captures a segment (never one starting with "_" or "$"; "{type}" only one
+# starting upper-case); others are literal.
 ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
+    ((), {"GET": rest.search_system}),
     (("metadata",), {"GET": rest.metadata}),
     (("healthz",), {"GET": rest.healthz}),
     (("readyz",), {"GET": rest.readyz}),
     (("_history",), {"GET": rest.history}),
-    (("{type}",), {"POST": rest.create}),
+    (("{type}",), {"GET": rest.search_type, "POST": rest.create}),
+    (("{type}", "_search"), {"POST": rest.search_type_post, "GET": rest.search_type}),
     (("{type}", "_history"), {"GET": rest.history}),
     (("{type}", "{id}"), {"GET": rest.read, "PUT": rest.update, "DELETE": rest.delete}),
     (("{type}", "{id}", "_history"), {"GET": rest.history}),
+    (("{type}", "{id}", "{type}"), {"GET": rest.search_compartment}),
     (("{type}", "{id}", "_history", "{vid}"), {"GET": rest.vread}),
     ((), {"POST": rest.bundle}),
     (("{type}",), {"PUT": rest.conditional_update, "DELETE": rest.conditional_delete,
@@ -69,8 +73,8 @@ def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
     captured = []
     for part, segment in zip(pattern, segments):
         if part.startswith("{"):
-            if not segment or segment[0] in "_$":
-                return None
+            if not segment or segment[0] in "_$" or (part == "{type}" and not segment[0].isupper()):
+                return None  # resource types start upper-case, so `metadata`, `healthz`… are never types
             captured.append(segment)
         elif part != segment:
             return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,6 +13,7 @@ from capability.outcome import invalid
 from capability.summary import check_summary, parse_elements, subset
 from server import http
 from server.interactions import conditional, crud, history as history_interaction, transaction
+from server.interactions import search as search_interaction
 from server.interactions import patch as patching
 from server.interactions.context import Context
 from storage.base import Version
@@ -46,11 +47,16 @@ def _resource_body(request: Request, version: Version) -> bytes:
 
 
 async def metadata(request: Request, ctx: Context) -> Response:
-    statement = capability_statement(ctx.base_url, _PUBLISHED, ctx.extras.get("search_capabilities"),
-                                     transactions=ctx.store.supports_transactions,
-                                     conditional_delete_multiple=ctx.extras.get("conditional_delete_multiple", False),
-                                     subscription_topics=topic_summary())
-    return http.json_response(statement, pretty_print=http.pretty(request))
+    """The CapabilityStatement, built once (it only changes when the server's capabilities do)."""
+    body = ctx.extras.get("capability_statement")
+    if body is None:
+        statement = capability_statement(
+            ctx.base_url, _PUBLISHED, ctx.registry, transactions=ctx.store.supports_transactions,
+            conditional_delete_multiple=ctx.extras.get("conditional_delete_multiple", False),
+            subscription_topics=topic_summary())
+        body = fhir_json.dumps(statement)
+        ctx.extras["capability_statement"] = body
+    return http.fhir_response(body, pretty_print=http.pretty(request))
 
 
 async def create(request: Request, ctx: Context, resource_type: str) -> Response:
@@ -159,6 +165,36 @@ async def delete(request: Request, ctx: Context, resource_type: str, resource_id
 async def history(request: Request, ctx: Context, resource_type: str | None = None,
                   resource_id: str | None = None) -> Response:
     body = await history_interaction.history(ctx, resource_type, resource_id, request.query_params.multi_items())
+    return http.fhir_response(body, 200, None, http.pretty(request))
+
+
+async def search_type(request: Request, ctx: Context, resource_type: str) -> Response:
+    return await _search(request, ctx, (resource_type,), list(request.query_params.multi_items()))
+
+
+async def search_type_post(request: Request, ctx: Context, resource_type: str) -> Response:
+    """`POST [type]/_search`: parameters from the form body and the URL together."""
+    form = await http.read_body(request, ctx.extras["max_body_bytes"], {"application/x-www-form-urlencoded"})
+    params = list(request.query_params.multi_items()) + parse_qsl(form.decode("utf-8", "replace"),
+                                                                  keep_blank_values=True)
+    return await _search(request, ctx, (resource_type,), params)
+
+
+async def search_system(request: Request, ctx: Context) -> Response:
+    return await _search(request, ctx, (), list(request.query_params.multi_items()))
+
+
+async def search_compartment(request: Request, ctx: Context, compartment_type: str, compartment_id: str,
+                             resource_type: str) -> Response:
+    return await _search(request, ctx, (resource_type,), list(request.query_params.multi_items()),
+                         (compartment_type, compartment_id))
+
+
+async def _search(request: Request, ctx: Context, types: tuple[str, ...], params: list[tuple[str, str]],
+                  compartment: tuple[str, str] | None = None) -> Response:
+    strict = http.prefer(request, "handling") == "strict"
+    params = [(name, value) for name, value in params if name not in ("_format", "_pretty")]
+    body = await search_interaction.search(ctx, types, params, strict=strict, compartment=compartment)
     return http.fhir_response(body, 200, None, http.pretty(request))
 
 

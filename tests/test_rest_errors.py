@@ -76,10 +76,11 @@ async def test_unknown_element_and_wrong_type(client):
 
 
 async def test_wrong_content_type_and_accept(client):
-    outcome(await client.post("/Patient", content=b"<Patient/>", headers={"Content-Type": "application/fhir+xml"}), 415)
     outcome(await client.post("/Patient", content=b"{}", headers={"Content-Type": "text/plain"}), 415)
-    outcome(await client.get("/metadata", headers={"Accept": "application/fhir+xml"}), 406)
-    outcome(await client.get("/metadata?_format=xml"), 406)
+    outcome(await client.post("/Patient", content=b"a,b", headers={"Content-Type": "text/csv"}), 415)
+    outcome(await client.post("/Patient", content=b"{}"), 415)  # no Content-Type at all
+    outcome(await client.get("/metadata", headers={"Accept": "text/csv"}), 406)
+    outcome(await client.get("/metadata?_format=text/turtle"), 406)
     assert (await client.get("/metadata", headers={"Accept": "application/json"})).status_code == 200
     assert (await client.get("/metadata?_format=json")).status_code == 200
     await nothing_written(client)

@@ -1,0 +1,82 @@
+"""search: type, system and compartment search, answered with a `searchset` Bundle of stored bytes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from urllib.parse import urlencode
+
+from capability import fhir_json
+from capability.outcome import Issue, operation_outcome
+from capability.summary import check_summary, subset
+from capability.terminology import default_terminology
+from search.compartments import compartment_clause
+from search.ir import Query
+from search.parse import parse_search
+from server.interactions.bundles import bundle, entry, full_url
+from server.interactions.context import Context
+from server.interactions.resources import check_id, check_type
+from storage.base import Version
+
+
+async def search(ctx: Context, types: tuple[str, ...], params: list[tuple[str, str]], *, strict: bool = False,
+                 compartment: tuple[str, str] | None = None) -> bytes:
+    """Search `types` (empty: every type, or those `_type` names) with the request's `params`.
+
+    `compartment` (type, id) restricts the search to that compartment (`GET Patient/123/Observation`).
+    """
+    for resource_type in types:
+        check_type(resource_type)
+    check_summary(dict(params).get("_summary"))
+    query = parse_query(ctx, types, params, strict)
+    if compartment is not None:
+        compartment_type, compartment_id = compartment
+        check_type(compartment_type)
+        check_id(compartment_id)
+        clauses = tuple(compartment_clause(compartment_type, compartment_id, t) for t in types)
+        query = replace(query, where=query.where + clauses)
+    page = await ctx.store.search(query)
+    path = _path(types, compartment)
+    links = [("self", _link(ctx, path, query.used, query.cursor))]
+    if page.next_cursor:
+        links.append(("next", _link(ctx, path, query.used, page.next_cursor)))
+    if page.previous_cursor:
+        links.append(("previous", _link(ctx, path, query.used, page.previous_cursor)))
+    entries = [] if query.summary == "count" else [
+        *(_entry(ctx, version, "match", query) for version in page.matches),
+        *(_entry(ctx, version, "include", query) for version in page.included),
+    ]
+    if query.ignored:
+        entries.append(_outcome_entry(query.ignored))
+    return bundle("searchset", entries, page.total, links)
+
+
+def parse_query(ctx: Context, types: tuple[str, ...], params: list[tuple[str, str]], strict: bool) -> Query:
+    """The IR of a search, with the server's paging limits and terminology."""
+    return parse_search(types, params, registry=ctx.registry, strict=strict, default_count=ctx.default_count,
+                        max_count=ctx.max_count, base_url=ctx.base_url, terminology=default_terminology())
+
+
+def _entry(ctx: Context, version: Version, mode: str, query: Query) -> bytes:
+    body = version.body
+    if query.summary in ("true", "text", "data") or query.elements:
+        body = fhir_json.dumps(subset(fhir_json.loads(body), query.summary, query.elements))
+    return entry(full_url(ctx.base_url, version), body, search={"mode": mode})
+
+
+def _outcome_entry(ignored: tuple[str, ...]) -> bytes:
+    issues = [Issue("warning", "not-supported", f"Parameter ignored: {reason}") for reason in ignored]
+    return entry(None, fhir_json.dumps(operation_outcome(issues)), search={"mode": "outcome"})
+
+
+def _path(types: tuple[str, ...], compartment: tuple[str, str] | None) -> str:
+    if compartment is not None:
+        return f"{compartment[0]}/{compartment[1]}/{types[0]}"
+    return types[0] if len(types) == 1 else ""
+
+
+def _link(ctx: Context, path: str, used: tuple[tuple[str, str], ...], cursor: str | None) -> str:
+    params = [(name, value) for name, value in used if name != "_cursor"]
+    if cursor:
+        params.append(("_cursor", cursor))
+    query = urlencode(params)
+    return f"{ctx.base_url}/{path}" + (f"?{query}" if query else "")
