@@ -55,15 +55,16 @@ class Dispatcher:
         if not changes:
             return 0
         handshakes = []
-        for change in changes:
+        events: list[NewEvent] = []
+        todo = [change for change in changes if change.seq > self.checkpoint]
+        for change in changes:  # in order: a write is matched against the subscriptions as they were then
+            new = change.seq > self.checkpoint
             if change.type == "Subscription":
                 needed = await self.refresh(change)
-                if needed is not None and change.seq > self.checkpoint:
+                if needed is not None and new:
                     handshakes.append(needed)
-        todo = [change for change in changes if change.seq > self.checkpoint]
-        events: list[NewEvent] = []
-        for change in todo:
-            events.extend(await self.match(change))
+            if new:
+                events.extend(await self.match(change))
         if todo:
             upto = todo[-1].seq
             if events or handshakes or upto - self.durable >= _LAZY_CHANGES or \

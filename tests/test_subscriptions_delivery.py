@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from conftest import BASE, FHIR_JSON, make_store
 from server.app import create_app
