@@ -121,6 +121,14 @@ class Dispatcher:
         return topic.trigger is None or topic.trigger(previous, current)
 
     async def _matches(self, target: Target, prepared: Prepared) -> bool:
+        try:
+            return await self._all_hold(target, prepared)
+        except Exception:  # one subscription's failing chain lookup must not hold up every notification
+            log.exception("Subscription/%s: matching %s/%s failed", target.subscription.id, prepared.resource_type,
+                          prepared.resource_id)
+            return False
+
+    async def _all_hold(self, target: Target, prepared: Prepared) -> bool:
         for filter_ in target.filters:
             matcher = filter_.matcher
             if matcher.needs_resolver:

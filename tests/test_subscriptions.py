@@ -185,3 +185,15 @@ async def test_no_events_after_end(sub_client, receiver):
     [notification] = await receiver.wait_for(1)
     await asyncio.sleep(0.3)
     assert len(receiver.received) == 1 and notification.path == "/open"
+
+
+async def test_chained_criteria(sub_client, receiver):
+    patient = (await sub_client.post("/Patient", json={"resourceType": "Patient", "gender": "female",
+                                                       "name": [{"family": "Chalmers"}]}, headers=FHIR_JSON)).json()
+    await subscribe(sub_client, r4_subscription("Observation?subject:Patient.name=chalmers", receiver.url))
+    await sub_client.post("/Observation", json={**OBS, "subject": {"reference": "Patient/nobody"}}, headers=FHIR_JSON)
+    await sub_client.post("/Observation", json={**OBS, "subject": {"reference": f"Patient/{patient['id']}"}},
+                          headers=FHIR_JSON)
+    await receiver.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 1
