@@ -12,7 +12,7 @@ import pytest
 from conftest import BASE, FHIR_JSON, make_store
 from server.app import create_app
 from server.settings import Settings
-from subscription_helpers import Receiver, r4_subscription
+from subscription_helpers import Receiver, backport_subscription, r4_subscription, status_of
 
 OBS = {"resourceType": "Observation", "status": "final",
        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
@@ -172,6 +172,19 @@ async def test_websocket_bind_and_ping(backend, tmp_path):
                 assert await asyncio.wait_for(ws.recv(), 5) == f"ping {sub['id']}"
                 events = (await client.get(f"/Subscription/{sub['id']}/$events")).json()
                 assert len(events["entry"]) == 1
+            # backport over a websocket: the handshake on bind, then the notification Bundles themselves
+            topic = (await client.post("/Subscription", json=backport_subscription(
+                "resource-change", ["Patient?gender=unknown"], "", content="full-resource", channel_type="websocket"),
+                headers=FHIR_JSON)).json()
+            assert topic["status"] == "active"
+            async with websockets.connect(f"ws://127.0.0.1:{port}/$subscription-ws") as ws:
+                await ws.send(f"bind {topic['id']}")
+                assert await ws.recv() == f"bound {topic['id']}"
+                assert status_of(json.loads(await ws.recv()))["type"] == "handshake"
+                await client.post("/Patient", json={"resourceType": "Patient", "gender": "unknown"}, headers=FHIR_JSON)
+                bundle = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert status_of(bundle)["notification-event"][0]["event-number"] == "1"
+                assert bundle["entry"][1]["resource"]["gender"] == "unknown"
     finally:
         server.should_exit = True
         await serving
