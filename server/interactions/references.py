@@ -16,6 +16,9 @@ from server.interactions.elements import URI_TYPES, elements, is_primitive
 _NARRATIVE_LINK = re.compile(r'((?:href|src)=")(urn:(?:uuid|oid):[^"]+)(")')
 
 Kind = Literal["reference", "uri", "narrative"]
+# A location: the resource type, or (parent location, key, list index); built cheaply while walking,
+# spelled out only when an error names it.
+Path = Union[str, tuple[Any, str, Union[int, None]]]
 
 
 @dataclass(slots=True)
@@ -25,15 +28,23 @@ class Link:
     holder: dict[str, Any] | list[Any]
     key: str | int
     kind: Kind
-    path: str  # FHIRPath-like location, for error messages
+    location: Path
     original: str  # the value as the client sent it (a retried transaction rewrites from it again)
+
+    @property
+    def path(self) -> str:
+        """FHIRPath-like location, for error messages."""
+        return _text(self.location)
 
     def set(self, value: str) -> None:
         self.holder[self.key] = value  # type: ignore[index]
 
 
+_PLACEHOLDERS = ("urn:uuid:", "urn:oid:")
+
+
 def is_placeholder(value: str) -> bool:
-    return value.startswith(("urn:uuid:", "urn:oid:"))
+    return value.startswith(_PLACEHOLDERS)
 
 
 def is_conditional(value: str) -> bool:
@@ -64,11 +75,6 @@ def _plan(type_name: str) -> dict[str, tuple[bool, str]]:
             if element.type in URI_TYPES or not is_primitive(element.type)}
 
 
-# A location: the resource type, or (parent location, key, list index); built cheaply while walking,
-# spelled out only for a hit.
-Path = Union[str, tuple[Any, str, Union[int, None]]]
-
-
 def _text(path: Path) -> str:
     if isinstance(path, str):
         return path
@@ -82,11 +88,11 @@ def _walk(obj: dict[str, Any], type_name: str, path: Path, found: list[Link]) ->
     if type_name == "Reference":
         value = obj.get("reference")
         if isinstance(value, str) and (is_placeholder(value) or is_conditional(value)):
-            found.append(Link(obj, "reference", "reference", _text(path) + ".reference", value))
+            found.append(Link(obj, "reference", "reference", (path, "reference", None), value))
     elif type_name == "Narrative":
         div = obj.get("div")
         if isinstance(div, str) and "urn:" in div:
-            found.append(Link(obj, "div", "narrative", _text(path) + ".div", div))
+            found.append(Link(obj, "div", "narrative", (path, "div", None), div))
         return
     plan = _plan(type_name)
     for key, value in obj.items():
@@ -97,9 +103,9 @@ def _walk(obj: dict[str, Any], type_name: str, path: Path, found: list[Link]) ->
         if is_uri:
             items = value if isinstance(value, list) else (value,)
             for index, item in enumerate(items):
-                if isinstance(item, str) and is_placeholder(item):
+                if isinstance(item, str) and item.startswith(_PLACEHOLDERS):
                     holder, at = (value, index) if isinstance(value, list) else (obj, key)
-                    found.append(Link(holder, at, "uri", f"{_text(path)}.{key}", item))
+                    found.append(Link(holder, at, "uri", (path, key, None), item))
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, dict):
