@@ -138,27 +138,39 @@ class SearchRegistry:
 
     # --- run-time SearchParameter resources ------------------------------------------------------
 
+    def check(self, resource: Mapping[str, Any]) -> SearchParam:
+        """The SearchParameter `resource` would register as; FhirError 400 if it cannot be indexed. Changes nothing."""
+        param = _parse_custom(resource)
+        with self._lock:
+            self._check(param)
+        return param
+
     def register(self, resource: Mapping[str, Any]) -> SearchParam:
         """Add (or replace, by url) a custom SearchParameter; FhirError 400 if it cannot be indexed."""
         param = _parse_custom(resource)
         with self._lock:
-            previous = self._by_url.get(param.url)
-            if previous is not None and not previous.custom:
-                raise FhirError(400, "business-rule", f"{param.url} is a built-in search parameter")
+            previous = self._check(param)
             types = self._affected(param) | (self._affected(previous) if previous is not None else set())
-            for resource_type in self._affected(param):
-                existing = self.get(resource_type, param.code)
-                if existing is not None and existing.url != param.url:
-                    raise FhirError(400, "business-rule", f"{resource_type} already has a search parameter "
-                                    f"{param.code!r} ({existing.url})", ("SearchParameter.code",))
-                try:
-                    self._compile(param, resource_type)
-                except FhirPathError as exc:
-                    raise FhirError(400, "not-supported", f"cannot index {param.code!r} on {resource_type}: {exc}",
-                                    ("SearchParameter.expression",)) from None
             self._by_url[param.url] = param
             self._rebuild(types)
         return param
+
+    def _check(self, param: SearchParam) -> SearchParam | None:
+        """Raise FhirError if `param` cannot be registered; return the custom one it replaces, if any."""
+        previous = self._by_url.get(param.url)
+        if previous is not None and not previous.custom:
+            raise FhirError(400, "business-rule", f"{param.url} is a built-in search parameter")
+        for resource_type in self._affected(param):
+            existing = self.get(resource_type, param.code)
+            if existing is not None and existing.url != param.url:
+                raise FhirError(400, "business-rule", f"{resource_type} already has a search parameter "
+                                f"{param.code!r} ({existing.url})", ("SearchParameter.code",))
+            try:
+                self._compile(param, resource_type)
+            except FhirPathError as exc:
+                raise FhirError(400, "not-supported", f"cannot index {param.code!r} on {resource_type}: {exc}",
+                                ("SearchParameter.expression",)) from None
+        return previous
 
     def unregister(self, url: str) -> bool:
         """Remove a custom parameter; False if `url` is unknown or built in."""

@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from capability.outcome import FhirError
 from server import http, rest
+from server.interactions import definitions
 from server.interactions.context import Context
 from server.settings import Settings
 from storage import open_store
@@ -118,6 +119,7 @@ class HearthApp:
                   "conditional_delete_multiple": self.settings.conditional_delete_multiple}
         self.ctx = Context(store, self.settings.public_base_url, self.settings.default_count,
                            self.settings.max_count, extras=extras)
+        await definitions.load(self.ctx)
         await self.subscriptions.start(self.ctx)
 
     async def shutdown(self) -> None:

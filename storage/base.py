@@ -121,4 +121,8 @@ class Store(Protocol):
 
     async def search(self, query: Query) -> SearchPage: ...
 
+    async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
+        """Replace the index entries of existing current resources (type, id, entries) without a new version:
+        for search parameters added or changed at run time. Unknown or deleted resources are skipped."""
+
     async def close(self) -> None: ...

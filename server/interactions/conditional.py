@@ -141,7 +141,7 @@ async def delete(ctx: Context, resource_type: str, criteria: str, multiple: bool
             return []
         writes = [tombstone_write(version) for version in found]
         try:
-            await ctx.store.commit(writes, (Assertion(query, ids(found)),))
+            await ctx.commit(writes, (Assertion(query, ids(found)),))
         except (AssertionFailed, VersionConflict):
             continue
         except TransactionsUnsupported:
@@ -156,7 +156,7 @@ async def _delete_each(ctx: Context, found: list[Version]) -> list[Version]:
     for version in found:
         write = tombstone_write(version)
         try:
-            await ctx.store.commit([write])
+            await ctx.commit([write])
         except VersionConflict:  # changed meanwhile: it is someone else's now
             continue
         deleted.append(written(write))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
-from storage.base import Store
+from server.interactions import definitions
+from storage.base import Assertion, Change, Store, Write
 
 if TYPE_CHECKING:
     from capability.search_parameters import SearchRegistry
@@ -19,6 +20,14 @@ class Context:
     default_count: int = 20
     max_count: int = 1000
     extras: dict = field(default_factory=dict)
+
+    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
+        """Commit through the store; definitional resources (SearchParameter, ValueSet, CodeSystem) are checked
+        before and take effect after (server/interactions/definitions.py). Every write path goes through here."""
+        definitions.check(self, writes)
+        changes = await self.store.commit(writes, assertions)
+        await definitions.apply(self, writes)
+        return changes
 
     @cached_property
     def registry(self) -> "SearchRegistry":

@@ -26,7 +26,7 @@ async def write_new(ctx: Context, resource_type: str, resource_id: str, resource
     """Commit the version after `previous` (0: the first) of a parsed and validated resource,
     provided the `assertions` still hold inside the commit."""
     write = version_write(ctx, resource_type, resource_id, resource, previous)
-    await ctx.store.commit([write], assertions)
+    await ctx.commit([write], assertions)
     return written(write)
 
 
@@ -129,7 +129,7 @@ async def delete(ctx: Context, resource_type: str, resource_id: str) -> Version 
             return None
         tombstone = tombstone_write(current)
         try:
-            await ctx.store.commit([tombstone])
+            await ctx.commit([tombstone])
         except VersionConflict:
             continue
         return written(tombstone)

@@ -321,7 +321,7 @@ async def _commit(ctx: Context, writes: list[Write], assertions: list[Assertion]
     if not writes:
         return
     try:
-        await ctx.store.commit(writes, assertions)
+        await ctx.commit(writes, assertions)
     except AssertionFailed:
         raise _Replan() from None
     except VersionConflict as conflict:

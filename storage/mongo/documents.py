@@ -101,6 +101,9 @@ def index_fields(entries: Iterable[Entry]) -> dict[str, Any]:
     return fields
 
 
+INDEX_FIELDS = tuple(array for array, _ in _SHAPES.values()) + ("sort",)
+
+
 def resource_key(resource_type: str, resource_id: str) -> str:
     return f"{resource_type}/{resource_id}"
 

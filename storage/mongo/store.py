@@ -27,13 +27,14 @@ from typing import Any, Sequence
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, PyMongoError
 
+from search.entries import Entry
 from search.ir import Query
 from storage import clock
 from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, TransactionsUnsupported,
                           Version, VersionConflict, Write)
 from storage.mongo import search
-from storage.mongo.documents import (VERSION_FIELDS, change_document, current_document, history_document,
-                                     resource_key, to_change, to_version)
+from storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, current_document,
+                                     history_document, index_fields, resource_key, to_change, to_version)
 
 log = logging.getLogger("hearth.storage.mongo")
 
@@ -147,6 +148,15 @@ class MongoStore:
 
     async def search(self, query: Query) -> SearchPage:
         return await search.execute(self.resources, query)
+
+    async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
+        for resource_type, resource_id, entries in items:
+            fields = index_fields(entries)
+            update: dict[str, Any] = {"$unset": {name: "" for name in INDEX_FIELDS if name not in fields}}
+            if fields:
+                update["$set"] = fields
+            await self.resources.update_one({"_id": resource_key(resource_type, resource_id), "deleted": False},
+                                            update)
 
     # -- writing ---------------------------------------------------------------------------------
 

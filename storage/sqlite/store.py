@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
+from search.entries import Entry
 from search.ir import Query
 from storage import clock
 from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, Version, VersionConflict,
@@ -212,6 +213,15 @@ class SqliteStore:
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
         return await self._writer.submit(lambda conn: _apply(conn, writes, assertions))
+
+    async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            for resource_type, resource_id, entries in items:
+                row = conn.execute("SELECT rid FROM resources WHERE type = ? AND id = ? AND NOT deleted",
+                                   (resource_type, resource_id)).fetchone()
+                if row:
+                    index.replace_entries(conn, row[0], entries, existed=True)
+        await self._writer.submit(work)
 
     async def run_write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run `work(connection)` on the writer thread inside a transaction (its own savepoint)."""

@@ -1,0 +1,117 @@
+"""Resources that configure the server as they are written: SearchParameter (the search registry), ValueSet and
+CodeSystem (terminology for `:in`, `:not-in`, `:above`, `:below`).
+
+A SearchParameter Hearth cannot index is refused before anything is written. Once one is committed, existing
+resources of its base types are re-indexed before the write returns, so a search with it is complete at once.
+At start-up the stored definitions are loaded again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Sequence
+
+from capability import fhir_json
+from capability.outcome import FhirError
+from capability.resource_types import RESOURCE_TYPES
+from capability.terminology import default_terminology
+from search.extract import extract
+from search.ir import Query
+from storage.base import Write
+
+if TYPE_CHECKING:
+    from server.interactions.context import Context
+
+log = logging.getLogger("hearth.definitions")
+
+DEFINITION_TYPES = frozenset({"SearchParameter", "ValueSet", "CodeSystem"})
+_PAGE = 500
+
+
+def _in_force(resource: dict[str, Any]) -> bool:
+    return resource.get("status") != "retired"
+
+
+def check(ctx: Context, writes: Sequence[Write]) -> None:
+    """Refuse (FhirError 400) a SearchParameter in `writes` that the registry could not index."""
+    for write in writes:
+        if write.type == "SearchParameter" and write.body is not None:
+            resource = fhir_json.loads(write.body)
+            if _in_force(resource):
+                ctx.registry.check(resource)
+
+
+async def apply(ctx: Context, writes: Sequence[Write]) -> None:
+    """Bring the registry and terminology in line with committed `writes` (creates, updates, deletes)."""
+    changed = False
+    for write in writes:
+        if write.type not in DEFINITION_TYPES:
+            continue
+        changed = True
+        resource = fhir_json.loads(write.body) if write.body is not None else None
+        old = await ctx.store.vread(write.type, write.id, write.previous) if write.previous else None
+        old_url = fhir_json.loads(old.body).get("url") if old is not None and not old.deleted else None
+        if write.type == "SearchParameter":
+            await _apply_search_parameter(ctx, resource, old_url)
+        else:
+            _apply_terminology(write.type, resource, old_url)
+    if changed:
+        ctx.extras.pop("capability_statement", None)  # it lists the search parameters
+
+
+async def _apply_search_parameter(ctx: Context, resource: dict[str, Any] | None, old_url: str | None) -> None:
+    new_url = resource.get("url") if resource is not None and _in_force(resource) else None
+    if old_url and old_url != new_url:
+        ctx.registry.unregister(old_url)
+    if new_url:
+        param = ctx.registry.register(resource)
+        types = RESOURCE_TYPES if {"Resource", "DomainResource"} & set(param.base) else set(param.base)
+        for resource_type in sorted(types):
+            await reindex(ctx, resource_type)
+
+
+def _apply_terminology(resource_type: str, resource: dict[str, Any] | None, old_url: str | None) -> None:
+    terminology = default_terminology()
+    if old_url:
+        terminology.remove(old_url)
+    if resource is not None and resource.get("url"):
+        if resource_type == "ValueSet":
+            terminology.add_valueset(resource)
+        else:
+            terminology.add_codesystem(resource)
+
+
+async def reindex(ctx: Context, resource_type: str) -> int:
+    """Re-extract the index entries of every current resource of `resource_type`; returns how many."""
+    done, cursor = 0, None
+    while True:
+        page = await ctx.store.search(Query(types=(resource_type,), count=_PAGE, cursor=cursor))
+        items = [(v.type, v.id, extract(fhir_json.loads(v.body), ctx.registry, base_url=ctx.base_url))
+                 for v in page.matches]
+        if items:
+            await ctx.store.reindex(items)
+        done += len(items)
+        if not page.next_cursor:
+            return done
+        cursor = page.next_cursor
+
+
+async def load(ctx: Context) -> None:
+    """Register the stored SearchParameters, ValueSets and CodeSystems (at start-up)."""
+    for resource_type in ("CodeSystem", "ValueSet", "SearchParameter"):
+        cursor = None
+        while True:
+            page = await ctx.store.search(Query(types=(resource_type,), count=_PAGE, cursor=cursor))
+            for version in page.matches:
+                resource = fhir_json.loads(version.body)
+                try:
+                    if resource_type == "SearchParameter":
+                        if _in_force(resource):
+                            ctx.registry.register(resource)
+                    else:
+                        _apply_terminology(resource_type, resource, None)
+                except FhirError as error:
+                    log.warning("stored %s/%s not applied: %s", resource_type, version.id, error.diagnostics)
+            if not page.next_cursor:
+                break
+            cursor = page.next_cursor
