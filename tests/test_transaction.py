@@ -310,6 +310,20 @@ async def test_batch_entries_are_independent(server):
     assert await server.count("Patient") == 4  # b1, gone (2 versions) and the one batch create
 
 
+async def test_get_entries_search(server):
+    await server.client.put("/Patient/s1", json={"resourceType": "Patient", "id": "s1", "name": [{"family": "Zed"}]},
+                            headers=FHIR_JSON)
+    for kind in ("batch", "transaction"):
+        response = await server.post(tx(post({"resourceType": "Patient", "name": [{"family": "Zed"}]}),
+                                        {"request": {"method": "GET", "url": "Patient?name=zed"}}, kind=kind))
+        assert response.status_code == 200, response.text
+        searchset = response.json()["entry"][1]["resource"]
+        assert searchset["type"] == "searchset"
+        assert sum(1 for e in searchset["entry"] if e["search"]["mode"] == "match") == (2 if kind == "batch" else 3)
+    bad = await server.post(tx({"request": {"method": "GET", "url": "Patient?birthdate=not-a-date"}}, kind="batch"))
+    assert bad.json()["entry"][0]["response"]["status"] == "400 Bad Request"
+
+
 async def test_batch_on_mongo_without_transactions(mongo_without_transactions):
     server = mongo_without_transactions
     response = await server.post(tx(post({"resourceType": "Patient"}), post({"resourceType": "Patient"}),
