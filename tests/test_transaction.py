@@ -124,6 +124,22 @@ async def test_placeholders_and_conditional_references_are_rewritten(server):
     assert f'href="{patient_ref}"' in stored_patient["text"]["div"]
 
 
+async def test_references_to_posted_entries_with_restful_full_urls_follow_the_new_id(server):
+    base = "http://example.org/fhir"
+    patient = {"resourceType": "Patient", "id": "abc"}
+    relative = observation("Patient/abc")
+    absolute = observation(f"{base}/Patient/abc", performer=[{"reference": "Practitioner/elsewhere"}])
+    response = await server.post(tx(post(patient, f"{base}/Patient/abc"),
+                                    post(relative, f"{base}/Observation/o1"), post(absolute)))
+    assert response.status_code == 200, response.text
+    patient_entry, *observations = response.json()["entry"]
+    new_ref = patient_entry["response"]["location"].rsplit("/_history", 1)[0]
+    assert new_ref != "Patient/abc"
+    stored = [await server.read(e["response"]["location"].rsplit("/_history", 1)[0]) for e in observations]
+    assert [o["subject"]["reference"] for o in stored] == [new_ref, new_ref]
+    assert stored[1]["performer"][0]["reference"] == "Practitioner/elsewhere"
+
+
 async def test_processing_order_and_get_sees_the_writes(server):
     await server.client.put("/Patient/p-put", json={"resourceType": "Patient", "id": "p-put", "active": False},
                             headers=FHIR_JSON)

@@ -53,10 +53,11 @@ def is_conditional(value: str) -> bool:
     return bool(sep) and "/" not in head and head[:1].isupper()
 
 
-def find_links(resource: dict[str, Any]) -> list[Link]:
-    """Every placeholder or conditional reference in `resource` (and its contained resources)."""
+def find_links(resource: dict[str, Any], literal: bool = False) -> list[Link]:
+    """Every placeholder or conditional reference in `resource` (and its contained resources); with
+    `literal`, every other Reference too (`Patient/123`, absolute URLs: they may name a POSTed entry)."""
     found: list[Link] = []
-    _walk(resource, resource.get("resourceType", ""), resource.get("resourceType", ""), found)
+    _walk(resource, resource.get("resourceType", ""), resource.get("resourceType", ""), found, literal)
     return found
 
 
@@ -82,12 +83,13 @@ def _text(path: Path) -> str:
     return f"{_text(parent)}.{key}" + ("" if index is None else f"[{index}]")
 
 
-def _walk(obj: dict[str, Any], type_name: str, path: Path, found: list[Link]) -> None:
+def _walk(obj: dict[str, Any], type_name: str, path: Path, found: list[Link], literal: bool) -> None:
     if type_name == "Resource":  # contained, Bundle.entry.resource, Parameters.parameter.resource
         type_name = obj.get("resourceType", "")
     if type_name == "Reference":
         value = obj.get("reference")
-        if isinstance(value, str) and (is_placeholder(value) or is_conditional(value)):
+        if isinstance(value, str) and (is_placeholder(value) or is_conditional(value)
+                                       or literal and not value.startswith("#")):
             found.append(Link(obj, "reference", "reference", (path, "reference", None), value))
     elif type_name == "Narrative":
         div = obj.get("div")
@@ -109,6 +111,6 @@ def _walk(obj: dict[str, Any], type_name: str, path: Path, found: list[Link]) ->
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, dict):
-                    _walk(item, child_type, (path, key, index), found)
+                    _walk(item, child_type, (path, key, index), found, literal)
         elif isinstance(value, dict):
-            _walk(value, child_type, (path, key, None), found)
+            _walk(value, child_type, (path, key, None), found, literal)

@@ -111,6 +111,9 @@ def _check(base_url: str, raw_entries: list[Any]) -> list[_Entry]:
     """Parse and validate every entry (FhirError naming the first bad one); find the references to rewrite."""
     entries: list[_Entry] = []
     full_urls: dict[str, int] = {}
+    # A POST entry with a real fullUrl (not urn:) gets a new id: literal references to it must follow.
+    literal = any(isinstance(raw, dict) and isinstance(raw.get("fullUrl"), str) and "://" in raw["fullUrl"]
+                  and (raw.get("request") or {}).get("method") == "POST" for raw in raw_entries)
     for index, raw in enumerate(raw_entries):
         request = None
         try:
@@ -125,7 +128,7 @@ def _check(base_url: str, raw_entries: list[Any]) -> list[_Entry]:
                 full_urls[request.full_url] = index
             if request.method in ("POST", "PUT"):
                 entry.resource = parse_resource(request.resource or {}, request.type)
-                entry.links = find_links(entry.resource)
+                entry.links = find_links(entry.resource, literal)
                 if entry.interaction == "update":
                     _check_body_id(request, entry.resource)
             elif request.method == "PATCH":
@@ -279,7 +282,9 @@ def _build(ctx: Context, entries: list[_Entry], targets: list[_Target],
 
 
 def _rewrite(entry: _Entry, new_refs: dict[str, str], resolved: dict[str, str]) -> None:
-    """Point the entry's placeholders and conditional references at their resources (from the originals)."""
+    """Point the entry's placeholders, conditional and literal references at their resources (from the
+    originals). A relative literal reference is read against the base of the entry's own fullUrl."""
+    base = _base_of(entry.request.full_url)
     for link in entry.links:
         if link.kind == "narrative":
             link.set(rewrite_narrative(link.original, new_refs.get))
@@ -292,6 +297,18 @@ def _rewrite(entry: _Entry, new_refs: dict[str, str], resolved: dict[str, str]) 
                               "its fullUrl", (link.path,))
         elif link.original in resolved:
             link.set(resolved[link.original])
+        elif link.kind == "reference":
+            absolute = link.original if "://" in link.original else f"{base}/{link.original}"
+            if absolute in new_refs:
+                link.set(new_refs[absolute])
+
+
+def _base_of(full_url: str | None) -> str | None:
+    """`http://x/fhir` for `http://x/fhir/Patient/1`; None when the fullUrl is not a RESTful URL."""
+    if not full_url or "://" not in full_url:
+        return None
+    parts = full_url.split("/")
+    return "/".join(parts[:-2]) if len(parts) > 4 else None
 
 
 def _write(ctx: Context, target: _Target) -> tuple[Write | None, int]:
