@@ -53,8 +53,9 @@ class Client:
     async def send(self, exchange: Exchange) -> Exchange:
         assert self._session is not None, "use Client in `async with`"
         # the runner encodes URLs itself (encodeRequestUrl); aiohttp must not re-quote them
-        async with self._session.request(exchange.method, URL(exchange.url, encoded=True), headers=exchange.request_headers,
-                                         data=exchange.request_body, allow_redirects=False) as response:
+        async with self._session.request(exchange.method, URL(exchange.url, encoded=True),
+                                         headers=exchange.request_headers, data=exchange.request_body,
+                                         allow_redirects=False) as response:
             exchange.status = response.status
             exchange.headers = {key.lower(): value for key, value in response.headers.items()}
             exchange.body = await response.read()

@@ -93,7 +93,8 @@ def _url(operation: dict, code: str, session: Session) -> str:
     resource_type = operation.get("resource")
     if not resource_type:
         if code in ("update", "updateCreate", "patch") and operation.get("sourceId"):
-            resource_type, resource_id = _type_and_id(session.fixtures.get(operation["sourceId"]), operation["sourceId"])
+            source_id = operation["sourceId"]
+            resource_type, resource_id = _type_and_id(session.fixtures.get(source_id), source_id)
             return f"{base}/{resource_type}/{resource_id}{params}"
         return f"{base}{params}"
     if code in ("update", "updateCreate") and not params and operation.get("sourceId"):

@@ -23,7 +23,7 @@ class AssertRecord:
     message: str
 
 
-def test_report(script: "Script", server: str, setup: list[dict], tests: list[dict], teardown: list[dict],
+def build_report(script: "Script", server: str, setup: list[dict], tests: list[dict], teardown: list[dict],
                 records: list[AssertRecord]) -> dict:
     """An R4 TestReport: fail when any assert failed or any action errored; score = passed / judged asserts."""
     actions = setup + [action for test in tests for action in test["action"]] + teardown

@@ -12,7 +12,7 @@ from capability import fhir_json
 from conformance import asserts
 from conformance.client import Client, Exchange
 from conformance.operations import MEDIA, OperationError, build_request, created_id
-from conformance.report import AssertRecord, test_report
+from conformance.report import AssertRecord, build_report
 from conformance.script import Script
 from conformance.session import Session
 
@@ -57,7 +57,7 @@ class Runner:
         session = Session(script, self.servers, dict(self.given))
         profiles = {item["id"]: item.get("reference", "") for item in script.resource.get("profile", ())}
         setup = _Section(result, "setup")
-        ok = self._load_errors(script, setup)
+        ok = self._load_errors(script, setup) and await self._fetch_remote(script, session, setup)
         created = await self._autocreate(script, session, setup) if ok else []
         ok = ok and len(created) == sum(1 for f in script.resource.get("fixture", ()) if f.get("autocreate"))
         if ok:
@@ -77,7 +77,7 @@ class Runner:
         await self._actions((script.resource.get("teardown") or {}).get("action", ()), session, teardown, profiles)
         for identity in created:
             await self._delete(identity, session, teardown)
-        result.report = test_report(script, self.servers[1], setup.actions, tests, teardown.actions, result.asserts)
+        result.report = build_report(script, self.servers[1], setup.actions, tests, teardown.actions, result.asserts)
         return result
 
     @staticmethod
@@ -85,6 +85,18 @@ class Runner:
         for fixture_id, reason in script.errors.items():
             setup.operation("error", f"fixture '{fixture_id}': {reason}")
         return not script.errors
+
+    async def _fetch_remote(self, script: Script, session: Session, setup: _Section) -> bool:
+        """Fixtures named by URL (or by `Type/id` on the server under test), read when the script starts."""
+        for fixture_id, reference in script.remote.items():
+            url = reference if reference.startswith(("http://", "https://")) else f"{session.base()}/{reference}"
+            exchange = Exchange("GET", url, {"Accept": MEDIA["json"]}, None)
+            sent = await self._send(exchange, setup, f"fixture {fixture_id}")
+            if sent is None or sent.status != 200 or not isinstance(sent.resource, dict):
+                setup.operation("error", f"fixture '{fixture_id}' could not be read from {url}")
+                return False
+            session.fixtures[fixture_id] = sent.resource
+        return True
 
     async def _send(self, exchange: Exchange, section: _Section, what: str) -> Exchange | None:
         try:

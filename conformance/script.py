@@ -27,6 +27,7 @@ class Script:
     resource: dict
     fixtures: dict[str, Fixture] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # fixture id -> why it could not be loaded
+    remote: dict[str, str] = field(default_factory=dict)  # fixture id -> URL (absolute, or Type/id on the server)
 
     @property
     def name(self) -> str:
@@ -81,27 +82,37 @@ def load_script(path: Path) -> Script:
         if not reference:
             continue
         try:
-            script.fixtures[fixture["id"]] = _resolve(path.parent, reference, contained)
+            found = _resolve(path.parent, reference, contained)
         except ScriptError as exc:
             script.errors[fixture["id"]] = str(exc)
+            continue
+        if found is None:
+            script.remote[fixture["id"]] = reference
+        else:
+            script.fixtures[fixture["id"]] = found
     return script
 
 
-def _resolve(folder: Path, reference: str, contained: dict[str, Any]) -> Fixture:
-    """A fixture reference: `#contained`, a file relative to the script, or `Type/id` as a local example file."""
+def _resolve(folder: Path, reference: str, contained: dict[str, Any]) -> Fixture | None:
+    """A fixture reference: `#contained`, a file relative to the script, or `Type/id` as a local example file.
+
+    None for what must be fetched when the script runs: an absolute URL, or `Type/id` with no local file (a
+    resource on the server under test).
+    """
     if reference.startswith("#"):
         if reference[1:] not in contained:
             raise ScriptError(f"no contained resource {reference}")
         return Fixture(contained[reference[1:]], reference)
     if reference.startswith(("http://", "https://")):
-        raise ScriptError(f"remote fixture {reference} is not fetched (offline runner): save it next to the script")
+        return None
     candidates = [folder / reference]
     if "/" in reference and not Path(reference).suffix:
         # the spec's examples name `Patient/example` as fixtures/Patient-example.json (or .xml)
-        flat = reference.replace("/", "-")
-        candidates += [folder / sub / f"{flat}{suffix}" for sub in ("fixtures", ".") for suffix in (".json", ".xml")]
-        candidates += [folder / sub / f"{reference}{suffix}" for sub in ("fixtures", ".") for suffix in (".json", ".xml")]
+        for name in (reference.replace("/", "-"), reference):
+            candidates += [folder / sub / f"{name}{suffix}" for sub in ("fixtures", ".") for suffix in (".json", ".xml")]
     for candidate in candidates:
         if candidate.is_file():
             return Fixture(read_document(candidate), str(candidate))
+    if "/" in reference and not Path(reference).suffix:
+        return None
     raise ScriptError(f"fixture {reference} not found next to the script")

@@ -167,7 +167,10 @@ class Observability:
             await self._serve_metrics(send)
             return
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _INCOMING_ID.fullmatch(incoming) else f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+        if incoming and _INCOMING_ID.fullmatch(incoming):
+            request_id = incoming
+        else:
+            request_id = f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
         token = REQUEST_ID.set(request_id)
         status = 500
         raw_id = request_id.encode()
