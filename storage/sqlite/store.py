@@ -32,6 +32,10 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA mmap_size=268435456")
+    # checkpoint every ~40 MB of WAL instead of the default ~4 MB: hot index pages rewritten by many commits are
+    # copied back (and fsynced) once per checkpoint, not ten times; the group-commit writer sustains ~1.5x the
+    # creates/s (Synthea Observations, 16 per commit). Cost: a longer WAL to replay after a crash.
+    conn.execute("PRAGMA wal_autocheckpoint=10000")
     return conn
 
 
