@@ -62,7 +62,8 @@ def summary_table(results: Iterable["ScriptResult"]) -> str:
     for result in results:
         counts = [result.count(kind) for kind in ("pass", "fail", "warning", "error", "skip")]
         totals = [a + b for a, b in zip(totals, counts)]
-        rows.append((result.script.name, result.report["result"], *map(str, counts)))
+        path = result.script.path  # names repeat across suites; folder/file does not
+        rows.append((f"{path.parent.name}/{path.name}", result.report["result"], *map(str, counts)))
     rows.append(("**total**", "", *map(str, totals)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]

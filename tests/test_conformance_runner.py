@@ -210,4 +210,4 @@ def test_test_report_is_valid_r4_and_summarised():
     validate_resource(report)
     assert report["result"] == "fail" and report["score"] == Decimal("66.7")
     table = summary_table([ScriptResult(script, report, records)])
-    assert "| s " in table and "| **total**" in table
+    assert "| x/s.json " in table and "| **total**" in table
