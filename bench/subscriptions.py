@@ -183,6 +183,9 @@ async def delivery_run(writes: int, rate: float, seed: int) -> dict[str, float]:
                         seen, quiet_since = receiver.count, time.monotonic()
                 cpu = server.cpu_seconds() - cpu_before
                 elapsed = quiet_since - started  # to the last notification
+        except Exception:
+            print((Path(folder) / "server.log").read_text()[-3000:])  # the server's side of the failure
+            raise
         finally:
             server.stop()
             await receiver.runner.cleanup()

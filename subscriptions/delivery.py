@@ -201,15 +201,16 @@ class Deliverer:
         await self.set_status(subscription.id, "error", f"Notifications failing since {since}: {error}")
 
     async def _outgoing(self, subscription: Subscription, group: list[Delivery]) -> Outgoing | None:
-        count = await self.queue.event_count(subscription.id)
         kind = group[0].kind
         if kind != "event":
+            count = await self.queue.event_count(subscription.id)
             return await notifications.backport_outgoing(self.ctx, subscription, kind, count)
         numbers = {d.number or 0 for d in group}
         low, high = min(numbers), max(numbers)
         events = [e for e in await self.queue.events(subscription.id, low, high, high - low + 1) if e.number in numbers]
         if not events:
             return None
-        if subscription.backport:
-            return await notifications.backport_outgoing(self.ctx, subscription, "event-notification", count, events)
-        return await notifications.r4_outgoing(self.ctx, subscription, events[0])
+        if not subscription.backport:
+            return await notifications.r4_outgoing(self.ctx, subscription, events[0])
+        count = await self.queue.event_count(subscription.id)
+        return await notifications.backport_outgoing(self.ctx, subscription, "event-notification", count, events)
