@@ -174,6 +174,21 @@ async def test_if_none_exist_in_transaction_points_references_at_the_match(serve
     assert await server.count("Organization") == 1
 
 
+async def test_the_same_if_none_exist_twice_in_one_transaction_makes_one_resource(server):
+    first, second = urn(), urn()
+    condition = "identifier=http://org.test|twice"
+    response = await server.post(tx(post(organization("twice"), first, ifNoneExist=condition),
+                                    post(organization("twice"), second, ifNoneExist=condition),
+                                    post({"resourceType": "Patient", "managingOrganization": {"reference": second}})))
+    assert response.status_code == 200, response.text
+    org1, org2, patient_entry = response.json()["entry"]
+    assert org1["response"]["status"] == "201 Created" and org2["response"]["status"] == "200 OK"
+    assert org1["response"]["location"] == org2["response"]["location"]
+    patient = await server.read(patient_entry["response"]["location"].rsplit("/_history", 1)[0])
+    assert patient["managingOrganization"]["reference"] == org1["response"]["location"].rsplit("/_history", 1)[0]
+    assert await server.count("Organization") == 1
+
+
 async def test_conditional_update_and_delete_in_transaction(server):
     await server.client.post("/Organization", json=organization("o3"), headers=FHIR_JSON)
     await server.client.post("/Organization", json=organization("o4"), headers=FHIR_JSON)

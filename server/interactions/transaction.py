@@ -85,6 +85,7 @@ class _Target:
     id: str
     current: Version | None  # the resource's current version (None: never existed)
     existing: bool = False  # a POST whose ifNoneExist matched: nothing is written
+    twin: _Target | None = None  # an earlier POST of this transaction with the same ifNoneExist, that creates
 
 
 class _Replan(Exception):
@@ -152,15 +153,25 @@ async def _attempt(ctx: Context, entries: list[_Entry]) -> dict[int, Result]:
     assertions: list[Assertion] = []
     targets: list[_Target] = []
     claimed: dict[tuple[str, str], int] = {}
+    conditional_creates: dict[tuple[str | None, str], _Target] = {}
     for entry in ordered:
         if entry.interaction == "read":
             continue
+        condition = (entry.request.type, entry.request.if_none_exist or "")
+        twin = conditional_creates.get(condition) if entry.interaction == "create" and condition[1] else None
+        if twin is not None:  # the same condition twice: one resource, whoever makes it
+            targets.append(_Target(entry, twin.type, twin.id, twin.current, existing=True,
+                                   twin=None if twin.existing else twin))
+            continue
         try:
             for target in await _targets(ctx, entry, assertions):
-                other = claimed.setdefault((target.type, target.id), entry.request.index)
-                if other != entry.request.index:
-                    raise invalid(f"{target.type}/{target.id} is also the target of Bundle.entry[{other}]; "
-                                  "a transaction may touch each resource once")
+                if not target.existing:
+                    other = claimed.setdefault((target.type, target.id), entry.request.index)
+                    if other != entry.request.index:
+                        raise invalid(f"{target.type}/{target.id} is also the target of Bundle.entry[{other}]; "
+                                      "a transaction may touch each resource once")
+                if condition[1] and entry.interaction == "create":
+                    conditional_creates[condition] = target
                 targets.append(target)
         except FhirError as error:
             raise at_entry(error, entry.request, entry.request.index) from None
@@ -269,6 +280,7 @@ def _build(ctx: Context, entries: list[_Entry], targets: list[_Target],
             raise at_entry(error, entry.request, entry.request.index) from None
     writes: list[Write] = []
     results: dict[int, Result] = {}
+    made: dict[int, Version] = {}  # id(target) -> the version it writes
     for target in targets:
         try:
             write, status = _write(ctx, target)
@@ -276,7 +288,10 @@ def _build(ctx: Context, entries: list[_Entry], targets: list[_Target],
             raise at_entry(error, target.entry.request, target.entry.request.index) from None
         if write is not None:
             writes.append(write)
-        version = written(write) if write is not None else (target.current if target.existing else None)
+            made[id(target)] = written(write)
+        version = made.get(id(target.twin or target))  # a twin answers with what its first entry made
+        if version is None and target.existing:
+            version = target.current
         results.setdefault(target.entry.request.index, Result(status, version))
     return writes, results
 
