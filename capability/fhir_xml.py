@@ -60,7 +60,7 @@ def json_to_xml(resource: dict) -> bytes:
 
 
 def _write_resource(resource: dict, out: list[str], xmlns: str = "") -> None:
-    resource_type = resource.get("resourceType")
+    resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
     if resource_type not in RESOURCE_TYPES:
         raise FhirXmlError(f"Not a FHIR R4 resource type: {resource_type!r}")
     out.append(f"<{resource_type}{xmlns}>")
@@ -83,24 +83,32 @@ def _write_children(obj: dict, type_name: str, out: list[str], done: set[str]) -
             if element_type == "xhtml":
                 out.append(_div(value))
             elif many:
-                values, extras = value or [], extra or []
+                values, extras = _array(name, value or []), _array("_" + name, extra or [])
                 for i in range(max(len(values), len(extras))):
                     _write_primitive(name, values[i] if i < len(values) else None,
                                      extras[i] if i < len(extras) else None, out)
             else:
                 _write_primitive(name, value, extra, out)
         elif element_type == "Resource":
-            for item in value if many else (value,):
+            for item in _array(name, value) if many else (value,):
                 out.append(f"<{name}>")
                 _write_resource(item, out)
                 out.append(f"</{name}>")
         else:
-            for item in value if many else (value,):
+            for item in _array(name, value) if many else (value,):
                 _write_complex(name, item, element_type, out)
+
+
+def _array(name: str, value: Any) -> list:
+    if not isinstance(value, list):
+        raise FhirXmlError(f"'{name}' must be a JSON array")
+    return value
 
 
 def _write_complex(name: str, obj: dict, type_name: str, out: list[str]) -> None:
     # Element.id and Extension.url are XML attributes (a resource's id is an element)
+    if not isinstance(obj, dict):
+        raise FhirXmlError(f"'{name}' must be a JSON object")
     attrs, done = "", set()
     if "id" in obj:
         attrs += f' id="{_attr(obj["id"])}"'
@@ -118,7 +126,9 @@ def _write_complex(name: str, obj: dict, type_name: str, out: list[str]) -> None
         out.append(f"</{name}>")
 
 
-def _text(value: Any) -> str:
+def _text(name: str, value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise FhirXmlError(f"'{name}' must be a primitive value")
     if value is True:
         return "true"
     if value is False:
@@ -127,14 +137,16 @@ def _text(value: Any) -> str:
 
 
 def _write_primitive(name: str, value: Any, extra: dict | None, out: list[str]) -> None:
-    attrs = "" if value is None else f' value="{_attr(_text(value))}"'
+    attrs = "" if value is None else f' value="{_attr(_text(name, value))}"'
     if not extra:
         out.append(f"<{name}{attrs}/>")
         return
+    if not isinstance(extra, dict):
+        raise FhirXmlError(f"'_{name}' must be a JSON object")
     if "id" in extra:
         attrs = f' id="{_attr(extra["id"])}"' + attrs
     out.append(f"<{name}{attrs}>")
-    for extension in extra.get("extension", ()):
+    for extension in _array(f"_{name}.extension", extra.get("extension", [])):
         _write_complex("extension", extension, "Extension", out)
     out.append(f"</{name}>")
 

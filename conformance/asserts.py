@@ -54,8 +54,9 @@ def evaluate(assertion: dict, session: Session, profiles: dict[str, str]) -> Out
     """The outcome of one assert; a failed `warningOnly` assert is a warning."""
     try:
         passed, message = _check(assertion, session, profiles)
-    except (AssertError, PathError) as exc:
-        return Outcome("warning" if assertion.get("warningOnly") else "error", str(exc))
+    except (AssertError, PathError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        # an assert that cannot be judged (bad script, odd response) errs; the run goes on
+        return Outcome("warning" if assertion.get("warningOnly") else "error", str(exc) or repr(exc))
     if passed:
         return Outcome("pass", message)
     return Outcome("warning" if assertion.get("warningOnly") else "fail", message)

@@ -49,7 +49,10 @@ def build_request(operation: dict, session: Session, default_format: str) -> Exc
             resource = _with_url_id(resource, url)
         content_type = media(operation.get("contentType"), MEDIA[default_format])
         headers.setdefault("Content-Type", content_type)
-        body = fhir_xml.json_to_xml(resource) if "xml" in content_type else fhir_json.dumps(resource)
+        try:
+            body = fhir_xml.json_to_xml(resource) if "xml" in content_type else fhir_json.dumps(resource)
+        except (ValueError, TypeError) as exc:
+            raise OperationError(f"sourceId '{source_id}' cannot be sent as {content_type}: {exc}") from None
     exchange = Exchange(method, url, headers, body)
     exchange.request_resource = resource
     return exchange

@@ -76,6 +76,23 @@ def test_primitive_with_only_an_extension():
     assert xml_to_json(text) == patient
 
 
+def test_text_with_newlines_quotes_and_markup_round_trips():
+    patient = {"resourceType": "Patient", "name": [{"text": 'line 1\nline 2\t"quoted" <b>&amp; \r done'}]}
+    assert xml_to_json(json_to_xml(patient)) == patient
+
+
+@pytest.mark.parametrize("resource, message", [
+    ({"resourceType": "Patient", "name": {"family": "x"}}, "'name' must be a JSON array"),
+    ({"resourceType": "Patient", "name": ["x"]}, "'name' must be a JSON object"),
+    ({"resourceType": "Patient", "gender": {"a": 1}}, "'gender' must be a primitive"),
+    ({"resourceType": "Patient", "contained": [5]}, "resource type"),
+    ({"resourceType": "Patient", "foo": 1}, "Unknown element 'foo'"),
+])
+def test_json_that_is_not_r4_is_refused(resource, message):
+    with pytest.raises(FhirXmlError, match=message):
+        json_to_xml(resource)
+
+
 def test_narrative_without_namespace_gets_one():
     patient = {"resourceType": "Patient", "text": {"status": "generated", "div": "<div><p>hi</p></div>"}}
     back = xml_to_json(json_to_xml(patient))
