@@ -122,8 +122,8 @@ async def test_hearth_scripts_pass(server, tmp_path, wire_format):
     """Hearth's own scripts, twice (they clean up after themselves), in JSON and in XML on the wire."""
     results = await run_suite([str(HEARTH_SCRIPTS)], {1: server}, default_format=wire_format, reports=tmp_path)
     assert {result.script.name for result in results} == {
-        "hearth-conditional", "hearth-history", "hearth-patch", "hearth-search", "hearth-subscription",
-        "hearth-transaction"}
+        "hearth-batch-capabilities", "hearth-conditional", "hearth-history", "hearth-patch", "hearth-search",
+        "hearth-subscription", "hearth-transaction"}
     failures = _failures(results)
     assert not failures, failures
     assert all(result.report["result"] == "pass" for result in results)
