@@ -70,6 +70,12 @@ async def read_body(request: Request, limit: int, content_types: set[str] | None
     return b"".join(chunks)
 
 
+def body_media(request: Request) -> str:
+    """The media type of the body `read_body` hands on: FHIR XML arrives converted to FHIR JSON."""
+    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    return FHIR_JSON if media in _XML_TYPES else media
+
+
 def _xml_body(body: bytes) -> dict:
     try:
         return fhir_xml.xml_to_json(body)

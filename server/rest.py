@@ -133,7 +133,7 @@ async def conditional_delete(request: Request, ctx: Context, resource_type: str)
 async def _patcher(request: Request, ctx: Context) -> patching.Patcher:
     body = await http.read_body(request, ctx.extras["max_body_bytes"],
                                 {patching.JSON_PATCH, *patching.FHIRPATH_PATCH_TYPES})
-    return patching.compile_patch(body, (request.headers.get("content-type") or "").split(";")[0].strip().lower())
+    return patching.compile_patch(body, http.body_media(request))
 
 
 async def patch(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:

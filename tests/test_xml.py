@@ -156,3 +156,28 @@ async def test_xml_errors_and_metadata(client):
     # the first type Hearth can produce wins
     both = await client.get("/metadata", headers={"Accept": "application/fhir+xml, application/fhir+json"})
     assert both.headers["content-type"].startswith("application/fhir+xml")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # mongomock has no transactions (501); XML is backend-neutral
+async def test_fhirpath_patch_and_transaction_in_xml(client):
+    created = (await client.post("/Patient", json={"resourceType": "Patient", "active": True},
+                                 headers={"Content-Type": "application/fhir+json"})).json()
+    patch = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.active"},
+        {"name": "value", "valueBoolean": False}]}]}
+    patched = await client.patch(f"/Patient/{created['id']}", content=json_to_xml(patch), headers=XML)
+    assert patched.status_code == 200 and xml_to_json(patched.content)["active"] is False
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:9b6c7a2e-0000-4000-8000-000000000001", "request": {"method": "POST", "url": "Patient"},
+         "resource": {"resourceType": "Patient", "name": [{"family": "InXml"}]}},
+        {"request": {"method": "POST", "url": "Observation"},
+         "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                      "subject": {"reference": "urn:uuid:9b6c7a2e-0000-4000-8000-000000000001"},
+                      "valueQuantity": {"value": Decimal("98.60")}}}]}
+    response = await client.post("", content=json_to_xml(bundle), headers=XML)
+    assert response.status_code == 200
+    result = xml_to_json(response.content)
+    assert result["type"] == "transaction-response"
+    observation = result["entry"][1]["resource"]
+    assert observation["subject"]["reference"] == f"Patient/{result['entry'][0]['resource']['id']}"
+    assert str(observation["valueQuantity"]["value"]) == "98.60"
