@@ -73,13 +73,13 @@ class WhereCompiler:
         set_checks(self.checks)
 
     def condition(self, types: Sequence[str], where: Sequence[Clause], alias: str = "r0", ordered: bool = False,
-                  depth: int = 0) -> tuple[str, tuple]:
+                  depth: int = 0, drive: bool = True) -> tuple[str, tuple]:
         """The WHERE body selecting current resources of `types` (all if empty) that match `where`.
 
         `ordered`: the caller can read its page off an index in output order, so a driver is only worth
-        it when it is selective."""
+        it when it is selective. `drive=False`: tests only, for a row the enclosing query already has."""
         parts = [self._clause(clause, alias, depth) for clause in where]
-        driver = self._driver(parts, ordered)
+        driver = self._driver(parts, ordered) if drive else None
         conds: list[str] = []
         args: list[Any] = []
         if types:
@@ -139,21 +139,29 @@ class WhereCompiler:
         return _cond_part(clause.param, compile_pred(clause.param, clause.param_type, pred, self.checks), alias)
 
     def _chain(self, param: str, pred: ChainPred, alias: str, depth: int) -> Part:
-        """A local reference through `param` to a current target matching the chained `where`."""
+        """A local reference through `param` to a current target matching the chained `where`.
+
+        The test checks the one target row in place: an uncorrelated IN list inside a correlated subquery
+        would be rebuilt for every row tested."""
+        target = f"r{depth + 1}"
+        tests, test_args = self.condition(pred.target_types, pred.where, target, depth=depth + 1, drive=False)
+        test = (f"EXISTS (SELECT 1 FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources {target} "
+                f"ON {target}.type = e.target_type AND {target}.id = e.target_id WHERE e.rid = {alias}.rid "
+                f"AND e.param = ? AND e.url IS NULL AND {tests})")
         inner, inner_args = self.rid_set(pred.target_types, pred.where, depth + 1)
-        test = (f"EXISTS (SELECT 1 FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources t "
-                f"ON t.type = e.target_type AND t.id = e.target_id WHERE e.rid = {alias}.rid AND e.param = ? "
-                f"AND e.url IS NULL AND t.rid IN ({inner}))")
         rids = (f"SELECT e.rid FROM resources t CROSS JOIN idx_reference e WHERE t.rid IN ({inner}) "
                 f"AND e.param = ? AND e.target_id = t.id AND e.target_type = t.type AND e.url IS NULL")
-        return Part(test, (param, *inner_args), rids, (*inner_args, param))
+        return Part(test, (param, *test_args), rids, (*inner_args, param))
 
     def _has(self, pred: HasPred, alias: str, depth: int) -> Part:
         """A current `source_type` resource matching `where` references this one through `source_param`."""
+        source = f"r{depth + 1}"
+        tests, test_args = self.condition((pred.source_type,), pred.where, source, depth=depth + 1, drive=False)
+        test = (f"EXISTS (SELECT 1 FROM idx_reference e CROSS JOIN resources {source} ON {source}.rid = e.rid "
+                f"WHERE e.param = ? AND e.target_id = {alias}.id AND e.target_type = {alias}.type "
+                f"AND e.url IS NULL AND {tests})")
         inner, inner_args = self.rid_set((pred.source_type,), pred.where, depth + 1)
-        test = (f"EXISTS (SELECT 1 FROM idx_reference e WHERE e.param = ? AND e.target_id = {alias}.id "
-                f"AND e.target_type = {alias}.type AND e.url IS NULL AND e.rid IN ({inner}))")
         rids = (f"SELECT t.rid FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources t "
                 f"ON t.type = e.target_type AND t.id = e.target_id WHERE e.rid IN ({inner}) AND e.param = ? "
                 f"AND e.url IS NULL")
-        return Part(test, (pred.source_param, *inner_args), rids, (*inner_args, pred.source_param))
+        return Part(test, (pred.source_param, *test_args), rids, (*inner_args, pred.source_param))
