@@ -20,7 +20,8 @@ def _serve(args: argparse.Namespace) -> int:
     configure(settings.log_level)
     print(f"Hearth serving FHIR R4 at {settings.public_base_url} (storage: {settings.storage})", file=sys.stderr)
     uvicorn.run(Observability(create_app(settings)), host=settings.host, port=settings.port,
-                log_level=settings.log_level, access_log=False, lifespan="on")
+                log_level=settings.log_level, access_log=False, lifespan="on",
+                log_config=None)  # uvicorn's own lines go through the root JSON handler too
     return 0
 
 
