@@ -163,7 +163,9 @@ class Deliverer:
             if now - min(d.created for d in group) >= self.config.retry_horizon:
                 await self._give_up(subscription, group, f"circuit breaker open; last error: {breaker.last_error}")
                 return
-            due = max(breaker.open_until, now + self.config.poll)
+            # back when the breaker lets a probe through, or when the horizon is reached, whichever is first
+            horizon = min(d.created for d in group) + self.config.retry_horizon
+            due = max(min(breaker.open_until, horizon), now + self.config.poll)
             await self._each(lambda d: self.queue.retry(d, due, "circuit open", False), group)
             return
         try:
