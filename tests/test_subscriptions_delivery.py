@@ -84,6 +84,10 @@ async def test_circuit_breaker_stops_hammering_a_failing_endpoint(backend, tmp_p
             await subscribe(client, r4_subscription("Patient?gender=male", receiver.url))
         for _ in range(5):
             await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
+        for _ in range(100):
+            if receiver.attempts >= 5:
+                break
+            await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
         # 15 deliveries retried every ~10-80 ms would make dozens of calls; the breaker opens after 5 failures
         assert 5 <= receiver.attempts <= 8
