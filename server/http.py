@@ -37,13 +37,30 @@ def check_accept(request: Request) -> bool:
     accept = request.headers.get("accept")
     if not accept:
         return False
-    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
-    for media in types:  # the first type Hearth can produce wins
+    for media in _by_preference(accept):  # the most preferred type Hearth can produce wins
         if media in _JSON_TYPES or media.startswith("text/html"):
             return False
         if media in _XML_TYPES:
             return True
     raise FhirError(406, "not-supported", f"Cannot produce '{accept}'; Hearth serves {FHIR_JSON} and {FHIR_XML}")
+
+
+def _by_preference(accept: str) -> list[str]:
+    """Accept's media types, highest q first (ties in the order given); q=0 ones left out."""
+    ranked = []
+    for position, part in enumerate(accept.split(",")):
+        media, *params = part.split(";")
+        quality = 1.0
+        for param in params:
+            key, _, value = param.strip().partition("=")
+            if key.lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            ranked.append((-quality, position, media.strip().lower()))
+    return [media for _, _, media in sorted(ranked)]
 
 
 async def read_body(request: Request, limit: int, content_types: set[str] | None = None) -> bytes:

@@ -156,6 +156,10 @@ async def test_xml_errors_and_metadata(client):
     # the first type Hearth can produce wins
     both = await client.get("/metadata", headers={"Accept": "application/fhir+xml, application/fhir+json"})
     assert both.headers["content-type"].startswith("application/fhir+xml")
+    weighed = await client.get("/metadata", headers={"Accept": "application/fhir+xml;q=0.5, application/json"})
+    assert weighed.headers["content-type"].startswith("application/fhir+json")
+    refused = await client.get("/metadata", headers={"Accept": "application/fhir+json;q=0, application/xml"})
+    assert refused.headers["content-type"].startswith("application/fhir+xml")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # mongomock has no transactions (501); XML is backend-neutral
