@@ -153,9 +153,6 @@ class Observability:
         base_path = getattr(app, "base_path", "")
         self.paths = {path, base_path + path}
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.app, name)  # the wrapped app's startup/shutdown/ctx, for callers that use them
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, self._lifespan_send(send))
