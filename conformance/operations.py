@@ -53,9 +53,7 @@ def build_request(operation: dict, session: Session, default_format: str) -> Exc
             body = fhir_xml.json_to_xml(resource) if "xml" in content_type else fhir_json.dumps(resource)
         except (ValueError, TypeError) as exc:
             raise OperationError(f"sourceId '{source_id}' cannot be sent as {content_type}: {exc}") from None
-    exchange = Exchange(method, url, headers, body)
-    exchange.request_resource = resource
-    return exchange
+    return Exchange(method, url, headers, body, request_resource=resource)
 
 
 def _with_url_id(resource: Any, url: str) -> Any:
