@@ -151,14 +151,18 @@ def _write_primitive(name: str, value: Any, extra: dict | None, out: list[str]) 
     out.append(f"</{name}>")
 
 
-def _div(value: str) -> str:
-    """Narrative XHTML is written as XML, in the XHTML namespace (added if the JSON string lacks it)."""
-    if value.startswith(f'<div xmlns="{XHTML_NS}"'):
-        return value
+def _div(value: Any) -> str:
+    """Narrative XHTML is written as XML: as given when it declares the XHTML namespace, else with it added.
+
+    It is parsed either way: a narrative that is not well-formed (`&nbsp;`, an unclosed tag) would make the
+    whole document unreadable.
+    """
     try:
         element = ET.fromstring(value)
-    except ET.ParseError as exc:
+    except (ET.ParseError, TypeError) as exc:
         raise FhirXmlError(f"Narrative div is not well-formed XHTML: {exc}") from None
+    if element.tag == _XHTML + "div" and value.startswith(f'<div xmlns="{XHTML_NS}"'):
+        return value
     return _xhtml(element, declare=True)
 
 

@@ -104,9 +104,12 @@ def as_xml(response: Response) -> Response:
     """A FHIR JSON response re-encoded as FHIR XML (other responses, e.g. empty or plain text, unchanged)."""
     if not response.body or not (response.media_type or "").startswith(FHIR_JSON):
         return response
+    try:
+        body = fhir_xml.json_to_xml(fhir_json.loads(response.body))
+    except fhir_xml.FhirXmlError as exc:  # e.g. a stored narrative that is not well-formed XHTML
+        return error_response(FhirError(500, "exception", f"The resource cannot be written as XML: {exc}"))
     headers = {key: value for key, value in response.headers.items()
                if key not in ("content-length", "content-type")}
-    body = fhir_xml.json_to_xml(fhir_json.loads(response.body))
     return Response(body, response.status_code, headers, media_type=f"{FHIR_XML}; charset=utf-8")
 
 

@@ -82,6 +82,9 @@ def test_text_with_newlines_quotes_and_markup_round_trips():
 
 
 @pytest.mark.parametrize("resource, message", [
+    ({"resourceType": "Patient", "text": {"status": "generated",
+                                          "div": '<div xmlns="http://www.w3.org/1999/xhtml">a&nbsp;b</div>'}},
+     "not well-formed"),
     ({"resourceType": "Patient", "name": {"family": "x"}}, "'name' must be a JSON array"),
     ({"resourceType": "Patient", "name": ["x"]}, "'name' must be a JSON object"),
     ({"resourceType": "Patient", "gender": {"a": 1}}, "'gender' must be a primitive"),
