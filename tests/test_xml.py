@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import tarfile
 import xml.etree.ElementTree as ET
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ import pytest
 
 from capability import fhir_json
 from capability.fhir_xml import FhirXmlError, json_to_xml, xml_to_json
-from tests.conftest import SYNTHEA
+from tests.conftest import SHARED, SYNTHEA
 
 FHIR = "{http://hl7.org/fhir}"
 XML = {"Content-Type": "application/fhir+xml", "Accept": "application/fhir+xml"}
@@ -129,6 +130,21 @@ def test_every_synthea_resource_type_round_trips():
             seen.add(resource["resourceType"])
             assert xml_to_json(json_to_xml(resource)) == resource, resource["resourceType"]
     assert {"Patient", "Observation", "Claim", "ExplanationOfBenefit", "DiagnosticReport", "Organization"} <= seen
+
+
+def test_r4_core_package_round_trips():
+    """Conformance resources are the hardest case: deep extensions, `_short`-style primitive extensions, XHTML."""
+    seen: dict[str, int] = {}
+    with tarfile.open(SHARED / "spec" / "r4" / "hl7.fhir.r4.core-4.0.1.tgz") as package:
+        for member in package.getmembers():
+            name = member.name.rsplit("/", 1)[-1]
+            kind = name.split("-", 1)[0]
+            if not name.endswith(".json") or "-" not in name or seen.get(kind, 0) >= 40:
+                continue
+            resource = fhir_json.loads(package.extractfile(member).read())
+            seen[kind] = seen.get(kind, 0) + 1
+            assert xml_to_json(json_to_xml(resource)) == resource, name
+    assert {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter", "OperationDefinition"} <= set(seen)
 
 
 async def test_xml_write_and_read_over_http(client):
