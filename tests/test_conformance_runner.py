@@ -199,6 +199,24 @@ def test_loading_xml_scripts_and_fixture_references():
         find_scripts(["/no/such/folder"])
 
 
+def test_xml_fixtures_and_contained_fixtures(tmp_path):
+    (tmp_path / "fixtures").mkdir()
+    (tmp_path / "fixtures" / "patient.xml").write_bytes(fhir_xml.json_to_xml(PATIENT))
+    script = {"resourceType": "TestScript", "id": "x", "name": "x", "status": "active",
+              "url": "http://example.org/x", "contained": [{"resourceType": "Organization", "id": "org"}],
+              "fixture": [{"id": "from-xml", "autocreate": False, "autodelete": False,
+                           "resource": {"reference": "fixtures/patient.xml"}},
+                          {"id": "inline", "autocreate": False, "autodelete": False,
+                           "resource": {"reference": "#org"}},
+                          {"id": "on-server", "autocreate": False, "autodelete": False,
+                           "resource": {"reference": "Patient/somewhere"}}]}
+    (tmp_path / "script.xml").write_bytes(fhir_xml.json_to_xml(script))
+    loaded = load_script(tmp_path / "script.xml")
+    assert loaded.fixtures["from-xml"].resource == PATIENT
+    assert loaded.fixtures["inline"].resource == {"resourceType": "Organization", "id": "org"}
+    assert loaded.remote == {"on-server": "Patient/somewhere"}  # read from the server when the script runs
+
+
 def test_test_report_is_valid_r4_and_summarised():
     script = Script(Path("/x/s.json"), {"resourceType": "TestScript", "id": "s", "name": "s"})
     records = [AssertRecord("test t", "a1", "", "pass", "ok"), AssertRecord("test t", "a2", "", "fail", "no"),
