@@ -38,6 +38,7 @@ from typing import Any, Callable
 import uvloop
 
 from bench.loadgen import RunStats, run_load
+from capability import fhir_json
 from bench.server import HearthProcess
 from bench.sqlite_floor import insert_rate
 
@@ -60,7 +61,7 @@ def synthea_bodies(folder: Path, observations: int) -> tuple[list[dict], list[by
     for path in sorted(folder.glob("*.json.bz2")):
         if path.name.startswith("0-"):
             continue
-        bundle = json.loads(bz2.decompress(path.read_bytes()))
+        bundle = fhir_json.loads(bz2.decompress(path.read_bytes()))  # decimals kept as written
         local = {entry["fullUrl"]: f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
                  for entry in bundle["entry"]}
         for entry in bundle["entry"]:
@@ -68,7 +69,7 @@ def synthea_bodies(folder: Path, observations: int) -> tuple[list[dict], list[by
             if resource["resourceType"] == "Patient":
                 patients.append(resource)
             elif resource["resourceType"] == "Observation" and len(bodies) < observations:
-                text = json.dumps({key: value for key, value in resource.items() if key != "id"})
+                text = fhir_json.dumps({key: value for key, value in resource.items() if key != "id"}).decode()
                 text = _URN.sub(lambda match: local.get(match.group(0), match.group(0)), text)
                 bodies.append(text.encode())
     if not patients or not bodies:
@@ -81,7 +82,7 @@ def seed(server: HearthProcess, patients: list[dict]) -> list[int]:
     conn = http.client.HTTPConnection(server.host, server.port)
     sizes = []
     for patient in patients:
-        conn.request("PUT", f"/Patient/{patient['id']}", json.dumps(patient),
+        conn.request("PUT", f"/Patient/{patient['id']}", fhir_json.dumps(patient),
                      {"Content-Type": "application/fhir+json"})
         response = conn.getresponse()
         body = response.read()
@@ -229,6 +230,9 @@ async def main(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(table(rows))
+    failed = [f"{row['label']} at {row['concurrency']}: {row['errors']}" for row in rows if row["errors"]]
+    if failed:  # a fast error is not a fast success: say so next to the figures
+        print(f"\nNon-2xx responses (figures include them): {'; '.join(failed)}")
     print(f"\n{result['command']} — median of {args.runs} runs of {args.seconds:g} s; JSON: {out}")
     return 0
 
