@@ -217,8 +217,9 @@ def response_entry(ctx: Context, result: Result, prefer_return: str | None, meth
     url, body = None, None
     if version is not None and not version.deleted:
         url = f"{ctx.base_url}/{version.type}/{version.id}"
-        if method == "GET" and result.status == 200 or method in ("POST", "PUT", "PATCH") and \
-                prefer_return in (None, "representation"):
+        read = method == "GET" and result.status == 200
+        written = method in ("POST", "PUT", "PATCH") and prefer_return in (None, "representation")
+        if read or written:
             body = version.body
     elif result.body is not None and method == "GET":
         body = result.body
