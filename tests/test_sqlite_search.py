@@ -15,7 +15,8 @@ from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, DatePred, Ha
                        NumberPred, QuantityPred, Query, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
 from search.matcher import matches
 from storage.base import Assertion, AssertionFailed, Write
-from storage.sqlite import search as sql_search
+from storage.sqlite import search as sqlite_search
+from storage.sqlite import search_where
 from storage.sqlite.store import SqliteStore
 
 SCT, LOINC, UCUM = "http://snomed.info/sct", "http://loinc.org", "http://unitsofmeasure.org"
@@ -263,6 +264,25 @@ async def test_paging_visits_every_row_once_in_order_both_ways(store, sort):
     assert forward == everything and backward == everything
 
 
+async def test_walking_the_sort_index_agrees_with_sorting_the_matches(store, monkeypatch):
+    """With no selective clause, a page is read off the first sort key's index; same rows, same order."""
+    walk_sql = sqlite_search._walk_sql
+    await store.commit([Write("Observation", f"o{n:03d}", 1, T0, b"{}", [
+        TokenEntry("status", None, "final" if n % 4 else "draft"), *([qty(float(n % 6), "kg", "kg")] * (n % 3 > 0)),
+        *([qty(float(n % 5) + 0.5, "kg", "kg")] * (n % 2))], 0, "create") for n in range(45)])
+    where = (clause("status", "token", TokenPred(None, "final")),)
+    for sort in ((SortKey("value-quantity", "quantity"),), (SortKey("value-quantity", "quantity", True),
+                                                            SortKey("_id", "token", True))):
+        sorted_matches = await store.search(Query(("Observation",), where, sort, count=100))
+        walks = []
+        monkeypatch.setattr(search_where, "ESTIMATE_CAP", 1)  # nothing counts as selective: walk the index
+        monkeypatch.setattr(sqlite_search, "_walk_sql", lambda *a: walks.append(a) or walk_sql(*a))
+        forward, backward = await page_through(store, Query(("Observation",), where, sort, count=4))
+        monkeypatch.undo()
+        assert forward == backward == [v.id for v in sorted_matches.matches] and len(forward) == 33
+        assert len(walks) > 8
+
+
 async def test_inserts_between_pages_neither_shift_nor_repeat(store):
     await store.commit([Write("Patient", f"p{n:02d}", 1, T0, body("Patient", f"p{n:02d}"), (), 0, "create")
                         for n in range(0, 40, 2)])
@@ -331,8 +351,8 @@ async def test_conditional_write_assertions(loaded):
 def plan(path: str, query: Query) -> str:
     conn = sqlite3.connect(path)
     try:
-        compiler = sql_search.WhereCompiler(conn)
-        where, args = compiler.condition(query.types, query.where, "r0", ordered=True)
+        compiler = search_where.WhereCompiler(conn)
+        where, args, _ = compiler.condition(query.types, query.where, "r0", ordered=True)
         rows = conn.execute(f"EXPLAIN QUERY PLAN SELECT r0.rid FROM resources r0 WHERE {where} ORDER BY r0.id",
                             args).fetchall()
         return "\n".join(row[-1] for row in rows)

@@ -9,6 +9,7 @@ sort and keyset paging: search_sort.py; includes: search_include.py.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from typing import Sequence
 
 import orjson
@@ -28,7 +29,7 @@ _ALIAS = "r0"
 def match_ids(conn: sqlite3.Connection, query: Query) -> frozenset[str]:
     """Ids of the current, non-deleted resources of `query.types` matching `query.where`."""
     compiler = WhereCompiler(conn)
-    where, args = compiler.condition(query.types, query.where, _ALIAS)
+    where, args, _ = compiler.condition(query.types, query.where, _ALIAS)
     if compiler.checks:
         ensure_function(conn)
     return frozenset(row[0] for row in conn.execute(f"SELECT {_ALIAS}.id FROM resources {_ALIAS} WHERE {where}", args))
@@ -48,7 +49,9 @@ def _execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
     if query.count == 0:
         return SearchPage([], total=_count(conn, compiler, query))
     keys = sort_keys(query.sort, query.types, _ALIAS)
-    where, where_args = compiler.condition(query.types, query.where, _ALIAS, index_ordered(keys, query.types))
+    walk = keys[0].table is not None
+    where, where_args, driven = compiler.condition(query.types, query.where, _ALIAS,
+                                                   walk or index_ordered(keys, query.types))
     values, direction = None, "next"
     if query.cursor is not None:
         values, _, direction = decode_cursor(query.cursor)
@@ -57,7 +60,10 @@ def _execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
     if compiler.checks:
         ensure_function(conn)
     reverse = direction == "prev"
-    rows = conn.execute(*_page_sql(keys, where, where_args, values, reverse, query.count + 1)).fetchall()
+    if walk and not driven:
+        rows = _walk(conn, keys, where, where_args, values, reverse, query.count + 1)
+    else:
+        rows = conn.execute(*_page_sql(keys, where, where_args, values, reverse, query.count + 1)).fetchall()
     more = len(rows) > query.count
     rows = rows[:query.count]
     if reverse:
@@ -97,8 +103,57 @@ def _page_sql(keys: Sequence[Key], where: str, where_args: tuple, values: tuple 
     return sql, (*args, limit)
 
 
+def _walk(conn: sqlite3.Connection, keys: Sequence[Key], where: str, where_args: tuple, values: tuple | None,
+          reverse: bool, limit: int) -> list[tuple]:
+    """A page read off the first sort key's index in order (no clause being selective): the rows with a
+    value walking the index, then (nulls last) the rows without one."""
+    first = keys[0]
+    phases = (False, True) if reverse else (True, False)  # True: the rows with a value
+    at = None if values is None else values[0] is not None  # the phase the cursor is in
+    rows: list[tuple] = []
+    for valued in phases:
+        if len(rows) >= limit:
+            break
+        if at is not None and valued != at and phases.index(valued) < phases.index(at):
+            continue  # the cursor is past this phase
+        cursor = values if valued == at else None
+        if valued:
+            statement = _walk_sql(keys, where, where_args, cursor, reverse, limit - len(rows))
+        else:
+            missing = (f"NOT EXISTS (SELECT 1 FROM {first.table} x INDEXED BY {first.table}_rid "
+                       f"WHERE x.rid = {_ALIAS}.rid AND x.param = ?)")
+            statement = _page_sql(keys, f"{where} AND {missing}", (*where_args, *first.args), cursor, reverse,
+                                  limit - len(rows))
+        rows += conn.execute(*statement).fetchall()
+    return rows
+
+
+def _walk_sql(keys: Sequence[Key], where: str, where_args: tuple, values: tuple | None, reverse: bool,
+              limit: int) -> tuple[str, tuple]:
+    """The rows with a value for the first key, walking its (param, column) index: each resource once, at
+    its entry carrying the sort value (the least ascending, the greatest descending)."""
+    first, rest = replace(keys[0], nullable=False), keys[1:]
+    table, column = first.table, first.column
+    columns = [f"k{i}" for i in range(len(keys))]
+    selected = ", ".join([f"e.{column} AS k0", *(f"{key.expr} AS {c}" for key, c in zip(rest, columns[1:]))])
+    direction = "DESC" if first.descending else "ASC"
+    inner = (f"SELECT {_ALIAS}.rid AS rid, {_ALIAS}.id AS id, {selected} FROM {table} e "
+             f"CROSS JOIN resources {_ALIAS} ON {_ALIAS}.rid = e.rid WHERE e.param = ? "
+             f"AND e.rowid = (SELECT x.rowid FROM {table} x INDEXED BY {table}_rid WHERE x.rid = e.rid "
+             f"AND x.param = ? ORDER BY x.{column} {direction}, x.rowid LIMIT 1) AND {where}")
+    args = (*(a for key in rest for a in key.args), *first.args, *first.args, *where_args)
+    condition = ""
+    if values is not None:
+        sql, cursor_args = after([first, *rest], columns, values, reverse)
+        bound = "<=" if first.descending != reverse else ">="  # the same, as an index range on k0
+        condition = f" WHERE k0 {bound} ? AND {sql}"
+        args = (*args, values[0], *cursor_args)
+    return (f"SELECT rid, id, {', '.join(columns)} FROM ({inner}){condition} "
+            f"ORDER BY {order_by([first, *rest], columns, reverse)} LIMIT ?", (*args, limit))
+
+
 def _count(conn: sqlite3.Connection, compiler: WhereCompiler, query: Query) -> int:
-    where, args = compiler.condition(query.types, query.where, _ALIAS)
+    where, args, _ = compiler.condition(query.types, query.where, _ALIAS)
     if compiler.checks:
         ensure_function(conn)
     return conn.execute(f"SELECT count(*) FROM resources {_ALIAS} WHERE {where}", args).fetchone()[0]

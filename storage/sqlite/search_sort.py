@@ -18,10 +18,11 @@ from capability.outcome import FhirError
 from search.ir import SortKey
 from storage.sqlite.search_preds import TABLES
 
-# the column a parameter type sorts by: (ascending, descending)
+# the column a parameter type sorts by: (ascending, descending); all but the reference one lead an index
+# after `param`, so a page can be read off that index in order
 _COLUMNS = {
-    "token": ("e.code", "e.code"), "string": ("e.norm", "e.norm"), "date": ("e.lo", "e.hi"),
-    "number": ("e.value", "e.value"), "quantity": ("e.value", "e.value"), "uri": ("e.value", "e.value"),
+    "token": ("code", "code"), "string": ("norm", "norm"), "date": ("lo", "hi"),
+    "number": ("value", "value"), "quantity": ("value", "value"), "uri": ("value", "value"),
     "reference": ("coalesce(e.url, e.target_type || '/' || e.target_id)",) * 2,
 }
 _RESOURCE_COLUMNS = {"_id": "id", "_lastUpdated": "last_updated"}
@@ -33,6 +34,8 @@ class Key:
     args: tuple
     descending: bool
     nullable: bool
+    table: str | None = None  # for a parameter whose index can be walked in sort order: its table, column
+    column: str | None = None
 
 
 def sort_keys(sort: Sequence[SortKey], types: Sequence[str], alias: str) -> list[Key]:
@@ -55,8 +58,10 @@ def _key(key: SortKey, alias: str) -> Key:
                         ("_sort",))
     table = TABLES[key.param_type]
     function, column = ("max", columns[1]) if key.descending else ("min", columns[0])
-    return Key(f"(SELECT {function}({column}) FROM {table} e INDEXED BY {table}_rid "
-               f"WHERE e.rid = {alias}.rid AND e.param = ?)", (key.param,), key.descending, True)
+    walkable = column.isidentifier()
+    return Key(f"(SELECT {function}({'e.' + column if walkable else column}) FROM {table} e INDEXED BY {table}_rid "
+               f"WHERE e.rid = {alias}.rid AND e.param = ?)", (key.param,), key.descending, True,
+               table if walkable else None, column if walkable else None)
 
 
 def index_ordered(keys: Sequence[Key], types: Sequence[str]) -> bool:

@@ -73,8 +73,9 @@ class WhereCompiler:
         set_checks(self.checks)
 
     def condition(self, types: Sequence[str], where: Sequence[Clause], alias: str = "r0", ordered: bool = False,
-                  depth: int = 0, drive: bool = True) -> tuple[str, tuple]:
-        """The WHERE body selecting current resources of `types` (all if empty) that match `where`.
+                  depth: int = 0, drive: bool = True) -> tuple[str, tuple, bool]:
+        """The WHERE body selecting current resources of `types` (all if empty) that match `where`, its
+        arguments, and whether a clause's rid set drives it.
 
         `ordered`: the caller can read its page off an index in output order, so a driver is only worth
         it when it is selective. `drive=False`: tests only, for a row the enclosing query already has."""
@@ -94,11 +95,11 @@ class WhereCompiler:
             if part is not driver:
                 conds.append(part.test)
                 args.extend(part.args)
-        return " AND ".join(conds), tuple(args)
+        return " AND ".join(conds), tuple(args), driver is not None
 
     def rid_set(self, types: Sequence[str], where: Sequence[Clause], depth: int) -> tuple[str, tuple]:
         alias = f"r{depth}"
-        sql, args = self.condition(types, where, alias, depth=depth)
+        sql, args, _ = self.condition(types, where, alias, depth=depth)
         return f"SELECT {alias}.rid FROM resources {alias} WHERE {sql}", args
 
     def _driver(self, parts: list[Part], ordered: bool) -> Part | None:
@@ -144,7 +145,7 @@ class WhereCompiler:
         The test checks the one target row in place: an uncorrelated IN list inside a correlated subquery
         would be rebuilt for every row tested."""
         target = f"r{depth + 1}"
-        tests, test_args = self.condition(pred.target_types, pred.where, target, depth=depth + 1, drive=False)
+        tests, test_args, _ = self.condition(pred.target_types, pred.where, target, depth=depth + 1, drive=False)
         test = (f"EXISTS (SELECT 1 FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources {target} "
                 f"ON {target}.type = e.target_type AND {target}.id = e.target_id WHERE e.rid = {alias}.rid "
                 f"AND e.param = ? AND e.url IS NULL AND {tests})")
@@ -156,7 +157,7 @@ class WhereCompiler:
     def _has(self, pred: HasPred, alias: str, depth: int) -> Part:
         """A current `source_type` resource matching `where` references this one through `source_param`."""
         source = f"r{depth + 1}"
-        tests, test_args = self.condition((pred.source_type,), pred.where, source, depth=depth + 1, drive=False)
+        tests, test_args, _ = self.condition((pred.source_type,), pred.where, source, depth=depth + 1, drive=False)
         test = (f"EXISTS (SELECT 1 FROM idx_reference e CROSS JOIN resources {source} ON {source}.rid = e.rid "
                 f"WHERE e.param = ? AND e.target_id = {alias}.id AND e.target_type = {alias}.type "
                 f"AND e.url IS NULL AND {tests})")
