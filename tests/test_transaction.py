@@ -448,3 +448,13 @@ async def test_capability_statement_tells_what_works(server, mongo_without_trans
     without = (await mongo_without_transactions.client.get("/metadata")).json()["rest"][0]
     assert {i["code"] for i in without["interaction"]} >= {"batch"}
     assert "transaction" not in {i["code"] for i in without["interaction"]}
+
+
+def test_find_links_leaves_a_stored_bundles_own_entries_alone():
+    from server.interactions.references import find_links
+    inner = "urn:uuid:5e0a3c50-49c4-4c54-9a5c-0b5d2bb5e7a1"
+    document = {"resourceType": "Bundle", "type": "document", "entry": [
+        {"fullUrl": inner, "resource": {"resourceType": "Patient"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                      "subject": {"reference": inner}}}]}
+    assert find_links(document) == []

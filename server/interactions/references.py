@@ -71,9 +71,13 @@ def rewrite_narrative(div: str, target: Callable[[str], str | None]) -> str:
 
 @cache
 def _plan(type_name: str) -> dict[str, tuple[bool, str]]:
-    """The properties of `type_name` worth visiting: key -> (holds uri values, type to walk into)."""
+    """The properties of `type_name` worth visiting: key -> (holds uri values, type to walk into).
+
+    The resources inside a Bundle that is itself being stored (a document, say) keep their references:
+    those are resolved within that Bundle, not within the transaction."""
     return {key: (element.type in URI_TYPES, element.type) for key, element in elements(type_name).items()
-            if element.type in URI_TYPES or not is_primitive(element.type)}
+            if (element.type in URI_TYPES or not is_primitive(element.type))
+            and not (type_name == "Bundle" and key == "entry")}
 
 
 def _text(path: Path) -> str:
