@@ -19,6 +19,7 @@ import orjson
 from search.ir import (Clause, CompositePred, DatePred, MissingPred, NumberPred, QuantityPred, ReferencePred,
                        StringPred, TokenPred, UriPred)
 from search.matcher import compile_matcher
+from search.normalize import normalize_string
 from storage.sqlite.index import decode_components
 
 TABLES = {"token": "idx_token", "string": "idx_string", "date": "idx_date", "number": "idx_number",
@@ -145,7 +146,8 @@ def _id(pred: Any) -> Cond:
 
 def _string(pred: StringPred) -> Cond:
     if pred.modifier == "exact":
-        return Cond("idx_string", (("e.exact = ?", (pred.value,)),))
+        # an entry's `norm` is normalize_string(`exact`) (search/extract.py), so the norm index finds it
+        return Cond("idx_string", (("e.norm = ? AND e.exact = ?", (normalize_string(pred.value), pred.value)),))
     if pred.modifier == "contains":
         return Cond("idx_string", (("instr(e.norm, ?) > 0", (pred.value,)),))
     return Cond("idx_string", (starts_with("e.norm", pred.value),))
