@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import logging
 import re
-import time
 
 import httpx
 import orjson
 import pytest
 
+from bench.metrics_overhead import paired, per_request, static_app
 from server.logs import JsonFormatter
 from server.metrics import Histogram, Observability
 from tests.conftest import BASE, FHIR_JSON
@@ -79,52 +79,16 @@ async def test_request_id_in_response_and_json_logs(app):
     assert events[0]["interaction"] == "metadata" and events[0]["status"] == 200 and events[0]["duration_ms"] > 0
 
 
-async def _asgi_get(application, path: str) -> int:
-    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
-             "headers": [(b"host", b"hearth.test")], "scheme": "http", "server": ("hearth.test", 80),
-             "http_version": "1.1", "root_path": ""}
-    status = 0
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await application(scope, receive, send)
-    return status
-
-
-async def _static(scope, receive, send) -> None:
-    """An app that answers at once: the middleware's own cost shows against it."""
-    scope["hearth.interaction"] = "read"
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": b"{}"})
-
-
-async def _best(application, path: str, rounds: int, n: int = 200) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            assert await _asgi_get(application, path) == 200
-        best = min(best, (time.perf_counter() - start) / n)
-    return best
-
-
 @pytest.mark.parametrize("backend", ["sqlite"])  # the default backend
 async def test_metrics_cost_little_on_the_read_path(app):
-    """What the middleware adds per request, against an in-process read (no network: the worst case)."""
+    """What the middleware adds per request, against an in-process read (no network: the worst case).
+
+    bench/metrics_overhead.py measures the same with medians over more runs.
+    """
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
         created = (await client.post("/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)).json()
-    read = await _best(app, f"/fhir/Patient/{created['id']}", rounds=5)
-    observed = Observability(_static)
-    bare, wrapped = float("inf"), float("inf")
-    for _ in range(10):  # interleaved, best of each: the machine's other load is noise, not cost
-        bare = min(bare, await _best(_static, "/x", rounds=1, n=1000))
-        wrapped = min(wrapped, await _best(observed, "/x", rounds=1, n=1000))
-    cost = wrapped - bare
+    read = min([await per_request(app, f"/fhir/Patient/{created['id']}", 200) for _ in range(5)])
+    plain, observed = await paired(static_app, Observability(static_app), "/x", runs=10, n=1000)
+    cost = min(observed) - min(plain)  # best of each: the machine's other load is noise, not cost
     print(f"metrics middleware: +{cost * 1e6:.1f} us per request; an in-process read takes {read * 1e6:.0f} us")
     assert cost < 0.2 * read
