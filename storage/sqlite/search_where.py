@@ -19,6 +19,7 @@ from search.ir import AnyOfPred, ChainPred, Clause, HasPred
 from storage.sqlite.search_preds import FUNCTION, RESOURCE, Cond, compile_pred, composite_function, set_checks
 
 ESTIMATE_CAP = 5000  # rows counted at most per clause when choosing the driver
+_SMALL = ESTIMATE_CAP // 5  # a plain clause this selective drives without measuring chains and _has
 _NEVER = "SELECT 0 WHERE 0"
 
 
@@ -28,6 +29,7 @@ class Part:
     args: tuple
     rids: str | None = None  # SELECT of the rids that satisfy it, if positive
     rid_args: tuple = ()
+    nested: bool = False  # a chain or _has: costlier to measure
 
 
 def _any(parts: Sequence[Part]) -> Part:
@@ -38,7 +40,8 @@ def _any(parts: Sequence[Part]) -> Part:
     args = tuple(a for p in parts for a in p.args)
     if any(p.rids is None for p in parts):
         return Part(test, args)
-    return Part(test, args, " UNION ALL ".join(p.rids for p in parts), tuple(a for p in parts for a in p.rid_args))
+    return Part(test, args, " UNION ALL ".join(p.rids for p in parts), tuple(a for p in parts for a in p.rid_args),
+                any(p.nested for p in parts))
 
 
 def _cond_part(param: str, cond: Cond, alias: str) -> Part:
@@ -79,6 +82,23 @@ class WhereCompiler:
 
         `ordered`: the caller can read its page off an index in output order, so a driver is only worth
         it when it is selective. `drive=False`: tests only, for a row the enclosing query already has."""
+        driver, tests, args = self._plan(types, where, alias, ordered, depth, drive)
+        if driver is None:
+            return tests, args, False
+        return f"{alias}.rid IN ({driver.rids}) AND {tests}", (*driver.rid_args, *args), True
+
+    def rid_set(self, types: Sequence[str], where: Sequence[Clause], depth: int) -> tuple[str, tuple]:
+        """A SELECT of the rids matching (repeats allowed). It streams: a LIMIT on it stops reading early."""
+        alias = f"r{depth}"
+        driver, tests, args = self._plan(types, where, alias, False, depth, True)
+        if driver is None:
+            return f"SELECT {alias}.rid FROM resources {alias} WHERE {tests}", args
+        return (f"SELECT {alias}.rid FROM ({driver.rids}) d CROSS JOIN resources {alias} ON {alias}.rid = d.rid "
+                f"WHERE {tests}", (*driver.rid_args, *args))
+
+    def _plan(self, types: Sequence[str], where: Sequence[Clause], alias: str, ordered: bool, depth: int,
+              drive: bool) -> tuple[Part | None, str, tuple]:
+        """(the driving part, the remaining tests, their arguments)."""
         parts = [self._clause(clause, alias, depth) for clause in where]
         driver = self._driver(parts, ordered) if drive else None
         conds: list[str] = []
@@ -88,19 +108,11 @@ class WhereCompiler:
             conds.append(f"{column} = ?" if len(types) == 1 else f"{column} IN ({','.join('?' * len(types))})")
             args.extend(types)
         conds.append(f"{alias}.deleted = 0")
-        if driver is not None:
-            conds.append(f"{alias}.rid IN ({driver.rids})")
-            args.extend(driver.rid_args)
         for part in parts:
             if part is not driver:
                 conds.append(part.test)
                 args.extend(part.args)
-        return " AND ".join(conds), tuple(args), driver is not None
-
-    def rid_set(self, types: Sequence[str], where: Sequence[Clause], depth: int) -> tuple[str, tuple]:
-        alias = f"r{depth}"
-        sql, args, _ = self.condition(types, where, alias, depth=depth)
-        return f"SELECT {alias}.rid FROM resources {alias} WHERE {sql}", args
+        return driver, " AND ".join(conds), tuple(args)
 
     def _driver(self, parts: list[Part], ordered: bool) -> Part | None:
         candidates = [p for p in parts if p.rids is not None]
@@ -108,6 +120,11 @@ class WhereCompiler:
             return None
         if len(candidates) == 1 and not ordered:
             return candidates[0]
+        plain = [p for p in candidates if not p.nested]
+        if plain and len(plain) < len(candidates):
+            sizes = self._measure(plain)
+            if min(sizes) < _SMALL:
+                return plain[sizes.index(min(sizes))]
         sizes = self._measure(candidates)
         best = min(range(len(candidates)), key=sizes.__getitem__)
         if ordered and sizes[best] >= ESTIMATE_CAP:
@@ -150,9 +167,9 @@ class WhereCompiler:
                 f"ON {target}.type = e.target_type AND {target}.id = e.target_id WHERE e.rid = {alias}.rid "
                 f"AND e.param = ? AND e.url IS NULL AND {tests})")
         inner, inner_args = self.rid_set(pred.target_types, pred.where, depth + 1)
-        rids = (f"SELECT e.rid FROM resources t CROSS JOIN idx_reference e WHERE t.rid IN ({inner}) "
-                f"AND e.param = ? AND e.target_id = t.id AND e.target_type = t.type AND e.url IS NULL")
-        return Part(test, (param, *test_args), rids, (*inner_args, param))
+        rids = (f"SELECT e.rid FROM ({inner}) i CROSS JOIN resources t ON t.rid = i.rid CROSS JOIN idx_reference e "
+                f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type WHERE e.url IS NULL")
+        return Part(test, (param, *test_args), rids, (*inner_args, param), nested=True)
 
     def _has(self, pred: HasPred, alias: str, depth: int) -> Part:
         """A current `source_type` resource matching `where` references this one through `source_param`."""
@@ -162,7 +179,7 @@ class WhereCompiler:
                 f"WHERE e.param = ? AND e.target_id = {alias}.id AND e.target_type = {alias}.type "
                 f"AND e.url IS NULL AND {tests})")
         inner, inner_args = self.rid_set((pred.source_type,), pred.where, depth + 1)
-        rids = (f"SELECT t.rid FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources t "
-                f"ON t.type = e.target_type AND t.id = e.target_id WHERE e.rid IN ({inner}) AND e.param = ? "
-                f"AND e.url IS NULL")
-        return Part(test, (pred.source_param, *test_args), rids, (*inner_args, pred.source_param))
+        rids = (f"SELECT t.rid FROM ({inner}) i CROSS JOIN idx_reference e INDEXED BY idx_reference_rid "
+                f"ON e.rid = i.rid CROSS JOIN resources t ON t.type = e.target_type AND t.id = e.target_id "
+                f"WHERE e.param = ? AND e.url IS NULL")
+        return Part(test, (pred.source_param, *test_args), rids, (*inner_args, pred.source_param), nested=True)
