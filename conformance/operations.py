@@ -82,7 +82,9 @@ def _url(operation: dict, code: str, session: Session) -> str:
         return url if url.startswith(("http://", "https://")) else f"{base}/{url.lstrip('/')}"
     params = session.substitute(operation.get("params")) or ""
     if operation.get("encodeRequestUrl", True):
-        params = quote(params, safe="/?&=:,;$|*%+@!'()[]~#")  # spaces and non-ASCII only: params come URL-shaped
+        # params come URL-shaped: keep their delimiters; encode spaces, non-ASCII and `|[]` (which servers such
+        # as Tomcat refuse raw)
+        params = quote(params, safe="/?&=:,;$*%+@!'()~#")
     if code == "capabilities":
         return f"{base}/metadata{params}"
     if code in ("transaction", "batch", "searchSystem", "historySystem") and not operation.get("resource"):

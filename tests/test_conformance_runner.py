@@ -154,8 +154,9 @@ def test_requests_for_each_operation_type():
     assert build_request(_op("history", targetId="patient"), session, "json").url == f"{BASE}/Patient/p1/_history"
     assert build_request(_op("history", resource="Patient"), session, "json").url == f"{BASE}/Patient/_history"
     assert build_request(_op("capabilities"), session, "json").url == f"{BASE}/metadata"
-    search = build_request(_op("search", resource="Patient", params="?name=a b&given=${asked}"), session, "json")
-    assert search.url == f"{BASE}/Patient?name=a%20b&given=given" and search.method == "GET"
+    search = build_request(_op("search", resource="Patient", params="?name=a b&given=${asked}&code=s|c"), session,
+                           "json")
+    assert search.url == f"{BASE}/Patient?name=a%20b&given=given&code=s%7Cc" and search.method == "GET"
     transaction = build_request(_op("transaction", sourceId="bundle"), session, "json")
     assert (transaction.method, transaction.url) == ("POST", BASE)
     other = build_request(_op("read", resource="Patient", params="/p1", destination=2), session, "json")
