@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from capability.outcome import FhirError
 from search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
                             TokenEntry, UriEntry)
 from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred,
@@ -238,6 +239,7 @@ async def page_through(store, query: Query) -> tuple[list[str], list[str]]:
         if page.next_cursor is None:
             break
         page = await store.search(Query(query.types, query.where, query.sort, query.count, page.next_cursor))
+    assert cursors[0] is None and all(cursors[1:])  # every page but the first has a way back
     backward = [v.id for v in page.matches]
     while page.previous_cursor is not None:
         page = await store.search(Query(query.types, query.where, query.sort, query.count, page.previous_cursor))
@@ -300,6 +302,13 @@ async def test_inserts_between_pages_neither_shift_nor_repeat(store):
     assert len(seen) == len(set(seen))
     assert [s for s in seen if s.startswith("p") and "x" not in s] == [f"p{n:02d}" for n in range(0, 40, 2)]
     assert [s for s in seen if s.startswith("q")] == [f"q{n:02d}" for n in range(added)]
+
+
+async def test_a_cursor_of_another_search_is_a_400(loaded):
+    page = await loaded.search(Query(("Observation",), (), (SortKey("date", "date"),), count=1))
+    with pytest.raises(FhirError) as error:
+        await loaded.search(Query(("Observation",), (), count=1, cursor=page.next_cursor))
+    assert error.value.status == 400
 
 
 async def test_totals_and_count_zero(loaded):
