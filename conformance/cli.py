@@ -22,17 +22,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                      help="format when an operation names no accept/contentType (default json)")
     run.add_argument("--reports", default="conformance-reports", metavar="DIR",
                      help="folder for the TestReport of each script (default ./conformance-reports)")
+    run.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                     help="a header for every request, e.g. 'Authorization: Bearer …' (repeatable)")
     run.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     run.set_defaults(run=_run)
 
 
-def _pairs(values: list[str], flag: str) -> dict[str, str]:
+def _pairs(values: list[str], flag: str, separator: str = "=") -> dict[str, str]:
     pairs = {}
     for value in values:
-        name, sep, text = value.partition("=")
+        name, sep, text = value.partition(separator)
         if not sep:
-            raise SystemExit(f"hearth conformance run: {flag} expects NAME=VALUE, got '{value}'")
-        pairs[name.strip()] = text
+            raise SystemExit(f"hearth conformance run: {flag} expects NAME{separator}VALUE, got '{value}'")
+        pairs[name.strip()] = text.strip() if separator == ":" else text
     return pairs
 
 
@@ -44,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     servers.update({int(n): url.rstrip("/") for n, url in _pairs(args.destination, "--destination").items()})
     try:
         results = asyncio.run(run_suite(args.paths, servers, _pairs(args.var, "--var"), args.format,
-                                        Path(args.reports), args.timeout))
+                                        Path(args.reports), args.timeout, _pairs(args.header, "--header", ":")))
     except ScriptError as exc:
         print(f"hearth conformance run: {exc}", file=sys.stderr)
         return 2

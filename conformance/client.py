@@ -38,12 +38,13 @@ class Exchange:
 class Client:
     """An aiohttp session that never raises for an HTTP status (asserts judge those)."""
 
-    def __init__(self, timeout: float = 60.0) -> None:
+    def __init__(self, timeout: float = 60.0, headers: dict[str, str] | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = headers or {}  # sent with every request (e.g. Authorization); a script's own win
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "Client":
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

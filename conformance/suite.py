@@ -13,13 +13,13 @@ from conformance.script import ScriptError, find_scripts, load_script
 
 async def run_suite(paths: list[str], servers: dict[int, str], given: dict[str, str] | None = None,
                     default_format: str = "json", reports: Path | None = None,
-                    timeout: float = 60.0) -> list[ScriptResult]:
+                    timeout: float = 60.0, headers: dict[str, str] | None = None) -> list[ScriptResult]:
     """Every TestScript under `paths`, one after another (scripts share the server's state)."""
     scripts = [load_script(path) for path in find_scripts(paths)]
     if not scripts:
         raise ScriptError(f"no TestScripts in {' '.join(paths)}")
     results = []
-    async with Client(timeout) as client:
+    async with Client(timeout, headers) as client:
         runner = Runner(client, servers, given, default_format)
         for script in scripts:
             results.append(await runner.run(script))

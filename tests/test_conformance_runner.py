@@ -10,7 +10,7 @@ import pytest
 from capability import fhir_xml
 from capability.validation import validate_resource
 from conformance import asserts
-from conformance.client import Exchange
+from conformance.client import Client, Exchange
 from conformance.operations import OperationError, build_request
 from conformance.paths import PathError, evaluate_path
 from conformance.report import AssertRecord, build_report, summary_table
@@ -230,3 +230,31 @@ def test_test_report_is_valid_r4_and_summarised():
     assert report["result"] == "fail" and report["score"] == Decimal("66.7")
     table = summary_table([ScriptResult(script, report, records)])
     assert "| x/s.json " in table and "| **total**" in table
+
+
+async def test_client_sends_default_headers_and_urls_as_given():
+    from aiohttp import web
+
+    seen: dict[str, str] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.update(request.headers)
+        seen["raw_path"] = request.raw_path
+        return web.Response(body=b'{"resourceType":"Patient","id":"p"}', content_type="application/fhir+json")
+
+    application = web.Application()
+    application.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(application)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with Client(headers={"Authorization": "Bearer t0k"}) as client:
+            url = f"http://127.0.0.1:{port}/Patient?code=s%7Cc&x=%2F"
+            exchange = await client.send(Exchange("GET", url, {"Accept": "application/fhir+json"}, None))
+    finally:
+        await runner.cleanup()
+    assert seen["Authorization"] == "Bearer t0k" and seen["Accept"] == "application/fhir+json"
+    assert seen["raw_path"] == "/Patient?code=s%7Cc&x=%2F"  # not re-quoted
+    assert exchange.status == 200 and exchange.resource == {"resourceType": "Patient", "id": "p"}
