@@ -34,12 +34,14 @@ def qty(value: float, code: str | None, unit: str | None, system: str | None = U
 
 OBS = {
     "a": [TokenEntry("code", LOINC, "29463-7", "body weight"), TokenEntry("status", None, "final"), day("2021-02-03"),
-          qty(72.5, "kg", "kg"), ReferenceEntry("subject", "Patient", "jo"), StringEntry("note", "heavy lifting", "Heavy lifting"),
+          qty(72.5, "kg", "kg"), ReferenceEntry("subject", "Patient", "jo"),
+          StringEntry("note", "heavy lifting", "Heavy lifting"),
           NumberEntry("rank", 3.0, 2.5, 3.5), UriEntry("instantiates", "http://x.org/q/weight"),
           CompositeEntry("code-value-quantity", (TokenEntry("code", LOINC, "29463-7"), qty(72.5, "kg", "kg")))],
     "b": [TokenEntry("code", LOINC, "8867-4", "heart rate"), TokenEntry("code", None, "pulse"),
-          TokenEntry("status", None, "final"), DateEntry("date", "2021-02-01T00:00:00.000000", "2021-02-28T23:59:59.999999"),
-          qty(61.0, "/min", "beats/min"), ReferenceEntry("subject", "Patient", "mo"), NumberEntry("rank", 10.0, 9.5, 10.5),
+          TokenEntry("status", None, "final"),
+          DateEntry("date", "2021-02-01T00:00:00.000000", "2021-02-28T23:59:59.999999"), qty(61.0, "/min", "beats/min"),
+          ReferenceEntry("subject", "Patient", "mo"), NumberEntry("rank", 10.0, 9.5, 10.5),
           CompositeEntry("code-value-quantity", (TokenEntry("code", LOINC, "8867-4"), qty(61.0, "/min", "beats/min")))],
     "c": [TokenEntry("code", SCT, "29463-7"), TokenEntry("status", None, "amended"),
           DateEntry("date", "2020-07-01T00:00:00.000000", "9999-12-31T23:59:59.999999"), qty(72.0, None, "kg", None),
@@ -76,7 +78,8 @@ async def store(tmp_path):
 
 @pytest.fixture
 async def loaded(store):
-    await store.commit([Write(t, i, 1, UPDATED[(t, i)], body(t, i), tuple(e), 0, "create") for (t, i), e in ALL.items()])
+    await store.commit([Write(t, i, 1, UPDATED[(t, i)], body(t, i), tuple(e), 0, "create")
+                        for (t, i), e in ALL.items()])
     return store
 
 
@@ -164,7 +167,8 @@ CASES = [
     *(clause(p, t, MissingPred(m)) for p, t in (("note", "string"), ("code", "token"), ("_id", "token"),
                                                 ("code-value-quantity", "composite")) for m in (True, False)),
     clause("subject", "reference", ChainPred(("Patient",), (clause("name", "string", StringPred("mar")),))),
-    clause("subject", "reference", ChainPred(("Patient", "Group"), (clause("gender", "token", TokenPred(None, "male")),))),
+    clause("subject", "reference", ChainPred(("Patient", "Group"),
+                                             (clause("gender", "token", TokenPred(None, "male")),))),
     clause("subject", "reference", ChainPred(("Patient",), (clause("general-practitioner", "reference", ChainPred(
         ("Practitioner",), (clause("name", "string", StringPred("hu")),))),))),
     clause("_compartment", "special", AnyOfPred((clause("subject", "reference", ReferencePred("Patient", "mo")),
@@ -253,11 +257,12 @@ async def page_through(store, query: Query) -> tuple[list[str], list[str]]:
 async def test_paging_visits_every_row_once_in_order_both_ways(store, sort):
     writes = []
     for n in range(57):
-        entries = [TokenEntry("code", LOINC, f"c{n % 4}"), DateEntry("date", *(f"2020-0{n % 9 + 1}-01T00:00:00.000000",) * 2)]
+        moment = f"2020-0{n % 9 + 1}-01T00:00:00.000000"
+        entries = [TokenEntry("code", LOINC, f"c{n % 4}"), DateEntry("date", moment, moment)]
         if n % 5:
             entries.append(qty(float(n % 7), "kg", "kg"))
-        writes.append(Write("Observation", f"o{n:03d}", 1, T0 + timedelta(seconds=n % 11), body("Observation", f"o{n:03d}"),
-                            entries, 0, "create"))
+        writes.append(Write("Observation", f"o{n:03d}", 1, T0 + timedelta(seconds=n % 11),
+                            body("Observation", f"o{n:03d}"), entries, 0, "create"))
     await store.commit(writes)
     full = await store.search(Query(("Observation",), (), sort, count=1000))
     everything = [v.id for v in full.matches]

@@ -54,8 +54,8 @@ def indexed() -> dict[tuple[str, str], list]:
 @pytest.fixture(scope="module")
 def store(indexed, tmp_path_factory):
     store = SqliteStore(str(tmp_path_factory.mktemp("synthea") / "hearth.db"))
-    writes = [Write(rtype, rid, 1, T0 + timedelta(microseconds=n), json.dumps({"resourceType": rtype, "id": rid}).encode(),
-                    tuple(entries), 0, "create") for n, ((rtype, rid), entries) in enumerate(indexed.items())]
+    writes = [Write(rtype, rid, 1, T0 + timedelta(microseconds=n), f'{{"resourceType":"{rtype}","id":"{rid}"}}'
+                    .encode(), tuple(entries), 0, "create") for n, ((rtype, rid), entries) in enumerate(indexed.items())]
     asyncio.run(store.commit(writes))
     yield store
     asyncio.run(store.close())

@@ -228,9 +228,8 @@ def _reference(pred: ReferencePred) -> Cond:
     if pred.url is not None:
         return Cond("idx_reference", (_and(("e.url = ?", (pred.url,)),
                                            ("1", ()) if pred.version is None else ("e.version = ?", (pred.version,))),))
-    return Cond("idx_reference", (_and(_is("e.target_id", pred.target_id),
-                                       ("1", ()) if pred.target_type is None else ("e.target_type = ?", (pred.target_type,)),
-                                       ("e.url IS NULL", ())),))
+    typed: Alt = ("1", ()) if pred.target_type is None else ("e.target_type = ?", (pred.target_type,))
+    return Cond("idx_reference", (_and(_is("e.target_id", pred.target_id), typed, ("e.url IS NULL", ())),))
 
 
 # --- composite ------------------------------------------------------------------------------------
