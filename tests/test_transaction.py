@@ -355,6 +355,39 @@ async def test_get_entries_search(server):
     assert bad.json()["entry"][0]["response"]["status"] == "400 Bad Request"
 
 
+async def test_conditional_entries_in_a_batch(server):
+    await server.client.post("/Organization", json=organization("b-o1"), headers=FHIR_JSON)
+    await server.client.post("/Organization", json=organization("b-dup"), headers=FHIR_JSON)
+    await server.client.post("/Organization", json=organization("b-dup"), headers=FHIR_JSON)
+    patch = base64.b64encode(b'[{"op":"replace","path":"/name","value":"Patched"}]').decode()
+    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch}
+    response = await server.post(tx(
+        {"resource": binary, "request": {"method": "PATCH", "url": "Organization?identifier=http://org.test|b-o1"}},
+        {"resource": binary, "request": {"method": "PATCH", "url": "Organization?identifier=http://org.test|b-dup"}},
+        {"resource": organization("b-new"),
+         "request": {"method": "PUT", "url": "Organization?identifier=http://org.test|b-new"}},
+        {"request": {"method": "DELETE", "url": "Organization?identifier=http://org.test|b-dup"}},
+        post(organization("b-o1"), ifNoneExist="identifier=http://org.test|b-o1"),
+        kind="batch"))
+    statuses = [entry["response"]["status"] for entry in response.json()["entry"]]
+    assert statuses == ["200 OK", "412 Precondition Failed", "201 Created", "412 Precondition Failed", "200 OK"]
+    patched = response.json()["entry"][0]["resource"]
+    assert patched["name"] == "Patched" and patched["meta"]["versionId"] == "2"
+    assert response.json()["entry"][4]["resource"]["id"] == patched["id"]
+
+
+async def test_conditional_delete_of_several_in_a_transaction_follows_the_setting(tmp_path):
+    async for server in _server("sqlite", tmp_path, conditional_delete_multiple=True):
+        for _ in range(3):
+            await server.client.post("/Organization", json=organization("many"), headers=FHIR_JSON)
+        response = await server.post(tx({"request": {"method": "DELETE",
+                                                      "url": "Organization?identifier=http://org.test|many"}},
+                                        post({"resourceType": "Patient"})))
+        assert response.status_code == 200, response.text
+        assert response.json()["entry"][0]["response"]["status"] == "204 No Content"
+        assert await server.count("Organization") == 6  # 3 versions, 3 tombstones
+
+
 async def test_batch_on_mongo_without_transactions(mongo_without_transactions):
     server = mongo_without_transactions
     response = await server.post(tx(post({"resourceType": "Patient"}), post({"resourceType": "Patient"}),
