@@ -51,11 +51,15 @@ def indexed() -> dict[tuple[str, str], list]:
     return out
 
 
+def body(rtype: str, rid: str) -> bytes:
+    return f'{{"resourceType":"{rtype}","id":"{rid}"}}'.encode()
+
+
 @pytest.fixture(scope="module")
 def store(indexed, tmp_path_factory):
     store = SqliteStore(str(tmp_path_factory.mktemp("synthea") / "hearth.db"))
-    writes = [Write(rtype, rid, 1, T0 + timedelta(microseconds=n), f'{{"resourceType":"{rtype}","id":"{rid}"}}'
-                    .encode(), tuple(entries), 0, "create") for n, ((rtype, rid), entries) in enumerate(indexed.items())]
+    writes = [Write(rtype, rid, 1, T0 + timedelta(microseconds=n), body(rtype, rid), tuple(entries), 0, "create")
+              for n, ((rtype, rid), entries) in enumerate(indexed.items())]
     asyncio.run(store.commit(writes))
     yield store
     asyncio.run(store.close())
