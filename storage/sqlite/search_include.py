@@ -11,15 +11,25 @@ import orjson
 from search.ir import Include
 
 
+_PARAMS = ("SELECT min(param) FROM idx_reference UNION ALL SELECT (SELECT min(x.param) FROM idx_reference x "
+           "WHERE x.param > p.param) FROM p WHERE p.param IS NOT NULL")
+
+
 @lru_cache(maxsize=64)
 def _statement(include: Include) -> tuple[str, tuple]:
     """SQL taking a JSON array of rids (the resources included from) and yielding the rids it includes."""
     conds, args = ["e.url IS NULL"], []
     if include.reverse:
-        # `source_type` resources whose `param` references one of the given ones
-        sql = ("SELECT s.rid FROM json_each(?) j CROSS JOIN resources t ON t.rid = j.value "
-               "CROSS JOIN idx_reference e ON e.target_id = t.id AND e.target_type = t.type "
-               "CROSS JOIN resources s ON s.rid = e.rid")
+        # `source_type` resources whose `param` references one of the given ones; for every parameter (`*`)
+        # the codes come from skipping through the index (one seek each), so the lookup by target still
+        # goes through the (param, target_id, target_type) index
+        if include.param == "*":
+            head, join = f"WITH RECURSIVE p(param) AS ({_PARAMS}) ", "CROSS JOIN p CROSS JOIN idx_reference e ON " \
+                "e.param = p.param AND "
+        else:
+            head, join = "", "CROSS JOIN idx_reference e ON "
+        sql = (f"{head}SELECT s.rid FROM json_each(?) j CROSS JOIN resources t ON t.rid = j.value {join}"
+               "e.target_id = t.id AND e.target_type = t.type CROSS JOIN resources s ON s.rid = e.rid")
         conds.append("s.deleted = 0")
         ordering = "s.type, s.id"
     else:
