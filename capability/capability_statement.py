@@ -25,11 +25,14 @@ def _subscription_fields(topics: Sequence[dict[str, str]]) -> dict[str, Any]:
                        "valueCanonical": topic["url"]} for topic in topics],
         "documentation": "R4 criteria Subscriptions and topic-based Subscriptions (Subscriptions R5 Backport IG). "
                          "Channel types: rest-hook (payload empty or application/fhir+json; backport content "
-                         "empty, id-only, full-resource), websocket (bind <id> at [base]/$subscription-ws). "
+                         "empty, id-only, full-resource), websocket ([base]/$subscription-ws: bind <id>, or "
+                         "bind-with-token <token from $get-ws-binding-token>). "
                          "Topics: " + "; ".join(f"{t['url']} ({t['title']})" for t in topics),
         "operation": [
             {"name": "status", "definition": f"{_BACKPORT}/OperationDefinition/backport-subscription-status"},
             {"name": "events", "definition": f"{_BACKPORT}/OperationDefinition/backport-subscription-events"},
+            {"name": "get-ws-binding-token",
+             "definition": f"{_BACKPORT}/OperationDefinition/backport-subscription-get-ws-binding-token"},
         ],
     }
 

@@ -48,6 +48,8 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("Subscription", "$status"), {"GET": rest.subscription_status, "POST": rest.subscription_status}),
     (("Subscription", "{id}", "$status"), {"GET": rest.subscription_status, "POST": rest.subscription_status}),
     (("Subscription", "{id}", "$events"), {"GET": rest.subscription_events, "POST": rest.subscription_events}),
+    (("Subscription", "{id}", "$get-ws-binding-token"), {"GET": rest.subscription_binding_token,
+                                                         "POST": rest.subscription_binding_token}),
 ]
 
 

@@ -209,6 +209,12 @@ async def subscription_status(request: Request, ctx: Context, resource_id: str |
     return http.fhir_response(await subscription_operations.status(ctx, ids), 200, None, http.pretty(request))
 
 
+async def subscription_binding_token(request: Request, ctx: Context, resource_id: str) -> Response:
+    """`Subscription/[id]/$get-ws-binding-token`."""
+    return http.fhir_response(await subscription_operations.binding_token(ctx, resource_id), 200, None,
+                              http.pretty(request))
+
+
 async def subscription_events(request: Request, ctx: Context, resource_id: str) -> Response:
     """`Subscription/[id]/$events?eventsSinceNumber=&eventsUntilNumber=&content=`."""
     body = await subscription_operations.events(ctx, resource_id, dict(request.query_params))

@@ -1,4 +1,4 @@
-"""`$status` and `$events` (Backport IG), for backport and R4 subscriptions alike.
+"""`$status`, `$events` and `$get-ws-binding-token` (Backport IG), for backport and R4 subscriptions alike.
 
 `GET [base]/Subscription/[id]/$status` (or `Subscription/$status?id=…`): a searchset Bundle of
 SubscriptionStatus Parameters (type query-status). `GET [base]/Subscription/[id]/$events
@@ -9,17 +9,18 @@ events, whether or not they were delivered, so a receiver that missed some fetch
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
-from capability.outcome import FhirError, not_found
+from capability.outcome import FhirError
 from server.interactions import crud
 from server.interactions.bundles import bundle, entry
 from server.interactions.context import Context
 from subscriptions import notifications
 from subscriptions.channels import CONTENTS
-from subscriptions.model import Subscription
+from subscriptions.model import Subscription, parse_subscription
 
 
 def _service(ctx: Context) -> Any:
@@ -32,10 +33,12 @@ def _service(ctx: Context) -> Any:
 async def _subscription(ctx: Context, subscription_id: str) -> tuple[Subscription, dict[str, Any]]:
     """The subscription as the registry has it, and its stored resource (404 / 410 as for a read)."""
     version = await crud.read(ctx, "Subscription", subscription_id)
-    subscription = _service(ctx).registry.get(subscription_id)
-    if subscription is None:
-        raise not_found("Subscription", subscription_id)
-    return subscription, orjson.loads(version.body)
+    resource = orjson.loads(version.body)
+    service = _service(ctx)
+    subscription = service.registry.get(subscription_id)
+    if subscription is None or subscription.version_id != version.version_id:  # the registry is a moment behind
+        subscription = parse_subscription(ctx, resource, version.version_id, service.config.allowed_hosts)
+    return subscription, resource
 
 
 async def status(ctx: Context, subscription_ids: list[str]) -> bytes:
@@ -75,3 +78,19 @@ async def events(ctx: Context, subscription_id: str, params: dict[str, str]) -> 
     found = await queue.events(subscription_id, first, last, ctx.max_count)
     shown = replace(subscription, channel=replace(subscription.channel, content=content))
     return await notifications.status_bundle(ctx, shown, "query-event", count, found)
+
+
+async def binding_token(ctx: Context, subscription_id: str) -> bytes:
+    """`Subscription/[id]/$get-ws-binding-token`: a token for `bind-with-token` on the websocket."""
+    subscription, _ = await _subscription(ctx, subscription_id)
+    if subscription.channel.type != "websocket":
+        raise FhirError(422, "invalid", f"Subscription/{subscription_id} does not use the websocket channel")
+    hub = _service(ctx).websockets
+    token, expires = await hub.binding_token(subscription_id)
+    expiration = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return orjson.dumps({"resourceType": "Parameters", "parameter": [
+        {"name": "token", "valueString": token},
+        {"name": "expiration", "valueDateTime": expiration},
+        {"name": "subscription", "valueString": subscription_id},
+        {"name": "websocket-url", "valueUrl": hub.websocket_url()},
+    ]})

@@ -52,6 +52,10 @@ class NotificationQueue(Protocol):
     async def event_count(self, subscription: str) -> int:
         """Events recorded since the subscription started (the highest event number)."""
 
+    async def secret(self) -> bytes:
+        """A random key made once per database: it signs websocket binding tokens, so that any process
+        on the database accepts a token any other one issued."""
+
 
 def queue_for(store: Any) -> NotificationQueue:
     """The queue living in `store`'s own database."""

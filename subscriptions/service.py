@@ -150,7 +150,8 @@ class SubscriptionService:
             return None
         # decided from the log itself (the previous version), so a restart decides the same
         previous = await self.ctx.store.vread("Subscription", change.id, change.version_id - 1)
-        if previous is not None and not previous.deleted and fhir_json.loads(previous.body).get("status") == "requested":
+        if previous is not None and not previous.deleted and \
+                fhir_json.loads(previous.body).get("status") == "requested":
             return None
         return subscription.id, change.seq
 

@@ -177,9 +177,13 @@ async def test_websocket_bind_and_ping(backend, tmp_path):
                 "resource-change", ["Patient?gender=unknown"], "", content="full-resource", channel_type="websocket"),
                 headers=FHIR_JSON)).json()
             assert topic["status"] == "active"
-            async with websockets.connect(f"ws://127.0.0.1:{port}/$subscription-ws") as ws:
-                await ws.send(f"bind {topic['id']}")
-                assert await ws.recv() == f"bound {topic['id']}"
+            token = (await client.get(f"/Subscription/{topic['id']}/$get-ws-binding-token")).json()
+            found = {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in token["parameter"]}
+            assert found["websocket-url"] == f"ws://127.0.0.1:{port}/$subscription-ws"
+            async with websockets.connect(found["websocket-url"]) as ws:
+                await ws.send(f"bind-with-token {found['token']}x")
+                assert (await ws.recv()).startswith("error")
+                await ws.send(f"bind-with-token {found['token']}")
                 assert status_of(json.loads(await ws.recv()))["type"] == "handshake"
                 await client.post("/Patient", json={"resourceType": "Patient", "gender": "unknown"}, headers=FHIR_JSON)
                 bundle = json.loads(await asyncio.wait_for(ws.recv(), 5))

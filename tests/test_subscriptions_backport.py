@@ -148,7 +148,7 @@ async def test_capability_statement_advertises_subscriptions(sub_client):
     topics = {e["valueCanonical"] for e in subscription["extension"]}
     assert {f"{TOPICS}/resource-change", f"{TOPICS}/encounter-start", f"{TOPICS}/encounter-end",
             f"{TOPICS}/new-observation"} <= topics
-    assert {o["name"] for o in subscription["operation"]} == {"status", "events"}
+    assert {o["name"] for o in subscription["operation"]} == {"status", "events", "get-ws-binding-token"}
     assert "rest-hook" in subscription["documentation"] and "websocket" in subscription["documentation"]
     assert statement["rest"][0]["extension"][0]["valueUrl"].endswith("/$subscription-ws")
     assert statement["instantiates"][0].endswith("backport-subscription-server-r4")

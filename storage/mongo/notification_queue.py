@@ -9,6 +9,7 @@ find-and-update operations, atomic on any MongoDB.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any, Sequence
@@ -29,6 +30,7 @@ class MongoNotificationQueue:
         self.event_rows = db.get_collection("subscription_events")
         self.counters = db.get_collection("subscription_counters")
         self.deliveries = db.get_collection("subscription_deliveries")
+        self.secrets = db.get_collection("subscription_secret")
 
     async def open(self) -> None:
         await self.event_rows.create_index([("subscription", ASCENDING), ("number", ASCENDING)])
@@ -127,3 +129,9 @@ class MongoNotificationQueue:
         document = await self.counters.find_one({"_id": subscription})
         return document["events"] if document else 0
 
+
+    async def secret(self) -> bytes:
+        document = await self.secrets.find_one_and_update(
+            {"_id": "websocket"}, {"$setOnInsert": {"key": os.urandom(32)}}, upsert=True,
+            return_document=ReturnDocument.AFTER)
+        return bytes(document["key"])

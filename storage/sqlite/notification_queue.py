@@ -40,6 +40,7 @@ SCHEMA = (
         error TEXT)""",
     "CREATE INDEX IF NOT EXISTS subscription_deliveries_due ON subscription_deliveries (due)",
     "CREATE INDEX IF NOT EXISTS subscription_deliveries_sub ON subscription_deliveries (subscription)",
+    "CREATE TABLE IF NOT EXISTS subscription_secret (id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL)",
 )
 
 _DISPATCHER = "dispatcher"
@@ -138,3 +139,9 @@ class SqliteNotificationQueue:
                                (subscription,)).fetchone()
             return row[0] if row else 0
         return await self.store.run_read(work)
+
+    async def secret(self) -> bytes:
+        def work(conn: sqlite3.Connection) -> bytes:
+            conn.execute("INSERT OR IGNORE INTO subscription_secret VALUES (1, randomblob(32))")
+            return bytes(conn.execute("SELECT key FROM subscription_secret").fetchone()[0])
+        return await self.store.run_write(work)
