@@ -379,7 +379,9 @@ async def test_selective_predicates_use_indexes(store, tmp_path):
         TokenEntry("code", LOINC, f"c{n}"), TokenEntry("status", None, "final"),
         DateEntry("date", *(f"2020-01-01T00:00:{n % 60:02d}.000000",) * 2),
         ReferenceEntry("subject", "Patient", f"p{n % 50}"), StringEntry("name", f"n{n}", f"N{n}"),
-        qty(float(n % 1000), "kg", "kg"), UriEntry("instantiates", f"http://x.org/q/{n % 1000}")], 0, "create")
+        qty(float(n % 1000), "kg", "kg"), UriEntry("instantiates", f"http://x.org/q/{n % 1000}"),
+        ReferenceEntry("subject", None, None, identifier_system="urn:ssn", identifier_value=str(n % 1000))],
+        0, "create")
         for n in range(6000)]
     writes += [Write("Patient", f"p{n}", 1, T0, b"{}", [StringEntry("name", f"pat{n}", f"Pat{n}")], 0, "create")
                for n in range(50)]
@@ -396,11 +398,13 @@ async def test_selective_predicates_use_indexes(store, tmp_path):
         "date": clause("date", "date", DatePred("eq", "2020-01-01T00:00:07.000000", "2020-01-01T00:00:07.999999")),
         "quantity": clause("value-quantity", "quantity", QuantityPred("eq", 17.0, 16.95, 17.05, UCUM, "kg")),
         "uri": clause("instantiates", "uri", UriPred("http://x.org/q/17", "below")),
+        "identifier": clause("subject", "reference", ReferencePred(modifier="identifier", identifier_system="urn:ssn",
+                                                                   identifier_value="17")),
     }
     for name, where in selective.items():
         text = plan(path, Query(("Observation",), (clause("status", "token", TokenPred(None, "final")), where)))
         scans = [line for line in text.splitlines() if line.strip().startswith("SCAN") and "json_each" not in line
-                 or line.strip().endswith("(type=?)")]  # walking every row of the type is a scan too
+                 or line.strip().endswith(("(type=?)", "(param=?)"))]  # every row of a type or parameter
         assert not scans, (name, text)
     # no selective clause: walk the (type, id) index in page order, test each row
     text = plan(path, Query(("Observation",), (clause("status", "token", TokenPred(None, "final")),)))

@@ -40,6 +40,9 @@ SCHEMA = (
         target_id TEXT, url TEXT, version TEXT, identifier_system TEXT, identifier_value TEXT)""",
     "CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (param, target_id, target_type, rid)",
     "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, url, rid)",
+    # `:identifier`; partial, so the many references without an identifier cost nothing
+    """CREATE INDEX IF NOT EXISTS idx_reference_identifier ON idx_reference (param, identifier_value, rid)
+        WHERE identifier_value IS NOT NULL""",
     "CREATE INDEX IF NOT EXISTS idx_reference_rid ON idx_reference (rid)",
     "CREATE TABLE IF NOT EXISTS idx_uri (rid INTEGER NOT NULL, param TEXT NOT NULL, value TEXT)",
     "CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (param, value, rid)",
