@@ -276,10 +276,11 @@ async def test_walking_the_sort_index_agrees_with_sorting_the_matches(store, mon
     walk_sql = sqlite_search._walk_sql
     await store.commit([Write("Observation", f"o{n:03d}", 1, T0, b"{}", [
         TokenEntry("status", None, "final" if n % 4 else "draft"), *([qty(float(n % 6), "kg", "kg")] * (n % 3 > 0)),
-        *([qty(float(n % 5) + 0.5, "kg", "kg")] * (n % 2))], 0, "create") for n in range(45)])
+        *([qty(float(n % 5) + 0.5, "kg", "kg")] * (n % 2)), TokenEntry("code", SCT, None, "text only"),
+        *([TokenEntry("code", LOINC, f"c{n % 7}")] * (n % 4 > 1))], 0, "create") for n in range(45)])
     where = (clause("status", "token", TokenPred(None, "final")),)
-    for sort in ((SortKey("value-quantity", "quantity"),), (SortKey("value-quantity", "quantity", True),
-                                                            SortKey("_id", "token", True))):
+    for sort in ((SortKey("value-quantity", "quantity"),), (SortKey("code", "token"),),
+                 (SortKey("value-quantity", "quantity", True), SortKey("_id", "token", True))):
         sorted_matches = await store.search(Query(("Observation",), where, sort, count=100))
         walks = []
         monkeypatch.setattr(search_where, "ESTIMATE_CAP", 1)  # nothing counts as selective: walk the index

@@ -121,7 +121,7 @@ def _walk(conn: sqlite3.Connection, keys: Sequence[Key], where: str, where_args:
             statement = _walk_sql(keys, where, where_args, cursor, reverse, limit - len(rows))
         else:
             missing = (f"NOT EXISTS (SELECT 1 FROM {first.table} x INDEXED BY {first.table}_rid "
-                       f"WHERE x.rid = {_ALIAS}.rid AND x.param = ?)")
+                       f"WHERE x.rid = {_ALIAS}.rid AND x.param = ? AND x.{first.column} IS NOT NULL)")
             statement = _page_sql(keys, f"{where} AND {missing}", (*where_args, *first.args), cursor, reverse,
                                   limit - len(rows))
         rows += conn.execute(*statement).fetchall()
@@ -138,9 +138,10 @@ def _walk_sql(keys: Sequence[Key], where: str, where_args: tuple, values: tuple 
     selected = ", ".join([f"e.{column} AS k0", *(f"{key.expr} AS {c}" for key, c in zip(rest, columns[1:]))])
     direction = "DESC" if first.descending else "ASC"
     inner = (f"SELECT {_ALIAS}.rid AS rid, {_ALIAS}.id AS id, {selected} FROM {table} e "
-             f"CROSS JOIN resources {_ALIAS} ON {_ALIAS}.rid = e.rid WHERE e.param = ? "
+             f"CROSS JOIN resources {_ALIAS} ON {_ALIAS}.rid = e.rid WHERE e.param = ? AND e.{column} IS NOT NULL "
              f"AND e.rowid = (SELECT x.rowid FROM {table} x INDEXED BY {table}_rid WHERE x.rid = e.rid "
-             f"AND x.param = ? ORDER BY x.{column} {direction}, x.rowid LIMIT 1) AND {where}")
+             f"AND x.param = ? AND x.{column} IS NOT NULL ORDER BY x.{column} {direction}, x.rowid LIMIT 1) "
+             f"AND {where}")
     args = (*(a for key in rest for a in key.args), *first.args, *first.args, *where_args)
     condition = ""
     if values is not None:
