@@ -104,8 +104,11 @@ def as_xml(response: Response) -> Response:
     """A FHIR JSON response re-encoded as FHIR XML (other responses, e.g. empty or plain text, unchanged)."""
     if not response.body or not (response.media_type or "").startswith(FHIR_JSON):
         return response
+    resource = fhir_json.loads(response.body)
+    if not isinstance(resource, dict) or "resourceType" not in resource:
+        return response  # not a FHIR resource (e.g. /healthz): it has no XML form
     try:
-        body = fhir_xml.json_to_xml(fhir_json.loads(response.body))
+        body = fhir_xml.json_to_xml(resource)
     except fhir_xml.FhirXmlError as exc:  # e.g. a stored narrative that is not well-formed XHTML
         return error_response(FhirError(500, "exception", f"The resource cannot be written as XML: {exc}"))
     headers = {key: value for key, value in response.headers.items()

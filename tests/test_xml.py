@@ -179,6 +179,8 @@ async def test_xml_errors_and_metadata(client):
     bad = await client.post("/Patient", content=b"<Patient>", headers=XML)
     assert bad.status_code == 400 and b"Malformed" in bad.content
     assert (await client.get("/metadata", headers={"Accept": "text/plain"})).status_code == 406
+    health = await client.get("/healthz", headers={"Accept": "application/fhir+xml"})
+    assert health.status_code == 200 and health.json() == {"status": "ok"}  # not a resource: stays JSON
     statement = xml_to_json((await client.get("/metadata", params={"_format": "xml"})).content)
     assert "application/fhir+xml" in statement["format"]
     # the first type Hearth can produce wins
