@@ -4,9 +4,12 @@ Every clause compiles to a `Part`: a test on the resource row (correlated probes
 table's `rid` index) and, when the clause can only be satisfied by entries (no `:not`, no `:missing=true`),
 an uncorrelated set of rids read through the (param, value…) indexes. The planner measures each rid set
 with a capped count and lets the smallest drive the query, testing the other clauses row by row; so an
-unselective clause (`status=final`) is never materialised. When the page can be read straight off an
-index in output order (one type, sorted by id or _lastUpdated) and no clause is selective, it walks that
-index instead and stops after one page.
+unselective clause (`status=final`) is never materialised. When the caller can read its page straight off
+an index in output order (one type by id or _lastUpdated, or the first sort parameter's own index) and no
+clause is selective, nothing drives: the caller walks that index and stops after one page.
+
+Chains and `_has` test the related row in place (an uncorrelated IN list inside a correlated subquery is
+rebuilt for every row tested); their rid sets are joins that stream, so a capped count stops early.
 """
 
 from __future__ import annotations
@@ -157,10 +160,7 @@ class WhereCompiler:
         return _cond_part(clause.param, compile_pred(clause.param, clause.param_type, pred, self.checks), alias)
 
     def _chain(self, param: str, pred: ChainPred, alias: str, depth: int) -> Part:
-        """A local reference through `param` to a current target matching the chained `where`.
-
-        The test checks the one target row in place: an uncorrelated IN list inside a correlated subquery
-        would be rebuilt for every row tested."""
+        """A local reference through `param` to a current target matching the chained `where`."""
         target = f"r{depth + 1}"
         tests, test_args, _ = self.condition(pred.target_types, pred.where, target, depth=depth + 1, drive=False)
         test = (f"EXISTS (SELECT 1 FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources {target} "
