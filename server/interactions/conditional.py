@@ -17,7 +17,7 @@ from capability.terminology import default_terminology
 from search.ir import Query
 from search.parse import parse_search
 from server.interactions.context import Context
-from server.interactions.crud import (tombstone_write, version_mismatch, write_new, written)
+from server.interactions.crud import tombstone_write, version_mismatch, write_new, written
 from server.interactions.resources import check_id, check_type, new_id, parse_resource
 from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict
 
@@ -32,7 +32,7 @@ def parse_criteria(ctx: Context, resource_type: str, criteria: str) -> Query:
     """`identifier=http://x|1&active=true` (a query string without '?') -> the Query the condition means.
 
     Conditions are parsed strictly: an unknown parameter would silently widen the match (400 instead)."""
-    criteria = criteria.removeprefix(resource_type).lstrip("?")  # `Patient?identifier=…` or `identifier=…`
+    criteria = criteria.removeprefix(f"{resource_type}?").lstrip("?")  # `Patient?identifier=…` or `identifier=…`
     params = parse_qsl(criteria, keep_blank_values=True)
     if not params:
         raise invalid(f"A conditional {resource_type} interaction needs search criteria")
