@@ -41,8 +41,10 @@ def bundle(bundle_type: str, entries: Iterable[bytes], total: int | None = None,
     link_list = [{"relation": relation, "url": url} for relation, url in links]
     if link_list:
         head["link"] = link_list
-    body = orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
-    return body
+    entry_bytes = b",".join(entries)
+    if not entry_bytes:  # FHIR JSON has no empty arrays
+        return orjson.dumps(head)
+    return orjson.dumps(head)[:-1] + b',"entry":[' + entry_bytes + b"]}"
 
 
 def response_fields(version: Version, status: str) -> dict[str, Any]:

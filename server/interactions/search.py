@@ -47,7 +47,10 @@ async def search(ctx: Context, types: tuple[str, ...], params: list[tuple[str, s
     ]
     if query.ignored:
         entries.append(_outcome_entry(query.ignored))
-    return bundle("searchset", entries, page.total, links)
+    total = page.total
+    if total is None and query.cursor is None and page.next_cursor is None and query.summary != "count":
+        total = len(page.matches)  # the whole result is on this page: the total is known for free
+    return bundle("searchset", entries, total, links)
 
 
 def parse_query(ctx: Context, types: tuple[str, ...], params: list[tuple[str, str]], strict: bool) -> Query:
