@@ -15,14 +15,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from capability import fhir_json
 from capability.outcome import FhirError
 from server.interactions import crud
 from server.interactions.context import Context
 from server.interactions.resources import parse_resource
-from storage.base import Change, Version
+from storage.base import Change, Version, Write
 from subscriptions.delivery import Deliverer, DeliveryConfig
 from subscriptions.dispatcher import Dispatcher
 from subscriptions.model import Subscription, parse_subscription
@@ -72,6 +72,7 @@ class SubscriptionService:
 
     async def start(self, ctx: Context) -> None:
         self.ctx = ctx
+        ctx.write_checks.append(self.check_writes)
         self.queue = queue_for(ctx.store)
         await self.queue.open()
         self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh)
@@ -85,6 +86,8 @@ class SubscriptionService:
                        asyncio.create_task(self._heartbeats(), name="hearth-subscription-heartbeats")]
 
     async def stop(self) -> None:
+        if self.ctx is not None and self.check_writes in self.ctx.write_checks:
+            self.ctx.write_checks.remove(self.check_writes)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -187,6 +190,13 @@ class SubscriptionService:
                     self.deliverer.wake.set()
 
     # -- status ------------------------------------------------------------------------------------
+
+    def check_writes(self, ctx: Context, writes: Sequence[Write]) -> None:
+        """Refuse (422) a Subscription that Hearth could not serve, whichever way it is written (a Bundle entry, a
+        conditional update, a PATCH): the same checks as `accept`, which direct creates and updates pass first."""
+        for write in writes:
+            if write.type == "Subscription" and write.body is not None:
+                parse_subscription(ctx, fhir_json.loads(write.body), write.version_id, self.config.allowed_hosts)
 
     async def set_status(self, subscription_id: str, status: str, error: str | None) -> None:
         """Write the subscription's new status (and error) unless someone changed it meanwhile."""

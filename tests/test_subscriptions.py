@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 import asyncio
 import json
 from pathlib import Path
@@ -214,3 +216,24 @@ async def test_chained_criteria(sub_client, receiver):
     await receiver.wait_for(1)
     await asyncio.sleep(0.3)
     assert len(receiver.received) == 1
+
+
+async def test_unusable_subscription_refused_on_every_write_path(client):
+    """Bundles, conditional updates and PATCH meet the same checks as a direct create."""
+    bad = {"resourceType": "Subscription", "status": "requested", "reason": "r", "criteria": "Observation?colour=x",
+           "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook", "payload": "application/fhir+json"}}
+    transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a", "resource": bad,
+         "request": {"method": "POST", "url": "Subscription"}}]}
+    refused = await client.post("/", json=transaction, headers={"Content-Type": "application/fhir+json"})
+    assert refused.status_code in (400, 422), refused.text
+    conditional = await client.put("/Subscription?_id=nope", json=bad, headers={"Content-Type": "application/fhir+json"})
+    assert conditional.status_code == 422, conditional.text
+    good = {**bad, "criteria": "Observation?code=1234"}
+    created = await client.post("/Subscription", json=good, headers={"Content-Type": "application/fhir+json"})
+    assert created.status_code == 201, created.text
+    patch = [{"op": "replace", "path": "/criteria", "value": "Observation?colour=x"}]
+    patched = await client.patch(f"/Subscription/{created.json()['id']}", content=orjson.dumps(patch),
+                                 headers={"Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 422, patched.text
+    assert (await client.get("/Subscription")).json()["total"] == 1

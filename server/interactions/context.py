@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from server.interactions import definitions
 from storage.base import Assertion, Change, Store, Write
@@ -20,11 +20,15 @@ class Context:
     default_count: int = 20
     max_count: int = 1000
     extras: dict = field(default_factory=dict)
+    # run on every commit before it is made; each may refuse the writes with a FhirError (subscriptions add theirs)
+    write_checks: list[Callable[[Context, Sequence[Write]], None]] = field(
+        default_factory=lambda: [definitions.check])
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
         """Commit through the store; definitional resources (SearchParameter, ValueSet, CodeSystem) are checked
         before and take effect after (server/interactions/definitions.py). Every write path goes through here."""
-        definitions.check(self, writes)
+        for check in self.write_checks:
+            check(self, writes)
         changes = await self.store.commit(writes, assertions)
         await definitions.apply(self, writes)
         return changes
