@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
-
 import asyncio
 import json
 from pathlib import Path
@@ -233,7 +231,7 @@ async def test_unusable_subscription_refused_on_every_write_path(client):
     created = await client.post("/Subscription", json=good, headers={"Content-Type": "application/fhir+json"})
     assert created.status_code == 201, created.text
     patch = [{"op": "replace", "path": "/criteria", "value": "Observation?colour=x"}]
-    patched = await client.patch(f"/Subscription/{created.json()['id']}", content=orjson.dumps(patch),
+    patched = await client.patch(f"/Subscription/{created.json()['id']}", content=json.dumps(patch),
                                  headers={"Content-Type": "application/json-patch+json"})
     assert patched.status_code == 422, patched.text
     assert (await client.get("/Subscription")).json()["total"] == 1
