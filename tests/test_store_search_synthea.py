@@ -1,5 +1,5 @@
-"""SQLite search over two Synthea patients' records agrees with a brute-force run of the in-memory matcher
-over the same extracted entries, for queries parsed from real query strings (chains and _has resolved by
+"""Each backend's search over two Synthea patients' records agrees with a brute-force run of the in-memory
+matcher over the same extracted entries, for queries parsed from real query strings (chains and _has resolved by
 the matcher itself); sorted results page completely and in order; includes and totals add up."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from capability.search_parameters import default_registry
 from search.extract import extract
 from search.matcher import matches
 from search.parse import parse_search
+from conftest import BACKENDS, make_store
 from storage.base import Write
-from storage.sqlite.store import SqliteStore
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea-120"
 BUNDLES = ("057aa36e-b892-9964-75b9-ffb46b097e34", "9a174f9e-ed67-6617-0106-745fb1f9a344")
@@ -55,12 +55,22 @@ def body(rtype: str, rid: str) -> bytes:
     return f'{{"resourceType":"{rtype}","id":"{rid}"}}'.encode()
 
 
-@pytest.fixture(scope="module")
-def store(indexed, tmp_path_factory):
-    store = SqliteStore(str(tmp_path_factory.mktemp("synthea") / "hearth.db"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(request, indexed, tmp_path_factory):
+    """One store per backend for the module, loaded once (MongoDB without transactions: one write a commit)."""
+    store = make_store(request.param, tmp_path_factory.mktemp("synthea"))
     writes = [Write(rtype, rid, 1, T0 + timedelta(microseconds=n), body(rtype, rid), tuple(entries), 0, "create")
               for n, ((rtype, rid), entries) in enumerate(indexed.items())]
-    asyncio.run(store.commit(writes))
+
+    async def load() -> None:
+        if hasattr(store, "open"):
+            await store.open()
+        if store.supports_transactions:
+            await store.commit(writes)
+        else:
+            for write in writes:
+                await store.commit([write])
+    asyncio.run(load())
     yield store
     asyncio.run(store.close())
 
