@@ -102,7 +102,7 @@ class WhereCompiler:
     def _plan(self, types: Sequence[str], where: Sequence[Clause], alias: str, ordered: bool, depth: int,
               drive: bool) -> tuple[Part | None, str, tuple]:
         """(the driving part, the remaining tests, their arguments)."""
-        parts = [self._clause(clause, alias, depth) for clause in where]
+        parts = [self._clause(clause, alias, depth, types) for clause in where]
         driver = self._driver(parts, ordered) if drive else None
         conds: list[str] = []
         args: list[Any] = []
@@ -147,29 +147,34 @@ class WhereCompiler:
                 self._sizes[(part.rids, part.rid_args)] = size
         return [self._sizes[(p.rids, p.rid_args)] for p in parts]
 
-    def _clause(self, clause: Clause, alias: str, depth: int) -> Part:
-        return _any([self._pred(clause, pred, alias, depth) for pred in clause.preds])
+    def _clause(self, clause: Clause, alias: str, depth: int, types: Sequence[str]) -> Part:
+        return _any([self._pred(clause, pred, alias, depth, types) for pred in clause.preds])
 
-    def _pred(self, clause: Clause, pred: Any, alias: str, depth: int) -> Part:
+    def _pred(self, clause: Clause, pred: Any, alias: str, depth: int, types: Sequence[str]) -> Part:
         if isinstance(pred, ChainPred):
-            return self._chain(clause.param, pred, alias, depth)
+            return self._chain(clause.param, pred, alias, depth, types)
         if isinstance(pred, HasPred):
             return self._has(pred, alias, depth)
         if isinstance(pred, AnyOfPred):
-            return _any([self._clause(inner, alias, depth) for inner in pred.clauses])
+            return _any([self._clause(inner, alias, depth, types) for inner in pred.clauses])
         return _cond_part(clause.param, compile_pred(clause.param, clause.param_type, pred, self.checks), alias)
 
-    def _chain(self, param: str, pred: ChainPred, alias: str, depth: int) -> Part:
-        """A local reference through `param` to a current target matching the chained `where`."""
+    def _chain(self, param: str, pred: ChainPred, alias: str, depth: int, types: Sequence[str]) -> Part:
+        """A local reference through `param`, from a resource of `types` (all if empty), to a current target
+        matching the chained `where`."""
         target = f"r{depth + 1}"
         tests, test_args, _ = self.condition(pred.target_types, pred.where, target, depth=depth + 1, drive=False)
         test = (f"EXISTS (SELECT 1 FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources {target} "
                 f"ON {target}.type = e.target_type AND {target}.id = e.target_id WHERE e.rid = {alias}.rid "
                 f"AND e.param = ? AND e.url IS NULL AND {tests})")
         inner, inner_args = self.rid_set(pred.target_types, pred.where, depth + 1)
+        # only references from `types` count: a parameter like `patient` is shared by many types, and the
+        # others' references would make the measured size (and a driven rid list) many times too large
+        source = "" if not types else (" CROSS JOIN resources s ON s.rid = e.rid WHERE s.type IN "
+                                       f"({','.join('?' * len(types))}) AND")
         rids = (f"SELECT e.rid FROM ({inner}) i CROSS JOIN resources t ON t.rid = i.rid CROSS JOIN idx_reference e "
-                f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type WHERE e.url IS NULL")
-        return Part(test, (param, *test_args), rids, (*inner_args, param), nested=True)
+                f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type{source or ' WHERE'} e.url IS NULL")
+        return Part(test, (param, *test_args), rids, (*inner_args, param, *types), nested=True)
 
     def _has(self, pred: HasPred, alias: str, depth: int) -> Part:
         """A current `source_type` resource matching `where` references this one through `source_param`."""
