@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import datetime, timezone
 
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
 from search.entries import DateEntry, ReferenceEntry, StringEntry
-from search.ir import Clause, Query, StringPred
-from storage.base import Assertion, AssertionFailed, VersionConflict, Write
+from storage.base import Assertion, AssertionFailed, VersionConflict
 from storage.mongo.store import MongoStore
+from test_store_contract import by_family, write
 
 MONGODB_URL = os.environ.get("HEARTH_TEST_MONGODB_URL")
 SERVERS = ["mongomock", *(["mongodb"] if MONGODB_URL else [])]
-T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
 
 
 @pytest.fixture(params=SERVERS)
@@ -38,17 +36,6 @@ async def store(request: pytest.FixtureRequest):
     if request.param == "mongodb":
         await client.drop_database(database)
         await client.close()
-
-
-def write(resource_type: str, resource_id: str, version: int, body: bytes | None = b"{}", entries=(),
-          at: datetime = T0, interaction: str | None = None) -> Write:
-    """Version `version` of a resource, based on the one before it."""
-    kind = interaction or ("delete" if body is None else "create" if version == 1 else "update")
-    return Write(resource_type, resource_id, version, at, body, tuple(entries), version - 1, kind)
-
-
-def by_family(name: str) -> Query:
-    return Query(("Patient",), (Clause("family", "string", (StringPred(name),)),))
 
 
 async def test_open_on_mongomock_has_no_transactions():
