@@ -97,3 +97,11 @@ async def test_unknown_route_and_method(client):
 async def test_bad_if_match(client):
     outcome(await client.put("/Patient/a", json={**PATIENT, "id": "a"}, headers={**FHIR_JSON, "If-Match": "nonsense"}), 400)
     await nothing_written(client)
+
+
+async def test_numbers_past_64_bits(client):
+    await client.put("/Patient/big", json={**PATIENT, "id": "big"}, headers=FHIR_JSON)
+    outcome(await client.get("/Patient/big/_history/99999999999999999999"), 404)
+    outcome(await client.get("/Patient/_history?_cursor=99999999999999999999"), 400)
+    assert (await client.get("/Patient?_count=99999999999999999999")).status_code == 200  # capped at the maximum
+

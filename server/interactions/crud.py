@@ -66,7 +66,7 @@ async def read(ctx: Context, resource_type: str, resource_id: str) -> Version:
 async def vread(ctx: Context, resource_type: str, resource_id: str, version_id: str) -> Version:
     check_type(resource_type)
     check_id_known(resource_id)
-    if not version_id.isdigit():
+    if not version_id.isdigit() or len(version_id) > 18:  # past 64-bit: no such version
         raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
     version = await ctx.store.vread(resource_type, resource_id, int(version_id))
     if version is None:

@@ -27,7 +27,7 @@ async def history(ctx: Context, resource_type: str | None, resource_id: str | No
     at = _instant(values, "_at", lower=False)
     count = _count(ctx, values.get("_count"))
     cursor = values.get("_cursor")
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and (not cursor.isdigit() or len(cursor) > 18):
         raise invalid(f"Invalid _cursor '{cursor}'", ("_cursor",))
     before = int(cursor) if cursor is not None else None
     page = await ctx.store.history(resource_type, resource_id, since, before, count, at)
