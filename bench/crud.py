@@ -18,7 +18,6 @@ threads) and the client used, in cores (a client near 100% of its one core would
 from __future__ import annotations
 
 import argparse
-import asyncio
 import bz2
 import http.client
 import itertools

@@ -75,29 +75,36 @@ def load_synthea(folder: Path) -> tuple[list[dict], list[Record]]:
     return shared, [_record(bundle, by_identifier) for bundle in bundles]
 
 
+def local_references(value: Any, by_url: dict[str, str], by_identifier: dict[tuple[str, str], str],
+                     seen: set[str] | None = None) -> Any:
+    """`value` with Synthea's references made local `Type/id`: `urn:uuid:` fullUrls through `by_url`, conditional
+    references to the shared resources (`Organization?identifier=system|value`) through `by_identifier`. Every
+    reference met is added to `seen`, when given."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str):
+                if item in by_url:
+                    item = by_url[item]
+                elif "?identifier=" in item:
+                    resource_type, _, criteria = item.partition("?identifier=")
+                    item = by_identifier.get((resource_type, criteria), item)
+                if seen is not None:
+                    seen.add(item)
+            out[key] = local_references(item, by_url, by_identifier, seen)
+        return out
+    if isinstance(value, list):
+        return [local_references(item, by_url, by_identifier, seen) for item in value]
+    return value
+
+
 def _record(bundle: dict, by_identifier: dict[tuple[str, str], str]) -> Record:
     by_url = {entry["fullUrl"]: f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
               for entry in bundle["entry"]}
-
-    def local(value: Any) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                if key == "reference" and isinstance(item, str):
-                    if item in by_url:
-                        item = by_url[item]
-                    elif "?identifier=" in item:  # Synthea's conditional references to the shared resources
-                        resource_type, _, criteria = item.partition("?identifier=")
-                        item = by_identifier.get((resource_type, criteria), item)
-                out[key] = local(item)
-            return out
-        if isinstance(value, list):
-            return [local(item) for item in value]
-        return value
-
     resources = [entry["resource"] for entry in bundle["entry"]]
     patient = next(r for r in resources if r["resourceType"] == "Patient")
-    return Record(patient["id"], tuple((r["resourceType"], fhir_json.dumps(local(r))) for r in resources),
+    return Record(patient["id"], tuple((r["resourceType"], fhir_json.dumps(local_references(r, by_url, by_identifier)))
+                                       for r in resources),
                   frozenset(r["id"].encode() for r in resources))
 
 

@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from bench.server import HearthProcess
 from bench.sqlite_floor import insert_rate

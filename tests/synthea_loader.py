@@ -11,9 +11,9 @@ import bz2
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from capability import fhir_json
+from bench.grow import local_references
 from server.interactions import crud
 from server.interactions.context import Context
 
@@ -42,25 +42,12 @@ def synthea_resources(patients: int = 10) -> tuple[dict, ...]:
             local = f"{resource['resourceType']}/{resource['id']}"
             by_url[entry.get("fullUrl", "")] = local
             for identifier in resource.get("identifier", []):
-                by_identifier[(resource["resourceType"], f"{identifier.get('system')}|{identifier.get('value')}")] = local
+                key = f"{identifier.get('system')}|{identifier.get('value')}"
+                by_identifier[(resource["resourceType"], key)] = local
     referenced: set[str] = set()
 
-    def rewrite(value: Any) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                if key == "reference" and isinstance(item, str):
-                    if item in by_url:
-                        item = by_url[item]
-                    elif "?identifier=" in item:
-                        resource_type, _, criteria = item.partition("?identifier=")
-                        item = by_identifier.get((resource_type, criteria), item)
-                    referenced.add(item)
-                out[key] = rewrite(item)
-            return out
-        if isinstance(value, list):
-            return [rewrite(item) for item in value]
-        return value
+    def rewrite(resource: dict) -> dict:
+        return local_references(resource, by_url, by_identifier, referenced)
 
     patient_resources = [rewrite(entry["resource"]) for bundle in records for entry in bundle["entry"]]
     shared = [rewrite(entry["resource"]) for bundle in batch for entry in bundle["entry"]
