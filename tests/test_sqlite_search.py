@@ -221,16 +221,16 @@ async def test_several_clauses_and_deleted_resources(loaded):
     assert "a" not in await found(loaded, ("Observation",))
 
 
-async def test_sort_by_parameters_with_missing_values_last(loaded):
+async def test_sort_by_parameters_with_missing_values_lowest(loaded):
     by_date = [SortKey("date", "date")]
     assert await found(loaded, ("Observation",), sort=tuple(by_date)) == ["c", "b", "a", "d"]  # by lower bound
     assert await found(loaded, ("Observation",), sort=(SortKey("date", "date", True),)) == ["c", "b", "a", "d"]
-    assert await found(loaded, ("Observation",), sort=(SortKey("note", "string"),)) == ["c", "a", "b", "d"]
+    assert await found(loaded, ("Observation",), sort=(SortKey("note", "string"),)) == ["b", "d", "c", "a"]
     assert await found(loaded, ("Observation",), sort=(SortKey("note", "string", True),)) == ["a", "c", "d", "b"]
     assert await found(loaded, ("Observation",), sort=(SortKey("rank", "number", True), SortKey("_id", "token"))) == \
         ["b", "a", "c", "d"]
     assert await found(loaded, ("Patient",), sort=(SortKey("_lastUpdated", "date", True),)) == ["zed", "mo", "jo"]
-    assert await found(loaded, ("Observation",), sort=(SortKey("subject", "reference"),)) == ["c", "a", "b", "d"]
+    assert await found(loaded, ("Observation",), sort=(SortKey("subject", "reference"),)) == ["d", "c", "a", "b"]
 
 
 async def page_through(store, query: Query) -> tuple[list[str], list[str]]:

@@ -76,7 +76,8 @@ async def match_ids(resources: Any, query: Query, session: Any = None) -> frozen
 # --- sorting and paging ----------------------------------------------------------------------------
 
 def sort_fields(query: Query) -> list[tuple[str, int]]:
-    """The document fields a query sorts on, `_id` last (ascending) so the order is total."""
+    """The document fields a query sorts on, `_id` last so the order is total (in the direction of the last
+    sort key, as on SQLite, where that lets `-_lastUpdated` read its index backwards)."""
     fields = []
     for key in query.sort:
         if key.param == "_id":
@@ -86,7 +87,7 @@ def sort_fields(query: Query) -> list[tuple[str, int]]:
         else:
             field = f"sort.{key.param}.{'max' if key.descending else 'min'}"
         fields.append((field, DESCENDING if key.descending else ASCENDING))
-    return [*fields, ("_id", ASCENDING)]
+    return [*fields, ("_id", DESCENDING if query.sort and query.sort[-1].descending else ASCENDING)]
 
 
 def _get(document: dict[str, Any], path: str) -> Any:

@@ -106,9 +106,10 @@ def _page_sql(keys: Sequence[Key], where: str, where_args: tuple, values: tuple 
 def _walk(conn: sqlite3.Connection, keys: Sequence[Key], where: str, where_args: tuple, values: tuple | None,
           reverse: bool, limit: int) -> list[tuple]:
     """A page read off the first sort key's index in order (no clause being selective): the rows with a
-    value walking the index, then (nulls last) the rows without one."""
+    value walking the index, and the rows without one (the lowest value: before them ascending, after
+    them descending)."""
     first = keys[0]
-    phases = (False, True) if reverse else (True, False)  # True: the rows with a value
+    phases = (True, False) if first.descending != reverse else (False, True)  # True: the rows with a value
     at = None if values is None else values[0] is not None  # the phase the cursor is in
     rows: list[tuple] = []
     for valued in phases:

@@ -1,8 +1,8 @@
 """Sort keys and keyset paging conditions.
 
 A resource's sort value for a multi-valued parameter is its least value ascending and its greatest
-descending (dates: the lower bound ascending, the upper bound descending); resources without a value
-come last either way. `id` (then `type`, when several types are searched) breaks ties, in the direction
+descending (dates: the lower bound ascending, the upper bound descending); a resource without a value has
+the lowest one: first ascending, last descending (as on MongoDB, and SQLite's own order for NULL). `id` (then `type`, when several types are searched) breaks ties, in the direction
 of the last sort key, so `_sort=-_lastUpdated` reads the (type, last_updated, id) index backwards.
 
 A page after a cursor holds the rows strictly after the cursor's row in this order ("next"), or strictly
@@ -71,12 +71,8 @@ def index_ordered(keys: Sequence[Key], types: Sequence[str]) -> bool:
 
 
 def order_by(keys: Sequence[Key], columns: Sequence[str], reverse: bool) -> str:
-    terms = []
-    for key, column in zip(keys, columns):
-        descending = key.descending != reverse
-        nulls = (" NULLS FIRST" if reverse else " NULLS LAST") if key.nullable else ""
-        terms.append(f"{column} {'DESC' if descending else 'ASC'}{nulls}")
-    return ", ".join(terms)
+    return ", ".join(f"{column} {'DESC' if key.descending != reverse else 'ASC'}"
+                     for key, column in zip(keys, columns))
 
 
 def after(keys: Sequence[Key], columns: Sequence[str], values: Sequence[Any], reverse: bool) -> tuple[str, tuple]:
@@ -89,13 +85,13 @@ def after(keys: Sequence[Key], columns: Sequence[str], values: Sequence[Any], re
     args: list[Any] = []
     equal: list[tuple[str, tuple]] = []
     for key, column, value in zip(keys, columns, values):
-        nulls_last = not reverse
+        descending = key.descending != reverse  # NULL is the lowest value: it comes after every value descending
         if value is None:
-            beyond = None if nulls_last else (f"{column} IS NOT NULL", ())
+            beyond = None if descending else (f"{column} IS NOT NULL", ())
             same = (f"{column} IS NULL", ())
         else:
-            op = "<" if key.descending != reverse else ">"
-            tail = f" OR {column} IS NULL" if key.nullable and nulls_last else ""
+            op = "<" if descending else ">"
+            tail = f" OR {column} IS NULL" if key.nullable and descending else ""
             beyond = (f"({column} {op} ?{tail})", (value,))
             same = (f"{column} = ?", (value,))
         if beyond is not None:
