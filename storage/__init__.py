@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from storage.base import Store
 
 
@@ -14,3 +16,15 @@ def open_store(url: str, **options: object) -> Store:
     from storage.sqlite.store import SqliteStore
     path = url.removeprefix("sqlite:///")  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
     return SqliteStore(path, synchronous=str(options.get("synchronous", "NORMAL")))
+
+
+def notification_queue(store: Store) -> Any:
+    """The durable notification queue (its protocol: subscriptions/queue.py) in `store`'s own database."""
+    if store.name == "sqlite":
+        from storage.sqlite.notification_queue import SqliteNotificationQueue
+        return SqliteNotificationQueue(store)
+    if store.name == "mongodb":
+        from storage.mongo.notification_queue import MongoNotificationQueue
+        return MongoNotificationQueue(store)
+    raise ValueError(f"no notification queue for storage '{store.name}'")
+

@@ -10,11 +10,11 @@ It holds, in the database the resources live in:
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
 
 from storage.notification_records import Delivery, Event, NewEvent
 
-__all__ = ["Delivery", "Event", "NewEvent", "NotificationQueue", "queue_for"]
+__all__ = ["Delivery", "Event", "NewEvent", "NotificationQueue"]
 
 
 class NotificationQueue(Protocol):
@@ -55,14 +55,3 @@ class NotificationQueue(Protocol):
     async def secret(self) -> bytes:
         """A random key made once per database: it signs websocket binding tokens, so that any process
         on the database accepts a token any other one issued."""
-
-
-def queue_for(store: Any) -> NotificationQueue:
-    """The queue living in `store`'s own database."""
-    if store.name == "sqlite":
-        from storage.sqlite.notification_queue import SqliteNotificationQueue
-        return SqliteNotificationQueue(store)
-    if store.name == "mongodb":
-        from storage.mongo.notification_queue import MongoNotificationQueue
-        return MongoNotificationQueue(store)
-    raise ValueError(f"no notification queue for storage '{store.name}'")

@@ -22,11 +22,11 @@ from capability.outcome import FhirError
 from server.interactions import crud
 from server.interactions.context import Context
 from server.interactions.resources import parse_resource
+from storage import notification_queue
 from storage.base import Change, Version, Write
 from subscriptions.delivery import Deliverer, DeliveryConfig
 from subscriptions.dispatcher import Dispatcher
 from subscriptions.model import Subscription, parse_subscription
-from subscriptions.queue import queue_for
 from subscriptions.registry import Registry
 from subscriptions.websocket import WebSocketHub
 
@@ -73,7 +73,7 @@ class SubscriptionService:
     async def start(self, ctx: Context) -> None:
         self.ctx = ctx
         ctx.write_checks.append(self.check_writes)
-        self.queue = queue_for(ctx.store)
+        self.queue = notification_queue(ctx.store)
         await self.queue.open()
         self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh)
         self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status)
