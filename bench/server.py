@@ -19,6 +19,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (Linux /proc)."""
+    tree = [pid]
+    try:
+        children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+    except FileNotFoundError:  # ended meanwhile
+        return tree
+    for child in children:
+        tree.extend(_process_tree(child))
+    return tree
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:  # ended meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
 class HearthProcess:
     """`hearth serve` with the benchmark floor route enabled (HEARTH_BENCH_FLOOR=1)."""
 
@@ -53,9 +74,9 @@ class HearthProcess:
         raise RuntimeError(f"hearth serve did not become ready in {timeout} s; see {self.log}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+        """User + system CPU time so far of the server process and its children (the SQLite writer process), in
+        seconds (Linux /proc)."""
+        return sum(_cpu_seconds(pid) for pid in _process_tree(self.process.pid))
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

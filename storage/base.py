@@ -84,6 +84,9 @@ class VersionConflict(Exception):
         super().__init__(f"{resource_type}/{resource_id}: expected version {expected}, found {actual}")
         self.type, self.id, self.expected, self.actual = resource_type, resource_id, expected, actual
 
+    def __reduce__(self) -> tuple:  # crosses from a writer process (storage/sqlite/writer.py)
+        return VersionConflict, (self.type, self.id, self.expected, self.actual)
+
 
 class AssertionFailed(Exception):
     """A commit's Assertion no longer holds (a concurrent write changed what the query matches)."""
@@ -91,6 +94,9 @@ class AssertionFailed(Exception):
     def __init__(self, assertion: Assertion, ids: frozenset[str]) -> None:
         super().__init__(f"condition now matches {sorted(ids)}")
         self.assertion, self.ids = assertion, ids
+
+    def __reduce__(self) -> tuple:
+        return AssertionFailed, (self.assertion, self.ids)
 
 
 class TransactionsUnsupported(Exception):

@@ -61,21 +61,19 @@ SCHEMA = (
 TABLES = ("idx_token", "idx_string", "idx_date", "idx_number", "idx_quantity", "idx_reference", "idx_uri",
           "idx_composite")
 
-_INSERT = {
-    TokenEntry: ("INSERT INTO idx_token VALUES (?,?,?,?,?,?,?)",
-                 lambda e: (e.param, e.system, e.code, e.text, e.type_system, e.type_code)),
-    StringEntry: ("INSERT INTO idx_string VALUES (?,?,?,?)", lambda e: (e.param, e.norm, e.exact)),
-    DateEntry: ("INSERT INTO idx_date VALUES (?,?,?,?)", lambda e: (e.param, e.lo, e.hi)),
-    NumberEntry: ("INSERT INTO idx_number VALUES (?,?,?,?,?)", lambda e: (e.param, e.value, e.lo, e.hi)),
-    QuantityEntry: ("INSERT INTO idx_quantity VALUES (?,?,?,?,?,?,?,?)",
-                    lambda e: (e.param, e.value, e.lo, e.hi, e.system, e.code, e.unit)),
-    ReferenceEntry: ("INSERT INTO idx_reference VALUES (?,?,?,?,?,?,?,?)",
-                     lambda e: (e.param, e.target_type, e.target_id, e.url, e.version, e.identifier_system,
-                                e.identifier_value)),
-    UriEntry: ("INSERT INTO idx_uri VALUES (?,?,?)", lambda e: (e.param, e.value)),
-    CompositeEntry: ("INSERT INTO idx_composite VALUES (?,?,?,?)",
-                     lambda e: (e.param, composite_key(e), encode_components(e))),
+_ROWS = {  # shape: (table, the row of an entry, without its leading rid)
+    TokenEntry: ("idx_token", lambda e: (e.param, e.system, e.code, e.text, e.type_system, e.type_code)),
+    StringEntry: ("idx_string", lambda e: (e.param, e.norm, e.exact)),
+    DateEntry: ("idx_date", lambda e: (e.param, e.lo, e.hi)),
+    NumberEntry: ("idx_number", lambda e: (e.param, e.value, e.lo, e.hi)),
+    QuantityEntry: ("idx_quantity", lambda e: (e.param, e.value, e.lo, e.hi, e.system, e.code, e.unit)),
+    ReferenceEntry: ("idx_reference", lambda e: (e.param, e.target_type, e.target_id, e.url, e.version,
+                                                 e.identifier_system, e.identifier_value)),
+    UriEntry: ("idx_uri", lambda e: (e.param, e.value)),
+    CompositeEntry: ("idx_composite", lambda e: (e.param, composite_key(e), encode_components(e))),
 }
+
+Rows = dict[str, list[tuple]]  # table: rows without rid, what a resource's entries are in the index tables
 
 
 def encode_components(entry: CompositeEntry) -> bytes:
@@ -94,14 +92,19 @@ def composite_key(entry: CompositeEntry) -> str | None:
     return first.code if isinstance(first, TokenEntry) else None
 
 
-def replace_entries(conn: sqlite3.Connection, rid: int, entries: Iterable[Entry], existed: bool) -> None:
-    """Make `entries` the index of resource `rid` (dropping the previous version's entries)."""
+def entry_rows(entries: Iterable[Entry]) -> Rows:
+    """`entries` as rows of the index tables (plain tuples: cheap to hand to the writer process)."""
+    rows: Rows = {}
+    for entry in entries:
+        table, row = _ROWS[type(entry)]
+        rows.setdefault(table, []).append(row(entry))
+    return rows
+
+
+def replace_entries(conn: sqlite3.Connection, rid: int, rows: Rows, existed: bool) -> None:
+    """Make `rows` (from `entry_rows`) the index of resource `rid` (dropping the previous version's)."""
     if existed:
         for table in TABLES:
             conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
-    grouped: dict[type, list[tuple]] = {}
-    for entry in entries:
-        grouped.setdefault(type(entry), []).append(entry)
-    for shape, items in grouped.items():
-        sql, row = _INSERT[shape]
-        conn.executemany(sql, [(rid, *row(e)) for e in items])
+    for table, items in rows.items():
+        conn.executemany(f"INSERT INTO {table} VALUES (?{',?' * len(items[0])})", [(rid, *row) for row in items])

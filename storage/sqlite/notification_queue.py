@@ -54,15 +54,55 @@ def _next_number(conn: sqlite3.Connection, subscription: str) -> int:
     return row[0]
 
 
+def _create_tables(conn: sqlite3.Connection) -> None:
+    for statement in SCHEMA:
+        conn.execute(statement)
+
+
+def _enqueue(conn: sqlite3.Connection, after_seq: int, upto_seq: int, events: Sequence[NewEvent],
+             handshakes: Sequence[tuple[str, int]]) -> bool:
+    row = conn.execute("SELECT seq FROM subscription_checkpoint WHERE name = ?", (_DISPATCHER,)).fetchone()
+    if (row[0] if row else 0) != after_seq:
+        return False
+    conn.execute("INSERT INTO subscription_checkpoint VALUES (?, ?) ON CONFLICT (name) "
+                 "DO UPDATE SET seq = excluded.seq", (_DISPATCHER, upto_seq))
+    now = time.time()
+    for subscription, _ in handshakes:
+        conn.execute(_INSERT_DELIVERY, (subscription, "handshake", None, now, now))
+    for event in events:
+        number = _next_number(conn, event.subscription)
+        conn.execute("INSERT INTO subscription_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (event.subscription, number, event.seq, event.type, event.id, event.version_id,
+                      event.interaction, clock.to_text(event.timestamp)))
+        if event.deliver:
+            conn.execute(_INSERT_DELIVERY, (event.subscription, "event", number, now, now))
+    return True
+
+
+def _claim(conn: sqlite3.Connection, owner: str, now: float, lease_seconds: float, limit: int) -> list[Delivery]:
+    rows = conn.execute(
+        "SELECT key, subscription, kind, number, created, attempts FROM subscription_deliveries "
+        "WHERE due <= ? AND lease_until <= ? ORDER BY due, key LIMIT ?", (now, now, limit)).fetchall()
+    conn.executemany("UPDATE subscription_deliveries SET owner = ?, lease_until = ? WHERE key = ?",
+                     [(owner, now + lease_seconds, row[0]) for row in rows])
+    return [Delivery(*row) for row in rows]
+
+
+def _execute(conn: sqlite3.Connection, sql: str, parameters: tuple) -> None:
+    conn.execute(sql, parameters)
+
+
+def _secret(conn: sqlite3.Connection) -> bytes:
+    conn.execute("INSERT OR IGNORE INTO subscription_secret VALUES (1, randomblob(32))")
+    return bytes(conn.execute("SELECT key FROM subscription_secret").fetchone()[0])
+
+
 class SqliteNotificationQueue:
     def __init__(self, store: Any) -> None:
         self.store = store  # a SqliteStore: run_read / run_write
 
     async def open(self) -> None:
-        def work(conn: sqlite3.Connection) -> None:
-            for statement in SCHEMA:
-                conn.execute(statement)
-        await self.store.run_write(work)
+        await self.store.run_write(_create_tables)
 
     async def checkpoint(self) -> int:
         def work(conn: sqlite3.Connection) -> int:
@@ -72,28 +112,11 @@ class SqliteNotificationQueue:
 
     async def enqueue(self, after_seq: int, upto_seq: int, events: Sequence[NewEvent],
                       handshakes: Sequence[tuple[str, int]]) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT seq FROM subscription_checkpoint WHERE name = ?", (_DISPATCHER,)).fetchone()
-            if (row[0] if row else 0) != after_seq:
-                return False
-            conn.execute("INSERT INTO subscription_checkpoint VALUES (?, ?) ON CONFLICT (name) "
-                         "DO UPDATE SET seq = excluded.seq", (_DISPATCHER, upto_seq))
-            now = time.time()
-            for subscription, _ in handshakes:
-                conn.execute(_INSERT_DELIVERY, (subscription, "handshake", None, now, now))
-            for event in events:
-                number = _next_number(conn, event.subscription)
-                conn.execute("INSERT INTO subscription_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (event.subscription, number, event.seq, event.type, event.id, event.version_id,
-                              event.interaction, clock.to_text(event.timestamp)))
-                if event.deliver:
-                    conn.execute(_INSERT_DELIVERY, (event.subscription, "event", number, now, now))
-            return True
-        return await self.store.run_write(work)
+        return await self.store.run_write(_enqueue, after_seq, upto_seq, events, handshakes)
 
     async def add_delivery(self, subscription: str, kind: str) -> None:
         now = time.time()
-        await self.store.run_write(lambda conn: conn.execute(_INSERT_DELIVERY, (subscription, kind, None, now, now)))
+        await self.store.run_write(_execute, _INSERT_DELIVERY, (subscription, kind, None, now, now))
 
     async def due(self, now: float) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
@@ -102,27 +125,20 @@ class SqliteNotificationQueue:
         return await self.store.run_read(work)
 
     async def claim(self, owner: str, now: float, lease_seconds: float, limit: int) -> list[Delivery]:
-        def work(conn: sqlite3.Connection) -> list[Delivery]:
-            rows = conn.execute(
-                "SELECT key, subscription, kind, number, created, attempts FROM subscription_deliveries "
-                "WHERE due <= ? AND lease_until <= ? ORDER BY due, key LIMIT ?", (now, now, limit)).fetchall()
-            conn.executemany("UPDATE subscription_deliveries SET owner = ?, lease_until = ? WHERE key = ?",
-                             [(owner, now + lease_seconds, row[0]) for row in rows])
-            return [Delivery(*row) for row in rows]
-        return await self.store.run_write(work)
+        return await self.store.run_write(_claim, owner, now, lease_seconds, limit)
 
     async def complete(self, delivery: Delivery) -> None:
-        await self.store.run_write(
-            lambda conn: conn.execute("DELETE FROM subscription_deliveries WHERE key = ?", (delivery.key,)))
+        await self.store.run_write(_execute, "DELETE FROM subscription_deliveries WHERE key = ?", (delivery.key,))
 
     async def retry(self, delivery: Delivery, due: float, error: str | None, attempted: bool) -> None:
-        await self.store.run_write(lambda conn: conn.execute(
-            "UPDATE subscription_deliveries SET due = ?, error = coalesce(?, error), attempts = attempts + ?, "
-            "owner = NULL, lease_until = 0 WHERE key = ?", (due, error, int(attempted), delivery.key)))
+        await self.store.run_write(
+            _execute, "UPDATE subscription_deliveries SET due = ?, error = coalesce(?, error), "
+            "attempts = attempts + ?, owner = NULL, lease_until = 0 WHERE key = ?",
+            (due, error, int(attempted), delivery.key))
 
     async def drop(self, subscription: str) -> None:
-        await self.store.run_write(lambda conn: conn.execute(
-            "DELETE FROM subscription_deliveries WHERE subscription = ?", (subscription,)))
+        await self.store.run_write(_execute, "DELETE FROM subscription_deliveries WHERE subscription = ?",
+                                   (subscription,))
 
     async def events(self, subscription: str, first: int, last: int | None, limit: int) -> list[Event]:
         def work(conn: sqlite3.Connection) -> list[Event]:
@@ -141,7 +157,4 @@ class SqliteNotificationQueue:
         return await self.store.run_read(work)
 
     async def secret(self) -> bytes:
-        def work(conn: sqlite3.Connection) -> bytes:
-            conn.execute("INSERT OR IGNORE INTO subscription_secret VALUES (1, randomblob(32))")
-            return bytes(conn.execute("SELECT key FROM subscription_secret").fetchone()[0])
-        return await self.store.run_write(work)
+        return await self.store.run_write(_secret)

@@ -1,11 +1,11 @@
-"""The SQLite backend: WAL, one writer thread committing queued writes in groups, a pool of reader threads."""
+"""The SQLite backend: WAL, a writer process committing queued writes in groups (storage/sqlite/writer.py), a pool
+of reader threads."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import queue
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,100 +18,10 @@ from storage import clock
 from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, Version, VersionConflict,
                           Write)
 from storage.sqlite import index, schema
+from storage.sqlite.writer import Writer
+from storage.sqlite.writer_process import connect
 
 log = logging.getLogger("hearth.storage.sqlite")
-
-_GROUP_LIMIT = 256  # writes committed together at most
-
-
-def connect(path: str, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA foreign_keys=OFF")
-    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
-    conn.execute("PRAGMA temp_store=MEMORY")
-    conn.execute("PRAGMA mmap_size=268435456")
-    # checkpoint every ~40 MB of WAL instead of the default ~4 MB: hot index pages rewritten by many commits are
-    # copied back (and fsynced) once per checkpoint, not ten times; the group-commit writer sustains ~1.5x the
-    # creates/s (Synthea Observations, 16 per commit). Cost: a longer WAL to replay after a crash.
-    conn.execute("PRAGMA wal_autocheckpoint=10000")
-    return conn
-
-
-class _Writer(threading.Thread):
-    """Runs write jobs on one connection; jobs queued meanwhile commit together (group commit).
-
-    Each job runs inside its own savepoint, so one failing job (a version conflict) leaves the others
-    of its group intact.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        super().__init__(name="hearth-sqlite-writer", daemon=True)
-        self.conn = conn
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-
-    def submit(self, job: Callable[[sqlite3.Connection], Any]) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.jobs.put((job, future, loop))
-        return future
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-        self.join()
-
-    def run(self) -> None:
-        while True:
-            first = self.jobs.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < _GROUP_LIMIT:
-                try:
-                    item = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self.jobs.put(None)
-                    break
-                group.append(item)
-            self._run_group(group)
-
-    def _run_group(self, group: list) -> None:
-        conn = self.conn
-        outcomes: list[tuple[Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job, _, _ in group:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job(conn)
-                except BaseException as exc:  # handed to the waiting caller
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((None, exc))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((result, None))
-            conn.execute("COMMIT")
-        except BaseException as exc:  # the commit itself failed: nothing of the group is kept
-            log.exception("sqlite group commit failed")
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            outcomes = [(None, exc)] * len(group)
-        for (_, future, loop), (result, error) in zip(group, outcomes):
-            loop.call_soon_threadsafe(_settle, future, result, error)
-
-
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
 
 def _version(row: tuple) -> Version:
     type_, id_, version_id, last_updated, deleted, body = row
@@ -128,15 +38,17 @@ class SqliteStore:
     supports_transactions = True
 
     def __init__(self, path: str, synchronous: str = "NORMAL", readers: int = 4) -> None:
-        if path != ":memory:":
+        if path == ":memory:":
+            raise ValueError("SQLite storage needs a file: the writer process and the readers share it")
+        else:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.synchronous = synchronous
         conn = connect(path, synchronous)
         for statement in (*schema.SCHEMA, *index.SCHEMA):
             conn.execute(statement)
-        self._writer = _Writer(conn)
-        self._writer.start()
+        conn.close()
+        self._writer = Writer(path, synchronous)
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="hearth-sqlite-reader")
@@ -216,58 +128,65 @@ class SqliteStore:
     # -- writing ---------------------------------------------------------------------------------
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
-        return await self._writer.submit(lambda conn: _apply(conn, writes, assertions))
+        rows = [(w.type, w.id, w.version_id, clock.to_text(w.last_updated), w.body,
+                 None if w.body is None else index.entry_rows(w.entries), w.previous, w.interaction) for w in writes]
+        seqs = await self._writer.submit(_apply, rows, assertions)
+        return [Change(seq, w.type, w.id, w.version_id, w.interaction, w.last_updated) for seq, w in zip(seqs, writes)]
 
     async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
-        def work(conn: sqlite3.Connection) -> None:
-            for resource_type, resource_id, entries in items:
-                row = conn.execute("SELECT rid FROM resources WHERE type = ? AND id = ? AND NOT deleted",
-                                   (resource_type, resource_id)).fetchone()
-                if row:
-                    index.replace_entries(conn, row[0], entries, existed=True)
-        await self._writer.submit(work)
+        await self._writer.submit(_reindex, [(t, i, index.entry_rows(entries)) for t, i, entries in items])
 
-    async def run_write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run `work(connection)` on the writer thread inside a transaction (its own savepoint)."""
-        return await self._writer.submit(work)
+    async def run_write(self, work: Callable[..., Any], *args: Any) -> Any:
+        """Run `work(connection, *args)` in the writer process inside a transaction (its own savepoint);
+        `work` must be a module-level function (it is pickled by name)."""
+        return await self._writer.submit(work, *args)
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._writer.stop)
+        await self._writer.stop()
         self._readers.shutdown(wait=True)
         for conn in self._reader_conns:
             conn.close()
-        self._writer.conn.close()
 
 
-def _apply(conn: sqlite3.Connection, writes: Sequence[Write], assertions: Sequence[Assertion]) -> list[Change]:
-    """Apply one commit inside the writer's open transaction (its savepoint undoes it on error)."""
+def _reindex(conn: sqlite3.Connection, items: Sequence[tuple[str, str, index.Rows]]) -> None:
+    for resource_type, resource_id, rows in items:
+        row = conn.execute("SELECT rid FROM resources WHERE type = ? AND id = ? AND NOT deleted",
+                           (resource_type, resource_id)).fetchone()
+        if row:
+            index.replace_entries(conn, row[0], rows, existed=True)
+
+
+# a Write as `commit` hands it to the writer process: type, id, version_id, last_updated (text), body (None: a
+# tombstone), index rows, previous version_id, interaction
+_WriteRow = tuple[str, str, int, str, "bytes | None", "index.Rows | None", int, str]
+
+
+def _apply(conn: sqlite3.Connection, writes: Sequence[_WriteRow], assertions: Sequence[Assertion]) -> list[int]:
+    """Apply one commit inside the writer's open transaction (its savepoint undoes it on error); the
+    change-log sequence number of each write."""
     for assertion in assertions:
         from storage.sqlite import search
         ids = search.match_ids(conn, assertion.query)
         if ids != assertion.ids:
             raise AssertionFailed(assertion, ids)
-    changes = []
-    for write in writes:
-        row = conn.execute("SELECT rid, version_id FROM resources WHERE type = ? AND id = ?",
-                           (write.type, write.id)).fetchone()
+    seqs = []
+    for type_, id_, version_id, updated, body, rows, previous, interaction in writes:
+        row = conn.execute("SELECT rid, version_id FROM resources WHERE type = ? AND id = ?", (type_, id_)).fetchone()
         current = row[1] if row else 0
-        if current != write.previous:
-            raise VersionConflict(write.type, write.id, write.previous, current)
-        updated = clock.to_text(write.last_updated)
-        deleted = write.body is None
+        if current != previous:
+            raise VersionConflict(type_, id_, previous, current)
+        deleted = body is None
         if row:
             rid = row[0]
             conn.execute("UPDATE resources SET version_id = ?, last_updated = ?, deleted = ? WHERE rid = ?",
-                         (write.version_id, updated, deleted, rid))
+                         (version_id, updated, deleted, rid))
         else:
             rid = conn.execute("INSERT INTO resources (type, id, version_id, last_updated, deleted) "
-                               "VALUES (?, ?, ?, ?, ?)",
-                               (write.type, write.id, write.version_id, updated, deleted)).lastrowid
+                               "VALUES (?, ?, ?, ?, ?)", (type_, id_, version_id, updated, deleted)).lastrowid
         seq = conn.execute("INSERT INTO changes (type, id, version_id, interaction, last_updated) "
-                           "VALUES (?, ?, ?, ?, ?)",
-                           (write.type, write.id, write.version_id, write.interaction, updated)).lastrowid
+                           "VALUES (?, ?, ?, ?, ?)", (type_, id_, version_id, interaction, updated)).lastrowid
         conn.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (write.type, write.id, write.version_id, seq, updated, deleted, write.body or b""))
-        index.replace_entries(conn, rid, () if deleted else write.entries, existed=row is not None)
-        changes.append(Change(seq, write.type, write.id, write.version_id, write.interaction, write.last_updated))
-    return changes
+                     (type_, id_, version_id, seq, updated, deleted, body or b""))
+        index.replace_entries(conn, rid, rows or {}, existed=row is not None)
+        seqs.append(seq)
+    return seqs

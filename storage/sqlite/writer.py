@@ -1,0 +1,95 @@
+"""The server's side of the SQLite writer process (storage/sqlite/writer_process.py): starts it, sends it jobs,
+settles each job's future with its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+
+class Writer:
+    """The server's side of the writer process, on the event loop: frames jobs onto a socket, reads outcomes.
+
+    No thread in between: a hand-over between threads waits for the interpreter lock, which a busy event loop
+    holds for up to the switch interval (5 ms), and those waits left both processes idle a third of the time.
+    """
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        self.socket, child = socket.socketpair()
+        # a fresh interpreter (`python -m storage.sqlite.writer_process`), not a fork: forking a process with threads
+        # can leave the child holding locks no thread will release, and multiprocessing's spawn re-runs __main__
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        with child:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "storage.sqlite.writer_process", str(child.fileno()), path, synchronous],
+                pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connecting: asyncio.Task | None = None
+        self.stream: asyncio.StreamWriter | None = None
+        self.reading: asyncio.Task | None = None
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.numbers = itertools.count()
+
+    async def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(connection, *args)` in the writer process; its result once its group has committed."""
+        await self._connected()
+        number = next(self.numbers)
+        frame = _frame([(number, (fn, args))])  # first, so that a job that does not pickle fails here, alone
+        future = self.waiting[number] = self.loop.create_future()
+        self.stream.write(frame)
+        return await future
+
+    async def _connected(self) -> None:
+        """Attach the socket to the running event loop, once (the first caller does it, the others wait)."""
+        loop = asyncio.get_running_loop()
+        if self.connecting is None or self.loop.is_closed():  # (a closed loop: e.g. one asyncio.run after another)
+            self.loop = loop
+            self.connecting = loop.create_task(self._connect())
+        elif loop is not self.loop:
+            raise RuntimeError("a SqliteStore is used from one running event loop at a time")
+        await self.connecting
+
+    async def _connect(self) -> None:
+        reader, self.stream = await asyncio.open_unix_connection(sock=self.socket)
+        self.reading = self.loop.create_task(self._read_outcomes(reader))
+
+    async def _read_outcomes(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                (size,) = struct.unpack("!i", await reader.readexactly(4))
+                if size == -1:  # multiprocessing's header for a message over 2 GiB
+                    (size,) = struct.unpack("!Q", await reader.readexactly(8))
+                for number, result, error in pickle.loads(await reader.readexactly(size)):
+                    future = self.waiting.pop(number)
+                    if not future.cancelled():
+                        future.set_exception(error) if error is not None else future.set_result(result)
+        except (asyncio.IncompleteReadError, ConnectionError):  # the writer process ended
+            error = RuntimeError("the SQLite writer process ended")
+            for future in self.waiting.values():
+                if not future.done():
+                    future.set_exception(error)
+            self.waiting.clear()
+
+    async def stop(self) -> None:
+        """Let the writer process finish what it was sent, then end it."""
+        await self._connected()
+        self.stream.write(_frame([None]))
+        await self.reading
+        self.stream.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.process.wait, 30)
+
+
+def _frame(message: list) -> bytes:
+    """`message` pickled, with the length header multiprocessing's Connection.recv_bytes reads."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return struct.pack("!i", len(payload)) + payload
+
