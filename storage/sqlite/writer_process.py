@@ -76,7 +76,8 @@ def run_group(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[Any, Base
 
 
 def _serve(pipe: Connection, path: str, synchronous: str) -> None:
-    """The writer process: numbered jobs in, (number, result, error) out, until the pipe says None or closes.
+    """The writer process: lists of (number, pickled job) in, (number, result, error) out, until a list holds None
+    or the pipe closes.
 
     Whatever arrived while a group was being written makes the next group.
     """
@@ -127,9 +128,18 @@ class _Checkpointer(threading.Thread):
             time.sleep(_CHECKPOINT_PAUSE)
 
 
-def _answer(pipe: Connection, conn: sqlite3.Connection, numbered: list[tuple[int, Job]]) -> None:
-    outcomes = run_group(conn, [job for _, job in numbered])
-    pipe.send_bytes(_dumps([(number, result, error) for (number, _), (result, error) in zip(numbered, outcomes)]))
+def _answer(pipe: Connection, conn: sqlite3.Connection, numbered: list[tuple[int, bytes]]) -> None:
+    """Run the jobs (each pickled on its own, so that one that does not unpickle fails alone) and send back their
+    outcomes."""
+    jobs, outcomes = [], {}
+    for number, pickled in numbered:
+        try:
+            jobs.append((number, pickle.loads(pickled)))
+        except Exception as exc:
+            outcomes[number] = (None, exc)
+    for (number, _), outcome in zip(jobs, run_group(conn, [job for _, job in jobs])):
+        outcomes[number] = outcome
+    pipe.send_bytes(_dumps([(number, *outcomes[number]) for number, _ in numbered]))
 
 
 def _dumps(outcomes: list[tuple[int, Any, BaseException | None]]) -> bytes:
