@@ -11,11 +11,11 @@ current version: a write replaces them all.
 from __future__ import annotations
 
 import sqlite3
+from operator import attrgetter
 from typing import Iterable
 
 import orjson
 
-from search import entries as shapes
 from search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
 
@@ -76,14 +76,20 @@ _ROWS = {  # shape: (table, the row of an entry, without its leading rid)
 Rows = dict[str, list[tuple]]  # table: rows without rid, what a resource's entries are in the index tables
 
 
+# a composite's components are stored as JSON rows [shape number, field values...] (fields in __slots__ order)
+_COMPONENT_SHAPES = (TokenEntry, StringEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, UriEntry)
+_SHAPE_NUMBERS = {shape: number for number, shape in enumerate(_COMPONENT_SHAPES)}
+_FIELDS = {shape: attrgetter(*shape.__slots__) for shape in _COMPONENT_SHAPES}
+
+
 def encode_components(entry: CompositeEntry) -> bytes:
-    """A composite's components as JSON: [[shape name, {field: value}], ...]."""
-    return orjson.dumps([[type(c).__name__, {f: getattr(c, f) for f in c.__slots__}] for c in entry.components])
+    """A composite's components as JSON: [[shape number, field values...], ...]."""
+    return orjson.dumps([[_SHAPE_NUMBERS[type(c)], *_FIELDS[type(c)](c)] for c in entry.components])
 
 
 def decode_components(param: str, blob: bytes) -> CompositeEntry:
     """The CompositeEntry that `encode_components` stored."""
-    return CompositeEntry(param, tuple(getattr(shapes, name)(**fields) for name, fields in orjson.loads(blob)))
+    return CompositeEntry(param, tuple(_COMPONENT_SHAPES[row[0]](*row[1:]) for row in orjson.loads(blob)))
 
 
 def composite_key(entry: CompositeEntry) -> str | None:
