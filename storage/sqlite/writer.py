@@ -55,6 +55,7 @@ class Writer:
         frame = _frame([(number, pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))])
         future = self.waiting[number] = self.loop.create_future()
         self.stream.write(frame)
+        await self.stream.drain()  # back-pressure: when the writer process falls behind, callers wait here
         return await future
 
     async def _connected(self) -> None:
