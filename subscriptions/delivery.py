@@ -12,6 +12,7 @@ goes to `error` with `Subscription.error` saying why; its events stay available 
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 import random
 import time
@@ -41,7 +42,10 @@ class DeliveryConfig:
     breaker_cooldown: float = 30.0
     lease: float = 30.0  # a claim (of a process that died mid-delivery) is taken over after this long
     concurrency: int = 64  # deliveries in flight per process
-    poll: float = 0.05  # seconds between looks at the queue when nothing woke the sender
+    poll: float = 0.05  # seconds at least between looks at the queue when nothing woke the sender
+    # seconds at most between looks when nothing is expected (a retry this process scheduled wakes it on time):
+    # what other processes left (a lease that expired, a retry they scheduled) is taken up within this time
+    idle_poll: float = 1.0
 
     def backoff(self, attempts: int) -> float:
         return min(self.retry_max, self.retry_base * 2 ** min(attempts, 40)) * random.uniform(0.5, 1.0)
@@ -84,6 +88,7 @@ class Deliverer:
         self.breakers: dict[str, Breaker] = {}
         self.last_sent: dict[str, float] = {}  # subscription id -> time of its last successful notification
         self.wake = asyncio.Event()
+        self.next_retry = math.inf  # the earliest due time of a retry this process scheduled
         self._in_flight: set[asyncio.Task] = set()
         # one delivery at a time per subscription, in claim order (oldest first): receivers see order
         self._turns: dict[str, asyncio.Lock] = {}
@@ -101,8 +106,12 @@ class Deliverer:
                             task.add_done_callback(self._finished)
                         continue
                     self.wake.clear()
-                    try:
-                        await asyncio.wait_for(self.wake.wait(), self.config.poll)
+                    if self.next_retry <= now:  # this look was for it
+                        self.next_retry = math.inf
+                    wait = min(self.config.idle_poll, max(self.config.poll, self.next_retry - now))
+                    try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                        async with asyncio.timeout(wait):
+                            await self.wake.wait()
                     except TimeoutError:
                         pass
             finally:
@@ -154,7 +163,7 @@ class Deliverer:
             await self._each(self.queue.complete, group)  # moot: $events still has the events
             return
         if first.kind != "handshake" and subscription.status == "requested":  # the handshake goes first
-            await self._each(lambda d: self.queue.retry(d, now + self.config.retry_base, None, False), group)
+            await self._retry(group, now + self.config.retry_base, None, False)
             return
         endpoint = subscription.channel.endpoint or ""
         breaker = self.breakers.setdefault(endpoint, Breaker(self.config.breaker_threshold,
@@ -166,7 +175,7 @@ class Deliverer:
             # back when the breaker lets a probe through, or when the horizon is reached, whichever is first
             horizon = min(d.created for d in group) + self.config.retry_horizon
             due = max(min(breaker.open_until, horizon), now + self.config.poll)
-            await self._each(lambda d: self.queue.retry(d, due, "circuit open", False), group)
+            await self._retry(group, due, "circuit open", False)
             return
         try:
             outgoing = await self._outgoing(subscription, group)
@@ -187,13 +196,16 @@ class Deliverer:
     async def _each(action: Callable[[Delivery], Awaitable[None]], group: list[Delivery]) -> None:
         await asyncio.gather(*(action(delivery) for delivery in group))
 
+    async def _retry(self, group: list[Delivery], due: float, error: str | None, attempted: bool) -> None:
+        self.next_retry = min(self.next_retry, due)
+        await self._each(lambda d: self.queue.retry(d, due, error, attempted), group)
+
     async def _failed(self, subscription: Subscription, group: list[Delivery], error: str) -> None:
         now = time.time()
         if now - min(d.created for d in group) >= self.config.retry_horizon:
             await self._give_up(subscription, group, error)
             return
-        due = now + self.config.backoff(max(d.attempts for d in group))
-        await self._each(lambda d: self.queue.retry(d, due, error, True), group)
+        await self._retry(group, now + self.config.backoff(max(d.attempts for d in group)), error, True)
 
     async def _give_up(self, subscription: Subscription, group: list[Delivery], error: str) -> None:
         attempts = max(d.attempts for d in group) + 1

@@ -37,7 +37,10 @@ log = logging.getLogger("hearth.subscriptions")
 class SubscriptionConfig:
     allowed_hosts: frozenset[str] = frozenset()  # empty: any host
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
-    poll: float = 0.02  # seconds between looks at the change log when idle
+    poll: float = 0.02  # seconds at least between two looks at the change log (passes gather what came meanwhile)
+    # seconds at most between two looks when no commit of this process woke the dispatcher: what other processes
+    # write to the same database (`hearth import`, another server on MongoDB) is seen within this time
+    idle_poll: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> SubscriptionConfig:
@@ -69,10 +72,12 @@ class SubscriptionService:
         self.owner = uuid.uuid4().hex  # this process, for leases
         self.ctx: Context | None = None
         self._tasks: list[asyncio.Task] = []
+        self._changed = asyncio.Event()  # set by every commit of this process
 
     async def start(self, ctx: Context) -> None:
         self.ctx = ctx
         ctx.write_checks.append(self.check_writes)
+        ctx.commit_listeners.append(self._committed)
         self.queue = notification_queue(ctx.store)
         await self.queue.open()
         self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh)
@@ -88,6 +93,8 @@ class SubscriptionService:
     async def stop(self) -> None:
         if self.ctx is not None and self.check_writes in self.ctx.write_checks:
             self.ctx.write_checks.remove(self.check_writes)
+        if self.ctx is not None and self._committed in self.ctx.commit_listeners:
+            self.ctx.commit_listeners.remove(self._committed)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -160,8 +167,12 @@ class SubscriptionService:
 
     # -- loops -------------------------------------------------------------------------------------
 
+    def _committed(self, changes: Sequence[Change]) -> None:
+        self._changed.set()
+
     async def _dispatch_forever(self) -> None:
         while True:
+            self._changed.clear()  # before the pass: a commit during it wakes the next one
             try:
                 recorded = await self.dispatcher.step()
             except Exception:
@@ -173,6 +184,12 @@ class SubscriptionService:
                 self.websockets.notify()
             elif not self.dispatcher.behind:
                 await asyncio.sleep(self.config.poll)
+                if not self._changed.is_set():  # idle: sleep until a commit here, or idle_poll for other writers
+                    try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel (shutdown hangs)
+                        async with asyncio.timeout(self.config.idle_poll):
+                            await self._changed.wait()
+                    except TimeoutError:
+                        pass
 
     async def _heartbeats(self) -> None:
         """Backport rest-hook subscriptions with a heartbeat period get a heartbeat when idle that long."""

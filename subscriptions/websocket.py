@@ -131,8 +131,9 @@ class WebSocketHub:
                         now - last_sent.setdefault(subscription_id, now) >= subscription.heartbeat:
                     last_sent[subscription_id] = now
                     await self._send(socket, subscription, "heartbeat", last)
-            try:
-                await asyncio.wait_for(news.wait(), _POLL)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(_POLL):
+                    await news.wait()
             except TimeoutError:
                 pass
 

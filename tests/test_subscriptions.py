@@ -235,3 +235,23 @@ async def test_unusable_subscription_refused_on_every_write_path(client):
                                  headers={"Content-Type": "application/json-patch+json"})
     assert patched.status_code == 422, patched.text
     assert (await client.get("/Subscription")).json()["total"] == 1
+
+
+async def test_writes_by_another_process_on_the_same_database_are_notified(tmp_path, receiver):
+    """The dispatcher wakes on this server's own commits; what another writer (e.g. `hearth import`) commits to the
+    same database it finds by looking again at least every `idle_poll` second."""
+    from server.interactions import crud
+    from server.interactions.context import Context
+    from storage.sqlite.store import SqliteStore
+
+    application = create_app(settings_for(tmp_path), make_store("sqlite", tmp_path))
+    await application.startup()
+    other = SqliteStore(str(tmp_path / "hearth.db"))  # make_store's file, through a store of its own
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url=BASE) as client:
+            await subscribe(client, r4_subscription("Patient?gender=female", receiver.url))
+            await crud.create(Context(other, BASE), "Patient", {"resourceType": "Patient", "gender": "female"})
+            await receiver.wait_for(1, timeout=5.0)
+    finally:
+        await other.close()
+        await application.shutdown()

@@ -23,6 +23,8 @@ class Context:
     # run on every commit before it is made; each may refuse the writes with a FhirError (subscriptions add theirs)
     write_checks: list[Callable[[Context, Sequence[Write]], None]] = field(
         default_factory=lambda: [definitions.check])
+    # told of every commit once it is made (the subscription dispatcher wakes on them instead of polling)
+    commit_listeners: list[Callable[[Sequence[Change]], None]] = field(default_factory=list)
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
         """Commit through the store; definitional resources (SearchParameter, ValueSet, CodeSystem) are checked
@@ -31,6 +33,8 @@ class Context:
             check(self, writes)
         changes = await self.store.commit(writes, assertions)
         await definitions.apply(self, writes)
+        for listener in self.commit_listeners:
+            listener(changes)
         return changes
 
     @cached_property
