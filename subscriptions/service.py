@@ -168,7 +168,10 @@ class SubscriptionService:
     # -- loops -------------------------------------------------------------------------------------
 
     def _committed(self, changes: Sequence[Change]) -> None:
-        self._changed.set()
+        # with no subscription nothing can fire: the idle pass moves the checkpoint on, so plain writes cost no
+        # extra pass each (a Subscription write wakes the dispatcher, which then has one to match)
+        if len(self.registry) or any(change.type == "Subscription" for change in changes):
+            self._changed.set()
 
     async def _dispatch_forever(self) -> None:
         while True:
