@@ -162,6 +162,10 @@ CORPUS: list[tuple[str, Callable[[], Iterable[dict]]]] = [
     (f"Observation?subject:Patient.birthdate=lt{MIDDLE_YEAR}&code=8302-2", lambda: [
         o for o in OBSERVATIONS if has_code(o["code"], "8302-2")
         and (patient_of(o) or {}).get("birthDate", "9") < MIDDLE_YEAR]),
+    # the chain drives alone, read into a list; the :not probe is applied to that list
+    (f"Observation?subject:Patient.birthdate=lt{MIDDLE_YEAR}&category:not=laboratory", lambda: [
+        o for o in OBSERVATIONS if not has_code(o.get("category"), "laboratory")
+        and (patient_of(o) or {}).get("birthDate", "9") < MIDDLE_YEAR]),
     ("Observation?patient.gender=female&code=29463-7", lambda: [
         o for o in OBSERVATIONS if has_code(o["code"], "29463-7") and (patient_of(o) or {}).get("gender") == "female"]),
     (f"Patient?_has:Observation:patient:code={RARE_CODE}", lambda: [
@@ -233,3 +237,14 @@ async def test_summary_count_and_total(corpus):
     assert "entry" not in body or body["entry"] == []
     accurate = (await corpus.get("/Patient?gender=male&_total=accurate&_count=1")).json()
     assert accurate["total"] == sum(1 for p in PATIENTS if p["gender"] == "male")
+
+
+async def test_chain_through_all_pages_with_its_total(corpus):
+    """A chain driving alone: each page, and the total, from the one list of its matches."""
+    query = f"/Observation?patient.birthdate=lt{MIDDLE_YEAR}&_count=40&_total=accurate"
+    want = ids(o for o in OBSERVATIONS if (patient_of(o) or {}).get("birthDate", "9") < MIDDLE_YEAR)
+    assert len(want) > 80  # several pages
+    first = (await corpus.get(query)).json()
+    assert first["total"] == len(want)
+    got, _ = await fetch_all(corpus, query)
+    assert ids(got) == want and len(got) == len(want)

@@ -8,6 +8,10 @@ unselective clause (`status=final`) is never materialised. When the caller can r
 an index in output order (one type by id or _lastUpdated, or the first sort parameter's own index) and no
 clause is selective, nothing drives: the caller walks that index and stops after one page.
 
+A chain or `_has` that is the only candidate driver is measured by reading its rids (up to ESTIMATE_CAP) into a
+list, so it is evaluated once: the page and the total read the list. Tests that look at nothing but the rid
+(index probes, such as `:not`) are applied to the list first, so no resource row is read for a rid they rule out.
+
 Chains and `_has` test the related row in place (an uncorrelated IN list inside a correlated subquery is
 rebuilt for every row tested); their rid sets are joins that stream, so a capped count stops early.
 """
@@ -18,12 +22,15 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import orjson
+
 from search.ir import AnyOfPred, ChainPred, Clause, HasPred
 from storage.sqlite.search_preds import FUNCTION, RESOURCE, Cond, compile_pred, composite_function, set_checks
 
 ESTIMATE_CAP = 5000  # rows counted at most per clause when choosing the driver
 _SMALL = ESTIMATE_CAP // 5  # a plain clause this selective drives without measuring chains and _has
 _NEVER = "SELECT 0 WHERE 0"
+_LISTED = "SELECT value AS rid FROM json_each(?)"  # a driver read into a list: its rids as a JSON array
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +40,7 @@ class Part:
     rids: str | None = None  # SELECT of the rids that satisfy it, if positive
     rid_args: tuple = ()
     nested: bool = False  # a chain or _has: costlier to measure
+    rid_only: bool = False  # `test` reads nothing of the resource row but its rid
 
 
 def _any(parts: Sequence[Part]) -> Part:
@@ -41,15 +49,16 @@ def _any(parts: Sequence[Part]) -> Part:
         return parts[0]
     test = "(" + " OR ".join(p.test for p in parts) + ")"
     args = tuple(a for p in parts for a in p.args)
+    rid_only = all(p.rid_only for p in parts)
     if any(p.rids is None for p in parts):
-        return Part(test, args)
+        return Part(test, args, rid_only=rid_only)
     return Part(test, args, " UNION ALL ".join(p.rids for p in parts), tuple(a for p in parts for a in p.rid_args),
-                any(p.nested for p in parts))
+                any(p.nested for p in parts), rid_only)
 
 
 def _cond_part(param: str, cond: Cond, alias: str) -> Part:
     if not cond.alts:
-        return Part("1", ()) if cond.negated else Part("0", (), _NEVER)
+        return Part("1", (), rid_only=True) if cond.negated else Part("0", (), _NEVER, rid_only=True)
     alt_args = tuple(a for _, args in cond.alts for a in args)
     if cond.table == RESOURCE:
         test = " OR ".join(f"({sql})" for sql, _ in cond.alts).format(r=alias)
@@ -58,9 +67,17 @@ def _cond_part(param: str, cond: Cond, alias: str) -> Part:
     probe = (f"EXISTS (SELECT 1 FROM {table} e INDEXED BY {table}_rid WHERE e.rid = {alias}.rid AND e.param = ? "
              f"AND (" + " OR ".join(f"({sql})" for sql, _ in cond.alts) + "))")
     if cond.negated:
-        return Part("NOT " + probe, (param, *alt_args))
+        return Part("NOT " + probe, (param, *alt_args), rid_only=True)
     rids = " UNION ALL ".join(f"SELECT e.rid FROM {table} e WHERE e.param = ? AND {sql}" for sql, _ in cond.alts)
-    return Part(probe, (param, *alt_args), rids, tuple(a for _, args in cond.alts for a in (param, *args)))
+    return Part(probe, (param, *alt_args), rids, tuple(a for _, args in cond.alts for a in (param, *args)),
+                rid_only=True)
+
+
+def _list_key(part: Part, parts: Sequence[Part]) -> tuple:
+    """A listed driver's identity: its rids and the rid-only tests applied to the list (the same rid set can
+    drive queries at several depths, with other clauses beside it)."""
+    return (part.rids, part.rid_args,
+            tuple((p.test, p.args) for p in parts if p is not part and p.rid_only))
 
 
 def ensure_function(conn: sqlite3.Connection) -> None:
@@ -76,6 +93,7 @@ class WhereCompiler:
         self.conn = conn
         self.checks: list = []  # composite checks, referenced by index from the SQL
         self._sizes: dict[tuple[str, tuple], int] = {}
+        self._lists: dict[tuple, Part] = {}  # drivers read into a list, by _list_key (see _listed)
         set_checks(self.checks)
 
     def condition(self, types: Sequence[str], where: Sequence[Clause], alias: str = "r0", ordered: bool = False,
@@ -103,7 +121,9 @@ class WhereCompiler:
               drive: bool) -> tuple[Part | None, str, tuple]:
         """(the driving part, the remaining tests, their arguments)."""
         parts = [self._clause(clause, alias, depth, types) for clause in where]
-        driver = self._driver(parts, ordered) if drive else None
+        driver = self._driver(parts, ordered, alias) if drive else None
+        if driver is not None and driver.rids == _LISTED:  # the list stands for its part and the rid-only tests
+            parts = [p for p in parts if not p.rid_only and self._lists.get(_list_key(p, parts)) is not driver]
         conds: list[str] = []
         args: list[Any] = []
         if types:
@@ -117,10 +137,14 @@ class WhereCompiler:
                 args.extend(part.args)
         return driver, " AND ".join(conds), tuple(args)
 
-    def _driver(self, parts: list[Part], ordered: bool) -> Part | None:
+    def _driver(self, parts: list[Part], ordered: bool, alias: str) -> Part | None:
+        """The part whose rids drive the query (None: no clause is worth it), as a list when it is small."""
         candidates = [p for p in parts if p.rids is not None]
         if not candidates:
             return None
+        listed = next((self._lists[key] for p in candidates if (key := _list_key(p, parts)) in self._lists), None)
+        if listed is not None:  # read already, for this query's page (now: its total)
+            return listed
         if len(candidates) == 1 and not ordered:
             return candidates[0]
         plain = [p for p in candidates if not p.nested]
@@ -128,11 +152,39 @@ class WhereCompiler:
             sizes = self._measure(plain)
             if min(sizes) < _SMALL:
                 return plain[sizes.index(min(sizes))]
+        if len(candidates) == 1 and candidates[0].nested:  # measured by reading it, so it is evaluated once
+            rids = self._read(candidates[0])
+            return None if len(rids) >= ESTIMATE_CAP else self._listed(candidates[0], parts, alias, rids)
         sizes = self._measure(candidates)
         best = min(range(len(candidates)), key=sizes.__getitem__)
-        if ordered and sizes[best] >= ESTIMATE_CAP:
-            return None
+        if sizes[best] >= ESTIMATE_CAP:
+            return None if ordered else candidates[best]
         return candidates[best]
+
+    def _read(self, part: Part) -> list[int]:
+        """The part's rids, up to ESTIMATE_CAP of them (repeats included)."""
+        if self.checks:
+            ensure_function(self.conn)
+        rows = self.conn.execute(f"SELECT * FROM ({part.rids}) LIMIT {ESTIMATE_CAP}", part.rid_args)
+        return [row[0] for row in rows]
+
+    def _listed(self, driver: Part, parts: list[Part], alias: str, rids: list[int]) -> Part:
+        """A chain or `_has` driver as the list of its rids, so that the page and the total do not evaluate it
+        again, less the rids failing the other parts' rid-only tests: those are checked on the index tables
+        alone, so no resource row is read for a rid they rule out."""
+        tests = [p for p in parts if p is not driver and p.rid_only]
+        rids = sorted(set(rids))
+        if tests and rids:
+            if self.checks:
+                ensure_function(self.conn)
+            # the tests name the resource alias; here that is the list, which has the rid and nothing else
+            rows = self.conn.execute(f"SELECT {alias}.rid FROM ({_LISTED}) {alias} WHERE "
+                                     + " AND ".join(test.test for test in tests),
+                                     (orjson.dumps(rids).decode(), *(a for test in tests for a in test.args)))
+            rids = [row[0] for row in rows]
+        listed = Part(driver.test, driver.args, _LISTED, (orjson.dumps(rids).decode(),), rid_only=driver.rid_only)
+        self._lists[_list_key(driver, parts)] = listed
+        return listed
 
     def _measure(self, parts: list[Part]) -> list[int]:
         """Each part's number of rids, counted up to ESTIMATE_CAP, in one statement."""
@@ -174,7 +226,7 @@ class WhereCompiler:
                                        f"({','.join('?' * len(types))}) AND")
         rids = (f"SELECT e.rid FROM ({inner}) i CROSS JOIN resources t ON t.rid = i.rid CROSS JOIN idx_reference e "
                 f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type{source or ' WHERE'} e.url IS NULL")
-        return Part(test, (param, *test_args), rids, (*inner_args, param, *types), nested=True)
+        return Part(test, (param, *test_args), rids, (*inner_args, param, *types), nested=True, rid_only=True)
 
     def _has(self, pred: HasPred, alias: str, depth: int) -> Part:
         """A current `source_type` resource matching `where` references this one through `source_param`."""
