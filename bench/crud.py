@@ -12,7 +12,8 @@ The create floor is raw SQLite inserts of the same bodies with the store's pragm
 transaction as there are connections: one commit per insert for 1 connection, 16 rows per commit for 16
 (the most the store's group commit can gather from 16 clients with one request in flight each).
 Reported: medians over the runs of req/s, p50 and p99, the ratio to the floor, and the CPU the server (all
-threads, with its SQLite writer process) and the client used, in cores (a client near 100% of its one core would be the limit, not the server).
+threads, with its SQLite writer process) and the client used, in cores (a client near 100% of its one core
+would be the limit, not the server).
 """
 
 from __future__ import annotations

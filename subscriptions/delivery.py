@@ -12,8 +12,8 @@ goes to `error` with `Subscription.error` saying why; its events stay available 
 from __future__ import annotations
 
 import asyncio
-import math
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from subscriptions.channels import DeliveryFailed, Outgoing, send
 from subscriptions.model import Subscription
 from subscriptions.queue import Delivery, NotificationQueue
 from subscriptions.registry import Registry
+from subscriptions.wake import sleep_until_set
 
 log = logging.getLogger("hearth.subscriptions")
 
@@ -109,11 +110,7 @@ class Deliverer:
                     if self.next_retry <= now:  # this look was for it
                         self.next_retry = math.inf
                     wait = min(self.config.idle_poll, max(self.config.poll, self.next_retry - now))
-                    try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
-                        async with asyncio.timeout(wait):
-                            await self.wake.wait()
-                    except TimeoutError:
-                        pass
+                    await sleep_until_set(self.wake, wait)
             finally:
                 for task in list(self._in_flight):
                     task.cancel()

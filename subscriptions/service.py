@@ -28,6 +28,7 @@ from subscriptions.delivery import Deliverer, DeliveryConfig
 from subscriptions.dispatcher import Dispatcher
 from subscriptions.model import Subscription, parse_subscription
 from subscriptions.registry import Registry
+from subscriptions.wake import sleep_until_set
 from subscriptions.websocket import WebSocketHub
 
 log = logging.getLogger("hearth.subscriptions")
@@ -188,11 +189,7 @@ class SubscriptionService:
             elif not self.dispatcher.behind:
                 await asyncio.sleep(self.config.poll)
                 if not self._changed.is_set():  # idle: sleep until a commit here, or idle_poll for other writers
-                    try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel (shutdown hangs)
-                        async with asyncio.timeout(self.config.idle_poll):
-                            await self._changed.wait()
-                    except TimeoutError:
-                        pass
+                    await sleep_until_set(self._changed, self.config.idle_poll)
 
     async def _heartbeats(self) -> None:
         """Backport rest-hook subscriptions with a heartbeat period get a heartbeat when idle that long."""

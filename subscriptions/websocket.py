@@ -25,6 +25,7 @@ from subscriptions import notifications
 from subscriptions.model import Subscription
 from subscriptions.queue import Event, NotificationQueue
 from subscriptions.registry import Registry
+from subscriptions.wake import sleep_until_set
 
 PATH = "$subscription-ws"
 _POLL = 1.0  # seconds: also notice events another process recorded
@@ -131,11 +132,7 @@ class WebSocketHub:
                         now - last_sent.setdefault(subscription_id, now) >= subscription.heartbeat:
                     last_sent[subscription_id] = now
                     await self._send(socket, subscription, "heartbeat", last)
-            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
-                async with asyncio.timeout(_POLL):
-                    await news.wait()
-            except TimeoutError:
-                pass
+            await sleep_until_set(news, _POLL)
 
     async def _send(self, socket: WebSocket, subscription: Subscription, kind: str, count: int,
                     events: Sequence[Event] = ()) -> None:

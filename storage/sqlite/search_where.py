@@ -157,8 +157,8 @@ class WhereCompiler:
             return None if len(rids) >= ESTIMATE_CAP else self._listed(candidates[0], parts, alias, rids)
         sizes = self._measure(candidates)
         best = min(range(len(candidates)), key=sizes.__getitem__)
-        if sizes[best] >= ESTIMATE_CAP:
-            return None if ordered else candidates[best]
+        if ordered and sizes[best] >= ESTIMATE_CAP:
+            return None
         return candidates[best]
 
     def _read(self, part: Part) -> list[int]:

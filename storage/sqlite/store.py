@@ -40,8 +40,7 @@ class SqliteStore:
     def __init__(self, path: str, synchronous: str = "NORMAL", readers: int = 4) -> None:
         if path == ":memory:":
             raise ValueError("SQLite storage needs a file: the writer process and the readers share it")
-        else:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.synchronous = synchronous
         conn = connect(path, synchronous)
