@@ -18,7 +18,7 @@ _PARAMS = ("SELECT min(param) FROM idx_reference UNION ALL SELECT (SELECT min(x.
 @lru_cache(maxsize=64)
 def _statement(include: Include) -> tuple[str, tuple]:
     """SQL taking a JSON array of rids (the resources included from) and yielding the rids it includes."""
-    conds, args = ["e.url IS NULL"], []
+    conds, args = [], []  # joined on target_id: local references only (URLs have none)
     if include.reverse:
         # `source_type` resources whose `param` references one of the given ones; for every parameter (`*`)
         # the codes come from skipping through the index (one seek each), so the lookup by target still

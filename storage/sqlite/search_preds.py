@@ -229,7 +229,10 @@ def _reference(pred: ReferencePred) -> Cond:
         return Cond("idx_reference", (_and(("e.url = ?", (pred.url,)),
                                            ("1", ()) if pred.version is None else ("e.version = ?", (pred.version,))),))
     typed: Alt = ("1", ()) if pred.target_type is None else ("e.target_type = ?", (pred.target_type,))
-    return Cond("idx_reference", (_and(_is("e.target_id", pred.target_id), typed, ("e.url IS NULL", ())),))
+    # an entry with a target id is a local reference (an absolute URL or canonical has none: search/extract.py),
+    # so only a test for the missing id needs to rule out the URLs; `url IS NULL` would cost a table read per row
+    local: Alt = ("e.url IS NULL", ()) if pred.target_id is None else ("1", ())
+    return Cond("idx_reference", (_and(_is("e.target_id", pred.target_id), typed, local),))
 
 
 # --- composite ------------------------------------------------------------------------------------

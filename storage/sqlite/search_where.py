@@ -218,14 +218,14 @@ class WhereCompiler:
         tests, test_args, _ = self.condition(pred.target_types, pred.where, target, depth=depth + 1, drive=False)
         test = (f"EXISTS (SELECT 1 FROM idx_reference e INDEXED BY idx_reference_rid CROSS JOIN resources {target} "
                 f"ON {target}.type = e.target_type AND {target}.id = e.target_id WHERE e.rid = {alias}.rid "
-                f"AND e.param = ? AND e.url IS NULL AND {tests})")
+                f"AND e.param = ? AND {tests})")
         inner, inner_args = self.rid_set(pred.target_types, pred.where, depth + 1)
         # only references from `types` count: a parameter like `patient` is shared by many types, and the
         # others' references would make the measured size (and a driven rid list) many times too large
         source = "" if not types else (" CROSS JOIN resources s ON s.rid = e.rid WHERE s.type IN "
-                                       f"({','.join('?' * len(types))}) AND")
+                                       f"({','.join('?' * len(types))})")
         rids = (f"SELECT e.rid FROM ({inner}) i CROSS JOIN resources t ON t.rid = i.rid CROSS JOIN idx_reference e "
-                f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type{source or ' WHERE'} e.url IS NULL")
+                f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type{source}")
         return Part(test, (param, *test_args), rids, (*inner_args, param, *types), nested=True, rid_only=True)
 
     def _has(self, pred: HasPred, alias: str, depth: int) -> Part:
@@ -234,9 +234,9 @@ class WhereCompiler:
         tests, test_args, _ = self.condition((pred.source_type,), pred.where, source, depth=depth + 1, drive=False)
         test = (f"EXISTS (SELECT 1 FROM idx_reference e CROSS JOIN resources {source} ON {source}.rid = e.rid "
                 f"WHERE e.param = ? AND e.target_id = {alias}.id AND e.target_type = {alias}.type "
-                f"AND e.url IS NULL AND {tests})")
+                f"AND {tests})")
         inner, inner_args = self.rid_set((pred.source_type,), pred.where, depth + 1)
         rids = (f"SELECT t.rid FROM ({inner}) i CROSS JOIN idx_reference e INDEXED BY idx_reference_rid "
                 f"ON e.rid = i.rid CROSS JOIN resources t ON t.type = e.target_type AND t.id = e.target_id "
-                f"WHERE e.param = ? AND e.url IS NULL")
+                f"WHERE e.param = ?")
         return Part(test, (pred.source_param, *test_args), rids, (*inner_args, pred.source_param), nested=True)
