@@ -66,6 +66,7 @@ class _TypeTable:
     params: Mapping[str, SearchParam]
     extractors: tuple[CompiledParam, ...]
     unsupported: tuple[tuple[SearchParam, str], ...]
+    single_dates: frozenset[str]  # codes of the date parameters with one date value at most (CompiledParam)
 
 
 def applies_to(param: SearchParam, resource_type: str) -> bool:
@@ -106,6 +107,12 @@ class SearchRegistry:
         table = self._tables.get(resource_type)
         return list(table.unsupported) if table is not None else []
 
+    def single_date(self, resource_type: str, code: str) -> bool:
+        """Whether a `resource_type` resource has at most one value for date parameter `code`, a date,
+        dateTime or instant (see CompiledParam.single_date)."""
+        table = self._tables.get(resource_type)
+        return table is not None and code in table.single_dates
+
     def extractors(self, resource_type: str) -> tuple[CompiledParam, ...]:
         """The compiled index extractors of `resource_type` (see search/extract.py)."""
         table = self._tables.get(resource_type)
@@ -129,7 +136,8 @@ class SearchRegistry:
                 unsupported.append((param, str(exc)))
                 continue
             params[param.code] = param
-        return _TypeTable(MappingProxyType(params), tuple(extractors), tuple(unsupported))
+        return _TypeTable(MappingProxyType(params), tuple(extractors), tuple(unsupported),
+                          frozenset(c.code for c in extractors if c.single_date))
 
     def _compile(self, param: SearchParam, resource_type: str) -> CompiledParam:
         if param.type not in SUPPORTED_TYPES:

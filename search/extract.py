@@ -331,6 +331,12 @@ class CompiledParam:
     code: str
     extractor: Extractor
     root_key: str | None  # the one top-level property all its paths start with: when absent, no entries
+    # a date parameter with at most one value per resource, a date/dateTime/instant (no Period or Timing), so
+    # its range spans at most a year: storage can bound a range scan on either end (storage/sqlite/search_dates.py)
+    single_date: bool = False
+
+
+_INSTANT_TYPES = frozenset({"date", "dateTime", "instant"})
 
 
 def _root_key(branches: list[Branch]) -> str | None:
@@ -348,7 +354,9 @@ def compile_param(param: ParamLike, resource_type: str, model: ElementModel,
         extractor = _composite_extractor(param, branches, model, resource_type, by_url)
     else:
         extractor = _typed_extractor(param.code, param.type, branches, model)
-    return CompiledParam(param.code, extractor, _root_key(branches))
+    single_date = (param.type == "date" and len(branches) == 1 and not branches[0].many
+                   and branches[0].type in _INSTANT_TYPES)
+    return CompiledParam(param.code, extractor, _root_key(branches), single_date)
 
 
 class _HasExtractors(Protocol):

@@ -35,6 +35,7 @@ _SUPERTYPES = {
 }
 NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})  # the R4 resources not DomainResources
 _REF_TARGET = "@target"  # pseudo-type of `resolve()`: the target type named by a Reference
+_MANY = 1  # the flag of a repeating element in structure.json (capability/generate_structure.py)
 
 
 class FhirPathError(ValueError):
@@ -58,6 +59,11 @@ class ElementModel:
     def is_type(self, name: str) -> bool:
         return name in self._types or name in self.primitives
 
+    def repeats(self, type_name: str, prop: str) -> bool:
+        """Whether element `prop` of `type_name` can occur more than once (max cardinality above 1)."""
+        spec = self._types.get(type_name, {}).get(prop)
+        return spec is None or bool(spec[1] & _MANY)
+
     def children(self, type_name: str, name: str) -> list[tuple[str, str]]:
         """(JSON property, type) for FHIRPath element `name` of `type_name`: one per type of a choice."""
         key = (type_name, name)
@@ -75,19 +81,22 @@ class Branch:
     """Steps from the input collection to values of one FHIR type. A `str` step reads a property.
 
     `path` names the element the values come from (`Patient.gender`, `Patient.contact.gender`) when they
-    are one element's values, for looking up its binding."""
+    are one element's values, for looking up its binding. `many`: a repeating element is on the way, so one
+    input node can give several values."""
 
     type: str
     steps: tuple[str | Step, ...] = ()
     path: str | None = None
+    many: bool = False
 
     def then(self, step: str | Step) -> "Branch":
         """Filter or slice the same element's values."""
-        return Branch(self.type, self.steps + (step,), self.path)
+        return Branch(self.type, self.steps + (step,), self.path, self.many)
 
-    def into(self, step: str | Step, type_name: str, path: str | None = None) -> "Branch":
-        """Go on to values of another type (a child element, or what `resolve()` names)."""
-        return Branch(type_name, self.steps + (step,), path)
+    def into(self, step: str | Step, type_name: str, path: str | None = None, repeats: bool = False) -> "Branch":
+        """Go on to values of another type (a child element, `repeats` if it can occur more than once, or
+        what `resolve()` names)."""
+        return Branch(type_name, self.steps + (step,), path, self.many or repeats)
 
 
 # --- tokens and syntax tree ----------------------------------------------------------------------
@@ -413,7 +422,8 @@ class _Compiler:
             if branch.type == _REF_TARGET:
                 raise FhirPathError("navigating into resolve() is not supported")
             for prop, type_name in self.model.children(branch.type, name):
-                out.append(branch.into(prop, type_name, f"{branch.type}.{name}" if prop == name else None))
+                out.append(branch.into(prop, type_name, f"{branch.type}.{name}" if prop == name else None,
+                                       self.model.repeats(branch.type, prop)))
         if focus and not out:
             raise FhirPathError(f"no element {name!r} on {'/'.join(sorted({b.type for b in focus}))}")
         return out

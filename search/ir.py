@@ -151,6 +151,9 @@ class Clause:
     param: str
     param_type: str
     preds: tuple[Union[Pred, HasPred, AnyOfPred], ...]
+    # every searched type has at most one value for this date parameter, a date/dateTime/instant (so its range
+    # spans at most a year): set by the parser from the registry; lets storage bound its range scans
+    single_date: bool = False
 
 
 @dataclass(frozen=True, slots=True)

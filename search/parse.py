@@ -144,7 +144,10 @@ class _Parser:
         param = self.param(types, code)
         if dot:
             return [self.chain(param, modifier if colon else None, rest, raw)]
-        return self.values(param, modifier if colon else None, raw)
+        clauses = self.values(param, modifier if colon else None, raw)
+        if param.type == "date" and types and all(self.registry.single_date(t, code) for t in types):
+            clauses = [replace(clause, single_date=True) for clause in clauses]
+        return clauses
 
     def values(self, param: Any, modifier: str | None, raw: str) -> list[Clause]:
         if param.type not in _MODIFIERS or not param.expression:

@@ -229,7 +229,7 @@ def test_chain_over_every_target_with_the_parameter():
     (chain,) = clause.preds
     assert set(chain.target_types) == {"Patient", "Location"}  # Group and Device have no `name`
     (clause,) = where("patient.birthdate=ge2000")
-    born = Clause("birthdate", "date", (DatePred("ge", *date_range("2000")),))
+    born = Clause("birthdate", "date", (DatePred("ge", *date_range("2000")),), single_date=True)
     assert clause.preds == (ChainPred(("Patient",), (born,)),)
 
 

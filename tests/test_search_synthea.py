@@ -101,7 +101,8 @@ def born(patient: dict) -> str:
     return patient["birthDate"]
 
 
-MIDDLE_YEAR = sorted(born(p) for p in PATIENTS)[len(PATIENTS) // 2][:4]  # splits the patients roughly in half
+MIDDLE_BORN = sorted(born(p) for p in PATIENTS)[len(PATIENTS) // 2]  # splits the patients roughly in half
+MIDDLE_YEAR = MIDDLE_BORN[:4]
 UNIT = "/min"  # heart and respiratory rates: a UCUM unit with many values in every slice
 
 
@@ -140,6 +141,13 @@ CORPUS: list[tuple[str, Callable[[], Iterable[dict]]]] = [
     ("Patient?birthdate=ge1980-06", lambda: [p for p in PATIENTS if born(p) >= "1980-06"]),
     (f"Patient?birthdate={born(FIRST)[:4]}", lambda: [p for p in PATIENTS if born(p)[:4] == born(FIRST)[:4]]),
     (f"Patient?birthdate=ne{born(FIRST)}", lambda: [p for p in PATIENTS if born(p) != born(FIRST)]),
+    # one range on each end of a single-valued date (storage/sqlite/search_dates.py), and the year around it
+    (f"Patient?birthdate=ge{MIDDLE_YEAR}-01-01&birthdate=lt{int(MIDDLE_YEAR) + 3}-01-01", lambda: [
+        p for p in PATIENTS if MIDDLE_YEAR <= born(p) < str(int(MIDDLE_YEAR) + 3)]),
+    (f"Patient?birthdate=gt{MIDDLE_BORN}&birthdate=le{int(MIDDLE_YEAR) + 8}", lambda: [
+        p for p in PATIENTS if MIDDLE_BORN < born(p) < str(int(MIDDLE_YEAR) + 9)]),
+    (f"Patient?birthdate=sa{MIDDLE_YEAR}&birthdate=eb{int(MIDDLE_YEAR) + 5},{MIDDLE_YEAR}", lambda: [
+        p for p in PATIENTS if str(int(MIDDLE_YEAR) + 1) <= born(p) < str(int(MIDDLE_YEAR) + 5)]),
     ("Observation?date=ge2015-01-01&date=lt2016-01-01&code=8302-2", lambda: [
         o for o in OBSERVATIONS if has_code(o["code"], "8302-2") and effective(o)
         and datetime(2015, 1, 1, tzinfo=timezone.utc) <= effective(o) < datetime(2016, 1, 1, tzinfo=timezone.utc)]),

@@ -166,6 +166,32 @@ async def test_matcher_cases_are_not_trivial(loaded):
     assert sum(0 < size < len(OBSERVATIONS) for size in sizes) > len(CASES) // 2
 
 
+# single-valued dates (Clause.single_date), with values at the edges of the year-wide slack SQLite bounds them by
+BIRTHS = {"b1": YEAR, "b2": DAY, "b3": ("2019-01-01T00:00:00.000000", "2019-12-31T23:59:59.999999"),
+          "b4": ("2021-01-01T00:00:00.000000", "2021-01-01T23:59:59.999999"),
+          "b5": ("2019-12-31T23:30:00.000000", "2019-12-31T23:30:00.000000"), "b6": None}
+BIRTH_VALUES = (DAY, MONTH, YEAR, ("2019-12-31T00:00:00.000000", "2019-12-31T23:59:59.999999"),
+                ("2021-01-01T00:00:00.000000", "2021-12-31T23:59:59.999999"))
+
+
+async def test_single_valued_date_clauses_agree_with_the_matcher(store):  # noqa: F811
+    for rid, births in BIRTHS.items():
+        entries = (DateEntry("birthdate", *births),) if births else ()
+        await store.commit([Write("Patient", rid, 1, UPDATED[("Patient", "p1")],
+                                  f'{{"resourceType":"Patient","id":"{rid}"}}'.encode(), entries, 0, "create")])
+    prefixes = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+    single = [Clause("birthdate", "date", (DatePred(p, *v),), single_date=True) for p in prefixes for v in BIRTH_VALUES]
+    either = [Clause("birthdate", "date", (DatePred("lt", *DAY), DatePred("gt", *YEAR)), single_date=True)]
+    wheres = [(c,) for c in single + either] + [(a, b) for a in single[::2] for b in single[1::3]]
+    sizes = []
+    for where in wheres:
+        expected = sorted(rid for rid, births in BIRTHS.items() if matches(
+            where, [DateEntry("birthdate", *births)] if births else [], resource_id=rid, resource_type="Patient"))
+        assert await ids(store, "Patient", *where, count=100) == expected, where
+        sizes.append(len(expected))
+    assert sum(0 < size < len(BIRTHS) for size in sizes) > len(wheres) // 2  # the cases discriminate
+
+
 async def test_and_of_clauses(loaded):
     code = clause("code", "token", TokenPred(None, "8310-5"))
     assert await ids(loaded, "Observation", code) == ["o1", "o3"]

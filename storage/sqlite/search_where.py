@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import orjson
 
 from search.ir import AnyOfPred, ChainPred, Clause, HasPred
+from storage.sqlite.search_dates import group_single_dates, single_date_cond
 from storage.sqlite.search_preds import FUNCTION, RESOURCE, Cond, compile_pred, composite_function, set_checks
 
 ESTIMATE_CAP = 5000  # rows counted at most per clause when choosing the driver
@@ -120,7 +121,8 @@ class WhereCompiler:
     def _plan(self, types: Sequence[str], where: Sequence[Clause], alias: str, ordered: bool, depth: int,
               drive: bool) -> tuple[Part | None, str, tuple]:
         """(the driving part, the remaining tests, their arguments)."""
-        parts = [self._clause(clause, alias, depth, types) for clause in where]
+        parts = [_cond_part(item[0].param, single_date_cond(item), alias) if isinstance(item, tuple)
+                 else self._clause(item, alias, depth, types) for item in group_single_dates(where)]
         driver = self._driver(parts, ordered, alias) if drive else None
         if driver is not None and driver.rids == _LISTED:  # the list stands for its part and the rid-only tests
             parts = [p for p in parts if not p.rid_only and self._lists.get(_list_key(p, parts)) is not driver]

@@ -1,0 +1,97 @@
+"""Date clauses on a single-valued date parameter (Clause.single_date, e.g. `birthdate`) as one bounded range.
+
+Each prefix of a date clause alone is a half-open range over an entry's `lo` or `hi` (`ge`: `lo >= ? OR hi > ?`),
+so `birthdate=ge1982-01-01&birthdate=lt1983-01-01` would read every birth date after 1982 or every one before
+1983 and test the other clause per row. When a resource has at most one value, a date/dateTime/instant whose
+range spans at most a year, the clauses on that parameter all test the same entry, and every bound on `hi`
+implies one on `lo`; so they compile to one condition on the entry with an explicit `lo` range, one index range
+on (param, lo) as wide as the search (plus a year, the most a value can span).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Sequence
+
+from search.ir import Clause, DatePred
+from storage.sqlite.search_preds import Cond, date_alts
+
+_SPAN = timedelta(days=366)  # the widest range one date value has: a year (a leap year) at year precision
+
+Bound = tuple[str | None, str | None]  # an entry's `lo` lies in [low, high]; None: no bound
+
+
+def group_single_dates(where: Sequence[Clause]) -> list[Clause | tuple[Clause, ...]]:
+    """`where` with the single-valued date clauses grouped by parameter (a tuple, where the first was)."""
+    out: list[Clause | tuple[Clause, ...]] = []
+    groups: dict[str, list[Clause]] = {}
+    for clause in where:
+        if not (clause.single_date and clause.param != "_lastUpdated"
+                and all(isinstance(pred, DatePred) for pred in clause.preds)):
+            out.append(clause)
+        elif clause.param in groups:
+            groups[clause.param].append(clause)
+        else:
+            groups[clause.param] = [clause]
+            out.append(clause)
+    return [tuple(groups[item.param]) if item.param in groups and groups[item.param][0] is item else item
+            for item in out]
+
+
+def single_date_cond(clauses: Sequence[Clause]) -> Cond:
+    """The clauses (ANDed, on one single-valued date parameter) as one test of its entry, `lo` bounded."""
+    low, high = _intersection([_union([_lo_bound(pred) for pred in clause.preds]) for clause in clauses])
+    conds, args = [], []
+    if low is not None:
+        conds.append("e.lo >= ?")
+        args.append(low)
+    if high is not None:
+        conds.append("e.lo <= ?")
+        args.append(high)
+    for clause in clauses:
+        alts = [alt for pred in clause.preds for alt in date_alts(pred, "e.lo", "e.hi")]
+        conds.append("(" + " OR ".join(f"({sql})" for sql, _ in alts) + ")")
+        args.extend(arg for _, alt_args in alts for arg in alt_args)
+    return Cond("idx_date", ((" AND ".join(conds), tuple(args)),))
+
+
+def _lo_bound(pred: DatePred) -> Bound:
+    """Where the `lo` of an entry matching `pred` can be, given its `hi` is at most _SPAN later
+    (the prefixes as in search_preds._DATE)."""
+    lo, hi = pred.lo, pred.hi
+    match pred.prefix:
+        case "eq":
+            return lo, hi
+        case "gt":
+            return _minus_span(hi), None
+        case "ge":
+            earlier = _minus_span(hi)
+            return (None if earlier is None else min(lo, earlier)), None
+        case "sa":
+            return hi, None
+        case "lt" | "eb":
+            return None, lo
+        case "le":
+            return None, hi
+        case "ap":
+            return _minus_span(lo), hi
+    return None, None  # ne
+
+
+def _union(bounds: Sequence[Bound]) -> Bound:
+    lows, highs = [b[0] for b in bounds], [b[1] for b in bounds]
+    return (None if None in lows else min(lows)), (None if None in highs else max(highs))  # type: ignore[type-var]
+
+
+def _intersection(bounds: Sequence[Bound]) -> Bound:
+    lows = [b[0] for b in bounds if b[0] is not None]
+    highs = [b[1] for b in bounds if b[1] is not None]
+    return (max(lows) if lows else None), (min(highs) if highs else None)
+
+
+def _minus_span(instant: str) -> str | None:
+    """`instant` (a normalised UTC instant, search/normalize.py) less _SPAN; None before the year 1."""
+    try:
+        return (datetime.fromisoformat(instant) - _SPAN).isoformat(timespec="microseconds")
+    except OverflowError:
+        return None
