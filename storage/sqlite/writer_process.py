@@ -45,7 +45,9 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
     conn.execute("PRAGMA temp_store=MEMORY")
-    conn.execute("PRAGMA mmap_size=268435456")
+    # reads of mapped pages skip a read() call and a copy each: at 1M resources (7 GB) a search's random lookups
+    # miss the page cache, and mapping 2 GB (what SQLite's default build allows) took ~30% off a count
+    conn.execute("PRAGMA mmap_size=2147418112")
     conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer process's checkpointer does it (_serve)
     conn.execute("PRAGMA journal_size_limit=67108864")  # a WAL that grew under load shrinks back to 64 MB on reset
     return conn
