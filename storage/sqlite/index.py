@@ -98,10 +98,18 @@ def composite_key(entry: CompositeEntry) -> str | None:
     return first.code if isinstance(first, TokenEntry) else None
 
 
+# parameters every search reads off the resources row (search_preds.py, search_sort.py): their entries would
+# only cost writes (two of a resource's ~16 rows, 7 of its ~50 B-tree inserts)
+_ON_THE_ROW = frozenset({"_id", "_lastUpdated"})
+
+
 def entry_rows(entries: Iterable[Entry]) -> Rows:
-    """`entries` as rows of the index tables (plain tuples: cheap to hand to the writer process)."""
+    """`entries` as rows of the index tables (plain tuples: cheap to hand to the writer process), less those of
+    the parameters kept on the resources row."""
     rows: Rows = {}
     for entry in entries:
+        if entry.param in _ON_THE_ROW:
+            continue
         table, row = _ROWS[type(entry)]
         rows.setdefault(table, []).append(row(entry))
     return rows
