@@ -41,13 +41,8 @@ def group_single_dates(where: Sequence[Clause]) -> list[Clause | tuple[Clause, .
 def single_date_cond(clauses: Sequence[Clause]) -> Cond:
     """The clauses (ANDed, on one single-valued date parameter) as one test of its entry, `lo` bounded."""
     low, high = _intersection([_union([_lo_bound(pred) for pred in clause.preds]) for clause in clauses])
-    conds, args = [], []
-    if low is not None:
-        conds.append("e.lo >= ?")
-        args.append(low)
-    if high is not None:
-        conds.append("e.lo <= ?")
-        args.append(high)
+    bounds = [(sql, value) for sql, value in (("e.lo >= ?", low), ("e.lo <= ?", high)) if value is not None]
+    conds, args = [sql for sql, _ in bounds], [value for _, value in bounds]
     for clause in clauses:
         alts = [alt for pred in clause.preds for alt in date_alts(pred, "e.lo", "e.hi")]
         conds.append("(" + " OR ".join(f"({sql})" for sql, _ in alts) + ")")
