@@ -17,7 +17,7 @@ from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, DatePred, Ha
 from search.matcher import matches
 from storage.base import Assertion, AssertionFailed, Write
 from storage.sqlite import search as sqlite_search
-from storage.sqlite import search_where
+from storage.sqlite import index, search_where
 from storage.sqlite.store import SqliteStore
 
 SCT, LOINC, UCUM = "http://snomed.info/sct", "http://loinc.org", "http://unitsofmeasure.org"
@@ -410,3 +410,75 @@ async def test_selective_predicates_use_indexes(store, tmp_path):
     # no selective clause: walk the (type, id) index in page order, test each row
     text = plan(path, Query(("Observation",), (clause("status", "token", TokenPred(None, "final")),)))
     assert "USING INDEX sqlite_autoindex_resources_1" in text and "TEMP B-TREE" not in text, text
+
+
+def count_plan(path: str, query: Query) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        sql, args = search_where.WhereCompiler(conn).count(query.types, query.where)
+        return "\n".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+    finally:
+        conn.close()
+
+
+async def test_counts_and_inner_rid_sets_read_the_index_alone(store, tmp_path):
+    """Index rows carry their resource's type: a count needs no `resources` row, yet other types sharing the
+    parameter and deleted resources are not counted."""
+    code = TokenEntry("code", LOINC, "8302-2")
+    writes = [Write("Observation", f"o{n}", 1, T0, body("Observation", f"o{n}"),
+                    (code, ReferenceEntry("patient", "Patient", f"p{n % 3}")), 0, "create") for n in range(10)]
+    writes += [Write("Condition", f"c{n}", 1, T0, body("Condition", f"c{n}"),
+                     (code, ReferenceEntry("patient", "Patient", "p3")), 0, "create") for n in range(4)]
+    writes += [Write("Observation", "gone", 1, T0, body("Observation", "gone"),
+                     (code, ReferenceEntry("patient", "Patient", "p3")), 0, "create")]
+    writes += [Write("Patient", f"p{n}", 1, T0, body("Patient", f"p{n}"), (), 0, "create") for n in range(4)]
+    await store.commit(writes)
+    await store.commit([Write("Observation", "gone", 2, T0, None, (), 1, "delete")])
+    coded = clause("code", "token", TokenPred(LOINC, "8302-2"))
+    counted = await store.search(Query(("Observation",), (coded,), count=0, total="accurate"))
+    assert counted.total == 10
+    assert (await store.search(Query(("Condition", "Observation"), (coded,), count=0, total="accurate"))).total == 14
+    text = count_plan(str(tmp_path / "search.db"), Query(("Observation",), (coded,)))
+    assert "resources" not in text and "idx_token_code" in text, text
+    # `_has` reads the Observations off the index, then their references: not p3, which only Conditions and a
+    # deleted Observation reference
+    has = clause("_has", "special", HasPred("Observation", "patient", (coded,)))
+    assert [v.id for v in (await store.search(Query(("Patient",), (has,)))).matches] == ["p0", "p1", "p2"]
+    assert (await store.search(Query(("Patient",), (has,), count=0, total="accurate"))).total == 3
+
+
+async def test_an_index_without_resource_types_is_migrated_at_start_up(tmp_path):
+    path = str(tmp_path / "old.db")
+    store = SqliteStore(path)
+    await store.commit([Write("Patient", "p1", 1, T0, body("Patient", "p1"), (StringEntry("name", "peter", "Peter"),),
+                              0, "create"),
+                        Write("Practitioner", "d1", 1, T0, body("Practitioner", "d1"),
+                              (StringEntry("name", "peter", "Peter"),), 0, "create")])
+    await store.close()
+    conn = sqlite3.connect(path)  # back to the layout before rows carried their type
+    for name in index.DRIVERS:
+        conn.execute(f"DROP INDEX {name}")
+    for table in index.TABLES:
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN resource_type")
+    for statement in index.SCHEMA:
+        if statement.lstrip().startswith("CREATE INDEX"):
+            conn.execute(statement.replace(", resource_type", ""))
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        named = clause("name", "string", StringPred("pet"))
+        assert [v.id for v in (await store.search(Query(("Patient",), (named,)))).matches] == ["p1"]
+        assert (await store.search(Query(("Practitioner",), (named,), count=0, total="accurate"))).total == 1
+        await store.commit([Write("Patient", "p2", 1, T0, body("Patient", "p2"),
+                                  (StringEntry("name", "petra", "Petra"),), 0, "create")])
+        assert (await store.search(Query(("Patient",), (named,), count=0, total="accurate"))).total == 2
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert not index.migrate(conn)  # done once
+        columns = [row[2] for row in conn.execute("PRAGMA index_info(idx_string_norm)")]
+        assert columns == ["param", "norm", "resource_type", "rid"]
+    finally:
+        conn.close()

@@ -1,10 +1,12 @@
 """SQLite index tables, one per entry shape (search/entries.py), and writing a resource's entries.
 
-Every row carries `rid` (resources.rid) and `param`; covering indexes start with (param, value…) so a
-selective predicate never scans all resources of a type. The `*_rid` indexes, which test one resource's
-entries in place (the probes of search_where.py, sort values), lead with (rid, param) and carry the values
-those tests read, so a probe is one seek that touches neither the resource's other parameters' rows nor the
-table (~35% off a walk testing code and date per Observation, bench/search.py). Entries belong to the
+Every row carries `rid` (resources.rid), `param` and `resource_type` (the resource's type: `code` or `patient`
+are parameters of dozens of types). Covering indexes run (param, value…, resource_type, rid), so a selective
+predicate never scans all resources of a type, and its rids come typed off the index alone, with no lookup in
+`resources` (a count, or the inner side of a chain or `_has`, reads nothing else). The `*_rid` indexes, which
+test one resource's entries in place (the probes of search_where.py, sort values), lead with (rid, param) and
+carry the values those tests read, so a probe is one seek that touches neither the resource's other parameters'
+rows nor the table (~35% off a walk testing code and date per Observation, bench/search.py). Entries belong to the
 current version: a write replaces them all.
 """
 
@@ -21,42 +23,52 @@ from search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, Quant
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS idx_token (rid INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT,
-        text TEXT, type_system TEXT, type_code TEXT)""",
-    "CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (param, code, system, rid)",
+        text TEXT, type_system TEXT, type_code TEXT, resource_type TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (param, code, system, resource_type, rid)",
     "CREATE INDEX IF NOT EXISTS idx_token_rid ON idx_token (rid, param, code)",
-    "CREATE TABLE IF NOT EXISTS idx_string (rid INTEGER NOT NULL, param TEXT NOT NULL, norm TEXT, exact TEXT)",
-    "CREATE INDEX IF NOT EXISTS idx_string_norm ON idx_string (param, norm, rid)",
+    """CREATE TABLE IF NOT EXISTS idx_string (rid INTEGER NOT NULL, param TEXT NOT NULL, norm TEXT, exact TEXT,
+        resource_type TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_string_norm ON idx_string (param, norm, resource_type, rid)",
     "CREATE INDEX IF NOT EXISTS idx_string_rid ON idx_string (rid, param, norm)",
-    "CREATE TABLE IF NOT EXISTS idx_date (rid INTEGER NOT NULL, param TEXT NOT NULL, lo TEXT, hi TEXT)",
-    "CREATE INDEX IF NOT EXISTS idx_date_lo ON idx_date (param, lo, hi, rid)",
-    "CREATE INDEX IF NOT EXISTS idx_date_hi ON idx_date (param, hi, lo, rid)",
+    """CREATE TABLE IF NOT EXISTS idx_date (rid INTEGER NOT NULL, param TEXT NOT NULL, lo TEXT, hi TEXT,
+        resource_type TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_date_lo ON idx_date (param, lo, hi, resource_type, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_date_hi ON idx_date (param, hi, lo, resource_type, rid)",
     "CREATE INDEX IF NOT EXISTS idx_date_rid ON idx_date (rid, param, lo, hi)",
-    "CREATE TABLE IF NOT EXISTS idx_number (rid INTEGER NOT NULL, param TEXT NOT NULL, value REAL, lo REAL, hi REAL)",
-    "CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (param, value, rid)",
+    """CREATE TABLE IF NOT EXISTS idx_number (rid INTEGER NOT NULL, param TEXT NOT NULL, value REAL, lo REAL, hi REAL,
+        resource_type TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (param, value, resource_type, rid)",
     "CREATE INDEX IF NOT EXISTS idx_number_rid ON idx_number (rid, param, value)",
     """CREATE TABLE IF NOT EXISTS idx_quantity (rid INTEGER NOT NULL, param TEXT NOT NULL, value REAL, lo REAL,
-        hi REAL, system TEXT, code TEXT, unit TEXT)""",
-    "CREATE INDEX IF NOT EXISTS idx_quantity_code ON idx_quantity (param, code, value, rid)",
-    "CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (param, value, rid)",
+        hi REAL, system TEXT, code TEXT, unit TEXT, resource_type TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_quantity_code ON idx_quantity (param, code, value, resource_type, rid)",
+    "CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (param, value, resource_type, rid)",
     "CREATE INDEX IF NOT EXISTS idx_quantity_rid ON idx_quantity (rid, param)",
     """CREATE TABLE IF NOT EXISTS idx_reference (rid INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT,
-        target_id TEXT, url TEXT, version TEXT, identifier_system TEXT, identifier_value TEXT)""",
-    "CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (param, target_id, target_type, rid)",
-    "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, url, rid)",
+        target_id TEXT, url TEXT, version TEXT, identifier_system TEXT, identifier_value TEXT, resource_type TEXT)""",
+    """CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (param, target_id, target_type, resource_type,
+        rid)""",
+    "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, url, resource_type, rid)",
     # `:identifier`; partial, so the many references without an identifier cost nothing
-    """CREATE INDEX IF NOT EXISTS idx_reference_identifier ON idx_reference (param, identifier_value, rid)
+    """CREATE INDEX IF NOT EXISTS idx_reference_identifier ON idx_reference (param, identifier_value, resource_type,
+        rid)
         WHERE identifier_value IS NOT NULL""",
     "CREATE INDEX IF NOT EXISTS idx_reference_rid ON idx_reference (rid, param, target_type, target_id)",
-    "CREATE TABLE IF NOT EXISTS idx_uri (rid INTEGER NOT NULL, param TEXT NOT NULL, value TEXT)",
-    "CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (param, value, rid)",
+    "CREATE TABLE IF NOT EXISTS idx_uri (rid INTEGER NOT NULL, param TEXT NOT NULL, value TEXT, resource_type TEXT)",
+    "CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (param, value, resource_type, rid)",
     "CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid, param, value)",
     # composite: the tuple kept whole (JSON) and matched in Python; `key` (the first component's token code,
     # if it is a token) narrows the rows first
     """CREATE TABLE IF NOT EXISTS idx_composite (rid INTEGER NOT NULL, param TEXT NOT NULL, key TEXT,
-        components BLOB)""",
-    "CREATE INDEX IF NOT EXISTS idx_composite_key ON idx_composite (param, key, rid)",
+        components BLOB, resource_type TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_composite_key ON idx_composite (param, key, resource_type, rid)",
     "CREATE INDEX IF NOT EXISTS idx_composite_rid ON idx_composite (rid, param)",
 )
+
+# the (param, value…, resource_type, rid) indexes: rebuilt by `migrate`
+DRIVERS = ("idx_token_code", "idx_string_norm", "idx_date_lo", "idx_date_hi", "idx_number_value", "idx_quantity_code",
+           "idx_quantity_value", "idx_reference_target", "idx_reference_url", "idx_reference_identifier",
+           "idx_uri_value", "idx_composite_key")
 
 TABLES = ("idx_token", "idx_string", "idx_date", "idx_number", "idx_quantity", "idx_reference", "idx_uri",
           "idx_composite")
@@ -115,10 +127,31 @@ def entry_rows(entries: Iterable[Entry]) -> Rows:
     return rows
 
 
-def replace_entries(conn: sqlite3.Connection, rid: int, rows: Rows, existed: bool) -> None:
+def replace_entries(conn: sqlite3.Connection, rid: int, resource_type: str, rows: Rows, existed: bool) -> None:
     """Make `rows` (from `entry_rows`) the index of resource `rid` (dropping the previous version's)."""
     if existed:
         for table in TABLES:
             conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
     for table, items in rows.items():
-        conn.executemany(f"INSERT INTO {table} VALUES (?{',?' * len(items[0])})", [(rid, *row) for row in items])
+        conn.executemany(f"INSERT INTO {table} VALUES (?{',?' * (len(items[0]) + 1)})",
+                         [(rid, *row, resource_type) for row in items])
+
+
+def migrate(conn: sqlite3.Connection) -> bool:
+    """Bring index tables made before rows carried `resource_type` up to date (the column filled from
+    `resources`, the driving indexes rebuilt with it), in one transaction; whether there was anything to do."""
+    stale = [table for table in TABLES
+             if "resource_type" not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}]
+    if not stale:
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    for table in stale:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN resource_type TEXT")
+        conn.execute(f"UPDATE {table} SET resource_type = (SELECT r.type FROM resources r WHERE r.rid = {table}.rid)")
+    for name in DRIVERS:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+    for statement in SCHEMA:
+        conn.execute(statement)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the rewrite is in the WAL: every read would look there first
+    return True

@@ -155,10 +155,10 @@ def _walk_sql(keys: Sequence[Key], where: str, where_args: tuple, values: tuple 
 
 
 def _count(conn: sqlite3.Connection, compiler: WhereCompiler, query: Query) -> int:
-    where, args, _ = compiler.condition(query.types, query.where, _ALIAS)
+    sql, args = compiler.count(query.types, query.where, _ALIAS)
     if compiler.checks:
         ensure_function(conn)
-    return conn.execute(f"SELECT count(*) FROM resources {_ALIAS} WHERE {where}", args).fetchone()[0]
+    return conn.execute(sql, args).fetchone()[0]
 
 
 def _versions(conn: sqlite3.Connection, rids: Sequence[int]) -> list[Version]:

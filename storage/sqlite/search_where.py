@@ -42,6 +42,7 @@ class Part:
     rid_args: tuple = ()
     nested: bool = False  # a chain or _has: costlier to measure
     rid_only: bool = False  # `test` reads nothing of the resource row but its rid
+    exact: bool = False  # `rids` are all current resources of the searched types (no row check needed)
 
 
 def _any(parts: Sequence[Part]) -> Part:
@@ -54,10 +55,15 @@ def _any(parts: Sequence[Part]) -> Part:
     if any(p.rids is None for p in parts):
         return Part(test, args, rid_only=rid_only)
     return Part(test, args, " UNION ALL ".join(p.rids for p in parts), tuple(a for p in parts for a in p.rid_args),
-                any(p.nested for p in parts), rid_only)
+                any(p.nested for p in parts), rid_only, all(p.exact for p in parts))
 
 
-def _cond_part(param: str, cond: Cond, alias: str) -> Part:
+def _typed(column: str, types: Sequence[str]) -> str:
+    """` AND column IN (types)`, or nothing for every type."""
+    return "" if not types else f" AND {column} IN ({','.join('?' * len(types))})"
+
+
+def _cond_part(param: str, cond: Cond, alias: str, types: Sequence[str]) -> Part:
     if not cond.alts:
         return Part("1", (), rid_only=True) if cond.negated else Part("0", (), _NEVER, rid_only=True)
     alt_args = tuple(a for _, args in cond.alts for a in args)
@@ -69,9 +75,11 @@ def _cond_part(param: str, cond: Cond, alias: str) -> Part:
              f"AND (" + " OR ".join(f"({sql})" for sql, _ in cond.alts) + "))")
     if cond.negated:
         return Part("NOT " + probe, (param, *alt_args), rid_only=True)
-    rids = " UNION ALL ".join(f"SELECT e.rid FROM {table} e WHERE e.param = ? AND {sql}" for sql, _ in cond.alts)
-    return Part(probe, (param, *alt_args), rids, tuple(a for _, args in cond.alts for a in (param, *args)),
-                rid_only=True)
+    # index rows exist for current resources only, and carry their type: these rids need no row check
+    typed = _typed("e.resource_type", types)
+    rids = " UNION ALL ".join(f"SELECT e.rid FROM {table} e WHERE e.param = ? AND {sql}{typed}" for sql, _ in cond.alts)
+    return Part(probe, (param, *alt_args), rids, tuple(a for _, args in cond.alts for a in (param, *args, *types)),
+                rid_only=True, exact=True)
 
 
 def _list_key(part: Part, parts: Sequence[Part]) -> tuple:
@@ -104,7 +112,7 @@ class WhereCompiler:
 
         `ordered`: the caller can read its page off an index in output order, so a driver is only worth
         it when it is selective. `drive=False`: tests only, for a row the enclosing query already has."""
-        driver, tests, args = self._plan(types, where, alias, ordered, depth, drive)
+        driver, tests, args, _ = self._plan(types, where, alias, ordered, depth, drive)
         if driver is None:
             return tests, args, False
         return f"{alias}.rid IN ({driver.rids}) AND {tests}", (*driver.rid_args, *args), True
@@ -112,16 +120,29 @@ class WhereCompiler:
     def rid_set(self, types: Sequence[str], where: Sequence[Clause], depth: int) -> tuple[str, tuple]:
         """A SELECT of the rids matching (repeats allowed). It streams: a LIMIT on it stops reading early."""
         alias = f"r{depth}"
-        driver, tests, args = self._plan(types, where, alias, False, depth, True)
+        driver, tests, args, bare = self._plan(types, where, alias, False, depth, True)
         if driver is None:
             return f"SELECT {alias}.rid FROM resources {alias} WHERE {tests}", args
+        if bare:
+            return f"SELECT d.rid FROM ({driver.rids}) d", driver.rid_args
         return (f"SELECT {alias}.rid FROM ({driver.rids}) d CROSS JOIN resources {alias} ON {alias}.rid = d.rid "
                 f"WHERE {tests}", (*driver.rid_args, *args))
 
+    def count(self, types: Sequence[str], where: Sequence[Clause], alias: str = "r0") -> tuple[str, tuple]:
+        """A SELECT of the number of current resources of `types` matching `where`: off the driving index alone
+        when its rids need no other test."""
+        driver, tests, args, bare = self._plan(types, where, alias, False, 0, True)
+        if bare:
+            return f"SELECT count(*) FROM (SELECT DISTINCT d.rid FROM ({driver.rids}) d)", driver.rid_args
+        condition = tests if driver is None else f"{alias}.rid IN ({driver.rids}) AND {tests}"
+        return (f"SELECT count(*) FROM resources {alias} WHERE {condition}",
+                args if driver is None else (*driver.rid_args, *args))
+
     def _plan(self, types: Sequence[str], where: Sequence[Clause], alias: str, ordered: bool, depth: int,
-              drive: bool) -> tuple[Part | None, str, tuple]:
-        """(the driving part, the remaining tests, their arguments)."""
-        parts = [_cond_part(item[0].param, single_date_cond(item), alias) if isinstance(item, tuple)
+              drive: bool) -> tuple[Part | None, str, tuple, bool]:
+        """(the driving part, the remaining tests, their arguments, whether the driver's rids are the answer:
+        exact, and no other test)."""
+        parts = [_cond_part(item[0].param, single_date_cond(item), alias, types) if isinstance(item, tuple)
                  else self._clause(item, alias, depth, types) for item in group_single_dates(where)]
         driver = self._driver(parts, ordered, alias) if drive else None
         if driver is not None and driver.rids == _LISTED:  # the list stands for its part and the rid-only tests
@@ -133,11 +154,11 @@ class WhereCompiler:
             conds.append(f"{column} = ?" if len(types) == 1 else f"{column} IN ({','.join('?' * len(types))})")
             args.extend(types)
         conds.append(f"{alias}.deleted = 0")
-        for part in parts:
-            if part is not driver:
-                conds.append(part.test)
-                args.extend(part.args)
-        return driver, " AND ".join(conds), tuple(args)
+        rest = [part for part in parts if part is not driver]
+        for part in rest:
+            conds.append(part.test)
+            args.extend(part.args)
+        return driver, " AND ".join(conds), tuple(args), driver is not None and driver.exact and not rest
 
     def _driver(self, parts: list[Part], ordered: bool, alias: str) -> Part | None:
         """The part whose rids drive the query (None: no clause is worth it), as a list when it is small."""
@@ -184,7 +205,8 @@ class WhereCompiler:
                                      + " AND ".join(test.test for test in tests),
                                      (orjson.dumps(rids).decode(), *(a for test in tests for a in test.args)))
             rids = [row[0] for row in rows]
-        listed = Part(driver.test, driver.args, _LISTED, (orjson.dumps(rids).decode(),), rid_only=driver.rid_only)
+        listed = Part(driver.test, driver.args, _LISTED, (orjson.dumps(rids).decode(),), rid_only=driver.rid_only,
+                      exact=driver.exact)
         self._lists[_list_key(driver, parts)] = listed
         return listed
 
@@ -211,7 +233,7 @@ class WhereCompiler:
             return self._has(pred, alias, depth)
         if isinstance(pred, AnyOfPred):
             return _any([self._clause(inner, alias, depth, types) for inner in pred.clauses])
-        return _cond_part(clause.param, compile_pred(clause.param, clause.param_type, pred, self.checks), alias)
+        return _cond_part(clause.param, compile_pred(clause.param, clause.param_type, pred, self.checks), alias, types)
 
     def _chain(self, param: str, pred: ChainPred, alias: str, depth: int, types: Sequence[str]) -> Part:
         """A local reference through `param`, from a resource of `types` (all if empty), to a current target
@@ -224,11 +246,10 @@ class WhereCompiler:
         inner, inner_args = self.rid_set(pred.target_types, pred.where, depth + 1)
         # only references from `types` count: a parameter like `patient` is shared by many types, and the
         # others' references would make the measured size (and a driven rid list) many times too large
-        source = "" if not types else (" CROSS JOIN resources s ON s.rid = e.rid WHERE s.type IN "
-                                       f"({','.join('?' * len(types))})")
         rids = (f"SELECT e.rid FROM ({inner}) i CROSS JOIN resources t ON t.rid = i.rid CROSS JOIN idx_reference e "
-                f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type{source}")
-        return Part(test, (param, *test_args), rids, (*inner_args, param, *types), nested=True, rid_only=True)
+                f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type{_typed('e.resource_type', types)}")
+        return Part(test, (param, *test_args), rids, (*inner_args, param, *types), nested=True, rid_only=True,
+                    exact=True)
 
     def _has(self, pred: HasPred, alias: str, depth: int) -> Part:
         """A current `source_type` resource matching `where` references this one through `source_param`."""

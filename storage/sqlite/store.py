@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Sequence
@@ -46,6 +47,9 @@ class SqliteStore:
         conn = connect(path, synchronous)
         for statement in (*schema.SCHEMA, *index.SCHEMA):
             conn.execute(statement)
+        started = time.monotonic()
+        if index.migrate(conn):
+            log.info("sqlite index tables migrated: rows now carry resource types (%.1f s)", time.monotonic() - started)
         conn.close()
         self._writer = Writer(path, synchronous)
         self._local = threading.local()
@@ -152,7 +156,7 @@ def _reindex(conn: sqlite3.Connection, items: Sequence[tuple[str, str, index.Row
         row = conn.execute("SELECT rid FROM resources WHERE type = ? AND id = ? AND NOT deleted",
                            (resource_type, resource_id)).fetchone()
         if row:
-            index.replace_entries(conn, row[0], rows, existed=True)
+            index.replace_entries(conn, row[0], resource_type, rows, existed=True)
 
 
 # a Write as `commit` hands it to the writer process: type, id, version_id, last_updated (text), body (None: a
@@ -186,6 +190,6 @@ def _apply(conn: sqlite3.Connection, writes: Sequence[_WriteRow], assertions: Se
                            "VALUES (?, ?, ?, ?, ?)", (type_, id_, version_id, interaction, updated)).lastrowid
         conn.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?, ?)",
                      (type_, id_, version_id, seq, updated, deleted, body or b""))
-        index.replace_entries(conn, rid, rows or {}, existed=row is not None)
+        index.replace_entries(conn, rid, type_, rows or {}, existed=row is not None)
         seqs.append(seq)
     return seqs
