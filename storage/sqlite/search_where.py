@@ -11,6 +11,9 @@ clause is selective, nothing drives: the caller walks that index and stops after
 A chain or `_has` that is the only candidate driver is measured by reading its rids (up to ESTIMATE_CAP) into a
 list, so it is evaluated once: the page and the total read the list. Tests that look at nothing but the rid
 (index probes, such as `:not`) are applied to the list first, so no resource row is read for a rid they rule out.
+A `_has` on one type is read as the ids its sources reference instead: the row test `type = ? AND id IN (ids)` is
+answered through the (type, id) index in id order, so a first page in the default order reads about one row per
+match it returns.
 
 Chains and `_has` test the related row in place (an uncorrelated IN list inside a correlated subquery is
 rebuilt for every row tested); their rid sets are joins that stream, so a capped count stops early.
@@ -43,6 +46,10 @@ class Part:
     nested: bool = False  # a chain or _has: costlier to measure
     rid_only: bool = False  # `test` reads nothing of the resource row but its rid
     exact: bool = False  # `rids` are all current resources of the searched types (no row check needed)
+    ids: str | None = None  # `_has` on one type: SELECT of the ids of that type its sources reference
+    id_args: tuple = ()
+    keyed: str | None = None  # a driver read as ids: its test on the row, through the (type, id) index in id order
+    keyed_args: tuple = ()
 
 
 def _any(parts: Sequence[Part]) -> Part:
@@ -61,6 +68,13 @@ def _any(parts: Sequence[Part]) -> Part:
 def _typed(column: str, types: Sequence[str]) -> str:
     """` AND column IN (types)`, or nothing for every type."""
     return "" if not types else f" AND {column} IN ({','.join('?' * len(types))})"
+
+
+def _driven(driver: Part, alias: str) -> tuple[str, tuple]:
+    """The condition by which `driver` selects the rows of `alias`, and its arguments."""
+    if driver.keyed is not None:
+        return driver.keyed, driver.keyed_args
+    return f"{alias}.rid IN ({driver.rids})", driver.rid_args
 
 
 def _cond_part(param: str, cond: Cond, alias: str, types: Sequence[str]) -> Part:
@@ -115,7 +129,8 @@ class WhereCompiler:
         driver, tests, args, _ = self._plan(types, where, alias, ordered, depth, drive)
         if driver is None:
             return tests, args, False
-        return f"{alias}.rid IN ({driver.rids}) AND {tests}", (*driver.rid_args, *args), True
+        driven, driven_args = _driven(driver, alias)
+        return f"{driven} AND {tests}", (*driven_args, *args), True
 
     def rid_set(self, types: Sequence[str], where: Sequence[Clause], depth: int) -> tuple[str, tuple]:
         """A SELECT of the rids matching (repeats allowed). It streams: a LIMIT on it stops reading early."""
@@ -125,6 +140,9 @@ class WhereCompiler:
             return f"SELECT {alias}.rid FROM resources {alias} WHERE {tests}", args
         if bare:
             return f"SELECT d.rid FROM ({driver.rids}) d", driver.rid_args
+        if driver.keyed is not None:
+            return f"SELECT {alias}.rid FROM resources {alias} WHERE {driver.keyed} AND {tests}", (
+                *driver.keyed_args, *args)
         return (f"SELECT {alias}.rid FROM ({driver.rids}) d CROSS JOIN resources {alias} ON {alias}.rid = d.rid "
                 f"WHERE {tests}", (*driver.rid_args, *args))
 
@@ -134,9 +152,10 @@ class WhereCompiler:
         driver, tests, args, bare = self._plan(types, where, alias, False, 0, True)
         if bare:
             return f"SELECT count(*) FROM (SELECT DISTINCT d.rid FROM ({driver.rids}) d)", driver.rid_args
-        condition = tests if driver is None else f"{alias}.rid IN ({driver.rids}) AND {tests}"
-        return (f"SELECT count(*) FROM resources {alias} WHERE {condition}",
-                args if driver is None else (*driver.rid_args, *args))
+        if driver is None:
+            return f"SELECT count(*) FROM resources {alias} WHERE {tests}", args
+        driven, driven_args = _driven(driver, alias)
+        return f"SELECT count(*) FROM resources {alias} WHERE {driven} AND {tests}", (*driven_args, *args)
 
     def _plan(self, types: Sequence[str], where: Sequence[Clause], alias: str, ordered: bool, depth: int,
               drive: bool) -> tuple[Part | None, str, tuple, bool]:
@@ -144,9 +163,12 @@ class WhereCompiler:
         exact, and no other test)."""
         parts = [_cond_part(item[0].param, single_date_cond(item), alias, types) if isinstance(item, tuple)
                  else self._clause(item, alias, depth, types) for item in group_single_dates(where)]
-        driver = self._driver(parts, ordered, alias) if drive else None
-        if driver is not None and driver.rids == _LISTED:  # the list stands for its part and the rid-only tests
-            parts = [p for p in parts if not p.rid_only and self._lists.get(_list_key(p, parts)) is not driver]
+        driver = self._driver(parts, ordered, alias, types) if drive else None
+        if driver is not None and (driver.rids == _LISTED or driver.keyed is not None):
+            # a list stands for its part (and a list of rids for the rid-only tests too, applied to it)
+            stood_for = [p for p in parts if self._lists.get(_list_key(p, parts)) is driver]
+            parts = [p for p in parts if all(p is not q for q in stood_for)
+                     and not (p.rid_only and driver.rids == _LISTED)]
         conds: list[str] = []
         args: list[Any] = []
         if types:
@@ -160,7 +182,7 @@ class WhereCompiler:
             args.extend(part.args)
         return driver, " AND ".join(conds), tuple(args), driver is not None and driver.exact and not rest
 
-    def _driver(self, parts: list[Part], ordered: bool, alias: str) -> Part | None:
+    def _driver(self, parts: list[Part], ordered: bool, alias: str, types: Sequence[str]) -> Part | None:
         """The part whose rids drive the query (None: no clause is worth it), as a list when it is small."""
         candidates = [p for p in parts if p.rids is not None]
         if not candidates:
@@ -176,20 +198,36 @@ class WhereCompiler:
             if min(sizes) < _SMALL:
                 return plain[sizes.index(min(sizes))]
         if len(candidates) == 1 and candidates[0].nested:  # measured by reading it, so it is evaluated once
-            rids = self._read(candidates[0])
-            return None if len(rids) >= ESTIMATE_CAP else self._listed(candidates[0], parts, alias, rids)
+            part = candidates[0]
+            if part.ids is not None:
+                ids = self._read(part.ids, part.id_args)
+                return None if len(ids) >= ESTIMATE_CAP else self._keyed(part, parts, alias, types[0], ids)
+            rids = self._read(part.rids, part.rid_args)
+            return None if len(rids) >= ESTIMATE_CAP else self._listed(part, parts, alias, rids)
         sizes = self._measure(candidates)
         best = min(range(len(candidates)), key=sizes.__getitem__)
         if ordered and sizes[best] >= ESTIMATE_CAP:
             return None
         return candidates[best]
 
-    def _read(self, part: Part) -> list[int]:
-        """The part's rids, up to ESTIMATE_CAP of them (repeats included)."""
+    def _read(self, sql: str, args: tuple) -> list[Any]:
+        """The first column of `sql`'s rows (a part's rids or ids), up to ESTIMATE_CAP of them."""
         if self.checks:
             ensure_function(self.conn)
-        rows = self.conn.execute(f"SELECT * FROM ({part.rids}) LIMIT {ESTIMATE_CAP}", part.rid_args)
-        return [row[0] for row in rows]
+        return [row[0] for row in self.conn.execute(f"SELECT * FROM ({sql}) LIMIT {ESTIMATE_CAP}", args)]
+
+    def _keyed(self, driver: Part, parts: list[Part], alias: str, resource_type: str, ids: list[str]) -> Part:
+        """A `_has` driver as the ids its sources reference: a test on the row that SQLite answers through the
+        (type, id) index in id order, so a page in the default order reads one row per match it returns, not
+        every match (and no lookup by type and id per source, as its rids would take)."""
+        listed = orjson.dumps(sorted(set(ids))).decode()
+        keyed = Part(driver.test, driver.args,
+                     "SELECT k.rid FROM resources k WHERE k.type = ? AND k.id IN (SELECT value FROM json_each(?))",
+                     (resource_type, listed),
+                     keyed=f"{alias}.type = ? AND {alias}.id IN (SELECT value FROM json_each(?))",
+                     keyed_args=(resource_type, listed))
+        self._lists[_list_key(driver, parts)] = keyed
+        return keyed
 
     def _listed(self, driver: Part, parts: list[Part], alias: str, rids: list[int]) -> Part:
         """A chain or `_has` driver as the list of its rids, so that the page and the total do not evaluate it
@@ -230,7 +268,7 @@ class WhereCompiler:
         if isinstance(pred, ChainPred):
             return self._chain(clause.param, pred, alias, depth, types)
         if isinstance(pred, HasPred):
-            return self._has(pred, alias, depth)
+            return self._has(pred, alias, depth, types)
         if isinstance(pred, AnyOfPred):
             return _any([self._clause(inner, alias, depth, types) for inner in pred.clauses])
         return _cond_part(clause.param, compile_pred(clause.param, clause.param_type, pred, self.checks), alias, types)
@@ -251,7 +289,7 @@ class WhereCompiler:
         return Part(test, (param, *test_args), rids, (*inner_args, param, *types), nested=True, rid_only=True,
                     exact=True)
 
-    def _has(self, pred: HasPred, alias: str, depth: int) -> Part:
+    def _has(self, pred: HasPred, alias: str, depth: int, types: Sequence[str]) -> Part:
         """A current `source_type` resource matching `where` references this one through `source_param`."""
         source = f"r{depth + 1}"
         tests, test_args, _ = self.condition((pred.source_type,), pred.where, source, depth=depth + 1, drive=False)
@@ -262,4 +300,11 @@ class WhereCompiler:
         rids = (f"SELECT t.rid FROM ({inner}) i CROSS JOIN idx_reference e INDEXED BY idx_reference_rid "
                 f"ON e.rid = i.rid CROSS JOIN resources t ON t.type = e.target_type AND t.id = e.target_id "
                 f"WHERE e.param = ?")
-        return Part(test, (pred.source_param, *test_args), rids, (*inner_args, pred.source_param), nested=True)
+        ids, id_args = None, ()
+        if len(types) == 1:  # the referenced ids: a driver can then read its page in id order (_keyed)
+            ids = ("SELECT DISTINCT e.target_id FROM ({inner}) i "
+                   "CROSS JOIN idx_reference e INDEXED BY idx_reference_rid "
+                   "ON e.rid = i.rid WHERE e.param = ? AND e.target_type = ?").format(inner=inner)
+            id_args = (*inner_args, pred.source_param, types[0])
+        return Part(test, (pred.source_param, *test_args), rids, (*inner_args, pred.source_param), nested=True,
+                    ids=ids, id_args=id_args)
