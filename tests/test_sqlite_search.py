@@ -381,7 +381,8 @@ async def test_selective_predicates_use_indexes(store, tmp_path):
         DateEntry("date", *(f"2020-01-01T00:00:{n % 60:02d}.000000",) * 2),
         ReferenceEntry("subject", "Patient", f"p{n % 50}"), StringEntry("name", f"n{n}", f"N{n}"),
         qty(float(n % 1000), "kg", "kg"), UriEntry("instantiates", f"http://x.org/q/{n % 1000}"),
-        ReferenceEntry("subject", None, None, identifier_system="urn:ssn", identifier_value=str(n % 1000))],
+        ReferenceEntry("subject", None, None, identifier_system="urn:ssn", identifier_value=str(n % 1000)),
+        ReferenceEntry("based-on", None, None, f"http://other.org/CarePlan/{n % 1000}")],
         0, "create")
         for n in range(6000)]
     writes += [Write("Patient", f"p{n}", 1, T0, b"{}", [StringEntry("name", f"pat{n}", f"Pat{n}")], 0, "create")
@@ -401,6 +402,7 @@ async def test_selective_predicates_use_indexes(store, tmp_path):
         "uri": clause("instantiates", "uri", UriPred("http://x.org/q/17", "below")),
         "identifier": clause("subject", "reference", ReferencePred(modifier="identifier", identifier_system="urn:ssn",
                                                                    identifier_value="17")),
+        "url": clause("based-on", "reference", ReferencePred(url="http://other.org/CarePlan/17")),
     }
     for name, where in selective.items():
         text = plan(path, Query(("Observation",), (clause("status", "token", TokenPred(None, "final")), where)))

@@ -48,8 +48,10 @@ SCHEMA = (
         target_id TEXT, url TEXT, version TEXT, identifier_system TEXT, identifier_value TEXT, resource_type TEXT)""",
     """CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (param, target_id, target_type, resource_type,
         rid)""",
-    "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, url, resource_type, rid)",
-    # `:identifier`; partial, so the many references without an identifier cost nothing
+    # absolute URLs and canonicals; partial (like the next), so the many local references cost nothing to write
+    """CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, url, resource_type, rid)
+        WHERE url IS NOT NULL""",
+    # `:identifier`
     """CREATE INDEX IF NOT EXISTS idx_reference_identifier ON idx_reference (param, identifier_value, resource_type,
         rid)
         WHERE identifier_value IS NOT NULL""",
