@@ -10,7 +10,11 @@ SCHEMA = (
         last_updated TEXT NOT NULL,
         deleted INTEGER NOT NULL,
         UNIQUE (type, id))""",
-    """CREATE INDEX IF NOT EXISTS resources_type_updated ON resources (type, last_updated, id)""",
+    # one type's resources in the default order, creation (rid: SQLite indexes end with it), and by
+    # _lastUpdated with ties in that order; the (type, last_updated, id) index of earlier versions goes
+    """CREATE INDEX IF NOT EXISTS resources_type ON resources (type)""",
+    """CREATE INDEX IF NOT EXISTS resources_type_time ON resources (type, last_updated)""",
+    """DROP INDEX IF EXISTS resources_type_updated""",
     """CREATE TABLE IF NOT EXISTS history (
         type TEXT NOT NULL,
         id TEXT NOT NULL,

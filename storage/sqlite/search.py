@@ -48,7 +48,7 @@ def _execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
     compiler = WhereCompiler(conn)
     if query.count == 0:
         return SearchPage([], total=_count(conn, compiler, query))
-    keys = sort_keys(query.sort, query.types, _ALIAS)
+    keys = sort_keys(query.sort, _ALIAS)
     walk = keys[0].table is not None
     where, where_args, driven = compiler.condition(query.types, query.where, _ALIAS,
                                                    walk or index_ordered(keys, query.types))

@@ -2,8 +2,11 @@
 
 A resource's sort value for a multi-valued parameter is its least value ascending and its greatest
 descending (dates: the lower bound ascending, the upper bound descending); a resource without a value has
-the lowest one: first ascending, last descending (as on MongoDB, and SQLite's own order for NULL). `id` (then `type`, when several types are searched) breaks ties, in the direction
-of the last sort key, so `_sort=-_lastUpdated` reads the (type, last_updated, id) index backwards.
+the lowest one: first ascending, last descending (as on MongoDB, and SQLite's own order for NULL). The resource's
+`rid`, the order it was created in, breaks ties (in the direction of the last sort key) and is the order of a search
+without `_sort`: a page then comes off an index in that order (every SQLite index ends with the rid), so a first page
+of a search matching many resources reads about as many rows as it returns, instead of all of them to sort by id.
+`_sort=-_lastUpdated` reads the (type, last_updated) index backwards.
 
 A page after a cursor holds the rows strictly after the cursor's row in this order ("next"), or strictly
 before it, read in reverse order and turned around ("prev").
@@ -38,13 +41,11 @@ class Key:
     column: str | None = None
 
 
-def sort_keys(sort: Sequence[SortKey], types: Sequence[str], alias: str) -> list[Key]:
-    """The full ordering of a search: its sort keys, then id (and type) as tie-breaks."""
+def sort_keys(sort: Sequence[SortKey], alias: str) -> list[Key]:
+    """The full ordering of a search: its sort keys, then the rid (creation order) as the tie-break."""
     keys = [_key(key, alias) for key in sort]
     last = keys[-1].descending if keys else False
-    keys.append(Key(f"{alias}.id", (), last, False))
-    if len(types) != 1:
-        keys.append(Key(f"{alias}.type", (), last, False))
+    keys.append(Key(f"{alias}.rid", (), last, False))
     return keys
 
 
@@ -65,7 +66,7 @@ def _key(key: SortKey, alias: str) -> Key:
 
 
 def index_ordered(keys: Sequence[Key], types: Sequence[str]) -> bool:
-    """Whether one type's rows can come off an index in this order ((type, id) or (type, last_updated, id))."""
+    """Whether one type's rows can come off an index in this order ((type) or (type, last_updated), then rid)."""
     return (len(types) == 1 and all(not k.nullable and not k.args for k in keys)
             and len({k.descending for k in keys}) == 1)
 

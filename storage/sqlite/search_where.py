@@ -5,15 +5,14 @@ table's `rid` index) and, when the clause can only be satisfied by entries (no `
 an uncorrelated set of rids read through the (param, value…) indexes. The planner measures each rid set
 with a capped count and lets the smallest drive the query, testing the other clauses row by row; so an
 unselective clause (`status=final`) is never materialised. When the caller can read its page straight off
-an index in output order (one type by id or _lastUpdated, or the first sort parameter's own index) and no
+an index in output order (one type in creation order or by _lastUpdated, or the first sort parameter's own index) and no
 clause is selective, nothing drives: the caller walks that index and stops after one page.
 
 A chain or `_has` that is the only candidate driver is measured by reading its rids (up to ESTIMATE_CAP) into a
 list, so it is evaluated once: the page and the total read the list. Tests that look at nothing but the rid
 (index probes, such as `:not`) are applied to the list first, so no resource row is read for a rid they rule out.
 A `_has` on one type is read as the ids its sources reference instead: the row test `type = ? AND id IN (ids)` is
-answered through the (type, id) index in id order, so a first page in the default order reads about one row per
-match it returns.
+answered through the (type, id) index, which carries the rid: no lookup by type and id per source.
 
 Chains and `_has` test the related row in place (an uncorrelated IN list inside a correlated subquery is
 rebuilt for every row tested); their rid sets are joins that stream, so a capped count stops early.
@@ -48,7 +47,7 @@ class Part:
     exact: bool = False  # `rids` are all current resources of the searched types (no row check needed)
     ids: str | None = None  # `_has` on one type: SELECT of the ids of that type its sources reference
     id_args: tuple = ()
-    keyed: str | None = None  # a driver read as ids: its test on the row, through the (type, id) index in id order
+    keyed: str | None = None  # a driver read as ids: its test on the row, through the (type, id) index
     keyed_args: tuple = ()
 
 
@@ -218,8 +217,7 @@ class WhereCompiler:
 
     def _keyed(self, driver: Part, parts: list[Part], alias: str, resource_type: str, ids: list[str]) -> Part:
         """A `_has` driver as the ids its sources reference: a test on the row that SQLite answers through the
-        (type, id) index in id order, so a page in the default order reads one row per match it returns, not
-        every match (and no lookup by type and id per source, as its rids would take)."""
+        (type, id) index, which carries the rid (no lookup by type and id per source, as its rids would take)."""
         listed = orjson.dumps(sorted(set(ids))).decode()
         keyed = Part(driver.test, driver.args,
                      "SELECT k.rid FROM resources k WHERE k.type = ? AND k.id IN (SELECT value FROM json_each(?))",
@@ -301,7 +299,7 @@ class WhereCompiler:
                 f"ON e.rid = i.rid CROSS JOIN resources t ON t.type = e.target_type AND t.id = e.target_id "
                 f"WHERE e.param = ?")
         ids, id_args = None, ()
-        if len(types) == 1:  # the referenced ids: a driver can then read its page in id order (_keyed)
+        if len(types) == 1:  # the referenced ids, for a driver read as ids (_keyed)
             ids = ("SELECT DISTINCT e.target_id FROM ({inner}) i "
                    "CROSS JOIN idx_reference e INDEXED BY idx_reference_rid "
                    "ON e.rid = i.rid WHERE e.param = ? AND e.target_type = ?").format(inner=inner)
