@@ -12,6 +12,7 @@ current version: a write replaces them all.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from operator import attrgetter
 from typing import Iterable
@@ -67,10 +68,9 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS idx_composite_rid ON idx_composite (rid, param)",
 )
 
-# the (param, value…, resource_type, rid) indexes: rebuilt by `migrate`
-DRIVERS = ("idx_token_code", "idx_string_norm", "idx_date_lo", "idx_date_hi", "idx_number_value", "idx_quantity_code",
-           "idx_quantity_value", "idx_reference_target", "idx_reference_url", "idx_reference_identifier",
-           "idx_uri_value", "idx_composite_key")
+# the (param, value…, resource_type, rid) indexes, rebuilt by `migrate`: those of SCHEMA naming resource_type
+DRIVERS = tuple(name for statement in SCHEMA
+                for name in re.findall(r"INDEX IF NOT EXISTS (\w+) ON \w+ \([^)]*resource_type", statement))
 
 TABLES = ("idx_token", "idx_string", "idx_date", "idx_number", "idx_quantity", "idx_reference", "idx_uri",
           "idx_composite")

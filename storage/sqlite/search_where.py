@@ -140,8 +140,8 @@ class WhereCompiler:
         if bare:
             return f"SELECT d.rid FROM ({driver.rids}) d", driver.rid_args
         if driver.keyed is not None:
-            return f"SELECT {alias}.rid FROM resources {alias} WHERE {driver.keyed} AND {tests}", (
-                *driver.keyed_args, *args)
+            driven, driven_args = _driven(driver, alias)
+            return f"SELECT {alias}.rid FROM resources {alias} WHERE {driven} AND {tests}", (*driven_args, *args)
         return (f"SELECT {alias}.rid FROM ({driver.rids}) d CROSS JOIN resources {alias} ON {alias}.rid = d.rid "
                 f"WHERE {tests}", (*driver.rid_args, *args))
 
@@ -218,12 +218,10 @@ class WhereCompiler:
     def _keyed(self, driver: Part, parts: list[Part], alias: str, resource_type: str, ids: list[str]) -> Part:
         """A `_has` driver as the ids its sources reference: a test on the row that SQLite answers through the
         (type, id) index, which carries the rid (no lookup by type and id per source, as its rids would take)."""
-        listed = orjson.dumps(sorted(set(ids))).decode()
-        keyed = Part(driver.test, driver.args,
-                     "SELECT k.rid FROM resources k WHERE k.type = ? AND k.id IN (SELECT value FROM json_each(?))",
-                     (resource_type, listed),
-                     keyed=f"{alias}.type = ? AND {alias}.id IN (SELECT value FROM json_each(?))",
-                     keyed_args=(resource_type, listed))
+        args = (resource_type, orjson.dumps(sorted(set(ids))).decode())
+        test = "{a}.type = ? AND {a}.id IN (SELECT value FROM json_each(?))"
+        keyed = Part(driver.test, driver.args, f"SELECT k.rid FROM resources k WHERE {test.format(a='k')}", args,
+                     keyed=test.format(a=alias), keyed_args=args)
         self._lists[_list_key(driver, parts)] = keyed
         return keyed
 
