@@ -16,6 +16,7 @@ from capability.outcome import FhirError
 from server import http, rest
 from server.interactions import definitions
 from server.interactions.context import Context
+from server.interactions.limits import Limits
 from server.settings import Settings
 from storage import open_store
 from storage.base import Store
@@ -120,7 +121,7 @@ class HearthApp:
         extras = {"max_body_bytes": self.settings.max_body_bytes,
                   "conditional_delete_multiple": self.settings.conditional_delete_multiple}
         self.ctx = Context(store, self.settings.public_base_url, self.settings.default_count,
-                           self.settings.max_count, extras=extras)
+                           self.settings.max_count, extras=extras, limits=Limits.from_settings(self.settings))
         await definitions.load(self.ctx)
         await self.subscriptions.start(self.ctx)
 

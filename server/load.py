@@ -28,6 +28,7 @@ from capability import fhir_json
 from capability.outcome import FhirError
 from server.interactions import crud, transaction
 from server.interactions.context import Context
+from server.interactions.limits import Limits
 from server.progress import ProgressBar
 from server.settings import Settings
 from storage import open_store
@@ -365,7 +366,8 @@ async def import_files(settings: Settings, files: list[Path], concurrency: int =
     if hasattr(store, "open"):
         await store.open()
     try:
-        ctx = Context(store, settings.public_base_url, settings.default_count, settings.max_count)
+        ctx = Context(store, settings.public_base_url, settings.default_count, settings.max_count,
+                      limits=Limits.from_settings(settings))
         return await Loader(ctx, concurrency, progress=progress).load(files)
     finally:
         await store.close()

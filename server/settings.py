@@ -22,6 +22,21 @@ class Settings:
     subscription_retry_base: float = 1.0  # seconds before the first retry (then doubling, with jitter)
     subscription_allowed_hosts: str = ""  # comma-separated hosts rest-hook endpoints may use; empty: any
     conditional_delete_multiple: bool = False  # DELETE Type?criteria may delete several matches (else 412)
+    # what one request may cost (each refused past its bound with a 4xx OperationOutcome naming the setting)
+    search_max_chain_depth: int = 4  # levels of chaining and nested _has in one search parameter
+    search_max_values: int = 200  # values ORed in one search parameter (a,b,c)
+    search_max_parameters: int = 100  # search parameters in one search (repeats and chains included)
+    search_timeout: float = 10.0  # seconds a search may run; then its database work is interrupted
+    max_resource_elements: int = 100_000  # JSON values (objects, arrays, primitives) in one resource
+    # outbound: networks (CIDRs) rest-hook endpoints may reach although private, loopback or link-local
+    subscription_allowed_networks: str = ""
+    subscription_match_timeout: float = 1.0  # seconds one Subscription may spend matching one change
+    # inbound HTTP
+    allowed_hosts: str = ""  # Host header values served besides the base URL's host (comma-separated)
+    trusted_proxies: str = ""  # addresses (CIDRs) whose Forwarded / X-Forwarded-* headers are honoured
+    header_timeout: float = 10.0  # seconds a client has to send a request's headers
+    body_timeout: float = 60.0  # seconds a client has to send a request's body
+    max_connections: int = 1000  # concurrent connections and requests; beyond, 503
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

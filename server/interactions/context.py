@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from server.interactions import definitions
+from server.interactions.limits import Limits
 from storage.base import Assertion, Change, Store, Write
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ class Context:
     default_count: int = 20
     max_count: int = 1000
     extras: dict = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
     # run on every commit before it is made; each may refuse the writes with a FhirError (subscriptions add theirs)
     write_checks: list[Callable[[Context, Sequence[Write]], None]] = field(
         default_factory=lambda: [definitions.check])
