@@ -94,13 +94,13 @@ def seed(server: HearthProcess, patients: list[dict]) -> list[int]:
 
 
 def get_requests(paths: list[str]) -> Callable[[], bytes]:
-    requests = itertools.cycle([f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: application/fhir+json\r\n\r\n"
+    requests = itertools.cycle([f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/fhir+json\r\n\r\n"
                                 .encode() for path in paths])
     return requests.__next__
 
 
 def post_requests(path: str, bodies: list[bytes]) -> Callable[[], bytes]:
-    head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/fhir+json\r\nContent-Length: "
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\nContent-Length: "
     requests = itertools.cycle([f"{head}{len(body)}\r\n\r\n".encode() + body for body in bodies])
     return requests.__next__
 

@@ -7,6 +7,8 @@ import sys
 
 from server.settings import Settings
 
+SHUTDOWN_SECONDS = 5  # on SIGTERM, requests still running after this long are cancelled
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -14,14 +16,22 @@ def _serve(args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.logs import configure
     from server.metrics import Observability
+    from server.protocol import bounded_protocol
 
     settings = Settings.from_env(host=args.host, port=args.port, storage=args.storage, base_url=args.base_url,
                                  max_body_bytes=args.max_body_bytes, log_level=args.log_level)
     configure(settings.log_level)
     print(f"Hearth serving FHIR R4 at {settings.public_base_url} (storage: {settings.storage})", file=sys.stderr)
+    if not settings.base_url and settings.host in ("", "0.0.0.0", "::"):
+        print(f"Hearth: no HEARTH_BASE_URL given, so links say {settings.public_base_url} and only requests for "
+              "localhost are answered; set HEARTH_BASE_URL to the URL clients use", file=sys.stderr)
     uvicorn.run(Observability(create_app(settings)), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False, lifespan="on",
-                log_config=None)  # uvicorn's own lines go through the root JSON handler too
+                log_config=None,  # uvicorn's own lines go through the root JSON handler too
+                http=bounded_protocol(settings.header_timeout, settings.body_timeout, settings.max_header_bytes,
+                                      settings.max_connections),
+                proxy_headers=False,  # server/proxies.py reads them, from HEARTH_TRUSTED_PROXIES only
+                timeout_graceful_shutdown=SHUTDOWN_SECONDS)
     return 0
 
 

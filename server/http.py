@@ -28,7 +28,8 @@ def check_accept(request: Request) -> bool:
     """True when the response should be XML; 406 for formats Hearth does not produce. `_format` overrides Accept."""
     wanted = request.query_params.get("_format")
     if wanted is not None:
-        media = wanted.split(";")[0].strip().lower()
+        # `application/fhir+json` written literally in a URL arrives as `application/fhir json` (+ is a space)
+        media = wanted.split(";")[0].strip().lower().replace(" ", "+")
         if media in _FORMAT_XML:
             return True
         if media not in _FORMAT_JSON:
@@ -174,7 +175,7 @@ def parse_etag(value: str | None) -> int | None:
     if not value:
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isdigit() and len(text) <= 18 else None  # no version id has more digits
 
 
 def outcome_body(diagnostics: str, severity: str = "information", code: str = "informational") -> bytes:

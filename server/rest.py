@@ -60,9 +60,10 @@ async def metadata(request: Request, ctx: Context) -> Response:
 
 
 async def create(request: Request, ctx: Context, resource_type: str) -> Response:
-    """POST [type], conditional with If-None-Exist (a match: 200 and nothing written)."""
+    """POST [type], conditional with If-None-Exist or search parameters in the URL (a match: 200 and nothing
+    written)."""
     body = _accepted(ctx, resource_type, await http.read_body(request, ctx.extras["max_body_bytes"]))
-    criteria = request.headers.get("if-none-exist")
+    criteria = _create_criteria(request)
     if criteria is None:
         version, created = await crud.create(ctx, resource_type, body), True
     else:
@@ -114,7 +115,25 @@ def _if_match(request: Request) -> int | None:
 
 def _criteria(request: Request) -> str:
     """The condition of a conditional interaction: the query string, less the formatting parameters."""
-    return urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")])
+    return urlencode(_condition(request.query_params.multi_items()))
+
+
+def _condition(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in params if name not in ("_format", "_pretty")]
+
+
+def _create_criteria(request: Request) -> str | None:
+    """A create's condition: If-None-Exist, or search parameters in the URL (`POST Patient?identifier=…`, as
+    clients like fhirpy send them; ignoring them would create a duplicate each time). 400 when both are given
+    and differ."""
+    header = request.headers.get("if-none-exist")
+    in_url = _condition(request.query_params.multi_items())
+    if header is None:
+        return urlencode(in_url) if in_url else None
+    # the header may be `identifier=…` or `Patient?identifier=…`
+    if in_url and sorted(in_url) != sorted(parse_qsl(header.split("?", 1)[-1], keep_blank_values=True)):
+        raise invalid("If-None-Exist and the search parameters in the URL give different conditions; send one")
+    return header
 
 
 async def conditional_update(request: Request, ctx: Context, resource_type: str) -> Response:

@@ -36,6 +36,7 @@ class Settings:
     trusted_proxies: str = ""  # addresses (CIDRs) whose Forwarded / X-Forwarded-* headers are honoured
     header_timeout: float = 10.0  # seconds a client has to send a request's headers
     body_timeout: float = 60.0  # seconds a client has to send a request's body
+    max_header_bytes: int = 65536  # a request's line and headers together
     max_connections: int = 1000  # concurrent connections and requests; beyond, 503
 
     @classmethod
@@ -54,4 +55,9 @@ class Settings:
 
     @property
     def public_base_url(self) -> str:
-        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+        """`base_url`, or one made from the address listened on (a wildcard address names no host a client could
+        use, so links then say `localhost`: set HEARTH_BASE_URL when clients come from elsewhere)."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host = "localhost" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"

@@ -21,6 +21,15 @@ BASE = "http://hearth.test/fhir"
 BACKENDS = ["sqlite", "mongo"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop at once, with one message, when the shared test material is not where the tests read it."""
+    if not SYNTHEA.is_dir():
+        raise pytest.UsageError(
+            f"Hearth's tests need the shared test material at {SHARED} (FHIR R4 definitions, Synthea data, "
+            "TestScripts: the `shared` folder beside this repository), and it is not there. Put it there "
+            "(or a link to it) and run the tests again.")
+
+
 def make_store(backend: str, tmp_path: Path):
     """A fresh store of `backend`: SQLite on a temp file; MongoDB on mongomock, or a real server when
     HEARTH_TEST_MONGODB_URL is set."""

@@ -14,7 +14,7 @@ from capability import fhir_json
 from capability.validation import validate_resource
 from conformance.suite import run_suite
 from tests.conftest import SHARED
-from tests.test_restart import free_port, start, stop
+from tests.server_process import free_port, start, stop
 
 SUITES = SHARED / "testdata" / "testscripts"
 HEARTH_SCRIPTS = Path(__file__).resolve().parents[1] / "conformance" / "scripts"

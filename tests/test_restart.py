@@ -2,43 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(db: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "HEARTH_STORAGE": str(db), "HEARTH_PORT": str(port)}
-    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        if process.poll() is not None:
-            raise AssertionError(process.stderr.read().decode())
-    process.kill()
-    raise AssertionError("server did not become ready")
-
-
-def stop(process: subprocess.Popen, hard: bool) -> None:
-    process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
-    process.wait(timeout=30)
+from tests.server_process import free_port, start, stop
 
 
 def test_data_survives_restart_and_kill(tmp_path):
