@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
@@ -150,9 +151,13 @@ async def conditional_delete(request: Request, ctx: Context, resource_type: str)
 
 
 async def _patcher(request: Request, ctx: Context) -> patching.Patcher:
-    body = await http.read_body(request, ctx.extras["max_body_bytes"],
-                                {patching.JSON_PATCH, *patching.FHIRPATH_PATCH_TYPES})
-    return patching.compile_patch(body, http.body_media(request))
+    """The request's patch, checked (a large one on a worker thread)."""
+    media = http.body_media(request)
+    patching.compiler(media)  # 415 for a media type that is no patch format, before the body is read
+    body = await http.read_body(request, ctx.limits.max_body_bytes, set(patching.PATCH_TYPES))
+    if len(body) > transaction.OFF_LOOP_BYTES:
+        return await asyncio.to_thread(patching.compile_patch, body, media)
+    return patching.compile_patch(body, media)
 
 
 async def patch(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from capability.outcome import FhirError
 from conftest import FHIR_JSON
 from server.interactions.fhirpath_patch import compile_fhirpath_patch, compile_path
+from server.interactions.limits import Limits
+from server.interactions.patch_budget import Budget
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 PATIENT = {"resourceType": "Patient", "active": True,
@@ -42,9 +45,9 @@ async def make_patient(client, **changes) -> dict:
 
 # --- FHIRPath Patch on dicts --------------------------------------------------------------------------------
 
-def apply(resource: dict, *operations: dict) -> dict:
-    import copy
-    return compile_fhirpath_patch(fhirpath_patch(*operations))(copy.deepcopy(resource))
+def apply(resource: dict, *operations: dict, limits: Limits = Limits()) -> dict:
+    resource = copy.deepcopy(resource)
+    return compile_fhirpath_patch(fhirpath_patch(*operations)).apply(resource, Budget.of(resource, limits, "Patient/1"))
 
 
 def test_path_evaluation_where_index_first():
@@ -199,3 +202,54 @@ async def test_conditional_patch(client):
                                headers=JSON_PATCH)).status_code == 404
     await make_patient(client)
     assert (await client.patch(url, json=ops, headers=JSON_PATCH)).status_code == 412
+
+
+# --- what a patch leaves, and patches that change nothing -----------------------------------------------------
+
+def test_compiled_fhirpath_patch_applies_again_the_same():
+    """A patch is applied again when a concurrent write wins: its values must not have been changed in place."""
+    patch = compile_fhirpath_patch(fhirpath_patch(
+        operation("add", "Patient", name="contact", value_BackboneElement={"name": {"text": "Ann"}}),
+        operation("add", "Patient.contact[0]", name="gender", value_Code="female")))
+    first, second = copy.deepcopy(PATIENT), copy.deepcopy(PATIENT)
+    patch.apply(first, Budget.of(first, Limits(), "Patient/1"))
+    patch.apply(second, Budget.of(second, Limits(), "Patient/1"))
+    assert first == second and first["contact"] == [{"name": {"text": "Ann"}, "gender": "female"}]
+
+
+async def test_fhirpath_delete_removes_the_parents_it_empties(client):
+    contacts = [{"name": {"text": "Ann"}, "gender": "female"}, {"name": {"text": "Bob"}}]
+    created = await make_patient(client, contact=contacts)
+    url = f"/Patient/{created['id']}"
+    response = await client.patch(url, json=fhirpath_patch(operation("delete", "Patient.contact[0].name.text")),
+                                  headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    assert response.json()["contact"] == [{"gender": "female"}, {"name": {"text": "Bob"}}]
+    response = await client.patch(url, headers=FHIR_JSON, json=fhirpath_patch(
+        operation("delete", "Patient.contact[1].name.text"), operation("delete", "Patient.contact[0].gender")))
+    assert response.status_code == 200, response.text
+    assert "contact" not in response.json()  # each contact emptied, then the list
+    # JSON Patch is exact (RFC 6902): a remove that leaves an empty object is refused, naming it
+    created = await make_patient(client, contact=contacts)
+    response = await client.patch(f"/Patient/{created['id']}", headers=JSON_PATCH,
+                                  json=[{"op": "remove", "path": "/contact/0/name/text"}])
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["Patient.contact[0].name"]
+
+
+async def test_a_patch_that_changes_nothing_writes_no_version(client):
+    created = await make_patient(client)
+    url = f"/Patient/{created['id']}"
+    nothing = [(fhirpath_patch(), FHIR_JSON), ({"resourceType": "Parameters"}, FHIR_JSON), ([], JSON_PATCH),
+               ([{"op": "test", "path": "/gender", "value": "male"}], JSON_PATCH),
+               ({}, {"Content-Type": "application/merge-patch+json"})]
+    for patch, headers in nothing:
+        response = await client.patch(url, json=patch, headers={**headers, "If-Match": 'W/"1"'})
+        assert response.status_code == 200, (patch, response.text)
+        assert response.json() == created and response.headers["etag"] == 'W/"1"'
+    response = await client.patch("/Patient?identifier=http://hospital.test/mrn|p1", json=fhirpath_patch(),
+                                  headers=FHIR_JSON)
+    assert response.status_code == 200 and response.json() == created, response.text
+    assert (await client.get(f"{url}/_history")).json()["total"] == 1
+    failing = [{"op": "test", "path": "/gender", "value": "female"}]  # its tests still run
+    assert (await client.patch(url, json=failing, headers=JSON_PATCH)).status_code == 422

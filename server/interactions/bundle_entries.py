@@ -16,7 +16,7 @@ from server.interactions import crud, history
 from server.interactions.bundles import entry, etag
 from server.interactions.context import Context
 from server.interactions.resources import check_type
-from server.interactions.patch import JSON_PATCH, Patcher, compile_patch
+from server.interactions.patch import JSON_PATCH, MERGE_PATCH, Patcher, compile_patch
 from storage.base import Version
 from storage.clock import from_text, to_instant
 
@@ -138,18 +138,22 @@ def _etag(value: Any, where: str) -> int | None:
 
 
 def patcher_of(request: Request) -> Patcher:
-    """The patch an entry carries: a Binary holding JSON Patch (base64), or a FHIRPath Patch Parameters."""
+    """The patch an entry carries: a Binary holding a JSON Patch or a JSON Merge Patch (base64), or a FHIRPath
+    Patch Parameters."""
     resource = request.resource
     if resource is None:
-        raise invalid("A PATCH entry needs a resource: a Binary of JSON Patch or a Parameters (FHIRPath Patch)")
+        raise invalid("A PATCH entry needs a resource: a Binary holding a JSON Patch or a JSON Merge Patch, or a "
+                      "Parameters (FHIRPath Patch)")
     if resource.get("resourceType") == "Binary":
-        if resource.get("contentType") != JSON_PATCH:
-            raise invalid(f"A Binary patch must have contentType {JSON_PATCH}")
+        content_type = str(resource.get("contentType") or "").split(";")[0].strip().lower()
+        if content_type not in (JSON_PATCH, MERGE_PATCH):
+            raise invalid(f"A Binary patch must have contentType {JSON_PATCH} or {MERGE_PATCH}, not "
+                          f"'{resource.get('contentType')}'", ("Binary.contentType",))
         try:
             document = base64.b64decode(resource.get("data") or "", validate=True)
         except (ValueError, TypeError):
             raise invalid("The Binary patch's data is not base64") from None
-        return compile_patch(document, JSON_PATCH)
+        return compile_patch(document, content_type)
     return compile_patch(resource, "application/fhir+json")
 
 

@@ -6,11 +6,14 @@ name: `Observation.value`), indexers `[n]`, `first()`, `last()`, and `where(<con
 conjunction (`and`) of `<relative path> = <literal>` or `!=` (literals: 'string', numbers, true/false).
 Anything else (other functions, `or`, `|`, `as`/`ofType`, `%variables`, arithmetic) is refused with 400
 naming the unsupported part. Malformed patches are 400; a well-formed patch that cannot be applied to this
-resource (a path matching nothing or several elements, an index out of range) is 422.
+resource (a path matching nothing or several elements, an index out of range) is 422. A patch may have no
+operations (it then changes nothing). A delete that leaves its parent empty removes the parent too, and so on up
+to the resource: FHIR has no empty objects or arrays.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,6 +21,7 @@ from typing import Any, Callable
 
 from capability.outcome import FhirError, invalid
 from server.interactions.elements import Element, choices, elements
+from server.interactions.patch_budget import Budget, Patcher
 
 _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<op>!=|=|\.|\(|\)|\[|\])"
                     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`))")
@@ -34,10 +38,18 @@ class Node:
     type: str
     value: Any
     element: Element | None = None  # the definition of `key` in its parent (None for the resource itself)
+    parent: Node | None = None  # the element holding this one (None for the resource itself)
 
     def remove(self) -> None:
+        """Delete the element, and its parents as they are left empty (up to, not including, the resource)."""
         if self.holder is None or self.key is None:
             raise invalid("FHIRPath Patch cannot delete the resource itself")
+        self._detach()
+        parent = self.parent
+        if parent is not None and parent.holder is not None and not parent.value:
+            parent.remove()
+
+    def _detach(self) -> None:
         if self.index is None:
             del self.holder[self.key]
             self.holder.pop("_" + self.key, None)
@@ -196,10 +208,10 @@ def children(node: Node, name: str) -> list[Node]:
     for key, element in keys:
         value = node.value.get(key)
         if isinstance(value, list):
-            found.extend(Node(node.value, key, i, _concrete(element.type, item), item, element)
+            found.extend(Node(node.value, key, i, _concrete(element.type, item), item, element, node)
                          for i, item in enumerate(value))
         elif value is not None:
-            found.append(Node(node.value, key, None, _concrete(element.type, value), value, element))
+            found.append(Node(node.value, key, None, _concrete(element.type, value), value, element, node))
     return found
 
 
@@ -309,19 +321,23 @@ def _check_operation(parts: dict[str, dict[str, Any]]) -> None:
         _index(parts.get(name), name)
 
 
-def _apply_one(resource: dict[str, Any], resource_type: str, parts: dict[str, dict[str, Any]]) -> None:
+def _apply_one(resource: dict[str, Any], resource_type: str, parts: dict[str, dict[str, Any]], budget: Budget,
+               label: str) -> None:
     kind, path = parts["type"]["valueCode"], parts["path"]["valueString"]
     value = _part_value(parts["value"]) if "value" in parts else None
+    if value is not None:  # a copy lands in the resource: the patch stays as it was, to be applied again
+        value = _Value(copy.deepcopy(value.json), value.suffix)
     if kind == "add":
         name = parts["name"]["valueString"]
         node = _one(compile_path(path, resource_type)(resource), path, kind)
         if not isinstance(node.value, dict):
             raise unprocessable(f"FHIRPath Patch add: '{path}' is a primitive value; nothing can be added to it", path)
         key, element = _key_for(node.type, name, value)
+        if not element.many and key in node.value:
+            raise unprocessable(f"FHIRPath Patch add: '{path}.{name}' already exists (use replace)", path)
+        budget.change(label, path, value.json if key in node.value else _shape(value.json, element))
         if element.many:
             node.value.setdefault(key, []).extend(_shape(value.json, element))
-        elif key in node.value:
-            raise unprocessable(f"FHIRPath Patch add: '{path}.{name}' already exists (use replace)", path)
         else:
             node.value[key] = value.json
     elif kind == "insert":
@@ -330,13 +346,17 @@ def _apply_one(resource: dict[str, Any], resource_type: str, parts: dict[str, di
         if index > len(items):
             raise unprocessable(f"FHIRPath Patch insert: index {index} is past the end of '{path}' "
                                 f"({len(items)} items)", path)
+        budget.change(label, path, value.json)
         items.insert(index, value.json)
     elif kind == "delete":
         nodes = compile_path(path, resource_type)(resource)
         if nodes:  # deleting what is not there is not an error (R4)
-            _one(nodes, path, kind).remove()
+            node = _one(nodes, path, kind)
+            budget.change(label, path, removed=node.value)
+            node.remove()
     elif kind == "replace":
         node = _one(compile_path(path, resource_type)(resource), path, kind)
+        budget.change(label, path, value.json, node.value)
         _replace(node, value)
     else:
         items = _list_of(resource, resource_type, path, kind)
@@ -344,7 +364,7 @@ def _apply_one(resource: dict[str, Any], resource_type: str, parts: dict[str, di
         if source >= len(items) or destination >= len(items):
             raise unprocessable(f"FHIRPath Patch move: source {source} or destination {destination} is outside "
                                 f"'{path}' ({len(items)} items)", path)
-        items.insert(destination, items.pop(source))
+        items.insert(destination, items.pop(source))  # the size stays as it is
 
 
 def _replace(node: Node, value: _Value) -> None:
@@ -362,10 +382,8 @@ def _replace(node: Node, value: _Value) -> None:
         node.holder[node.key] = value.json
 
 
-def compile_fhirpath_patch(parameters: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Check a FHIRPath Patch Parameters resource; return the function applying it to a resource (in place)."""
-    if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
-        raise invalid("A FHIRPath Patch is a Parameters resource", ("resourceType",))
+def compile_fhirpath_patch(parameters: dict[str, Any]) -> Patcher:
+    """Check a FHIRPath Patch Parameters resource; return the Patcher applying it to a resource (in place)."""
     operations = []
     for number, parameter in enumerate(parameters.get("parameter") or []):
         if not isinstance(parameter, dict) or parameter.get("name") != "operation":
@@ -378,11 +396,10 @@ def compile_fhirpath_patch(parameters: Any) -> Callable[[dict[str, Any]], dict[s
             raise invalid(f"FHIRPath Patch operation {number}: {error.diagnostics}",
                           (f"Parameters.parameter[{number}]",)) from None
         operations.append(parts)
-    if not operations:
-        raise invalid("The FHIRPath Patch has no operations")
 
-    def apply(resource: dict[str, Any]) -> dict[str, Any]:
-        for parts in operations:
-            _apply_one(resource, resource["resourceType"], parts)
+    def apply(resource: dict[str, Any], budget: Budget) -> dict[str, Any]:
+        for number, parts in enumerate(operations):
+            label = f"FHIRPath Patch operation {number} ({parts['type']['valueCode']} {parts['path']['valueString']})"
+            _apply_one(resource, resource["resourceType"], parts, budget, label)
         return resource
-    return apply
+    return Patcher(apply, changes=bool(operations))

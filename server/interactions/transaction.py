@@ -84,7 +84,7 @@ class _Target:
     type: str
     id: str
     current: Version | None  # the resource's current version (None: never existed)
-    existing: bool = False  # a POST whose ifNoneExist matched: nothing is written
+    existing: bool = False  # nothing is written: a POST whose ifNoneExist matched, or a patch changing nothing
     twin: _Target | None = None  # an earlier POST of this transaction with the same ifNoneExist, that creates
 
 
@@ -342,7 +342,10 @@ def _write(ctx: Context, target: _Target) -> tuple[Write | None, int]:
             raise FhirError(404, "not-found", f"{target.type}/{target.id} is not known")
         if current.deleted:
             raise FhirError(410, "deleted", f"{target.type}/{target.id} was deleted")
-        resource = patching.patched(current, entry.patcher)
+        resource = patching.patched(current, entry.patcher, ctx.limits)
+        if not entry.patcher.changes:  # no new version: the entry answers with the current one
+            target.existing = True
+            return None, 200
         return version_write(ctx, target.type, target.id, resource, current.version_id), 200
     assert entry.resource is not None
     previous = current.version_id if current else 0
