@@ -12,7 +12,8 @@ SOFTWARE_VERSION = "0.1.0"
 TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create",
                      "search-type", "patch")
 SYSTEM_INTERACTIONS = ("history-system", "search-system", "batch")
-PATCH_FORMATS = ("application/json-patch+json", "application/fhir+json")  # JSON Patch; FHIRPath Patch
+PATCH_FORMATS = ("application/json-patch+json", "application/merge-patch+json",
+                 "application/fhir+json")  # JSON Patch; JSON Merge Patch; FHIRPath Patch
 
 
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"

@@ -477,7 +477,8 @@ async def test_capability_statement_tells_what_works(server, mongo_without_trans
     patient = next(r for r in rest["resource"] if r["type"] == "Patient")
     assert "patch" in {i["code"] for i in patient["interaction"]}
     assert patient["conditionalCreate"] and patient["conditionalUpdate"] and patient["conditionalDelete"] == "single"
-    assert set(statement["patchFormat"]) == {"application/json-patch+json", "application/fhir+json"}
+    assert set(statement["patchFormat"]) == {"application/json-patch+json", "application/merge-patch+json",
+                                             "application/fhir+json"}
     without = (await mongo_without_transactions.client.get("/metadata")).json()["rest"][0]
     assert {i["code"] for i in without["interaction"]} >= {"batch"}
     assert "transaction" not in {i["code"] for i in without["interaction"]}
