@@ -1,13 +1,17 @@
 """R4 narrative rules on the way in (well-formed XHTML in the XHTML namespace, txt-1, txt-2, no active content) on
-every write path."""
+every write path, and XML reads of a narrative stored before the rules were checked."""
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 import orjson
 import pytest
 
-from capability.fhir_xml import MAX_DEPTH, json_to_xml
+from capability.fhir_xml import MAX_DEPTH, json_to_xml, xml_to_json
+from capability.narrative import check_narrative
 from conftest import FHIR_JSON
+from storage.base import Write
 
 X = 'xmlns="http://www.w3.org/1999/xhtml"'
 XML = {"Content-Type": "application/fhir+xml"}
@@ -106,3 +110,37 @@ async def test_transaction_with_a_bad_narrative_writes_nothing(client):
     response = await client.post("", json=bundle, headers=FHIR_JSON)
     assert response.status_code == 400 and "Bundle.entry[1]" in response.text, response.text
     assert await stored(client) == 0
+
+
+# id -> (a narrative stored before narratives were checked, what its escaped form shows of it)
+LEGACY = {
+    "broken": (f"<div {X}><b>Jane</div>", "&lt;b&gt;Jane&lt;/div&gt;"),
+    "laughs": ('<!DOCTYPE div [<!ENTITY a "aaaaaaaaaa">' + "".join(
+        f'<!ENTITY {"b" * i}a "{("&" + "b" * (i - 1) + "a;") * 10}">' for i in range(1, 8))
+        + f"]><div {X}>&bbbbbbba;</div>", "&amp;bbbbbbba;"),
+    "control-character": (f"<div {X}>Jane\u0001Doe</div>", "Jane\ufffdDoe"),
+}
+
+
+async def plant(app, resource_id: str, div: str) -> None:
+    """Write a version straight into the store, as a release without the narrative check could have."""
+    body = orjson.dumps({"resourceType": "Patient", "id": resource_id,
+                         "meta": {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00.000000Z"},
+                         "text": {"status": "generated", "div": div}})
+    await app.ctx.store.commit([Write("Patient", resource_id, 1, datetime(2024, 1, 1, tzinfo=timezone.utc), body,
+                                      (), 0, "create")])
+
+
+async def test_xml_read_of_a_stored_broken_narrative_serves_it_escaped(app, client):
+    for resource_id, (div, _) in LEGACY.items():
+        await plant(app, resource_id, div)
+    for resource_id, (div, shown) in LEGACY.items():
+        response = await client.get(f"/Patient/{resource_id}", params={"_format": "xml"})
+        assert response.status_code == 200, response.text
+        served = xml_to_json(response.content)["text"]["div"]
+        assert served.startswith(f"<div {X}><pre>") and shown in served
+        assert check_narrative(served) is None  # what is served is a valid narrative, inert
+        as_json = await client.get(f"/Patient/{resource_id}")
+        assert as_json.json()["text"]["div"] == div  # the JSON read still serves the stored bytes
+    search = await client.get("/Patient", params={"_format": "xml"})
+    assert search.status_code == 200 and len(xml_to_json(search.content)["entry"]) == len(LEGACY)
