@@ -39,6 +39,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from capability.narrative import check_narrative
 from capability.outcome import FhirError, Issue
 from capability.resource_types import RESOURCE_TYPES
 
@@ -148,12 +149,10 @@ def _check_base64(value: Any) -> Problem | None:
 
 
 def _check_xhtml(value: Any) -> Problem | None:
-    # Narrative is not parsed here: only its envelope is checked.
+    # Narrative.div (R4's only xhtml element): well-formed XHTML, txt-1 and txt-2, see capability/narrative.py
     if type(value) is not str:
         return _wrong_json(value, "a JSON string (xhtml)")
-    if not value.lstrip().startswith("<div"):
-        return "value", "narrative div must hold an XHTML <div> element"
-    return None
+    return check_narrative(value)
 
 
 def _primitive_checks(regexes: dict[str, str]) -> dict[str, PrimitiveCheck]:

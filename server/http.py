@@ -109,8 +109,9 @@ def as_xml(response: Response) -> Response:
     if not isinstance(resource, dict) or "resourceType" not in resource:
         return response  # not a FHIR resource (e.g. /healthz): it has no XML form
     try:
-        body = fhir_xml.json_to_xml(resource)
-    except fhir_xml.FhirXmlError as exc:  # e.g. a stored narrative that is not well-formed XHTML
+        # salvage: a narrative stored before narratives were checked is served as its escaped text, not a 500
+        body = fhir_xml.json_to_xml(resource, salvage=True)
+    except fhir_xml.FhirXmlError as exc:  # stored data that is not R4: a bug elsewhere
         return error_response(FhirError(500, "exception", f"The resource cannot be written as XML: {exc}"))
     headers = {key: value for key, value in response.headers.items()
                if key not in ("content-length", "content-type")}
