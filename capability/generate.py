@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
 
     generate_search(spec)
     write_terminology(spec, DATA)
+    from capability.generate_bindings import generate as generate_bindings  # imports this module too
+
+    generate_bindings(spec)  # after write_terminology: it expands the ValueSets from the shipped terminology
     from capability.generate_compartments import generate as generate_compartments  # imports this module too
 
     generate_compartments(spec)

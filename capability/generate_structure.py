@@ -13,6 +13,7 @@ max = 0 (profile constraints such as SimpleQuantity.comparator) are left out, so
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from capability.generate import load_bundle
@@ -34,12 +35,12 @@ def _type_code(element_type: dict) -> str:
     return profiles[0][len(CORE_PREFIX):] if code == "Quantity" and profiles else code
 
 
-def _elements(sd: dict) -> dict[str, dict[str, list]]:
-    """The element table of one StructureDefinition: its own type and one per backbone element."""
+def properties(sd: dict) -> Iterator[tuple[str, str, list, dict]]:
+    """(owner type name, JSON property name, [element type, flags(, choice base)], ElementDefinition) for every
+    JSON property of one StructureDefinition: of its own type and of its backbone elements."""
     root = sd["type"] if sd.get("derivation", "specialization") == "specialization" else sd["id"]
     snapshot = sd["snapshot"]["element"]
     parents = {el["path"].rsplit(".", 1)[0] for el in snapshot}
-    tables: dict[str, dict[str, list]] = {}
     for el in snapshot[1:]:
         path = el["path"]
         if el.get("max") == "0":
@@ -57,14 +58,25 @@ def _elements(sd: dict) -> dict[str, dict[str, list]]:
             types = [(None, "id")]
         else:
             types = [(t["code"], _type_code(t)) for t in el["type"]]
-        table = tables.setdefault(owner_name, {})
         if name.endswith("[x]"):
             base = name[:-3]
             for code, type_name in types:  # the JSON name uses the type code, never a profile (SimpleQuantity)
-                table[base + code[0].upper() + code[1:]] = [type_name, flags, base]
+                yield owner_name, base + code[0].upper() + code[1:], [type_name, flags, base], el
         else:
-            table[name] = [types[0][1], flags]
-    return tables
+            yield owner_name, name, [types[0][1], flags], el
+
+
+def structure_definitions(spec: Path) -> Iterator[dict]:
+    """The R4 StructureDefinitions of primitive and complex types and of resources (no logical models)."""
+    for name in ("profiles-types.json", "profiles-resources.json"):
+        for sd in load_bundle(spec, name):
+            if sd["resourceType"] == "StructureDefinition" and sd["kind"] != "logical":
+                yield sd
+
+
+def has_elements(sd: dict) -> bool:
+    """Whether the element table lists this (non-primitive) StructureDefinition's properties."""
+    return not sd.get("abstract") or sd["kind"] == "complex-type"  # keep Element: `_x` primitive extensions
 
 
 def _primitive_regex(sd: dict) -> str:
@@ -77,12 +89,10 @@ def structure(spec: Path) -> dict:
     """The R4 element table: primitive regexes and the elements of every complex type, resource and backbone."""
     primitives: dict[str, str] = {}
     types: dict[str, dict[str, list]] = {}
-    for name in ("profiles-types.json", "profiles-resources.json"):
-        for sd in load_bundle(spec, name):
-            if sd["resourceType"] != "StructureDefinition" or sd["kind"] == "logical":
-                continue
-            if sd["kind"] == "primitive-type":
-                primitives[sd["type"]] = _primitive_regex(sd)
-            elif not sd.get("abstract") or sd["kind"] == "complex-type":  # keep Element: `_x` primitive extensions
-                types.update(_elements(sd))
+    for sd in structure_definitions(spec):
+        if sd["kind"] == "primitive-type":
+            primitives[sd["type"]] = _primitive_regex(sd)
+        elif has_elements(sd):
+            for owner, name, row, _ in properties(sd):
+                types.setdefault(owner, {})[name] = row
     return {"primitives": primitives, "types": types}

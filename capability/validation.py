@@ -23,8 +23,9 @@ empty arrays and objects, primitive formats, one variant per choice element, min
 extensions (`_x` objects, `_x` arrays aligned with `x` arrays, nulls only where the other array has an entry),
 contained and nested resources (Bundle.entry.resource, Parameters.parameter.resource), and the invariants
 ext-1 (an extension has a value or extensions, not both), dom-2 and dom-4 (contained resources hold no contained
-resources and no meta.versionId / meta.lastUpdated). Not checked: other FHIRPath invariants, terminology
-bindings, reference targets, profiles.
+resources and no meta.versionId / meta.lastUpdated), the narrative rules txt-1 and txt-2 (capability/narrative.py),
+required bindings (capability/bindings.py). Not checked: other
+FHIRPath invariants, other binding strengths, reference targets, profiles.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from capability.bindings import bound_code, bound_concept, required_bindings
 from capability.narrative import check_narrative
 from capability.outcome import FhirError, Issue
 from capability.resource_types import RESOURCE_TYPES
@@ -53,7 +55,7 @@ PrimitiveCheck = Callable[[Any], "Problem | None"]
 class _Element:
     """One JSON property of a type: what it holds and how often."""
 
-    __slots__ = ("name", "type_name", "many", "choice", "check", "complex")
+    __slots__ = ("name", "type_name", "many", "choice", "check", "complex", "binding")
 
     def __init__(self, name: str, type_name: str, flags: int, choice: str | None) -> None:
         self.name = name
@@ -62,6 +64,7 @@ class _Element:
         self.choice = choice
         self.check: PrimitiveCheck | None = None  # set for primitive types
         self.complex: _Type | None = None  # set for complex and backbone types (None for Resource)
+        self.binding: PrimitiveCheck | None = None  # a Coding or CodeableConcept's required binding
 
 
 class _Type:
@@ -204,9 +207,23 @@ def _compile(table: dict[str, Any]) -> dict[str, _Type]:
     return types
 
 
+def _bind(types: dict[str, _Type], bindings: dict[str, dict[str, str]]) -> None:
+    """Attach the required bindings: a code's own check also tests membership; a Coding or CodeableConcept gets
+    a binding check, run after its structure."""
+    for type_name, bound in bindings.items():
+        for json_name, valueset in bound.items():
+            element = types[type_name].elements[json_name]
+            if element.check is not None:
+                element.check = bound_code(valueset, element.check)
+            else:
+                element.binding = bound_concept(valueset, element.type_name)
+
+
 def _load() -> dict[str, _Type]:
     path = Path(__file__).parent / "data" / "structure.json"
-    return _compile(json.loads(path.read_text(encoding="utf-8")))
+    types = _compile(json.loads(path.read_text(encoding="utf-8")))
+    _bind(types, required_bindings())
+    return types
 
 
 _TYPES = _load()
@@ -286,6 +303,10 @@ def _walk_complex(value: Any, element: _Element, path: str, issues: _Issues) -> 
         issues.add("structure", path, "empty object")
     elif element.complex is not None:
         _walk_object(value, element.complex, path, issues)
+        if element.binding is not None:
+            problem = element.binding(value)
+            if problem is not None:
+                issues.add(problem[0], path, problem[1])
     else:  # a Resource: contained, Bundle.entry.resource, Parameters.parameter.resource
         _walk_resource(value, path, issues, contained=element.name == "contained")
 
