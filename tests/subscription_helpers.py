@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
@@ -24,6 +24,23 @@ class Received:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+WAIT = 30.0  # seconds a test waits for what should happen within milliseconds: a bound, never a measure
+
+
+async def wait_until(condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = WAIT) -> None:
+    """Wait until `condition()` holds (checked every 20 ms); AssertionError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = condition()
+        if not isinstance(held, bool):
+            held = await held
+        if held:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -66,13 +83,12 @@ class Receiver:
                                       time.monotonic()))
         return web.Response(status=200)
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} notifications, got {len(self.received)}: "
-                                     f"{[(r.method, r.path) for r in self.received]}")
-            await asyncio.sleep(0.02)
+    async def wait_for(self, count: int, timeout: float = WAIT) -> list[Received]:
+        try:
+            await wait_until(lambda: len(self.received) >= count, f"{count} notifications", timeout)
+        except AssertionError:
+            raise AssertionError(f"expected {count} notifications, got {len(self.received)}: "
+                                 f"{[(r.method, r.path) for r in self.received]}") from None
         return self.received
 
 

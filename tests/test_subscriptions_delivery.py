@@ -13,7 +13,8 @@ import httpx
 
 from conftest import BASE, FHIR_JSON, make_store
 from server.app import create_app
-from subscription_helpers import Receiver, r4_subscription, status_of
+from subscription_helpers import WAIT, Receiver, r4_subscription, status_of, wait_until
+from test_subscriptions_backport import wait_status
 from test_restart import free_port, start, stop
 from test_subscriptions import receiver, settings_for, subscribe  # noqa: F401 (fixture)
 
@@ -42,22 +43,19 @@ async def test_retries_with_backoff_then_success(backend, tmp_path, receiver):
         await receiver.wait_for(1)
         assert receiver.attempts == 4
         gaps = [b - a for a, b in zip(receiver.attempt_times, receiver.attempt_times[1:])]
-        # base 0.05 s doubling, jitter in [0.5, 1]: 0.025-0.05, 0.05-0.1, 0.1-0.2 (plus polling)
-        assert gaps[2] > gaps[0] and sum(gaps) >= 0.17
+        # base 0.05 s doubling, jitter in [0.5, 1]: at least 0.025, 0.05, 0.1 (a busy machine only adds to a gap,
+        # so only lower bounds are asserted)
+        assert gaps[0] >= 0.024 and gaps[1] >= 0.049 and gaps[2] >= 0.099
 
 
 async def test_error_after_horizon_and_events_still_fetchable(backend, tmp_path, receiver):
     receiver.always_fail = True
-    settings = settings_for(tmp_path, subscription_retry_horizon=1 / 3600)  # one second
+    settings = settings_for(tmp_path, subscription_retry_horizon=2 / 3600)  # two seconds
     async with Running(settings, make_store(backend, tmp_path)) as client:
         sub = await subscribe(client, r4_subscription("Patient?gender=male", receiver.url))
         await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
-        for _ in range(100):
-            current = (await client.get(f"/Subscription/{sub['id']}")).json()
-            if current["status"] == "error":
-                break
-            await asyncio.sleep(0.05)
-        assert current["status"] == "error" and "503" in current["error"]
+        current = await wait_status(client, sub["id"], "error")
+        assert "503" in current["error"]
         attempts = receiver.attempts
         assert attempts >= 3  # retried within the horizon
         await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
@@ -84,10 +82,7 @@ async def test_circuit_breaker_stops_hammering_a_failing_endpoint(backend, tmp_p
             await subscribe(client, r4_subscription("Patient?gender=male", receiver.url))
         for _ in range(5):
             await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
-        for _ in range(100):
-            if receiver.attempts >= 5:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: receiver.attempts >= 5, "5 attempts")
         await asyncio.sleep(1.0)
         # 15 deliveries retried every ~10-80 ms would make dozens of calls; the breaker opens after 5 failures
         assert 5 <= receiver.attempts <= 8
@@ -127,11 +122,16 @@ async def test_notification_survives_a_crash(tmp_path, monkeypatch):
     server = await asyncio.to_thread(start, db, port)
     try:
         async with httpx.AsyncClient(base_url=base) as client:
-            await subscribe(client, r4_subscription("Patient?gender=female", f"http://127.0.0.1:{hook_port}/fhir",
-                                                    payload="application/fhir+json"))
+            sub = await subscribe(client, r4_subscription("Patient?gender=female",
+                                                          f"http://127.0.0.1:{hook_port}/fhir",
+                                                          payload="application/fhir+json"))
             early = (await client.post("/Patient", json={"resourceType": "Patient", "gender": "female"},
                                        headers=FHIR_JSON)).json()["id"]
-            await asyncio.sleep(0.5)  # queued, delivery failing: nobody listens on hook_port
+
+            async def recorded() -> bool:
+                status = status_of((await client.get(f"/Subscription/{sub['id']}/$status")).json())
+                return status["events-since-subscription-start"] == "1"
+            await wait_until(recorded, "the event recorded (its delivery fails: nobody listens on hook_port)")
     finally:
         await asyncio.to_thread(stop, server, True)
     server = await asyncio.to_thread(start, db, port)
@@ -145,7 +145,7 @@ async def test_notification_survives_a_crash(tmp_path, monkeypatch):
     receiver = await Receiver(port=hook_port).start()
     server = await asyncio.to_thread(start, db, port)
     try:
-        received = await receiver.wait_for(2, timeout=15)
+        received = await receiver.wait_for(2, timeout=2 * WAIT)
         assert sorted(r.path for r in received) == sorted([f"/fhir/Patient/{early}", f"/fhir/Patient/{late}"])
     finally:
         await asyncio.to_thread(stop, server, False)
