@@ -14,7 +14,8 @@ How a notification travels, and why nothing is lost:
    subscription) together with the checkpoint in one storage operation (`queue.py`; SQLite tables or
    MongoDB collections next to the data). A crash before that leaves the checkpoint behind, so the
    changes are matched again on the next start.
-3. `delivery.py` claims due rest-hook work with a lease, builds the notification (`notifications.py`:
+3. `delivery.py` claims due rest-hook work with a lease (a successor on the same machine takes over a dead
+   process's claims at once: `owners.py`), builds the notification (`notifications.py`:
    R4 empty POST or PUT of the resource; backport `history` Bundle led by a SubscriptionStatus
    Parameters), and only forgets it after a 2xx: at least once. Failures back off exponentially with
    jitter, a circuit breaker per endpoint stops hammering a dead receiver, and after the retry horizon

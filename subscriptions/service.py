@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -27,6 +26,7 @@ from storage.base import Change, Version, Write
 from subscriptions.delivery import Deliverer, DeliveryConfig
 from subscriptions.dispatcher import Dispatcher
 from subscriptions.model import Subscription, parse_subscription
+from subscriptions.owners import is_gone, new_owner
 from subscriptions.registry import Registry
 from subscriptions.wake import sleep_until_set
 from subscriptions.websocket import WebSocketHub
@@ -70,7 +70,7 @@ class SubscriptionService:
     def __init__(self, config: SubscriptionConfig) -> None:
         self.config = config
         self.registry = Registry()
-        self.owner = uuid.uuid4().hex  # this process, for leases
+        self.owner = new_owner()  # this process, for leases
         self.ctx: Context | None = None
         self._tasks: list[asyncio.Task] = []
         self._changed = asyncio.Event()  # set by every commit of this process
@@ -84,6 +84,7 @@ class SubscriptionService:
         self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh)
         self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status)
         self.websockets = WebSocketHub(ctx, self.queue, self.registry)
+        await self._release_gone_owners()
         await self._load()
         self.dispatcher.start_at(await self.queue.checkpoint())
         ctx.extras["subscriptions"] = self
@@ -102,6 +103,14 @@ class SubscriptionService:
         if self._tasks:
             await self.dispatcher.flush()
         self._tasks = []
+
+    async def _release_gone_owners(self) -> None:
+        """Claims of processes of this machine that no longer run (a predecessor killed mid-delivery) are
+        released at once, instead of after their lease."""
+        for owner in await self.queue.lease_owners(time.time()):
+            if is_gone(owner):
+                log.info("releasing the delivery claims of %s, which no longer runs", owner)
+                await self.queue.release(owner)
 
     # -- the registry ------------------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import httpx
 
 from conftest import BASE, FHIR_JSON, make_store
 from server.app import create_app
+from storage import notification_queue
+from subscriptions.owners import new_owner
 from subscription_helpers import WAIT, Receiver, r4_subscription, status_of, wait_until
 from test_subscriptions_backport import wait_status
 from test_restart import free_port, start, stop
@@ -88,18 +93,19 @@ async def test_circuit_breaker_stops_hammering_a_failing_endpoint(backend, tmp_p
         assert 5 <= receiver.attempts <= 8
 
 
-def _shared_stores(backend: str, tmp_path: Path):
+def shared_stores(backend: str, tmp_path: Path, count: int = 2) -> list:
+    """`count` stores on one database (as separate processes would have)."""
     if backend == "sqlite":
-        return make_store("sqlite", tmp_path), make_store("sqlite", tmp_path)
+        return [make_store("sqlite", tmp_path) for _ in range(count)]
     from mongomock_motor import AsyncMongoMockClient
 
     from storage.mongo.store import MongoStore
     client, database = AsyncMongoMockClient(), f"hearth_test_{uuid.uuid4().hex[:12]}"
-    return MongoStore(client, database), MongoStore(client, database)
+    return [MongoStore(client, database) for _ in range(count)]
 
 
 async def test_two_dispatchers_on_one_database_deliver_each_notification_once(backend, tmp_path, receiver):
-    first, second = _shared_stores(backend, tmp_path)
+    first, second = shared_stores(backend, tmp_path)
     async with Running(settings_for(tmp_path), first) as one, Running(settings_for(tmp_path), second) as two:
         await subscribe(one, r4_subscription("Patient?gender=female", receiver.url, payload="application/fhir+json"))
         written = []
@@ -113,9 +119,38 @@ async def test_two_dispatchers_on_one_database_deliver_each_notification_once(ba
         assert sorted(r.path.rsplit("/", 1)[-1] for r in receiver.received) == sorted(written)
 
 
+async def test_a_restart_takes_over_the_claims_of_its_dead_predecessor_at_once(backend, tmp_path, receiver):
+    """Claims held, for an hour, by a process of this machine that is gone are released when Hearth starts;
+    a claim of a process that still runs is left alone (it may be delivering right now)."""
+    first, direct, restarted = shared_stores(backend, tmp_path, 3)
+    receiver.always_fail = True
+    async with Running(settings_for(tmp_path), first) as client:
+        await subscribe(client, r4_subscription("Patient?gender=male", receiver.url))
+        for _ in range(2):
+            await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
+        await wait_until(lambda: receiver.attempts >= 2, "both deliveries tried")
+    # the two deliveries, claimed as a process killed mid-delivery and a live one (this one) would hold them
+    gone = subprocess.run([sys.executable, "-c", "from subscriptions.owners import new_owner; print(new_owner())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    alive = new_owner()
+    queue = notification_queue(direct)
+    later = time.time() + 3600  # both due by then, whatever their backoff
+    assert len(await queue.claim(gone, later, 3600, 1)) == 1 and len(await queue.claim(alive, later, 3600, 1)) == 1
+    await direct.close()
+    receiver.always_fail = False
+    async with Running(settings_for(tmp_path), restarted):
+        queue = notification_queue(restarted)
+
+        async def only_the_live_claim_left() -> bool:
+            return await queue.lease_owners(time.time()) == {alive}
+        await wait_until(only_the_live_claim_left, "the gone process's claim released (and its delivery done)")
+        assert len(await receiver.wait_for(1)) == 1
+
+
 async def test_notification_survives_a_crash(tmp_path, monkeypatch):
     """A real `hearth serve`: one write while the receiver is down, then killed; one write and killed at
-    once (before the dispatcher ran); after a restart both notifications arrive."""
+    once (before the dispatcher ran, or holding the claim of a delivery); after a restart both notifications
+    arrive (the restarted server takes over its dead predecessor's claims at once: no lease to wait out)."""
     monkeypatch.setenv("HEARTH_SUBSCRIPTION_RETRY_BASE", "0.1")
     db, port, hook_port = tmp_path / "hearth.db", free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
