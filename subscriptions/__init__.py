@@ -6,11 +6,15 @@ How a notification travels, and why nothing is lost:
    update) checks it first: criteria (`criteria.py`, the search parser under strict handling), topic
    and filters (`topics.py`, `model.py`), channel (`channels.py`: rest-hook http(s) endpoint, optional
    host allowlist, headers, payload; or websocket). A bad one is a 422 OperationOutcome, nothing stored.
-   R4 subscriptions are stored `active`; backport rest-hook ones `requested` until their handshake.
+   R4 subscriptions are stored `active`; backport rest-hook ones `requested` until their handshake. A
+   stored subscription this process cannot accept (imported, or accepted before a limit) goes to `error` at
+   start-up, saying why.
 2. Every committed version has a change-log row (storage). The `dispatcher.py` loop tails the change
    log, keeps this process's `registry.py` up to date from Subscription changes, matches the other
    changes against the registry (by resource type, then an index on one token or reference clause of
-   each criteria, then the compiled in-memory matcher), and records the events (numbered per
+   each criteria, then the compiled in-memory matcher; chains and `_has` read the store within a budget,
+   HEARTH_SUBSCRIPTION_MATCH_TIMEOUT: a subscription that fails or overruns it goes to `error` and out of
+   matching, the others go on), and records the events (numbered per
    subscription) together with the checkpoint in one storage operation (`queue.py`; SQLite tables or
    MongoDB collections next to the data). A crash before that leaves the checkpoint behind, so the
    changes are matched again on the next start.

@@ -21,6 +21,10 @@ MAX_COUNT = f"{BACKPORT}/backport-max-count"
 PAYLOAD_CONTENT = f"{BACKPORT}/backport-payload-content"
 
 STATUSES = ("requested", "active", "error", "off")
+# How `Subscription.error` starts when Hearth stopped matching a subscription (its criteria failed or overran
+# HEARTH_SUBSCRIPTION_MATCH_TIMEOUT): it stays out of matching, also after a restart, until a client writes it
+# again (a create or update clears `error`).
+MATCHING_STOPPED = "Matching stopped: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,7 @@ class Subscription:
     timeout: float  # seconds per delivery attempt
     max_count: int  # events per notification (backport)
     end: datetime | None = None  # no events for changes after this instant
+    matching_stopped: bool = False  # see MATCHING_STOPPED
 
     def expired(self, moment: datetime) -> bool:
         return self.end is not None and moment > self.end
@@ -96,7 +101,8 @@ def parse_subscription(ctx: Context, resource: dict[str, Any], version_id: int,
     max_count = next(iter(_extension(raw_channel, MAX_COUNT)), None)
     return Subscription(resource["id"], version_id, status, backport, topic, filters, channel,
                         int(heartbeat) if heartbeat else None, float(timeout) if timeout else 10.0,
-                        int(max_count) if max_count else 1, _end(resource.get("end")))
+                        int(max_count) if max_count else 1, _end(resource.get("end")),
+                        status == "error" and str(resource.get("error") or "").startswith(MATCHING_STOPPED))
 
 
 def _end(value: Any) -> datetime | None:

@@ -4,8 +4,9 @@ Subscriptions are ordinary resources written through the interactions. A REST cr
 Subscription first goes through `accept`: the criteria, topic and channel are checked (a 422
 OperationOutcome, nothing stored, when they are wrong) and the status is set: R4 subscriptions are
 active once accepted; backport rest-hook subscriptions stay `requested` until their handshake is
-delivered. Status changes Hearth makes itself (active after a handshake, error after the retry horizon)
-are ordinary updates too (If-Match, retried on a concurrent change).
+delivered. Status changes Hearth makes itself (active after a handshake, error after the retry horizon, after
+matching failed or overran its budget, or for a stored subscription this process can no longer accept) are
+ordinary updates too (If-Match, retried on a concurrent change).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ log = logging.getLogger("hearth.subscriptions")
 class SubscriptionConfig:
     allowed_hosts: frozenset[str] = frozenset()  # empty: any host
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    match_timeout: float = 1.0  # seconds one subscription may spend matching one change
     poll: float = 0.02  # seconds at least between two looks at the change log (passes gather what came meanwhile)
     # seconds at most between two looks when no commit of this process woke the dispatcher: what other processes
     # write to the same database (`hearth import`, another server on MongoDB) is seen within this time
@@ -48,7 +50,7 @@ class SubscriptionConfig:
         hosts = frozenset(h.strip().lower() for h in settings.subscription_allowed_hosts.split(",") if h.strip())
         delivery = DeliveryConfig(retry_horizon=float(settings.subscription_retry_horizon) * 3600,
                                   retry_base=float(settings.subscription_retry_base))
-        return cls(hosts, delivery)
+        return cls(hosts, delivery, float(settings.subscription_match_timeout))
 
 
 def accept(ctx: Context, body: bytes | dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +83,8 @@ class SubscriptionService:
         ctx.commit_listeners.append(self._committed)
         self.queue = notification_queue(ctx.store)
         await self.queue.open()
-        self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh)
+        self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh, self._stop,
+                                     self.config.match_timeout)
         self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status)
         self.websockets = WebSocketHub(ctx, self.queue, self.registry)
         await self._release_gone_owners()
@@ -135,14 +138,17 @@ class SubscriptionService:
             before = page.entries[-1][0]
         for subscription_id, version in current.items():
             if not version.deleted:
-                self._put(fhir_json.loads(version.body), version.version_id, created.get(subscription_id))
+                await self._put(fhir_json.loads(version.body), version.version_id, created.get(subscription_id))
 
-    def _put(self, resource: dict[str, Any], version_id: int, since: int | None) -> Subscription | None:
+    async def _put(self, resource: dict[str, Any], version_id: int, since: int | None) -> Subscription | None:
         try:
             subscription = parse_subscription(self.ctx, resource, version_id, self.config.allowed_hosts)
-        except FhirError as error:  # stored without `accept` (e.g. in a transaction Bundle)
-            log.warning("Subscription/%s is not usable: %s", resource.get("id"), error.diagnostics)
-            self.registry.remove(resource.get("id", ""))
+        except FhirError as error:  # stored unchecked (`hearth import`), or accepted before a limit or policy
+            subscription_id = resource.get("id", "")
+            self.registry.remove(subscription_id)
+            if resource.get("status") in ("requested", "active"):
+                await self._stop(subscription_id, f"No longer accepted: {error.diagnostics}; correct it and "
+                                                  "update the Subscription")
             return None
         self.registry.put(subscription, since)
         return subscription
@@ -157,8 +163,8 @@ class SubscriptionService:
         if version is None:
             return None
         known = self.registry.get(change.id)
-        subscription = self._put(fhir_json.loads(version.body), version.version_id,
-                                 change.seq if known is None else None)
+        subscription = await self._put(fhir_json.loads(version.body), version.version_id,
+                                       change.seq if known is None else None)
         if subscription is None:
             return None
         if subscription.status in ("error", "off"):
@@ -219,10 +225,23 @@ class SubscriptionService:
 
     def check_writes(self, ctx: Context, writes: Sequence[Write]) -> None:
         """Refuse (422) a Subscription that Hearth could not serve, whichever way it is written (a Bundle entry, a
-        conditional update, a PATCH): the same checks as `accept`, which direct creates and updates pass first."""
+        conditional update, a PATCH): the same checks as `accept`, which direct creates and updates pass first.
+        One in `error` runs nothing, so it is not checked: Hearth records that status also for a subscription it
+        can no longer accept, and a client's create or update makes it requested or active (checked) again."""
         for write in writes:
             if write.type == "Subscription" and write.body is not None:
-                parse_subscription(ctx, fhir_json.loads(write.body), write.version_id, self.config.allowed_hosts)
+                resource = fhir_json.loads(write.body)
+                if resource.get("status") != "error":
+                    parse_subscription(ctx, resource, write.version_id, self.config.allowed_hosts)
+
+    async def _stop(self, subscription_id: str, error: str) -> None:
+        """The subscription cannot run: status `error` with the reason (a failure to record it is only logged:
+        the dispatcher must go on)."""
+        log.warning("Subscription/%s: %s", subscription_id, error)
+        try:
+            await self.set_status(subscription_id, "error", error)
+        except Exception:
+            log.exception("Subscription/%s: could not record status error", subscription_id)
 
     async def set_status(self, subscription_id: str, status: str, error: str | None) -> None:
         """Write the subscription's new status (and error) unless someone changed it meanwhile."""
@@ -233,6 +252,8 @@ class SubscriptionService:
             resource = fhir_json.loads(current.body)
             if status == "active" and resource.get("status") != "requested":
                 return  # turned off or re-requested meanwhile: the client's word wins
+            if resource.get("status") == status and resource.get("error") == error:
+                return  # recorded already (by another process, or before a restart)
             resource["status"] = status
             if error is None:
                 resource.pop("error", None)
