@@ -10,6 +10,7 @@ from capability.outcome import FhirError
 from server.interactions.context import Context
 from subscriptions.channels import Channel, parse_channel
 from subscriptions.criteria import Filter, compile_criteria
+from subscriptions.egress import EgressPolicy
 from subscriptions.topics import TOPICS, Topic
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
@@ -70,8 +71,7 @@ def is_backport(resource: dict[str, Any]) -> bool:
     return any(p.split("|")[0] == BACKPORT_PROFILE for p in profiles) or resource.get("criteria") in TOPICS
 
 
-def parse_subscription(ctx: Context, resource: dict[str, Any], version_id: int,
-                       allowed_hosts: frozenset[str]) -> Subscription:
+def parse_subscription(ctx: Context, resource: dict[str, Any], version_id: int, egress: EgressPolicy) -> Subscription:
     """Read and check a Subscription; a 422 OperationOutcome naming the element that is wrong."""
     status = resource.get("status")
     if status not in STATUSES:
@@ -95,7 +95,7 @@ def parse_subscription(ctx: Context, resource: dict[str, Any], version_id: int,
     else:
         topic, content = None, None
         filters = (compile_criteria(ctx, criteria, "Subscription.criteria"),)
-    channel = parse_channel(raw_channel, backport, content, allowed_hosts)
+    channel = parse_channel(raw_channel, backport, content, egress)
     heartbeat = next(iter(_extension(raw_channel, HEARTBEAT_PERIOD)), None)
     timeout = next(iter(_extension(raw_channel, TIMEOUT)), None)
     max_count = next(iter(_extension(raw_channel, MAX_COUNT)), None)

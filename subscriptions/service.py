@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import aiohttp
+
 from capability import fhir_json
 from capability.outcome import FhirError
 from server.interactions import crud
@@ -24,8 +26,10 @@ from server.interactions.context import Context
 from server.interactions.resources import parse_resource
 from storage import notification_queue
 from storage.base import Change, Version, Write
+from subscriptions.channels import endpoint_url, refused
 from subscriptions.delivery import Deliverer, DeliveryConfig
 from subscriptions.dispatcher import Dispatcher
+from subscriptions.egress import EgressPolicy, ResolverFactory
 from subscriptions.model import Subscription, parse_subscription
 from subscriptions.owners import is_gone, new_owner
 from subscriptions.registry import Registry
@@ -37,9 +41,10 @@ log = logging.getLogger("hearth.subscriptions")
 
 @dataclass(frozen=True)
 class SubscriptionConfig:
-    allowed_hosts: frozenset[str] = frozenset()  # empty: any host
+    egress: EgressPolicy = field(default_factory=EgressPolicy)  # where rest-hook endpoints may point
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     match_timeout: float = 1.0  # seconds one subscription may spend matching one change
+    resolver: ResolverFactory = aiohttp.DefaultResolver  # how endpoint names are resolved (tests inject theirs)
     poll: float = 0.02  # seconds at least between two looks at the change log (passes gather what came meanwhile)
     # seconds at most between two looks when no commit of this process woke the dispatcher: what other processes
     # write to the same database (`hearth import`, another server on MongoDB) is seen within this time
@@ -47,18 +52,25 @@ class SubscriptionConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> SubscriptionConfig:
-        hosts = frozenset(h.strip().lower() for h in settings.subscription_allowed_hosts.split(",") if h.strip())
         delivery = DeliveryConfig(retry_horizon=float(settings.subscription_retry_horizon) * 3600,
                                   retry_base=float(settings.subscription_retry_base))
-        return cls(hosts, delivery, float(settings.subscription_match_timeout))
+        return cls(EgressPolicy.from_settings(settings), delivery, float(settings.subscription_match_timeout))
 
 
-def accept(ctx: Context, body: bytes | dict[str, Any]) -> dict[str, Any]:
+def running(ctx: Context) -> SubscriptionService:
+    """The subscription service of this context; 503 when it is not running."""
+    service = ctx.extras.get("subscriptions")
+    if service is None:
+        raise FhirError(503, "transient", "Subscriptions are not running")
+    return service
+
+
+async def accept(ctx: Context, body: bytes | dict[str, Any]) -> dict[str, Any]:
     """Check a Subscription a client writes and set the status it starts with (see the module doc)."""
     resource = parse_resource(body, "Subscription")
-    service = ctx.extras.get("subscriptions")
-    allowed = service.config.allowed_hosts if service else frozenset()
-    subscription = parse_subscription(ctx, {**resource, "id": resource.get("id", "")}, 0, allowed)
+    service = running(ctx)
+    subscription = parse_subscription(ctx, {**resource, "id": resource.get("id", "")}, 0, service.config.egress)
+    await service.check_resolved(subscription)
     status = resource["status"]
     if status != "off":
         handshake = subscription.backport and subscription.channel.type == "rest-hook"
@@ -83,9 +95,11 @@ class SubscriptionService:
         ctx.commit_listeners.append(self._committed)
         self.queue = notification_queue(ctx.store)
         await self.queue.open()
+        self.resolver = self.config.resolver()
         self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh, self._stop,
                                      self.config.match_timeout)
-        self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status)
+        self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status,
+                                   self.config.egress, self.resolver)
         self.websockets = WebSocketHub(ctx, self.queue, self.registry)
         await self._release_gone_owners()
         await self._load()
@@ -105,6 +119,7 @@ class SubscriptionService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._tasks:
             await self.dispatcher.flush()
+            await self.resolver.close()
         self._tasks = []
 
     async def _release_gone_owners(self) -> None:
@@ -142,7 +157,7 @@ class SubscriptionService:
 
     async def _put(self, resource: dict[str, Any], version_id: int, since: int | None) -> Subscription | None:
         try:
-            subscription = parse_subscription(self.ctx, resource, version_id, self.config.allowed_hosts)
+            subscription = parse_subscription(self.ctx, resource, version_id, self.config.egress)
         except FhirError as error:  # stored unchecked (`hearth import`), or accepted before a limit or policy
             subscription_id = resource.get("id", "")
             self.registry.remove(subscription_id)
@@ -223,6 +238,15 @@ class SubscriptionService:
 
     # -- status ------------------------------------------------------------------------------------
 
+    async def check_resolved(self, subscription: Subscription) -> None:
+        """422 when the rest-hook endpoint's host name resolves, now, to an address the egress policy refuses."""
+        endpoint = subscription.channel.endpoint
+        if subscription.channel.type != "rest-hook" or endpoint is None:
+            return
+        refusal = await self.config.egress.resolved_refusal(endpoint_url(endpoint), self.resolver)
+        if refusal:
+            raise refused(endpoint, refusal)
+
     def check_writes(self, ctx: Context, writes: Sequence[Write]) -> None:
         """Refuse (422) a Subscription that Hearth could not serve, whichever way it is written (a Bundle entry, a
         conditional update, a PATCH): the same checks as `accept`, which direct creates and updates pass first.
@@ -232,7 +256,7 @@ class SubscriptionService:
             if write.type == "Subscription" and write.body is not None:
                 resource = fhir_json.loads(write.body)
                 if resource.get("status") != "error":
-                    parse_subscription(ctx, resource, write.version_id, self.config.allowed_hosts)
+                    parse_subscription(ctx, resource, write.version_id, self.config.egress)
 
     async def _stop(self, subscription_id: str, error: str) -> None:
         """The subscription cannot run: status `error` with the reason (a failure to record it is only logged:

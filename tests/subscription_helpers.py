@@ -45,11 +45,13 @@ async def wait_until(condition: Callable[[], bool | Awaitable[bool]], what: str,
 
 @dataclass
 class Receiver:
-    """An aiohttp server on 127.0.0.1 recording every request; `fail` answers that many with 503 first."""
+    """An aiohttp server on 127.0.0.1 recording every request; `fail` answers that many with 503 first;
+    `redirect` answers every request but those to that path with a 302 to it."""
 
     port: int = 0
     fail: int = 0
     always_fail: bool = False
+    redirect: str | None = None
     received: list[Received] = field(default_factory=list)
     attempt_times: list[float] = field(default_factory=list)
 
@@ -76,6 +78,8 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.attempt_times.append(time.monotonic())
+        if self.redirect is not None and request.path != self.redirect:
+            return web.Response(status=302, headers={"Location": self.url + self.redirect})
         if self.always_fail or self.fail > 0:
             self.fail -= 1
             return web.Response(status=503)

@@ -20,7 +20,9 @@ OBS = {"resourceType": "Observation", "status": "final",
 
 
 def settings_for(tmp_path: Path, **overrides) -> Settings:
-    values = dict(storage=str(tmp_path / "hearth.db"), base_url=BASE, subscription_retry_base=0.05)
+    """The test app's settings: receivers listen on 127.0.0.1, so loopback is allowed (the setting at work)."""
+    values = dict(storage=str(tmp_path / "hearth.db"), base_url=BASE, subscription_retry_base=0.05,
+                  subscription_allowed_networks="127.0.0.0/8")
     values.update(overrides)
     return Settings(**values)
 

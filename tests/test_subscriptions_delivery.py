@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from ipaddress import ip_network
 from pathlib import Path
 
 import httpx
@@ -152,6 +153,7 @@ async def test_notification_survives_a_crash(tmp_path, monkeypatch):
     once (before the dispatcher ran, or holding the claim of a delivery); after a restart both notifications
     arrive (the restarted server takes over its dead predecessor's claims at once: no lease to wait out)."""
     monkeypatch.setenv("HEARTH_SUBSCRIPTION_RETRY_BASE", "0.1")
+    monkeypatch.setenv("HEARTH_SUBSCRIPTION_ALLOWED_NETWORKS", "127.0.0.0/8")
     db, port, hook_port = tmp_path / "hearth.db", free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     server = await asyncio.to_thread(start, db, port)
@@ -190,19 +192,21 @@ async def test_notification_survives_a_crash(tmp_path, monkeypatch):
 def test_claimed_events_are_batched_up_to_max_count():
     from server.interactions.context import Context
     from subscriptions.delivery import Deliverer, DeliveryConfig
+    from subscriptions.egress import EgressPolicy
     from subscriptions.model import parse_subscription
     from subscriptions.queue import Delivery
     from subscriptions.registry import Registry
     from subscription_helpers import BACKPORT, backport_subscription
 
     ctx = Context(None, BASE)
+    loopback = EgressPolicy(allowed_networks=(ip_network("127.0.0.0/8"),))
     registry = Registry()
     body = backport_subscription("resource-change", ["Patient?gender=male"], "http://127.0.0.1:9/x")
     body["channel"]["extension"] = [{"url": f"{BACKPORT}/backport-max-count", "valuePositiveInt": 2}]
-    registry.put(parse_subscription(ctx, {**body, "id": "b"}, 1, frozenset()))
+    registry.put(parse_subscription(ctx, {**body, "id": "b"}, 1, loopback))
     registry.put(parse_subscription(ctx, {**r4_subscription("Patient?gender=male", "http://127.0.0.1:9/x"),
-                                          "id": "r"}, 1, frozenset()))
-    deliverer = Deliverer(ctx, None, registry, DeliveryConfig(), "me", None)
+                                          "id": "r"}, 1, loopback))
+    deliverer = Deliverer(ctx, None, registry, DeliveryConfig(), "me", None, loopback, None)
 
     def work(subscription: str, kind: str, number: int | None) -> Delivery:
         return Delivery((subscription, kind, number), subscription, kind, number, 0.0, 0)

@@ -79,15 +79,18 @@ async def test_a_stored_subscription_no_longer_accepted_goes_to_error_at_start(b
     first, restarted = shared_stores(backend, tmp_path)
     unchecked = Context(first, BASE)  # no subscription service: no write checks
     refused = {}
-    for name, body in (("criteria", r4_subscription("Observation?colour=blue", receiver.url + "/colour")),):
+    for name, body in (("criteria", r4_subscription("Observation?colour=blue", receiver.url + "/colour")),
+                       ("endpoint", r4_subscription("Observation?code=8867-4", "http://169.254.169.254/latest"))):
         version = await crud.create(unchecked, "Subscription", {**body, "status": "active"})
         refused[name] = version.id
     await crud.create(unchecked, "Subscription", {**r4_subscription("Observation?code=8867-4", receiver.url + "/good"),
                                                   "status": "active"})
     await first.close()
-    async with Running(settings_for(tmp_path), restarted) as client:
+    async with Running(settings_for(tmp_path, subscription_allowed_networks="127.0.0.0/8"), restarted) as client:
         criteria = await wait_status(client, refused["criteria"], "error")
         assert criteria["error"].startswith("No longer accepted: Criteria 'Observation?colour=blue'")
+        endpoint = await wait_status(client, refused["endpoint"], "error")
+        assert "169.254.169.254, a link-local address" in endpoint["error"]
         await client.post("/Observation", json=OBS, headers=FHIR_JSON)
         [notification] = await receiver.wait_for(1)
         assert notification.path == "/good"
