@@ -63,7 +63,7 @@ async def metadata(request: Request, ctx: Context) -> Response:
 async def create(request: Request, ctx: Context, resource_type: str) -> Response:
     """POST [type], conditional with If-None-Exist or search parameters in the URL (a match: 200 and nothing
     written)."""
-    body = _accepted(ctx, resource_type, await http.read_body(request, ctx.extras["max_body_bytes"]))
+    body = await _accepted(ctx, resource_type, await http.read_body(request, ctx.extras["max_body_bytes"]))
     criteria = _create_criteria(request)
     if criteria is None:
         version, created = await crud.create(ctx, resource_type, body), True
@@ -99,7 +99,7 @@ async def vread(request: Request, ctx: Context, resource_type: str, resource_id:
 
 
 async def update(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:
-    body = _accepted(ctx, resource_type, await http.read_body(request, ctx.extras["max_body_bytes"]))
+    body = await _accepted(ctx, resource_type, await http.read_body(request, ctx.extras["max_body_bytes"]))
     version, created = await crud.update(ctx, resource_type, resource_id, body, _if_match(request))
     status = 201 if created else 200
     return _representation(request, version, status, http.version_headers(version, ctx.base_url))
@@ -222,9 +222,9 @@ async def _search(request: Request, ctx: Context, types: tuple[str, ...], params
     return http.fhir_response(body, 200, None, http.pretty(request))
 
 
-def _accepted(ctx: Context, resource_type: str, body: bytes) -> bytes | dict:
+async def _accepted(ctx: Context, resource_type: str, body: bytes) -> bytes | dict:
     """A Subscription is checked (422 when unusable) and given its starting status before it is written."""
-    return subscription_service.accept(ctx, body) if resource_type == "Subscription" else body
+    return await subscription_service.accept(ctx, body) if resource_type == "Subscription" else body
 
 
 async def subscription_status(request: Request, ctx: Context, resource_id: str | None = None) -> Response:

@@ -4,19 +4,26 @@ How a notification travels, and why nothing is lost:
 
 1. A client writes a Subscription like any resource. `service.accept` (called by the REST create /
    update) checks it first: criteria (`criteria.py`, the search parser under strict handling), topic
-   and filters (`topics.py`, `model.py`), channel (`channels.py`: rest-hook http(s) endpoint, optional
-   host allowlist, headers, payload; or websocket). A bad one is a 422 OperationOutcome, nothing stored.
-   R4 subscriptions are stored `active`; backport rest-hook ones `requested` until their handshake.
+   and filters (`topics.py`, `model.py`), channel (`channels.py`: rest-hook http(s) endpoint that the
+   egress policy allows (`egress.py`: no loopback, private, link-local … address unless a setting allows
+   its network, never Hearth itself; names resolved then too), headers, payload; or websocket). A bad one is
+   a 422 OperationOutcome, nothing stored. R4 subscriptions are stored `active`; backport rest-hook ones
+   `requested` until their handshake. A stored subscription this process cannot accept (imported, or
+   accepted before a limit) goes to `error` at start-up, saying why.
 2. Every committed version has a change-log row (storage). The `dispatcher.py` loop tails the change
    log, keeps this process's `registry.py` up to date from Subscription changes, matches the other
    changes against the registry (by resource type, then an index on one token or reference clause of
-   each criteria, then the compiled in-memory matcher), and records the events (numbered per
+   each criteria, then the compiled in-memory matcher; chains and `_has` read the store within a budget,
+   HEARTH_SUBSCRIPTION_MATCH_TIMEOUT: a subscription that fails or overruns it goes to `error` and out of
+   matching, the others go on), and records the events (numbered per
    subscription) together with the checkpoint in one storage operation (`queue.py`; SQLite tables or
    MongoDB collections next to the data). A crash before that leaves the checkpoint behind, so the
    changes are matched again on the next start.
-3. `delivery.py` claims due rest-hook work with a lease, builds the notification (`notifications.py`:
+3. `delivery.py` claims due rest-hook work with a lease (a successor on the same machine takes over a dead
+   process's claims at once: `owners.py`), builds the notification (`notifications.py`:
    R4 empty POST or PUT of the resource; backport `history` Bundle led by a SubscriptionStatus
-   Parameters), and only forgets it after a 2xx: at least once. Failures back off exponentially with
+   Parameters), sends it only to addresses the egress policy allows (checked on the address connected to;
+   no redirects), and only forgets it after a 2xx: at least once. Failures back off exponentially with
    jitter, a circuit breaker per endpoint stops hammering a dead receiver, and after the retry horizon
    the subscription goes to `error` with `Subscription.error` set. Events stay in the queue's event
    table, so `$events` (`operations.py`) returns what was missed; `$status` reports the counts.

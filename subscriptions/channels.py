@@ -1,7 +1,8 @@
 """Channels: checking `Subscription.channel`, and sending a notification over a rest-hook.
 
-rest-hook: an http(s) `endpoint` (its host in HEARTH_SUBSCRIPTION_ALLOWED_HOSTS when that is set),
-`header[]` lines (`Name: value`) sent with every notification, `payload` empty or application/fhir+json.
+rest-hook: an http(s) `endpoint` that the egress policy allows (subscriptions/egress.py: its host in
+HEARTH_SUBSCRIPTION_ALLOWED_HOSTS when that is set, no private or loopback address, not Hearth), `header[]`
+lines (`Name: value`) sent with every notification, `payload` empty or application/fhir+json.
 websocket: no endpoint; clients bind to the subscription over Hearth's websocket (subscriptions/websocket.py).
 """
 
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from capability.outcome import FhirError
+from subscriptions.egress import EgressPolicy
 
 CHANNEL_TYPES = ("rest-hook", "websocket")
 PAYLOAD_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -46,8 +48,7 @@ def _bad(diagnostics: str, element: str) -> FhirError:
     return FhirError(422, "invalid", diagnostics, (f"Subscription.channel.{element}",))
 
 
-def parse_channel(channel: dict[str, Any], backport: bool, content: str | None,
-                  allowed_hosts: frozenset[str]) -> Channel:
+def parse_channel(channel: dict[str, Any], backport: bool, content: str | None, egress: EgressPolicy) -> Channel:
     channel_type = channel.get("type")
     if channel_type not in CHANNEL_TYPES:
         raise _bad(f"Channel type '{channel_type}' is not supported; use one of {', '.join(CHANNEL_TYPES)}", "type")
@@ -62,20 +63,32 @@ def parse_channel(channel: dict[str, Any], backport: bool, content: str | None,
         content = "empty"
     endpoint = channel.get("endpoint")
     if channel_type == "rest-hook":
-        endpoint = _check_endpoint(endpoint, allowed_hosts)
+        endpoint = _check_endpoint(endpoint, egress)
     headers = tuple(_header(line) for line in channel.get("header") or ())
     return Channel(channel_type, endpoint, headers, payload, content)
 
 
-def _check_endpoint(endpoint: Any, allowed_hosts: frozenset[str]) -> str:
+def endpoint_url(endpoint: Any) -> URL:
+    """The endpoint parsed as aiohttp will parse it (so the checks see the host it connects to)."""
     if not isinstance(endpoint, str) or not endpoint:
         raise _bad("A rest-hook channel needs an endpoint", "endpoint")
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        url = URL(endpoint)
+    except (ValueError, TypeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.raw_host:
         raise _bad(f"Endpoint '{endpoint}' must be an http or https URL", "endpoint")
-    if allowed_hosts and parts.hostname.lower() not in allowed_hosts:
-        raise _bad(f"Endpoint host '{parts.hostname}' is not in the allowed hosts "
-                   "(HEARTH_SUBSCRIPTION_ALLOWED_HOSTS)", "endpoint")
+    return url
+
+
+def refused(endpoint: str, refusal: str) -> FhirError:
+    return _bad(f"Endpoint '{endpoint}' is refused: {refusal}", "endpoint")
+
+
+def _check_endpoint(endpoint: Any, egress: EgressPolicy) -> str:
+    refusal = egress.url_refusal(endpoint_url(endpoint))
+    if refusal:
+        raise refused(endpoint, refusal)
     return endpoint
 
 
@@ -86,13 +99,20 @@ def _header(line: Any) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-async def send(session: aiohttp.ClientSession, channel: Channel, outgoing: Outgoing, timeout: float) -> None:
-    """POST/PUT the notification; DeliveryFailed unless the endpoint answers 2xx within `timeout`."""
+async def send(session: aiohttp.ClientSession, egress: EgressPolicy, channel: Channel, outgoing: Outgoing,
+               timeout: float) -> None:
+    """POST/PUT the notification; DeliveryFailed unless the endpoint answers 2xx within `timeout`. The session
+    resolves names through the egress policy's GuardedResolver; a literal address, which aiohttp connects to
+    without resolving, is checked here on the very URL aiohttp is given. Redirects are not followed."""
+    url = URL(outgoing.url)
+    refusal = egress.url_refusal(url)
+    if refusal:
+        raise DeliveryFailed(f"{outgoing.method} {outgoing.url} refused: {refusal}")
     headers = dict(channel.headers)
     if outgoing.body is not None:
         headers["Content-Type"] = "application/fhir+json"
     try:
-        async with session.request(outgoing.method, outgoing.url, data=outgoing.body, headers=headers,
+        async with session.request(outgoing.method, url, data=outgoing.body, headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False) as response:
             await response.read()
             if not 200 <= response.status < 300:

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from server.interactions.context import Context
 from subscriptions import notifications
 from subscriptions.channels import DeliveryFailed, Outgoing, send
+from subscriptions.egress import EgressPolicy, GuardedResolver
 from subscriptions.model import Subscription
 from subscriptions.queue import Delivery, NotificationQueue
 from subscriptions.registry import Registry
@@ -41,7 +43,9 @@ class DeliveryConfig:
     retry_max: float = 3600.0  # retries at least this often
     breaker_threshold: int = 5
     breaker_cooldown: float = 30.0
-    lease: float = 30.0  # a claim (of a process that died mid-delivery) is taken over after this long
+    # a claim of a process that died mid-delivery is taken over after this long (at once by a successor on the same
+    # machine: subscriptions/owners.py)
+    lease: float = 30.0
     concurrency: int = 64  # deliveries in flight per process
     poll: float = 0.05  # seconds at least between looks at the queue when nothing woke the sender
     # seconds at most between looks when nothing is expected (a retry this process scheduled wakes it on time):
@@ -83,9 +87,10 @@ class Breaker:
 
 class Deliverer:
     def __init__(self, ctx: Context, queue: NotificationQueue, registry: Registry, config: DeliveryConfig,
-                 owner: str, set_status: SetStatus) -> None:
+                 owner: str, set_status: SetStatus, egress: EgressPolicy, resolver: AbstractResolver) -> None:
         self.ctx, self.queue, self.registry, self.config = ctx, queue, registry, config
         self.owner, self.set_status = owner, set_status
+        self.egress, self.resolver = egress, resolver
         self.breakers: dict[str, Breaker] = {}
         self.last_sent: dict[str, float] = {}  # subscription id -> time of its last successful notification
         self.wake = asyncio.Event()
@@ -95,7 +100,9 @@ class Deliverer:
         self._turns: dict[str, asyncio.Lock] = {}
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession() as session:
+        # every name is resolved through the egress policy: what is connected to is what was checked
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.egress, self.resolver))
+        async with aiohttp.ClientSession(connector=connector) as session:
             try:
                 while True:
                     room = self.config.concurrency - len(self._in_flight)
@@ -178,7 +185,8 @@ class Deliverer:
             outgoing = await self._outgoing(subscription, group)
             if outgoing is not None:
                 # within the lease, so that no other process takes the work over while it is being sent
-                await send(session, subscription.channel, outgoing, min(subscription.timeout, self.config.lease / 2))
+                await send(session, self.egress, subscription.channel, outgoing,
+                           min(subscription.timeout, self.config.lease / 2))
         except DeliveryFailed as failure:
             breaker.failed(time.time(), str(failure))
             await self._failed(subscription, group, str(failure))

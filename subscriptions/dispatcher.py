@@ -5,12 +5,19 @@ changes, matches the changes past the durable checkpoint against the registry, a
 and moves the checkpoint in one storage operation (a compare-and-set on the checkpoint). A process that
 dies after a commit and before this leaves the checkpoint behind: the next start matches those changes
 again. Several processes tail the same log; only one wins each range, the others re-read the checkpoint.
+
+Matching one change against one subscription has a budget (HEARTH_SUBSCRIPTION_MATCH_TIMEOUT): chains and
+`_has` in criteria read the store, and a costly or failing criteria must not hold up everyone's notifications.
+A subscription whose matching raises or overruns is stopped (`stop`: status `error`, `Subscription.error`
+saying why, out of matching until a client writes it again) and the pass goes on without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
 from capability import fhir_json
@@ -20,6 +27,7 @@ from search.matcher import Prepared
 from server.interactions.context import Context
 from server.interactions.resources import index_entries
 from storage.base import Change
+from subscriptions.model import MATCHING_STOPPED
 from subscriptions.queue import NewEvent, NotificationQueue
 from subscriptions.registry import Registry, Target
 
@@ -27,6 +35,8 @@ log = logging.getLogger("hearth.subscriptions")
 
 Refresh = Callable[[Change], Awaitable[tuple[str, int] | None]]
 """refresh(change of a Subscription): update the registry; (id, seq) when it needs a handshake."""
+Stop = Callable[[str, str], Awaitable[None]]
+"""stop(subscription id, error): record that the subscription is in error for this reason."""
 
 
 # Changes that cause no event move the checkpoint in memory only, written at most this often: a crash
@@ -36,9 +46,10 @@ _LAZY_SECONDS = 5.0
 
 
 class Dispatcher:
-    def __init__(self, ctx: Context, queue: NotificationQueue, registry: Registry, refresh: Refresh,
-                 batch: int = 500) -> None:
+    def __init__(self, ctx: Context, queue: NotificationQueue, registry: Registry, refresh: Refresh, stop: Stop,
+                 budget: float, batch: int = 500) -> None:
         self.ctx, self.queue, self.registry, self.refresh, self.batch = ctx, queue, registry, refresh, batch
+        self.stop, self.budget = stop, budget  # budget: seconds one subscription may spend matching one change
         self.seen = 0  # change seq this process has read up to (registry refreshed)
         self.checkpoint = 0  # changes up to here are matched (recorded, or caused nothing)
         self.durable = 0  # the checkpoint as stored
@@ -121,12 +132,41 @@ class Dispatcher:
         return topic.trigger is None or topic.trigger(previous, current)
 
     async def _matches(self, target: Target, prepared: Prepared) -> bool:
+        """Whether the change matches; a subscription whose matching fails or overruns the budget is stopped."""
         try:
-            return await self._all_hold(target, prepared)
-        except Exception:  # one subscription's failing chain lookup must not hold up every notification
-            log.exception("Subscription/%s: matching %s/%s failed", target.subscription.id, prepared.resource_type,
-                          prepared.resource_id)
+            if target.reads:
+                held = await self._within_budget(target, prepared)
+            else:  # in memory: microseconds (the search limits bound the criteria), nothing to wait on
+                held = await self._all_hold(target, prepared)
+        except Exception as error:  # a failing store read, a bug in the matcher: this subscription's, not everyone's
+            what = f"matching {prepared.resource_type}/{prepared.resource_id}"
+            log.exception("Subscription/%s: %s failed", target.subscription.id, what)
+            detail = error.diagnostics if isinstance(error, FhirError) else f"{error.__class__.__name__}: {error}"
+            await self._stop(target, f"{what} failed: {detail}")
             return False
+        if held is None:
+            await self._stop(target, f"matching {prepared.resource_type}/{prepared.resource_id} took longer than "
+                                     f"HEARTH_SUBSCRIPTION_MATCH_TIMEOUT ({self.budget:g} s)")
+            return False
+        return held
+
+    async def _within_budget(self, target: Target, prepared: Prepared) -> bool | None:
+        """`_all_hold` for criteria that read the store; None past the budget (work that never waits cannot be
+        interrupted: an overrun is also noticed after the fact)."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.budget):
+                held = await self._all_hold(target, prepared)
+        except TimeoutError:
+            return None
+        return held if time.monotonic() - started <= self.budget else None
+
+    async def _stop(self, target: Target, reason: str) -> None:
+        subscription = target.subscription
+        # out of matching at once (the rest of this pass too), then recorded; the stored version confirms it
+        self.registry.put(replace(subscription, status="error", matching_stopped=True))
+        await self.stop(subscription.id,
+                        f"{MATCHING_STOPPED}{reason}; correct the criteria and update the Subscription")
 
     async def _all_hold(self, target: Target, prepared: Prepared) -> bool:
         for filter_ in target.filters:

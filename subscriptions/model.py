@@ -10,6 +10,7 @@ from capability.outcome import FhirError
 from server.interactions.context import Context
 from subscriptions.channels import Channel, parse_channel
 from subscriptions.criteria import Filter, compile_criteria
+from subscriptions.egress import EgressPolicy
 from subscriptions.topics import TOPICS, Topic
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
@@ -21,6 +22,10 @@ MAX_COUNT = f"{BACKPORT}/backport-max-count"
 PAYLOAD_CONTENT = f"{BACKPORT}/backport-payload-content"
 
 STATUSES = ("requested", "active", "error", "off")
+# How `Subscription.error` starts when Hearth stopped matching a subscription (its criteria failed or overran
+# HEARTH_SUBSCRIPTION_MATCH_TIMEOUT): it stays out of matching, also after a restart, until a client writes it
+# again (a create or update clears `error`).
+MATCHING_STOPPED = "Matching stopped: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,7 @@ class Subscription:
     timeout: float  # seconds per delivery attempt
     max_count: int  # events per notification (backport)
     end: datetime | None = None  # no events for changes after this instant
+    matching_stopped: bool = False  # see MATCHING_STOPPED
 
     def expired(self, moment: datetime) -> bool:
         return self.end is not None and moment > self.end
@@ -65,8 +71,7 @@ def is_backport(resource: dict[str, Any]) -> bool:
     return any(p.split("|")[0] == BACKPORT_PROFILE for p in profiles) or resource.get("criteria") in TOPICS
 
 
-def parse_subscription(ctx: Context, resource: dict[str, Any], version_id: int,
-                       allowed_hosts: frozenset[str]) -> Subscription:
+def parse_subscription(ctx: Context, resource: dict[str, Any], version_id: int, egress: EgressPolicy) -> Subscription:
     """Read and check a Subscription; a 422 OperationOutcome naming the element that is wrong."""
     status = resource.get("status")
     if status not in STATUSES:
@@ -90,13 +95,14 @@ def parse_subscription(ctx: Context, resource: dict[str, Any], version_id: int,
     else:
         topic, content = None, None
         filters = (compile_criteria(ctx, criteria, "Subscription.criteria"),)
-    channel = parse_channel(raw_channel, backport, content, allowed_hosts)
+    channel = parse_channel(raw_channel, backport, content, egress)
     heartbeat = next(iter(_extension(raw_channel, HEARTBEAT_PERIOD)), None)
     timeout = next(iter(_extension(raw_channel, TIMEOUT)), None)
     max_count = next(iter(_extension(raw_channel, MAX_COUNT)), None)
     return Subscription(resource["id"], version_id, status, backport, topic, filters, channel,
                         int(heartbeat) if heartbeat else None, float(timeout) if timeout else 10.0,
-                        int(max_count) if max_count else 1, _end(resource.get("end")))
+                        int(max_count) if max_count else 1, _end(resource.get("end")),
+                        status == "error" and str(resource.get("error") or "").startswith(MATCHING_STOPPED))
 
 
 def _end(value: Any) -> datetime | None:

@@ -21,30 +21,24 @@ from server.interactions.context import Context
 from subscriptions import notifications
 from subscriptions.channels import CONTENTS
 from subscriptions.model import Subscription, parse_subscription
-
-
-def _service(ctx: Context) -> Any:
-    service = ctx.extras.get("subscriptions")
-    if service is None:
-        raise FhirError(503, "transient", "Subscriptions are not running")
-    return service
+from subscriptions.service import running
 
 
 async def _subscription(ctx: Context, subscription_id: str) -> tuple[Subscription, dict[str, Any]]:
     """The subscription as the registry has it, and its stored resource (404 / 410 as for a read)."""
     version = await crud.read(ctx, "Subscription", subscription_id)
     resource = orjson.loads(version.body)
-    service = _service(ctx)
+    service = running(ctx)
     subscription = service.registry.get(subscription_id)
     if subscription is None or subscription.version_id != version.version_id:  # the registry is a moment behind
-        subscription = parse_subscription(ctx, resource, version.version_id, service.config.allowed_hosts)
+        subscription = parse_subscription(ctx, resource, version.version_id, service.config.egress)
     return subscription, resource
 
 
 async def status(ctx: Context, subscription_ids: list[str]) -> bytes:
     if not subscription_ids:
         raise FhirError(400, "required", "$status needs a subscription: Subscription/[id]/$status or ?id=")
-    queue = _service(ctx).queue
+    queue = running(ctx).queue
     entries = []
     for subscription_id in subscription_ids:
         subscription, resource = await _subscription(ctx, subscription_id)
@@ -68,7 +62,7 @@ def _number(params: dict[str, str], name: str) -> int | None:
 
 async def events(ctx: Context, subscription_id: str, params: dict[str, str]) -> bytes:
     subscription, _ = await _subscription(ctx, subscription_id)
-    queue = _service(ctx).queue
+    queue = running(ctx).queue
     count = await queue.event_count(subscription_id)
     first = _number(params, "eventsSinceNumber") or 1
     last = _number(params, "eventsUntilNumber")
@@ -85,7 +79,7 @@ async def binding_token(ctx: Context, subscription_id: str) -> bytes:
     subscription, _ = await _subscription(ctx, subscription_id)
     if subscription.channel.type != "websocket":
         raise FhirError(422, "invalid", f"Subscription/{subscription_id} does not use the websocket channel")
-    hub = _service(ctx).websockets
+    hub = running(ctx).websockets
     token, expires = await hub.binding_token(subscription_id)
     expiration = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return orjson.dumps({"resourceType": "Parameters", "parameter": [

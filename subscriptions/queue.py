@@ -5,7 +5,8 @@ It holds, in the database the resources live in:
 - events: per subscription, numbered 1, 2, 3 … (`eventsSinceSubscriptionStart`), kept for `$events`;
 - deliveries: work for the rest-hook sender (an event, a handshake or a heartbeat), each with its
   attempts, the time it is next due, and a lease (owner, expiry) so several processes never deliver
-  the same item at the same time (and a dead process's claim is taken over once the lease expires).
+  the same item at the same time (a dead process's claim is taken over once the lease expires, or at once
+  by a successor on the same machine: subscriptions/owners.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class NotificationQueue(Protocol):
         """Whether any delivery is due and unleased (a cheap read before claiming)."""
 
     async def claim(self, owner: str, now: float, lease_seconds: float, limit: int) -> list[Delivery]: ...
+
+    async def lease_owners(self, now: float) -> set[str]:
+        """The owners holding a lease that has not expired at `now`."""
+
+    async def release(self, owner: str) -> None:
+        """Give up every claim of `owner` (a process that is gone): its work can be claimed again at once."""
 
     async def complete(self, delivery: Delivery) -> None:
         """The delivery succeeded (or is moot): forget it."""

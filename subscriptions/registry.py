@@ -16,6 +16,7 @@ class Target:
 
     subscription: Subscription
     filters: tuple[Filter, ...]
+    reads: bool = False  # some filter has chains or `_has`: matching reads the store (within a budget)
 
 
 class _TypeIndex:
@@ -91,12 +92,13 @@ class Registry:
                 self._indexes.pop(dirty, None)
             targets: dict[str, list[Target]] = {}
             for subscription in self._by_id.values():
-                if subscription.status == "off":
+                if subscription.status == "off" or subscription.matching_stopped:
                     continue
                 for type_ in subscription.resource_types:
                     if type_ in self._dirty:
                         filters = tuple(f for f in subscription.filters if f.resource_type == type_)
-                        targets.setdefault(type_, []).append(Target(subscription, filters))
+                        reads = any(f.matcher.needs_resolver for f in filters)
+                        targets.setdefault(type_, []).append(Target(subscription, filters, reads))
             for type_, found in targets.items():
                 self._indexes[type_] = _TypeIndex(found)
             self._dirty.clear()

@@ -4,8 +4,9 @@ Subscriptions are ordinary resources written through the interactions. A REST cr
 Subscription first goes through `accept`: the criteria, topic and channel are checked (a 422
 OperationOutcome, nothing stored, when they are wrong) and the status is set: R4 subscriptions are
 active once accepted; backport rest-hook subscriptions stay `requested` until their handshake is
-delivered. Status changes Hearth makes itself (active after a handshake, error after the retry horizon)
-are ordinary updates too (If-Match, retried on a concurrent change).
+delivered. Status changes Hearth makes itself (active after a handshake, error after the retry horizon, after
+matching failed or overran its budget, or for a stored subscription this process can no longer accept) are
+ordinary updates too (If-Match, retried on a concurrent change).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+import aiohttp
 
 from capability import fhir_json
 from capability.outcome import FhirError
@@ -24,9 +26,12 @@ from server.interactions.context import Context
 from server.interactions.resources import parse_resource
 from storage import notification_queue
 from storage.base import Change, Version, Write
+from subscriptions.channels import endpoint_url, refused
 from subscriptions.delivery import Deliverer, DeliveryConfig
 from subscriptions.dispatcher import Dispatcher
+from subscriptions.egress import EgressPolicy, ResolverFactory
 from subscriptions.model import Subscription, parse_subscription
+from subscriptions.owners import is_gone, new_owner
 from subscriptions.registry import Registry
 from subscriptions.wake import sleep_until_set
 from subscriptions.websocket import WebSocketHub
@@ -36,8 +41,10 @@ log = logging.getLogger("hearth.subscriptions")
 
 @dataclass(frozen=True)
 class SubscriptionConfig:
-    allowed_hosts: frozenset[str] = frozenset()  # empty: any host
+    egress: EgressPolicy = field(default_factory=EgressPolicy)  # where rest-hook endpoints may point
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    match_timeout: float = 1.0  # seconds one subscription may spend matching one change
+    resolver: ResolverFactory = aiohttp.DefaultResolver  # how endpoint names are resolved (tests inject theirs)
     poll: float = 0.02  # seconds at least between two looks at the change log (passes gather what came meanwhile)
     # seconds at most between two looks when no commit of this process woke the dispatcher: what other processes
     # write to the same database (`hearth import`, another server on MongoDB) is seen within this time
@@ -45,18 +52,25 @@ class SubscriptionConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> SubscriptionConfig:
-        hosts = frozenset(h.strip().lower() for h in settings.subscription_allowed_hosts.split(",") if h.strip())
         delivery = DeliveryConfig(retry_horizon=float(settings.subscription_retry_horizon) * 3600,
                                   retry_base=float(settings.subscription_retry_base))
-        return cls(hosts, delivery)
+        return cls(EgressPolicy.from_settings(settings), delivery, float(settings.subscription_match_timeout))
 
 
-def accept(ctx: Context, body: bytes | dict[str, Any]) -> dict[str, Any]:
+def running(ctx: Context) -> SubscriptionService:
+    """The subscription service of this context; 503 when it is not running."""
+    service = ctx.extras.get("subscriptions")
+    if service is None:
+        raise FhirError(503, "transient", "Subscriptions are not running")
+    return service
+
+
+async def accept(ctx: Context, body: bytes | dict[str, Any]) -> dict[str, Any]:
     """Check a Subscription a client writes and set the status it starts with (see the module doc)."""
     resource = parse_resource(body, "Subscription")
-    service = ctx.extras.get("subscriptions")
-    allowed = service.config.allowed_hosts if service else frozenset()
-    subscription = parse_subscription(ctx, {**resource, "id": resource.get("id", "")}, 0, allowed)
+    service = running(ctx)
+    subscription = parse_subscription(ctx, {**resource, "id": resource.get("id", "")}, 0, service.config.egress)
+    await service.check_resolved(subscription)
     status = resource["status"]
     if status != "off":
         handshake = subscription.backport and subscription.channel.type == "rest-hook"
@@ -70,7 +84,7 @@ class SubscriptionService:
     def __init__(self, config: SubscriptionConfig) -> None:
         self.config = config
         self.registry = Registry()
-        self.owner = uuid.uuid4().hex  # this process, for leases
+        self.owner = new_owner()  # this process, for leases
         self.ctx: Context | None = None
         self._tasks: list[asyncio.Task] = []
         self._changed = asyncio.Event()  # set by every commit of this process
@@ -81,9 +95,13 @@ class SubscriptionService:
         ctx.commit_listeners.append(self._committed)
         self.queue = notification_queue(ctx.store)
         await self.queue.open()
-        self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh)
-        self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status)
+        self.resolver = self.config.resolver()
+        self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh, self._stop,
+                                     self.config.match_timeout)
+        self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status,
+                                   self.config.egress, self.resolver)
         self.websockets = WebSocketHub(ctx, self.queue, self.registry)
+        await self._release_gone_owners()
         await self._load()
         self.dispatcher.start_at(await self.queue.checkpoint())
         ctx.extras["subscriptions"] = self
@@ -101,7 +119,16 @@ class SubscriptionService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._tasks:
             await self.dispatcher.flush()
+            await self.resolver.close()
         self._tasks = []
+
+    async def _release_gone_owners(self) -> None:
+        """Claims of processes of this machine that no longer run (a predecessor killed mid-delivery) are
+        released at once, instead of after their lease."""
+        for owner in await self.queue.lease_owners(time.time()):
+            if is_gone(owner):
+                log.info("releasing the delivery claims of %s, which no longer runs", owner)
+                await self.queue.release(owner)
 
     # -- the registry ------------------------------------------------------------------------------
 
@@ -126,14 +153,17 @@ class SubscriptionService:
             before = page.entries[-1][0]
         for subscription_id, version in current.items():
             if not version.deleted:
-                self._put(fhir_json.loads(version.body), version.version_id, created.get(subscription_id))
+                await self._put(fhir_json.loads(version.body), version.version_id, created.get(subscription_id))
 
-    def _put(self, resource: dict[str, Any], version_id: int, since: int | None) -> Subscription | None:
+    async def _put(self, resource: dict[str, Any], version_id: int, since: int | None) -> Subscription | None:
         try:
-            subscription = parse_subscription(self.ctx, resource, version_id, self.config.allowed_hosts)
-        except FhirError as error:  # stored without `accept` (e.g. in a transaction Bundle)
-            log.warning("Subscription/%s is not usable: %s", resource.get("id"), error.diagnostics)
-            self.registry.remove(resource.get("id", ""))
+            subscription = parse_subscription(self.ctx, resource, version_id, self.config.egress)
+        except FhirError as error:  # stored unchecked (`hearth import`), or accepted before a limit or policy
+            subscription_id = resource.get("id", "")
+            self.registry.remove(subscription_id)
+            if resource.get("status") in ("requested", "active"):
+                await self._stop(subscription_id, f"No longer accepted: {error.diagnostics}; correct it and "
+                                                  "update the Subscription")
             return None
         self.registry.put(subscription, since)
         return subscription
@@ -148,8 +178,8 @@ class SubscriptionService:
         if version is None:
             return None
         known = self.registry.get(change.id)
-        subscription = self._put(fhir_json.loads(version.body), version.version_id,
-                                 change.seq if known is None else None)
+        subscription = await self._put(fhir_json.loads(version.body), version.version_id,
+                                       change.seq if known is None else None)
         if subscription is None:
             return None
         if subscription.status in ("error", "off"):
@@ -208,12 +238,34 @@ class SubscriptionService:
 
     # -- status ------------------------------------------------------------------------------------
 
+    async def check_resolved(self, subscription: Subscription) -> None:
+        """422 when the rest-hook endpoint's host name resolves, now, to an address the egress policy refuses."""
+        endpoint = subscription.channel.endpoint
+        if subscription.channel.type != "rest-hook" or endpoint is None:
+            return
+        refusal = await self.config.egress.resolved_refusal(endpoint_url(endpoint), self.resolver)
+        if refusal:
+            raise refused(endpoint, refusal)
+
     def check_writes(self, ctx: Context, writes: Sequence[Write]) -> None:
         """Refuse (422) a Subscription that Hearth could not serve, whichever way it is written (a Bundle entry, a
-        conditional update, a PATCH): the same checks as `accept`, which direct creates and updates pass first."""
+        conditional update, a PATCH): the same checks as `accept`, which direct creates and updates pass first.
+        One in `error` runs nothing, so it is not checked: Hearth records that status also for a subscription it
+        can no longer accept, and a client's create or update makes it requested or active (checked) again."""
         for write in writes:
             if write.type == "Subscription" and write.body is not None:
-                parse_subscription(ctx, fhir_json.loads(write.body), write.version_id, self.config.allowed_hosts)
+                resource = fhir_json.loads(write.body)
+                if resource.get("status") != "error":
+                    parse_subscription(ctx, resource, write.version_id, self.config.egress)
+
+    async def _stop(self, subscription_id: str, error: str) -> None:
+        """The subscription cannot run: status `error` with the reason (a failure to record it is only logged:
+        the dispatcher must go on)."""
+        log.warning("Subscription/%s: %s", subscription_id, error)
+        try:
+            await self.set_status(subscription_id, "error", error)
+        except Exception:
+            log.exception("Subscription/%s: could not record status error", subscription_id)
 
     async def set_status(self, subscription_id: str, status: str, error: str | None) -> None:
         """Write the subscription's new status (and error) unless someone changed it meanwhile."""
@@ -224,6 +276,8 @@ class SubscriptionService:
             resource = fhir_json.loads(current.body)
             if status == "active" and resource.get("status") != "requested":
                 return  # turned off or re-requested meanwhile: the client's word wins
+            if resource.get("status") == status and resource.get("error") == error:
+                return  # recorded already (by another process, or before a restart)
             resource["status"] = status
             if error is None:
                 resource.pop("error", None)

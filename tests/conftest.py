@@ -53,7 +53,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def app(backend: str, tmp_path: Path):
-    settings = Settings(storage=str(tmp_path / "hearth.db"), base_url=BASE, max_body_bytes=1024 * 1024)
+    settings = Settings(storage=str(tmp_path / "hearth.db"), base_url=BASE, max_body_bytes=1024 * 1024,
+                        subscription_allowed_networks="127.0.0.0/8")  # subscription tests' receivers are local
     application = create_app(settings, make_store(backend, tmp_path))
     await application.startup()
     yield application

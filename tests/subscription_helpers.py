@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
@@ -26,13 +26,32 @@ class Received:
         return json.loads(self.body)
 
 
+WAIT = 30.0  # seconds a test waits for what should happen within milliseconds: a bound, never a measure
+
+
+async def wait_until(condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = WAIT) -> None:
+    """Wait until `condition()` holds (checked every 20 ms); AssertionError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = condition()
+        if not isinstance(held, bool):
+            held = await held
+        if held:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        await asyncio.sleep(0.02)
+
+
 @dataclass
 class Receiver:
-    """An aiohttp server on 127.0.0.1 recording every request; `fail` answers that many with 503 first."""
+    """An aiohttp server on 127.0.0.1 recording every request; `fail` answers that many with 503 first;
+    `redirect` answers every request but those to that path with a 302 to it."""
 
     port: int = 0
     fail: int = 0
     always_fail: bool = False
+    redirect: str | None = None
     received: list[Received] = field(default_factory=list)
     attempt_times: list[float] = field(default_factory=list)
 
@@ -59,6 +78,8 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.attempt_times.append(time.monotonic())
+        if self.redirect is not None and request.path != self.redirect:
+            return web.Response(status=302, headers={"Location": self.url + self.redirect})
         if self.always_fail or self.fail > 0:
             self.fail -= 1
             return web.Response(status=503)
@@ -66,13 +87,12 @@ class Receiver:
                                       time.monotonic()))
         return web.Response(status=200)
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} notifications, got {len(self.received)}: "
-                                     f"{[(r.method, r.path) for r in self.received]}")
-            await asyncio.sleep(0.02)
+    async def wait_for(self, count: int, timeout: float = WAIT) -> list[Received]:
+        try:
+            await wait_until(lambda: len(self.received) >= count, f"{count} notifications", timeout)
+        except AssertionError:
+            raise AssertionError(f"expected {count} notifications, got {len(self.received)}: "
+                                 f"{[(r.method, r.path) for r in self.received]}") from None
         return self.received
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import BASE, FHIR_JSON, make_store
 from server.app import create_app
 from server.settings import Settings
-from subscription_helpers import Receiver, backport_subscription, r4_subscription, status_of
+from subscription_helpers import WAIT, Receiver, backport_subscription, r4_subscription, status_of
 
 OBS = {"resourceType": "Observation", "status": "final",
        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
@@ -20,7 +20,9 @@ OBS = {"resourceType": "Observation", "status": "final",
 
 
 def settings_for(tmp_path: Path, **overrides) -> Settings:
-    values = dict(storage=str(tmp_path / "hearth.db"), base_url=BASE, subscription_retry_base=0.05)
+    """The test app's settings: receivers listen on 127.0.0.1, so loopback is allowed (the setting at work)."""
+    values = dict(storage=str(tmp_path / "hearth.db"), base_url=BASE, subscription_retry_base=0.05,
+                  subscription_allowed_networks="127.0.0.0/8")
     values.update(overrides)
     return Settings(**values)
 
@@ -169,7 +171,7 @@ async def test_websocket_bind_and_ping(backend, tmp_path):
                 assert await ws.recv() == f"bound {sub['id']}"
                 await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
                 await client.post("/Patient", json={"resourceType": "Patient", "gender": "other"}, headers=FHIR_JSON)
-                assert await asyncio.wait_for(ws.recv(), 5) == f"ping {sub['id']}"
+                assert await asyncio.wait_for(ws.recv(), WAIT) == f"ping {sub['id']}"
                 events = (await client.get(f"/Subscription/{sub['id']}/$events")).json()
                 assert len(events["entry"]) == 1
             # backport over a websocket: the handshake on bind, then the notification Bundles themselves
@@ -186,7 +188,7 @@ async def test_websocket_bind_and_ping(backend, tmp_path):
                 await ws.send(f"bind-with-token {found['token']}")
                 assert status_of(json.loads(await ws.recv()))["type"] == "handshake"
                 await client.post("/Patient", json={"resourceType": "Patient", "gender": "unknown"}, headers=FHIR_JSON)
-                bundle = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                bundle = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
                 assert status_of(bundle)["notification-event"][0]["event-number"] == "1"
                 assert bundle["entry"][1]["resource"]["gender"] == "unknown"
     finally:
@@ -251,7 +253,7 @@ async def test_writes_by_another_process_on_the_same_database_are_notified(tmp_p
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url=BASE) as client:
             await subscribe(client, r4_subscription("Patient?gender=female", receiver.url))
             await crud.create(Context(other, BASE), "Patient", {"resourceType": "Patient", "gender": "female"})
-            await receiver.wait_for(1, timeout=5.0)
+            await receiver.wait_for(1)
     finally:
         await other.close()
         await application.shutdown()

@@ -7,17 +7,20 @@ import asyncio
 import pytest
 
 from conftest import FHIR_JSON
-from subscription_helpers import TOPICS, backport_subscription, status_of
+from subscription_helpers import TOPICS, backport_subscription, status_of, wait_until
 from test_subscriptions import receiver, sub_app, sub_client, subscribe  # noqa: F401 (fixtures)
 
 
-async def wait_status(client, subscription_id: str, status: str, timeout: float = 10.0) -> dict:
-    for _ in range(int(timeout / 0.05)):
+async def wait_status(client, subscription_id: str, status: str) -> dict:
+    """The subscription once its status is `status`."""
+    resource: dict = {}
+
+    async def reached() -> bool:
+        nonlocal resource
         resource = (await client.get(f"/Subscription/{subscription_id}")).json()
-        if resource["status"] == status:
-            return resource
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"status stayed {resource['status']}")
+        return resource["status"] == status
+    await wait_until(reached, f"Subscription/{subscription_id} to become {status}")
+    return resource
 
 
 async def test_handshake_then_events_with_increasing_numbers(sub_client, receiver):
@@ -109,7 +112,7 @@ async def test_bad_backport_subscriptions_are_refused(sub_client, body, expressi
 async def test_heartbeat(sub_client, receiver):
     await subscribe(sub_client, backport_subscription("resource-change", ["Basic?code=x"], receiver.url,
                                                       heartbeat=1))
-    received = await receiver.wait_for(2, timeout=5)
+    received = await receiver.wait_for(2)
     assert [status_of(r.json())["type"] for r in received[:2]] == ["handshake", "heartbeat"]
 
 

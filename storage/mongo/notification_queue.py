@@ -103,6 +103,12 @@ class MongoNotificationQueue:
                                     document["created"], document["attempts"]))
         return claimed
 
+    async def lease_owners(self, now: float) -> set[str]:
+        return {owner for owner in await self.deliveries.distinct("owner", {"lease_until": {"$gt": now}}) if owner}
+
+    async def release(self, owner: str) -> None:
+        await self.deliveries.update_many({"owner": owner}, {"$set": {"owner": None, "lease_until": 0.0}})
+
     async def complete(self, delivery: Delivery) -> None:
         await self.deliveries.delete_one({"_id": delivery.key})
 
@@ -128,7 +134,6 @@ class MongoNotificationQueue:
     async def event_count(self, subscription: str) -> int:
         document = await self.counters.find_one({"_id": subscription})
         return document["events"] if document else 0
-
 
     async def secret(self) -> bytes:
         document = await self.secrets.find_one_and_update(

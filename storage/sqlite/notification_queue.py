@@ -127,6 +127,17 @@ class SqliteNotificationQueue:
     async def claim(self, owner: str, now: float, lease_seconds: float, limit: int) -> list[Delivery]:
         return await self.store.run_write(_claim, owner, now, lease_seconds, limit)
 
+    async def lease_owners(self, now: float) -> set[str]:
+        def work(conn: sqlite3.Connection) -> set[str]:
+            return {row[0] for row in conn.execute(
+                "SELECT DISTINCT owner FROM subscription_deliveries WHERE lease_until > ? AND owner IS NOT NULL",
+                (now,))}
+        return await self.store.run_read(work)
+
+    async def release(self, owner: str) -> None:
+        await self.store.run_write(_execute, "UPDATE subscription_deliveries SET owner = NULL, lease_until = 0 "
+                                   "WHERE owner = ?", (owner,))
+
     async def complete(self, delivery: Delivery) -> None:
         await self.store.run_write(_execute, "DELETE FROM subscription_deliveries WHERE key = ?", (delivery.key,))
 
