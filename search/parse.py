@@ -499,7 +499,8 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
             _lenient(strict, name, value, problem, ignored)
             continue
         except _BadValue as problem:
-            raise FhirError(400, "invalid", f"Search parameter '{name}': invalid value {value!r}: {problem}") from None
+            raise FhirError(400, "invalid", f"Search parameter '{name}': invalid value {_shown(value)!r}: {problem}") \
+                from None
         used.append((name, value))
 
     count = settings.get("count", default_count)
@@ -517,7 +518,12 @@ def _lenient(strict: bool, name: str, value: str, problem: Exception, ignored: l
     """Raise the strict-mode 400, or note the parameter as left out."""
     if strict:
         raise FhirError(400, "not-supported", f"Search parameter '{name}': {problem}")
-    ignored.append(f"{name}={value}: {problem}")
+    ignored.append(f"{name}={_shown(value)}: {problem}")
+
+
+def _shown(value: str) -> str:
+    """A value as a message quotes it: its start, when it is long (it may be thousands of digits)."""
+    return value if len(value) <= 100 else value[:100] + "…"
 
 
 _SAFE = ":/|,$*-._~!'()@"
