@@ -15,6 +15,11 @@ class SearchLimits:
     max_parameters: int = 100  # parameters in one search, repeats included
 
 
+def timed_out(timeout: float) -> FhirError:
+    """The refusal of a search its backend stopped at the deadline."""
+    return too_costly("search_timeout", timeout, "The search's running time", " s")
+
+
 def too_costly(setting: str, limit: int | float, what: str, unit: str = "") -> FhirError:
     """The refusal of a search past one of its bounds, naming the setting (`search_timeout`: HEARTH_SEARCH_TIMEOUT)."""
     shown = f"{limit:g}" if isinstance(limit, float) else str(limit)

@@ -115,7 +115,8 @@ class HearthApp:
         self.base_path = urlsplit(settings.public_base_url).path.rstrip("/")
 
     async def startup(self) -> None:
-        store = self.store or open_store(self.settings.storage, synchronous=self.settings.sqlite_synchronous)
+        store = self.store or open_store(self.settings.storage, synchronous=self.settings.sqlite_synchronous,
+                                         search_timeout=self.settings.search_timeout)
         if hasattr(store, "open"):
             await store.open()
         extras = {"max_body_bytes": self.settings.max_body_bytes,
