@@ -59,28 +59,28 @@ async def client(request, tmp_path_factory):
 
 def answered(response: httpx.Response) -> None:
     """A result or a client error, as FHIR: never a 500."""
-    assert response.status_code < 500, response.text[:500]
+    assert response.status_code < 500, (str(response.url)[:300], response.text[:300])
     assert response.json()["resourceType"] in ("Bundle", "OperationOutcome")
 
 
-@pytest.mark.parametrize("resource_type, name", TYPE_PARAMETERS)
-async def test_search_parameters(client, resource_type, name):
-    for strict in ({}, {"Prefer": "handling=strict"}):
-        for value in VALUES:
-            answered(await client.get(f"/{resource_type}?{name}={value}", headers=strict))
-        answered(await client.get(f"/{resource_type}?{name}={'%2C'.join(v for v in VALUES if DIGITS not in v)}",
-                                  headers=strict))
+async def test_search_parameters(client):
+    short = "%2C".join(value for value in VALUES if DIGITS not in value)
+    for resource_type, name in TYPE_PARAMETERS:
+        for handling in ({}, {"Prefer": "handling=strict"}):
+            for value in (*VALUES, short):
+                answered(await client.get(f"/{resource_type}?{name}={value}", headers=handling))
 
 
-@pytest.mark.parametrize("name", HISTORY_PARAMETERS)
-async def test_history_parameters(client, name):
-    for path in ("/_history", "/Patient/_history", "/Patient/p1/_history"):
-        for value in VALUES:
-            answered(await client.get(f"{path}?{name}={value}"))
+async def test_history_parameters(client):
+    for name in HISTORY_PARAMETERS:
+        for path in ("/_history", "/Patient/_history", "/Patient/p1/_history"):
+            for value in VALUES:
+                answered(await client.get(f"{path}?{name}={value}"))
 
 
 async def test_conditional_criteria(client):
     for value in VALUES:
-        response = await client.post("/Patient", json={"resourceType": "Patient"},
-                                     headers={**FHIR_JSON, "If-None-Exist": f"birthdate={value}"})
-        assert response.status_code < 500, response.text[:500]
+        response = await client.post("/Observation", json={"resourceType": "Observation", "status": "final",
+                                                           "code": {"text": "x"}},
+                                     headers={**FHIR_JSON, "If-None-Exist": f"value-quantity={value}"})
+        assert response.status_code < 500, (value[:40], response.text[:300])

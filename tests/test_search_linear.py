@@ -105,16 +105,19 @@ def with_total(query: Query) -> Query:
     return replace(query, total="accurate")
 
 
-@pytest.mark.parametrize("kind", ["chain", "_has"])
-async def test_mongodb_runs_a_deep_query_in_linear_work(kind, tmp_path):
+async def test_mongodb_runs_a_deep_chain_in_linear_work(tmp_path):
+    # Task.based-on reaches 13 types that have `based-on` again, each with targets of its own (before: an IR twice as
+    # large a level, so twice the sub-queries)
     store = make_store("mongo", tmp_path)
     await store.open()
     finds = []
     find = store.resources.find
     store.resources.find = lambda *args, **kwargs: finds.append(1) or find(*args, **kwargs)
     count = {}
-    for depth in (3, 6, 12):
+    for depth in (1, 2, 3, 6, 12):
         finds.clear()
-        await store.search(with_total(parse("Organization", deep(kind, depth))))
+        await store.search(with_total(parse("Task", "based-on." * depth + "_id")))
         count[depth] = len(finds)
+        if depth == 3:
+            assert count[3] - count[2] == count[2] - count[1], count
     assert_linear(count)
