@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from capability.outcome import FhirError
 from search.limits import timed_out
 
 Work = Callable[[sqlite3.Connection], Any]
@@ -54,7 +55,7 @@ class Readers:
     async def run(self, work: Work) -> Any:
         """`work(connection)` on a reader thread; FhirError 400 when it runs past the deadline."""
         if self._closing.is_set():
-            raise RuntimeError("the SQLite store is closed")
+            raise FhirError(503, "transient", "Hearth is shutting down")
         future: Future = Future()
         self._tasks.put((future, work))
         return await asyncio.wrap_future(future)
