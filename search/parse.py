@@ -25,6 +25,7 @@ Choices the spec leaves open:
   (the reference parameters' targets merged), not once per target type: that would cost (target types per
   level) ** levels. A type's reference can only name its own parameter's targets, so the merge adds no match.
 - `_sort` keys repeating an earlier key's parameter are dropped: they cannot change the order.
+- a uri `:above` value means any of its prefixes, so each prefix counts as one of the parameter's values.
 
 Cost bounds (search/limits.py; each a setting, refused with 400 `too-costly` under strict and lenient handling):
 chain and `_has` levels in one parameter, comma-separated values in one parameter, parameters in one search.
@@ -255,8 +256,15 @@ class _Parser:
         if kind == "reference":
             return self.reference(param, modifier, text)
         if kind == "uri":
-            return UriPred(_unescape(text), modifier)
+            return self.uri(_unescape(text), modifier)
         return self.composite(param, text)
+
+    def uri(self, value: str, modifier: str | None) -> UriPred:
+        if modifier == "above" and len(value) + 1 > self.limits.max_values:
+            # matched as the OR of the value's every prefix (backends list them): each prefix is a value
+            raise too_costly("search_max_values", self.limits.max_values,
+                             f"A uri :above value of {len(value)} characters (one value per prefix)")
+        return UriPred(value, modifier)
 
     def token(self, modifier: str | None, text: str) -> TokenPred:
         if modifier == "text":

@@ -134,6 +134,14 @@ async def test_a_parameter_works_at_the_values_limit_and_is_refused_past_it(clie
     await refused(client, "/Observation", [(name, value + ",extra")], "HEARTH_SEARCH_MAX_VALUES (200)")
 
 
+async def test_a_uri_above_counts_its_prefixes_as_values(client):
+    url = "http://example.org/" + "a" * 180  # 199 characters: 200 prefixes
+    await client.put("/ValueSet/vs", json={"resourceType": "ValueSet", "id": "vs", "status": "active",
+                                           "url": url[:40]}, headers=FHIR_JSON)
+    assert await found(client, "/ValueSet", [("url:above", url)]) == {"vs"}
+    await refused(client, "/ValueSet", [("url:above", url + "a")], "HEARTH_SEARCH_MAX_VALUES (200)")
+
+
 async def test_result_parameters_count_their_values_too(client):
     await refused(client, "/Observation", [("_sort", ",".join(["date"] * 201))], "HEARTH_SEARCH_MAX_VALUES (200)")
     await refused(client, "/Observation", [("_elements", ",".join(f"e{n}" for n in range(201)))],
