@@ -30,7 +30,8 @@ def normalize_string(text: str) -> str:
 
 _DATE = re.compile(
     r"(\d{4})(?:-(\d{2})(?:-(\d{2})"
-    r"(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?"
+    r"(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?",
+    re.ASCII,  # `\d` is 0-9 only: other scripts' digits are no FHIR date
 )
 
 
@@ -87,6 +88,10 @@ def date_range(value: str) -> tuple[str, str]:
 
 # --- numbers -------------------------------------------------------------------------------------
 
+# a decimal as Decimal reads it, less what it also takes and FHIR does not (`_` separators, other scripts' digits,
+# Infinity, NaN)
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
 def number_range(value: Decimal | int | str) -> tuple[float, float, float]:
     """(value, lo, hi): the implicit range [lo, hi) of a number given its precision.
 
@@ -97,14 +102,28 @@ def number_range(value: Decimal | int | str) -> tuple[float, float, float]:
     """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a number")
+    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+        raise ValueError(f"invalid number {value[:40]!r}")
     try:
         number = value if isinstance(value, Decimal) else Decimal(value if isinstance(value, int) else value.strip())
-    except (InvalidOperation, AttributeError):
-        raise ValueError(f"invalid number {value!r}") from None
-    if not number.is_finite():
-        raise ValueError(f"invalid number {value!r}")
-    half = Decimal(5).scaleb(number.as_tuple().exponent - 1)
-    return float(number), float(number - half), float(number + half)
+        if not number.is_finite():
+            raise ValueError(f"invalid number {str(value)[:40]!r}")
+        half = Decimal(5).scaleb(number.as_tuple().exponent - 1)
+        return float(number), float(number - half), float(number + half)
+    except (ArithmeticError, AttributeError):  # not a number; or an exponent past what Decimal can compute with
+        raise ValueError(f"invalid number {str(value)[:40]!r}") from None
+
+
+_WHOLE = re.compile(r"[0-9]+")
+_LONGEST_WHOLE = 18  # digits: past this, a whole number is more than any bound it is cut to (and int() may refuse it)
+
+
+def whole_number(text: str, at_most: int) -> int:
+    """`text` (ASCII digits, any length) as a whole number cut to `at_most`; ValueError if it is not one."""
+    if _WHOLE.fullmatch(text) is None:
+        raise ValueError("expected a whole number, 0 or more")
+    digits = text.lstrip("0") or "0"
+    return at_most if len(digits) > _LONGEST_WHOLE else min(int(digits), at_most)
 
 
 # --- references and canonicals -------------------------------------------------------------------

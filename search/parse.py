@@ -21,6 +21,14 @@ Choices the spec leaves open:
 - a date value with a space where its `+hh:mm` zone was (an unencoded `+` in the URL) is read as `+`.
 - a chain without `:Type` covers every target type that has the chained parameter (one ChainPred per
   group of types with the same compiled sub-query); `_list=id` becomes `_has:List:item:_id=id`.
+- the rest of a chain is parsed once for all the target types on which its next parameter has the same type
+  (the reference parameters' targets merged), not once per target type: that would cost (target types per
+  level) ** levels. A type's reference can only name its own parameter's targets, so the merge adds no match.
+- `_sort` keys repeating an earlier key's parameter are dropped: they cannot change the order.
+- a uri `:above` value means any of its prefixes, so each prefix counts as one of the parameter's values.
+
+Cost bounds (search/limits.py; each a setting, refused with 400 `too-costly` under strict and lenient handling):
+chain and `_has` levels in one parameter, comma-separated values in one parameter, parameters in one search.
 - `_count=0` (and `_summary=count`) ask for the count only: count 0 and, unless `_total` says otherwise,
   total "accurate". `_count` above `max_count` is cut to `max_count`.
 - the paging cursor travels as `_cursor`; `_format` and `_pretty` are the server's business and skipped.
@@ -37,9 +45,11 @@ from urllib.parse import quote
 from capability.outcome import FhirError
 from capability.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
 from search.entries import MAX_INSTANT, MIN_INSTANT
+from search.limits import SearchLimits, too_costly
 from search.ir import (ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred, NumberPred,
                        QuantityPred, Query, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
-from search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
+from search.normalize import (date_range, normalize_string, number_range, split_canonical, split_reference,
+                              whole_number)
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 _MODIFIERS = {
@@ -105,10 +115,11 @@ def _prefixed(text: str) -> tuple[str, str]:
 class _Parser:
     """One search's parsing state: registry, terminology, base URL and the moment `ap` is relative to."""
 
-    def __init__(self, registry: Any, terminology: Terminology | None, base_url: str) -> None:
+    def __init__(self, registry: Any, terminology: Terminology | None, base_url: str, limits: SearchLimits) -> None:
         self.registry = registry
         self.terminology = terminology
         self.base_url = base_url
+        self.limits = limits
         self.now = datetime.now(timezone.utc).replace(tzinfo=None)
 
     # --- parameters ------------------------------------------------------------------------------
@@ -133,17 +144,17 @@ class _Parser:
             return replace(params[0], target=tuple(dict.fromkeys(t for p in params for t in p.target)))
         return params[0]
 
-    def clauses(self, types: tuple[str, ...], key: str, raw: str) -> list[Clause]:
-        """The clauses (ANDed) of one `key=raw` occurrence."""
+    def clauses(self, types: tuple[str, ...], key: str, raw: str, depth: int = 0) -> list[Clause]:
+        """The clauses (ANDed) of one `key=raw` occurrence, `depth` chain and `_has` levels down."""
         if key.startswith("_has:"):
-            return [self.has(types, key, raw)]
+            return [self.has(types, key, raw, self.deeper(depth))]
         if key == "_list":
             return [self.list_(raw)]
         head, dot, rest = key.partition(".")
         code, colon, modifier = head.partition(":")
         param = self.param(types, code)
         if dot:
-            return [self.chain(param, modifier if colon else None, rest, raw)]
+            return [self.chain(param, modifier if colon else None, rest, raw, self.deeper(depth))]
         clauses = self.values(param, modifier if colon else None, raw)
         if param.type == "date" and types and all(self.registry.single_date(t, code) for t in types):
             clauses = [replace(clause, single_date=True) for clause in clauses]
@@ -175,7 +186,14 @@ class _Parser:
             return
         raise _Unsupported(f"modifier :{modifier} is not supported on {param.code!r} ({param.type})")
 
-    def chain(self, param: Any, modifier: str | None, rest: str, raw: str) -> Clause:
+    def deeper(self, depth: int) -> int:
+        """The level of a chain or `_has` step below `depth`, refused past HEARTH_SEARCH_MAX_CHAIN_DEPTH."""
+        if depth >= self.limits.max_chain_depth:
+            raise too_costly("search_max_chain_depth", self.limits.max_chain_depth,
+                             f"A chain or _has more than {self.limits.max_chain_depth} levels deep")
+        return depth + 1
+
+    def chain(self, param: Any, modifier: str | None, rest: str, raw: str, depth: int) -> Clause:
         if param.type != "reference":
             raise _Unsupported(f"cannot chain through {param.code!r}: it is not a reference parameter")
         if modifier is not None:
@@ -186,15 +204,19 @@ class _Parser:
         next_code = _NEXT_CODE.match(rest)
         if next_code is None:
             raise _Unsupported(f"empty chain after {param.code!r}")
-        candidates = [t for t in targets if self.registry.get(t, next_code.group()) is not None]
-        if not candidates:
+        kinds: dict[tuple, list[str]] = {}  # the targets with the next parameter, by what it is there
+        for target in targets:
+            found = self.registry.get(target, next_code.group())
+            if found is not None:
+                kinds.setdefault((found.type, found.components), []).append(target)
+        if not kinds:
             raise _Unsupported(f"no target type of {param.code!r} has a parameter {next_code.group()!r}")
         groups: dict[tuple[Clause, ...], list[str]] = {}
-        for target in candidates:
-            groups.setdefault(tuple(self.clauses((target,), rest, raw)), []).append(target)
+        for kind in kinds.values():
+            groups.setdefault(tuple(self.clauses(tuple(kind), rest, raw, depth)), []).extend(kind)
         return Clause(param.code, "reference", tuple(ChainPred(tuple(ts), where) for where, ts in groups.items()))
 
-    def has(self, types: tuple[str, ...], key: str, raw: str) -> Clause:
+    def has(self, types: tuple[str, ...], key: str, raw: str, depth: int) -> Clause:
         parts = key.split(":", 3)
         if len(parts) != 4 or not parts[3]:
             raise _Unsupported("_has needs the form _has:Type:reference:parameter")
@@ -206,7 +228,7 @@ class _Parser:
             raise _Unsupported(f"_has: {source_type}.{source_code} is not a reference parameter")
         if types and source.target and not set(types) & set(source.target):
             raise _Unsupported(f"_has: {source_type}.{source_code} cannot refer to {', '.join(types)}")
-        where = tuple(self.clauses((source_type,), rest, raw))
+        where = tuple(self.clauses((source_type,), rest, raw, depth))
         return Clause("_has", "special", (HasPred(source_type, source_code, where),))
 
     def list_(self, raw: str) -> Clause:
@@ -234,8 +256,15 @@ class _Parser:
         if kind == "reference":
             return self.reference(param, modifier, text)
         if kind == "uri":
-            return UriPred(_unescape(text), modifier)
+            return self.uri(_unescape(text), modifier)
         return self.composite(param, text)
+
+    def uri(self, value: str, modifier: str | None) -> UriPred:
+        if modifier == "above" and len(value) + 1 > self.limits.max_values:
+            # matched as the OR of the value's every prefix (backends list them): each prefix is a value
+            raise too_costly("search_max_values", self.limits.max_values,
+                             f"A uri :above value of {len(value)} characters (one value per prefix)")
+        return UriPred(value, modifier)
 
     def token(self, modifier: str | None, text: str) -> TokenPred:
         if modifier == "text":
@@ -384,16 +413,29 @@ class _Parser:
         return Include(source, code, target, reverse, iterate)
 
 
-def _int(text: str) -> int:
-    if not text.isdigit():
-        raise _BadValue("expected a whole number, 0 or more")
-    return int(text)
+def _values(value: str) -> list[str]:
+    """The non-empty comma-separated values of a parameter (escaped commas do not separate)."""
+    return [text for text in _split(value, ",") if text]
+
+
+def _bounded(params: list[tuple[str, str]], limits: SearchLimits) -> list[tuple[str, str]]:
+    """The parameters that count (not empty, not formatting), refused past the limits on their number and values."""
+    counted = [(name, value) for name, value in params if name not in _SKIPPED and _values(value)]
+    if len(counted) > limits.max_parameters:
+        raise too_costly("search_max_parameters", limits.max_parameters, f"A search with {len(counted)} parameters")
+    for name, value in counted:
+        if len(_values(value)) > limits.max_values:
+            raise too_costly("search_max_values", limits.max_values,
+                             f"Search parameter '{name}' with {len(_values(value))} values")
+    return counted
 
 
 def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, registry: Any, strict: bool,
-                 default_count: int, max_count: int, base_url: str, terminology: Terminology | None = None) -> Query:
+                 default_count: int, max_count: int, base_url: str, terminology: Terminology | None = None,
+                 limits: SearchLimits = SearchLimits()) -> Query:
     """The Query for a search on `types` (empty: all types) with these decoded query parameters."""
-    parser = _Parser(registry, terminology, base_url)
+    params = _bounded(params, limits)
+    parser = _Parser(registry, terminology, base_url, limits)
     ignored: list[str] = []
     used: list[tuple[str, str]] = []
     where: list[Clause] = []
@@ -413,8 +455,6 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
     for name, value in params:
         code, _, modifier = name.partition(":")
         try:
-            if name in _SKIPPED or value == "":
-                continue
             if name == "_type":
                 if not system_level:
                     raise _Unsupported("_type is only for a search across all types")
@@ -422,7 +462,10 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
                 settings["cursor"] = value
                 continue
             elif name == "_count":
-                settings["count"] = min(_int(value), max_count)
+                try:
+                    settings["count"] = whole_number(value, max_count)
+                except ValueError as problem:
+                    raise _BadValue(str(problem)) from None
                 value = str(settings["count"])
             elif name == "_total":
                 if value not in _TOTALS:
@@ -439,9 +482,12 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
                 for text in value.split(","):
                     if text.strip("-"):
                         try:
-                            keys.append(parser.sort_key(types, text))
+                            key = parser.sort_key(types, text)
                         except _Unsupported as problem:
                             _lenient(strict, "_sort", text, problem, ignored)
+                            continue
+                        if all(key.param != known.param for known in (*sort, *keys)):
+                            keys.append(key)
                 sort.extend(keys)
                 value = ",".join(("-" if k.descending else "") + k.param for k in keys)
                 if not keys:
@@ -461,7 +507,8 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
             _lenient(strict, name, value, problem, ignored)
             continue
         except _BadValue as problem:
-            raise FhirError(400, "invalid", f"Search parameter '{name}': invalid value {value!r}: {problem}") from None
+            raise FhirError(400, "invalid", f"Search parameter '{name}': invalid value {_shown(value)!r}: {problem}") \
+                from None
         used.append((name, value))
 
     count = settings.get("count", default_count)
@@ -479,7 +526,12 @@ def _lenient(strict: bool, name: str, value: str, problem: Exception, ignored: l
     """Raise the strict-mode 400, or note the parameter as left out."""
     if strict:
         raise FhirError(400, "not-supported", f"Search parameter '{name}': {problem}")
-    ignored.append(f"{name}={value}: {problem}")
+    ignored.append(f"{name}={_shown(value)}: {problem}")
+
+
+def _shown(value: str) -> str:
+    """A value as a message quotes it: its start, when it is long (it may be thousands of digits)."""
+    return value if len(value) <= 100 else value[:100] + "…"
 
 
 _SAFE = ":/|,$*-._~!'()@"

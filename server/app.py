@@ -130,7 +130,8 @@ class HearthApp:
             parse_networks(settings.trusted_proxies))
 
     async def startup(self) -> None:
-        store = self.store or open_store(self.settings.storage, synchronous=self.settings.sqlite_synchronous)
+        store = self.store or open_store(self.settings.storage, synchronous=self.settings.sqlite_synchronous,
+                                         search_timeout=self.settings.search_timeout)
         if hasattr(store, "open"):
             await store.open()
         extras = {"max_body_bytes": self.settings.max_body_bytes,

@@ -362,7 +362,8 @@ class Loader:
 async def import_files(settings: Settings, files: list[Path], concurrency: int = 4,
                        progress: ProgressBar | None = None) -> LoadReport:
     """Open the store `settings` names, load `files` into it, close it."""
-    store = open_store(settings.storage, synchronous=settings.sqlite_synchronous)
+    store = open_store(settings.storage, synchronous=settings.sqlite_synchronous,
+                       search_timeout=settings.search_timeout)
     if hasattr(store, "open"):
         await store.open()
     try:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from capability import fhir_json
 from capability.capability_statement import capability_statement
-from capability.outcome import invalid
+from capability.outcome import FhirError, invalid
 from capability.summary import check_summary, parse_elements, subset
 from server import http
 from server.interactions import conditional, crud, history as history_interaction, transaction
@@ -250,5 +250,9 @@ async def healthz(request: Request, ctx: Context) -> Response:
 
 
 async def readyz(request: Request, ctx: Context) -> Response:
+    """200 when the store answers and can serve searches; 503 with an OperationOutcome saying why not."""
     await ctx.store.read("Patient", "readiness-probe")
+    problem = ctx.store.readiness_problem()
+    if problem is not None:
+        raise FhirError(503, "transient", f"Not ready: {problem}")
     return http.json_response({"status": "ready", "storage": ctx.store.name})

@@ -9,13 +9,15 @@ from storage.base import Store
 
 def open_store(url: str, **options: object) -> Store:
     """A Store for `url`: `mongodb://…` / `mongodb+srv://…` for MongoDB, anything else a SQLite file path
-    (`sqlite:///relative.db`, `sqlite:////absolute.db` or a plain path)."""
+    (`sqlite:///relative.db`, `sqlite:////absolute.db` or a plain path). Options: `synchronous` (SQLite),
+    `search_timeout` (seconds a search may run; 0: no limit)."""
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from storage.mongo.store import MongoStore
         return MongoStore.from_url(url, **options)
     from storage.sqlite.store import SqliteStore
     path = url.removeprefix("sqlite:///")  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
-    return SqliteStore(path, synchronous=str(options.get("synchronous", "NORMAL")))
+    return SqliteStore(path, synchronous=str(options.get("synchronous", "NORMAL")),
+                       search_timeout=float(options.get("search_timeout", 10.0)))
 
 
 def notification_queue(store: Store) -> Any:

@@ -365,15 +365,16 @@ def test_compartment_errors():
 
 def test_cursor_round_trip_and_tampering():
     values = ("2020-01-01T00:00:00.000000", 1.5, None, 3, True)
-    cursor = encode_cursor(values, "abc", "next")
+    key = b"a database's secret"
+    cursor = encode_cursor(values, "abc", "next", key=key)
     assert cursor.replace("-", "").replace("_", "").isalnum()
-    assert decode_cursor(cursor) == (values, "abc", "next")
-    assert decode_cursor(encode_cursor((), "x", "prev")) == ((), "x", "prev")
+    assert decode_cursor(cursor, key=key) == (values, "abc", "next")
+    assert decode_cursor(encode_cursor((), "x", "prev", key=key), key=key) == ((), "x", "prev")
     for broken in (cursor[:-1] + ("A" if cursor[-1] != "A" else "B"), cursor[4:], "", "%%%", "é"):
         with pytest.raises(FhirError) as caught:
-            decode_cursor(broken)
+            decode_cursor(broken, key=key)
         assert caught.value.status == 400
     with pytest.raises(FhirError):
-        decode_cursor(encode_cursor(values, "abc", "next", key=b"other"))
+        decode_cursor(encode_cursor(values, "abc", "next", key=b"other"), key=key)
     with pytest.raises(TypeError):
-        encode_cursor((object(),), "x", "next")
+        encode_cursor((object(),), "x", "next", key=key)

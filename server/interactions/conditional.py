@@ -41,7 +41,7 @@ def parse_criteria(ctx: Context, resource_type: str, criteria: str) -> Query:
             raise invalid(f"'{name}' cannot be used in a condition", (name,))
     query = parse_search((resource_type,), params, registry=ctx.registry, strict=True,
                          default_count=ctx.default_count, max_count=ctx.max_count, base_url=ctx.base_url,
-                         terminology=default_terminology())
+                         terminology=default_terminology(), limits=ctx.limits.search)
     return replace(query, sort=(), includes=(), total="none", summary=None, elements=())
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from urllib.parse import urlencode
 
 from capability.outcome import invalid
-from search.normalize import date_range
+from search.normalize import date_range, whole_number
 from server.interactions.bundles import bundle, entry, full_url, response_fields
 from server.interactions.context import Context
 from server.interactions.crud import check_id_known
 from server.interactions.resources import check_type
 from storage.base import Version
 from storage.clock import from_text
+
+_SEQ = re.compile(r"[0-9]{1,18}")  # a change sequence number from a next link (SQLite and MongoDB take 64 bits)
 
 
 async def history(ctx: Context, resource_type: str | None, resource_id: str | None,
@@ -27,8 +30,8 @@ async def history(ctx: Context, resource_type: str | None, resource_id: str | No
     at = _instant(values, "_at", lower=False)
     count = _count(ctx, values.get("_count"))
     cursor = values.get("_cursor")
-    if cursor is not None and (not cursor.isdigit() or len(cursor) > 18):
-        raise invalid(f"Invalid _cursor '{cursor}'", ("_cursor",))
+    if cursor is not None and _SEQ.fullmatch(cursor) is None:
+        raise invalid(f"Invalid _cursor '{cursor[:40]}'", ("_cursor",))
     before = int(cursor) if cursor is not None else None
     page = await ctx.store.history(resource_type, resource_id, since, before, count, at)
     if resource_id is not None and page.total == 0:
@@ -65,16 +68,20 @@ def _instant(values: dict[str, str], name: str, lower: bool) -> datetime | None:
     try:
         lo, hi = date_range(value)
     except ValueError:
-        raise invalid(f"Invalid {name} '{value}': expected a FHIR instant or date", (name,)) from None
+        raise invalid(f"Invalid {name} '{value[:40]}': expected a FHIR instant or date", (name,)) from None
     return from_text(lo if lower else hi)
 
 
 def _count(ctx: Context, value: str | None) -> int:
     if value is None:
         return ctx.default_count
-    if not value.isdigit() or int(value) < 1:
-        raise invalid(f"Invalid _count '{value}': expected a positive integer", ("_count",))
-    return min(int(value), ctx.max_count)
+    try:
+        count = whole_number(value, ctx.max_count)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise invalid(f"Invalid _count '{value[:40]}': expected a positive integer", ("_count",))
+    return count
 
 
 def _url(ctx: Context, path: str, params: list[tuple[str, str]]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from search.limits import SearchLimits
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -14,6 +16,11 @@ class Limits:
     search_max_values: int = 200
     search_max_parameters: int = 100
     search_timeout: float = 10.0
+
+    @property
+    def search(self) -> SearchLimits:
+        """The bounds the search parser applies to one query string."""
+        return SearchLimits(self.search_max_chain_depth, self.search_max_values, self.search_max_parameters)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:

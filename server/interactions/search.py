@@ -56,7 +56,8 @@ async def search(ctx: Context, types: tuple[str, ...], params: list[tuple[str, s
 def parse_query(ctx: Context, types: tuple[str, ...], params: list[tuple[str, str]], strict: bool) -> Query:
     """The IR of a search, with the server's paging limits and terminology."""
     return parse_search(types, params, registry=ctx.registry, strict=strict, default_count=ctx.default_count,
-                        max_count=ctx.max_count, base_url=ctx.base_url, terminology=default_terminology())
+                        max_count=ctx.max_count, base_url=ctx.base_url, terminology=default_terminology(),
+                        limits=ctx.limits.search)
 
 
 def _entry(ctx: Context, version: Version, mode: str, query: Query) -> bytes:

@@ -52,7 +52,12 @@ def _operators(value: Any) -> bool:
 
 
 def starts_with(text: str) -> dict[str, str]:
-    return {"$regex": "^" + re.escape(text)}
+    return {"$regex": "^" + _literal(text)}
+
+
+def _literal(text: str) -> str:
+    """`text` as a regular expression matching it; a NUL as `\\x00` (MongoDB refuses a pattern holding a NUL)."""
+    return re.escape(text).replace("\x00", "\\x00")
 
 
 # --- one entry's fields (prefix: "" in an array element, "c0." in a composite component) ---------------
@@ -90,7 +95,7 @@ def string(pred: StringPred, f: str = "") -> Condition:
     if pred.modifier == "exact":
         return {f + "e": pred.value}
     if pred.modifier == "contains":
-        return {f + "n": {"$regex": re.escape(pred.value)}}
+        return {f + "n": {"$regex": _literal(pred.value)}}
     return {f + "n": starts_with(pred.value)}
 
 

@@ -6,13 +6,18 @@ references to them (`ref.r $in`); `_has` collects the references of the matching
 matches those `_id`s (so a sub-query matching very many resources makes a long `$in`). Sorting uses
 the per-parameter `sort.{param}.min|max` values stored with the document, then `_id` ("Type/id", also
 the order without `_sort`); paging is by keyset (search/cursor.py) on the same keys, both ways.
+
+Every operation a search runs gets what is left of its deadline as MongoDB's maxTimeMS (`Deadline`), so the server
+stops a search that runs too long (ExecutionTimeout) wherever it is.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import ExecutionTimeout
 
 from search.cursor import decode_cursor, encode_cursor
 from search.ir import (AnyOfPred, ChainPred, Clause, DatePred, HasPred, Include, MissingPred, Query, TokenPred)
@@ -26,40 +31,66 @@ _REFERENCES = {"ref.p": 1, "ref.r": 1}
 _ITERATIONS = 4  # rounds of `:iterate` includes at most
 
 
-async def build_filter(resources: Any, types: Sequence[str], where: Sequence[Clause], session: Any = None
-                       ) -> Condition:
-    """The filter of current (not deleted) resources of `types` (all when empty) matching `where`."""
+class Deadline:
+    """When a search must be done by: what is left of it is each operation's maxTimeMS (`seconds` 0: no limit)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def ms(self) -> int | None:
+        """The milliseconds left (None: no limit); ExecutionTimeout, as MongoDB's own, when none are."""
+        if self.seconds <= 0:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise ExecutionTimeout("the search's deadline passed between two of its operations")
+        return max(1, int(left * 1000))
+
+    def count_options(self) -> dict[str, int]:
+        """count_documents' keyword for the time left (it takes `maxTimeMS`, where find takes `max_time_ms`)."""
+        limit = self.ms()
+        return {} if limit is None else {"maxTimeMS": limit}
+
+
+async def build_filter(resources: Any, types: Sequence[str], where: Sequence[Clause], deadline: Deadline,
+                       session: Any = None) -> Condition:
+    """The filter of current (not deleted) resources of `types` (all when empty) matching `where` (chains and
+    `_has` are read first, within the deadline)."""
     base: Condition = {"deleted": False}
     if len(types) == 1:
         base["type"] = types[0]
     elif types:
         base["type"] = {"$in": list(types)}
-    parts = [await _clause(resources, clause, session) for clause in where]
+    parts = [await _clause(resources, clause, deadline, session) for clause in where]
     return filters.conjunction(base, *parts)
 
 
-async def _clause(resources: Any, clause: Clause, session: Any) -> Condition:
-    alternatives = [await _pred(resources, clause.param, clause.param_type, pred, session) for pred in clause.preds]
+async def _clause(resources: Any, clause: Clause, deadline: Deadline, session: Any) -> Condition:
+    alternatives = [await _pred(resources, clause.param, clause.param_type, pred, deadline, session)
+                    for pred in clause.preds]
     return filters.disjunction(alternatives)
 
 
-async def _pred(resources: Any, param: str, param_type: str, pred: Any, session: Any) -> Condition:
+async def _pred(resources: Any, param: str, param_type: str, pred: Any, deadline: Deadline, session: Any
+                ) -> Condition:
     if isinstance(pred, MissingPred):
         if param in ("_id", "_lastUpdated"):  # every resource has both
             return NOTHING if pred.missing else {}
         return filters.missing_filter(param, param_type, pred.missing)
     if isinstance(pred, ChainPred):
-        targets = await build_filter(resources, pred.target_types, pred.where, session)
-        keys = [doc["_id"] for doc in await resources.find(targets, {"_id": 1}, session=session).to_list(None)]
+        targets = await build_filter(resources, pred.target_types, pred.where, deadline, session)
+        found = resources.find(targets, {"_id": 1}, session=session, max_time_ms=deadline.ms())
+        keys = [doc["_id"] for doc in await found.to_list(None)]
         return {"ref": {"$elemMatch": {"p": param, "r": {"$in": keys}}}}
     if isinstance(pred, HasPred):
-        sources = await build_filter(resources, (pred.source_type,), pred.where, session)
+        sources = await build_filter(resources, (pred.source_type,), pred.where, deadline, session)
         keys = set()
-        async for doc in resources.find(sources, _REFERENCES, session=session):
+        async for doc in resources.find(sources, _REFERENCES, session=session, max_time_ms=deadline.ms()):
             keys.update(e["r"] for e in doc.get("ref", ()) if e.get("p") == pred.source_param and "r" in e)
         return {"_id": {"$in": sorted(keys)}}
     if isinstance(pred, AnyOfPred):
-        return filters.disjunction([await _clause(resources, clause, session) for clause in pred.clauses])
+        return filters.disjunction([await _clause(resources, clause, deadline, session) for clause in pred.clauses])
     if param == "_id" and isinstance(pred, TokenPred):
         return filters.id_filter(pred)
     if param == "_lastUpdated" and isinstance(pred, DatePred):
@@ -67,10 +98,11 @@ async def _pred(resources: Any, param: str, param_type: str, pred: Any, session:
     return filters.value_filter(param, pred)
 
 
-async def match_ids(resources: Any, query: Query, session: Any = None) -> frozenset[str]:
+async def match_ids(resources: Any, query: Query, deadline: Deadline, session: Any = None) -> frozenset[str]:
     """The ids of every resource the query's conditions match (for Assertions)."""
-    where = await build_filter(resources, query.types, query.where, session)
-    return frozenset(doc["id"] for doc in await resources.find(where, {"id": 1}, session=session).to_list(None))
+    where = await build_filter(resources, query.types, query.where, deadline, session)
+    found = resources.find(where, {"id": 1}, session=session, max_time_ms=deadline.ms())
+    return frozenset(doc["id"] for doc in await found.to_list(None))
 
 
 # --- sorting and paging ----------------------------------------------------------------------------
@@ -115,25 +147,25 @@ def _after(fields: list[tuple[str, int]], values: Sequence[Any]) -> Condition:
     return filters.disjunction(branches)
 
 
-def _cursor(fields: list[tuple[str, int]], document: dict[str, Any], direction: str) -> str:
+def _cursor(fields: list[tuple[str, int]], document: dict[str, Any], direction: str, key: bytes) -> str:
     values = tuple(_get(document, field) for field, _ in fields[:-1])
-    return encode_cursor(values, document["_id"], direction)
+    return encode_cursor(values, document["_id"], direction, key=key)
 
 
-async def execute(resources: Any, query: Query, session: Any = None) -> SearchPage:
-    """One page of a search, with its includes and (when asked for) the total."""
-    where = await build_filter(resources, query.types, query.where, session)
+async def execute(resources: Any, query: Query, key: bytes, deadline: Deadline, session: Any = None) -> SearchPage:
+    """One page of a search, with its includes and (when asked for) the total; `key` signs its paging cursors."""
+    where = await build_filter(resources, query.types, query.where, deadline, session)
     fields = sort_fields(query)
     page = SearchPage([])
     if query.total in ("accurate", "estimate") or query.summary == "count":
-        page.total = await resources.count_documents(where, session=session)
+        page.total = await resources.count_documents(where, session=session, **deadline.count_options())
     if query.count <= 0 or query.summary == "count":
         return page
     direction = "next"
     order = fields
     condition = where
     if query.cursor is not None:
-        values, last_id, direction = decode_cursor(query.cursor)
+        values, last_id, direction = decode_cursor(query.cursor, key=key)
         if direction == "prev":  # walk backwards: reverse the order, reverse the rows after
             order = [(field, -way) for field, way in fields]
         if len(values) == len(fields) - 1:  # (a cursor of another sort order starts over)
@@ -141,28 +173,28 @@ async def execute(resources: Any, query: Query, session: Any = None) -> SearchPa
     projection = {**_VERSION, **{field: 1 for field, _ in fields[:-1]}}
     if query.includes:
         projection.update(_REFERENCES)
-    documents = await resources.find(condition, projection, session=session).sort(order) \
-        .limit(query.count + 1).to_list(None)
+    documents = await resources.find(condition, projection, session=session, max_time_ms=deadline.ms()) \
+        .sort(order).limit(query.count + 1).to_list(None)
     more = len(documents) > query.count
     documents = documents[:query.count]
     if direction == "prev":
         documents.reverse()
     if documents:
         if more or direction == "prev":
-            page.next_cursor = _cursor(fields, documents[-1], "next")
+            page.next_cursor = _cursor(fields, documents[-1], "next", key)
         if query.cursor is not None and (more or direction == "next"):
-            page.previous_cursor = _cursor(fields, documents[0], "prev")
+            page.previous_cursor = _cursor(fields, documents[0], "prev", key)
     page.matches = [to_version(doc) for doc in documents]
     if query.includes:
-        included = await _included(resources, documents, query.includes, session)
+        included = await _included(resources, documents, query.includes, deadline, session)
         page.included = [to_version(doc) for doc in included]
     return page
 
 
 # --- _include and _revinclude --------------------------------------------------------------------
 
-async def _included(resources: Any, matches: list[dict[str, Any]], includes: Sequence[Include], session: Any
-                    ) -> list[dict[str, Any]]:
+async def _included(resources: Any, matches: list[dict[str, Any]], includes: Sequence[Include], deadline: Deadline,
+                    session: Any) -> list[dict[str, Any]]:
     """The resources the includes reach from the matches, each once, not repeating a match.
 
     Every include applies to the matches; `:iterate` ones also to what was included, round after round."""
@@ -176,7 +208,8 @@ async def _included(resources: Any, matches: list[dict[str, Any]], includes: Seq
         for include in active:
             reach = _reverse(include, frontier) if include.reverse else _forward(include, frontier)
             projection = {**_VERSION, **_REFERENCES}
-            for doc in await resources.find(reach, projection, session=session).sort("_id", ASCENDING).to_list(None):
+            cursor = resources.find(reach, projection, session=session, max_time_ms=deadline.ms())
+            for doc in await cursor.sort("_id", ASCENDING).to_list(None):
                 if doc["_id"] not in seen:
                     seen.add(doc["_id"])
                     fresh.append(doc)

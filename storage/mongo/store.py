@@ -1,8 +1,9 @@
 """The MongoDB backend on PyMongo's native async client (document shapes: storage/mongo/documents.py).
 
 Collections: `resources` (current version, body and index entries), `history` (every version, `_id`
-"Type/id/vid"), `changes` (the change log, `_id` = seq), `counters` (the seq) and `locks` (one document per
-asserted condition, see `commit`).
+"Type/id/vid"), `changes` (the change log, `_id` = seq), `counters` (the seq), `locks` (one document per
+asserted condition, see `commit`) and `secrets` (the database's random secrets: the paging cursors' MAC key).
+Searches, history reads and a commit's assertions run within the search deadline (MongoDB's maxTimeMS).
 
 With transactions (a replica set or mongos) a commit is one session transaction: CAS on each resource,
 the seq from `counters` incremented in the same transaction (so seq order is commit order: two commits
@@ -21,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from datetime import datetime
 from typing import Any, Sequence
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
-from pymongo.errors import CollectionInvalid, DuplicateKeyError, PyMongoError
+from pymongo.errors import CollectionInvalid, DuplicateKeyError, ExecutionTimeout, PyMongoError
 
 from search.entries import Entry
 from search.ir import Query
+from search.limits import timed_out
 from storage import clock
 from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, TransactionsUnsupported,
                           Version, VersionConflict, Write)
@@ -65,15 +68,20 @@ class MongoStore:
 
     name = "mongodb"
 
-    def __init__(self, client: Any, database_name: str = "hearth", *, owns_client: bool = False) -> None:
-        """`client`: a pymongo AsyncMongoClient (or a mongomock-motor client in tests)."""
+    def __init__(self, client: Any, database_name: str = "hearth", *, owns_client: bool = False,
+                 search_timeout: float = 10.0) -> None:
+        """`client`: a pymongo AsyncMongoClient (or a mongomock-motor client in tests); `search_timeout`: seconds a
+        search, history read or commit's assertion may run (0: no limit)."""
         self.client = client
+        self.search_timeout = search_timeout
         self.db = client.get_database(database_name)
         self.resources = self.db.get_collection("resources")
         self.history_versions = self.db.get_collection("history")
         self.change_log = self.db.get_collection("changes")
         self.counters = self.db.get_collection("counters")
         self.locks = self.db.get_collection("locks")
+        self.secrets = self.db.get_collection("secrets")
+        self._cursor_key: bytes | None = None
         self.supports_transactions = False
         self._owns_client = owns_client
         self._serial = asyncio.Lock()  # commits without transactions, one at a time
@@ -82,8 +90,9 @@ class MongoStore:
     def from_url(cls, url: str, **options: Any) -> MongoStore:
         """A store for `mongodb://host/dbname?…` (database `hearth` when the URL names none)."""
         options.pop("synchronous", None)  # a SQLite setting the app passes to every backend
+        search_timeout = float(options.pop("search_timeout", 10.0))
         client: AsyncMongoClient = AsyncMongoClient(url, **options)
-        return cls(client, client.get_default_database("hearth").name, owns_client=True)
+        return cls(client, client.get_default_database("hearth").name, owns_client=True, search_timeout=search_timeout)
 
     async def open(self) -> None:
         """Create the collections and indexes; find out whether the server can run transactions."""
@@ -106,6 +115,19 @@ class MongoStore:
     async def close(self) -> None:
         if self._owns_client:
             await self.client.close()
+
+    def readiness_problem(self) -> str | None:
+        """None: MongoDB stops each operation itself at its maxTimeMS, so no thread of this process waits on one."""
+        return None
+
+    async def cursor_key(self) -> bytes:
+        """The database's paging-cursor MAC key: made by the first Hearth process to need it, then read once."""
+        if self._cursor_key is None:
+            document = await self.secrets.find_one_and_update(
+                {"_id": "cursor"}, {"$setOnInsert": {"key": os.urandom(32)}}, upsert=True,
+                return_document=ReturnDocument.AFTER)
+            self._cursor_key = bytes(document["key"])
+        return self._cursor_key
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -134,11 +156,16 @@ class MongoStore:
         if updated:
             where["last_updated"] = updated
         page_where = {**where, "seq": {"$lt": before_seq}} if before_seq is not None else where
+        deadline = search.Deadline(self.search_timeout)
         documents = []
-        if count > 0:
-            cursor = self.history_versions.find(page_where, {**VERSION_FIELDS, "seq": 1})
-            documents = await cursor.sort("seq", DESCENDING).limit(count).to_list(None)
-        total = await self.history_versions.count_documents(where)
+        try:
+            if count > 0:
+                cursor = self.history_versions.find(page_where, {**VERSION_FIELDS, "seq": 1},
+                                                    max_time_ms=deadline.ms())
+                documents = await cursor.sort("seq", DESCENDING).limit(count).to_list(None)
+            total = await self.history_versions.count_documents(where, **deadline.count_options())
+        except ExecutionTimeout:
+            raise timed_out(self.search_timeout) from None
         return HistoryPage([(d["seq"], to_version(d)) for d in documents], total)
 
     async def changes(self, after_seq: int, limit: int) -> list[Change]:
@@ -147,7 +174,11 @@ class MongoStore:
         return [to_change(d) for d in documents]
 
     async def search(self, query: Query) -> SearchPage:
-        return await search.execute(self.resources, query)
+        try:
+            return await search.execute(self.resources, query, await self.cursor_key(),
+                                        search.Deadline(self.search_timeout))
+        except ExecutionTimeout:
+            raise timed_out(self.search_timeout) from None
 
     async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
         for resource_type, resource_id, entries in items:
@@ -161,6 +192,12 @@ class MongoStore:
     # -- writing ---------------------------------------------------------------------------------
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
+        try:
+            return await self._commit(writes, assertions)
+        except ExecutionTimeout:  # an assertion's search: past its deadline it would hold up the writes after it
+            raise timed_out(self.search_timeout) from None
+
+    async def _commit(self, writes: Sequence[Write], assertions: Sequence[Assertion]) -> list[Change]:
         if self.supports_transactions:
             try:
                 async with self.client.start_session() as session:
@@ -182,7 +219,7 @@ class MongoStore:
             if session is not None:  # two transactions asserting the same condition now conflict
                 await self.locks.update_one({"_id": _condition_key(assertion)}, {"$inc": {"n": 1}}, upsert=True,
                                             session=session)
-            ids = await search.match_ids(self.resources, assertion.query, session)
+            ids = await search.match_ids(self.resources, assertion.query, search.Deadline(self.search_timeout), session)
             if ids != assertion.ids:
                 raise AssertionFailed(assertion, ids)
         for write in writes:

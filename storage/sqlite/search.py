@@ -9,6 +9,7 @@ sort and keyset paging: search_sort.py; includes: search_include.py.
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import replace
 from typing import Sequence
 
@@ -16,7 +17,8 @@ import orjson
 
 from capability.outcome import FhirError
 from search.cursor import decode_cursor, encode_cursor
-from search.ir import Query
+from search.ir import AnyOfPred, ChainPred, Clause, HasPred, Query
+from search.limits import timed_out
 from storage import clock
 from storage.base import SearchPage, Version
 from storage.sqlite.search_include import included
@@ -26,25 +28,71 @@ from storage.sqlite.search_where import WhereCompiler, ensure_function
 _ALIAS = "r0"
 
 
-def match_ids(conn: sqlite3.Connection, query: Query) -> frozenset[str]:
-    """Ids of the current, non-deleted resources of `query.types` matching `query.where`."""
-    compiler = WhereCompiler(conn)
-    where, args, _ = compiler.condition(query.types, query.where, _ALIAS)
-    if compiler.checks:
-        ensure_function(conn)
-    return frozenset(row[0] for row in conn.execute(f"SELECT {_ALIAS}.id FROM resources {_ALIAS} WHERE {where}", args))
+class Refused(Exception):
+    """A conditional write's search refused in the writer process (past its deadline, or nested too deep): it crosses
+    back pickled, which a FhirError cannot; `error()` is the FhirError to answer with."""
+
+    def error(self) -> FhirError:
+        return FhirError(*self.args)
 
 
-def execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
-    """One page of the search, with its includes and (unless `total` is "none") the total."""
+# VM steps between two looks at the clock while an assertion's search runs in the writer process: no event loop
+# competes there for the interpreter lock, so a look costs one Python call (four assertions over the Synthea slice:
+# 1.26 ms with the looks, 1.23 ms without, within the noise)
+_STEPS = 10_000
+
+
+def match_ids(conn: sqlite3.Connection, query: Query, timeout: float = 0.0) -> frozenset[str]:
+    """Ids of the current, non-deleted resources of `query.types` matching `query.where`; Refused past `timeout`
+    seconds (0: no limit) or nested deeper than SQLite compiles."""
+    end = time.monotonic() + timeout
+    if timeout > 0:
+        conn.set_progress_handler(lambda: time.monotonic() > end, _STEPS)
+    try:
+        compiler = WhereCompiler(conn)
+        where, args, _ = compiler.condition(query.types, query.where, _ALIAS)
+        if compiler.checks:
+            ensure_function(conn)
+        return frozenset(row[0] for row in conn.execute(f"SELECT {_ALIAS}.id FROM resources {_ALIAS} WHERE {where}",
+                                                        args))
+    except sqlite3.OperationalError as problem:
+        error = timed_out(timeout) if timeout > 0 and time.monotonic() > end else _compile_error(problem, query)
+        if not isinstance(error, FhirError):
+            raise
+        raise Refused(error.status, error.issues[0].code, error.diagnostics) from None
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+def execute(conn: sqlite3.Connection, query: Query, key: bytes) -> SearchPage:
+    """One page of the search, with its includes and (unless `total` is "none") the total; `key` signs its
+    paging cursors."""
     conn.execute("BEGIN")
     try:
-        return _execute(conn, query)
+        return _execute(conn, query, key)
+    except sqlite3.OperationalError as problem:
+        raise _compile_error(problem, query) from None
     finally:
         conn.execute("COMMIT")
 
 
-def _execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
+def _compile_error(problem: sqlite3.OperationalError, query: Query) -> Exception:
+    """The 400 for a search nested deeper than SQLite's parser takes (chains and `_has` nest subqueries: past about
+    six levels its stack overflows); any other error as it is."""
+    if str(problem) != "parser stack overflow":
+        return problem
+    return FhirError(400, "too-costly", f"The search nests chains and _has {_depth(query.where)} levels deep, more "
+                                        "than SQLite compiles: lower HEARTH_SEARCH_MAX_CHAIN_DEPTH (at most 5 on SQLite)")
+
+
+def _depth(where: Sequence[Clause]) -> int:
+    """How deep chains and `_has` nest in `where`."""
+    return max((1 + _depth(pred.where) if isinstance(pred, (ChainPred, HasPred)) else
+                _depth(pred.clauses) if isinstance(pred, AnyOfPred) else 0
+                for clause in where for pred in clause.preds), default=0)
+
+
+def _execute(conn: sqlite3.Connection, query: Query, key: bytes) -> SearchPage:
     compiler = WhereCompiler(conn)
     if query.count == 0:
         return SearchPage([], total=_count(conn, compiler, query))
@@ -54,7 +102,7 @@ def _execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
                                                    walk or index_ordered(keys, query.types))
     values, direction = None, "next"
     if query.cursor is not None:
-        values, _, direction = decode_cursor(query.cursor)
+        values, _, direction = decode_cursor(query.cursor, key=key)
         if len(values) != len(keys):
             raise FhirError(400, "invalid", "The paging cursor does not belong to this search", ("_cursor",))
     if compiler.checks:
@@ -73,9 +121,9 @@ def _execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
         first, last = rows[0], rows[-1]
         # reading backwards, the rows we came from follow; reading forwards, a cursor means rows precede
         if more or reverse:
-            page.next_cursor = encode_cursor(tuple(last[2:]), last[1], "next")
+            page.next_cursor = encode_cursor(tuple(last[2:]), last[1], "next", key=key)
         if more if reverse else values is not None:
-            page.previous_cursor = encode_cursor(tuple(first[2:]), first[1], "prev")
+            page.previous_cursor = encode_cursor(tuple(first[2:]), first[1], "prev", key=key)
     if query.includes and rows:
         page.included = _versions(conn, included(conn, [row[0] for row in rows], query.includes))
     if query.total != "none":

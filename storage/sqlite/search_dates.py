@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Sequence
 
 from search.ir import Clause, DatePred
-from storage.sqlite.search_preds import Cond, date_alts
+from storage.sqlite.search_preds import Cond, date_alts, joined, tabled
 
 _SPAN = timedelta(days=366)  # the widest range one date value has: a year (a leap year) at year precision
 
@@ -44,10 +44,10 @@ def single_date_cond(clauses: Sequence[Clause]) -> Cond:
     bounds = [(sql, value) for sql, value in (("e.lo >= ?", low), ("e.lo <= ?", high)) if value is not None]
     conds, args = [sql for sql, _ in bounds], [value for _, value in bounds]
     for clause in clauses:
-        alts = [alt for pred in clause.preds for alt in date_alts(pred, "e.lo", "e.hi")]
-        conds.append("(" + " OR ".join(f"({sql})" for sql, _ in alts) + ")")
+        alts = tabled([alt for pred in clause.preds for alt in date_alts(pred, "e.lo", "e.hi")])
+        conds.append("(" + joined(" OR ", [f"({sql})" for sql, _ in alts]) + ")")
         args.extend(arg for _, alt_args in alts for arg in alt_args)
-    return Cond("idx_date", ((" AND ".join(conds), tuple(args)),))
+    return Cond("idx_date", ((joined(" AND ", conds), tuple(args)),))
 
 
 def _lo_bound(pred: DatePred) -> Bound:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from capability.outcome import FhirError
 from search.ir import SortKey
-from storage.sqlite.search_preds import TABLES
+from storage.sqlite.search_preds import TABLES, joined
 
 # the column a parameter type sorts by: (ascending, descending); all but the reference one lead an index
 # after `param`, so a page can be read off that index in order
@@ -96,9 +96,9 @@ def after(keys: Sequence[Key], columns: Sequence[str], values: Sequence[Any], re
             beyond = (f"({column} {op} ?{tail})", (value,))
             same = (f"{column} = ?", (value,))
         if beyond is not None:
-            disjuncts.append(" AND ".join([sql for sql, _ in equal] + [beyond[0]]))
+            disjuncts.append(joined(" AND ", [sql for sql, _ in equal] + [beyond[0]]))
             args.extend(a for _, part in [*equal, beyond] for a in part)
         equal.append(same)
     if not disjuncts:
         return "0", ()
-    return "(" + " OR ".join(f"({d})" for d in disjuncts) + ")", tuple(args)
+    return "(" + joined(" OR ", [f"({d})" for d in disjuncts]) + ")", tuple(args)

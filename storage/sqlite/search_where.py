@@ -15,7 +15,13 @@ A `_has` on one type is read as the ids its sources reference instead: the row t
 answered through the (type, id) index, which carries the rid: no lookup by type and id per source.
 
 Chains and `_has` test the related row in place (an uncorrelated IN list inside a correlated subquery is
-rebuilt for every row tested); their rid sets are joins that stream, so a capped count stops early.
+rebuilt for every row tested); their rid sets are joins that stream, so a capped count stops early. A clause is
+compiled once per place it is used (its test and its rid set share the compiled sub-clauses), so the work grows with
+the depth of a chain, not twice over per level.
+
+Size: SQLite refuses an expression more than 1,000 deep and a compound SELECT of more than 500 terms; a long
+flat `a OR b OR …` is as deep as it is long. So ORs and ANDs of many terms are nested groups (search_preds.joined)
+and unions of many rid sets nested compounds (union_all): a clause with thousands of values still compiles.
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ import orjson
 
 from search.ir import AnyOfPred, ChainPred, Clause, HasPred
 from storage.sqlite.search_dates import group_single_dates, single_date_cond
-from storage.sqlite.search_preds import FUNCTION, RESOURCE, Cond, compile_pred, composite_function, set_checks
+from storage.sqlite.search_preds import (FUNCTION, RESOURCE, Cond, compile_pred, composite_function, joined,
+                                         set_checks, tabled, tabled_joins, union_all)
 
 ESTIMATE_CAP = 5000  # rows counted at most per clause when choosing the driver
 _SMALL = ESTIMATE_CAP // 5  # a plain clause this selective drives without measuring chains and _has
-_NEVER = "SELECT 0 WHERE 0"
+_NEVER = "SELECT NULL AS rid WHERE 0"
 _LISTED = "SELECT value AS rid FROM json_each(?)"  # a driver read into a list: its rids as a JSON array
+_FEW_TYPES = 8  # types listed as arguments at most; more are one JSON argument
+_MEASURED = 100  # parts measured in one statement at most, one column each (SQLite allows 2,000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +64,23 @@ def _any(parts: Sequence[Part]) -> Part:
     """OR of parts."""
     if len(parts) == 1:
         return parts[0]
-    test = "(" + " OR ".join(p.test for p in parts) + ")"
+    test = "(" + joined(" OR ", [p.test for p in parts]) + ")"
     args = tuple(a for p in parts for a in p.args)
     rid_only = all(p.rid_only for p in parts)
     if any(p.rids is None for p in parts):
         return Part(test, args, rid_only=rid_only)
-    return Part(test, args, " UNION ALL ".join(p.rids for p in parts), tuple(a for p in parts for a in p.rid_args),
+    return Part(test, args, union_all([p.rids for p in parts]), tuple(a for p in parts for a in p.rid_args),
                 any(p.nested for p in parts), rid_only, all(p.exact for p in parts))
 
 
-def _typed(column: str, types: Sequence[str]) -> str:
-    """` AND column IN (types)`, or nothing for every type."""
-    return "" if not types else f" AND {column} IN ({','.join('?' * len(types))})"
+def _typed(column: str, types: Sequence[str]) -> tuple[str, tuple]:
+    """` AND column IN (types)` and its arguments, or nothing for every type (many types: one JSON argument, as
+    every clause of a search on them repeats the list)."""
+    if not types:
+        return "", ()
+    if len(types) > _FEW_TYPES:
+        return f" AND {column} IN (SELECT value FROM json_each(?))", (orjson.dumps(list(types)).decode(),)
+    return f" AND {column} IN ({','.join('?' * len(types))})", tuple(types)
 
 
 def _driven(driver: Part, alias: str) -> tuple[str, tuple]:
@@ -79,20 +93,24 @@ def _driven(driver: Part, alias: str) -> tuple[str, tuple]:
 def _cond_part(param: str, cond: Cond, alias: str, types: Sequence[str]) -> Part:
     if not cond.alts:
         return Part("1", (), rid_only=True) if cond.negated else Part("0", (), _NEVER, rid_only=True)
-    alt_args = tuple(a for _, args in cond.alts for a in args)
+    tests = tabled(cond.alts)
+    alt_args = tuple(a for _, args in tests for a in args)
+    alts = joined(" OR ", [f"({sql})" for sql, _ in tests])
     if cond.table == RESOURCE:
-        test = " OR ".join(f"({sql})" for sql, _ in cond.alts).format(r=alias)
+        test = alts.format(r=alias)
         return Part(f"NOT ({test})" if cond.negated else f"({test})", alt_args)
     table = cond.table
     probe = (f"EXISTS (SELECT 1 FROM {table} e INDEXED BY {table}_rid WHERE e.rid = {alias}.rid AND e.param = ? "
-             f"AND (" + " OR ".join(f"({sql})" for sql, _ in cond.alts) + "))")
+             f"AND ({alts}))")
     if cond.negated:
         return Part("NOT " + probe, (param, *alt_args), rid_only=True)
     # index rows exist for current resources only, and carry their type: these rids need no row check
-    typed = _typed("e.resource_type", types)
-    rids = " UNION ALL ".join(f"SELECT e.rid FROM {table} e WHERE e.param = ? AND {sql}{typed}" for sql, _ in cond.alts)
-    return Part(probe, (param, *alt_args), rids, tuple(a for _, args in cond.alts for a in (param, *args, *types)),
-                rid_only=True, exact=True)
+    typed, type_args = _typed("e.resource_type", types)
+    joins = tabled_joins(cond.alts)
+    rids = union_all([f"SELECT e.rid FROM {head}{table} e WHERE e.param = ? AND {sql}{typed}" for head, sql, _ in joins])
+    rid_args = tuple(a for head, _, args in joins
+                     for a in ((*args, param, *type_args) if head else (param, *args, *type_args)))
+    return Part(probe, (param, *alt_args), rids, rid_args, rid_only=True, exact=True)
 
 
 def _list_key(part: Part, parts: Sequence[Part]) -> tuple:
@@ -116,6 +134,7 @@ class WhereCompiler:
         self.checks: list = []  # composite checks, referenced by index from the SQL
         self._sizes: dict[tuple[str, tuple], int] = {}
         self._lists: dict[tuple, Part] = {}  # drivers read into a list, by _list_key (see _listed)
+        self._parts: dict[tuple, Part] = {}  # compiled clauses, by (clause, alias, depth, types)
         set_checks(self.checks)
 
     def condition(self, types: Sequence[str], where: Sequence[Clause], alias: str = "r0", ordered: bool = False,
@@ -179,7 +198,7 @@ class WhereCompiler:
         for part in rest:
             conds.append(part.test)
             args.extend(part.args)
-        return driver, " AND ".join(conds), tuple(args), driver is not None and driver.exact and not rest
+        return driver, joined(" AND ", conds), tuple(args), driver is not None and driver.exact and not rest
 
     def _driver(self, parts: list[Part], ordered: bool, alias: str, types: Sequence[str]) -> Part | None:
         """The part whose rids drive the query (None: no clause is worth it), as a list when it is small."""
@@ -236,7 +255,7 @@ class WhereCompiler:
                 ensure_function(self.conn)
             # the tests name the resource alias; here that is the list, which has the rid and nothing else
             rows = self.conn.execute(f"SELECT {alias}.rid FROM ({_LISTED}) {alias} WHERE "
-                                     + " AND ".join(test.test for test in tests),
+                                     + joined(" AND ", [test.test for test in tests]),
                                      (orjson.dumps(rids).decode(), *(a for test in tests for a in test.args)))
             rids = [row[0] for row in rows]
         listed = Part(driver.test, driver.args, _LISTED, (orjson.dumps(rids).decode(),), rid_only=driver.rid_only,
@@ -247,27 +266,40 @@ class WhereCompiler:
     def _measure(self, parts: list[Part]) -> list[int]:
         """Each part's number of rids, counted up to ESTIMATE_CAP, in one statement."""
         todo = [p for p in parts if (p.rids, p.rid_args) not in self._sizes]
-        if todo:
-            if self.checks:
-                ensure_function(self.conn)
+        if todo and self.checks:
+            ensure_function(self.conn)
+        for start in range(0, len(todo), _MEASURED):
+            batch = todo[start:start + _MEASURED]
             sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM (SELECT 1 FROM ({p.rids}) LIMIT {ESTIMATE_CAP}))"
-                                        for p in todo)
-            row = self.conn.execute(sql, tuple(a for p in todo for a in p.rid_args)).fetchone()
-            for part, size in zip(todo, row):
+                                        for p in batch)
+            row = self.conn.execute(sql, tuple(a for p in batch for a in p.rid_args)).fetchone()
+            for part, size in zip(batch, row):
                 self._sizes[(part.rids, part.rid_args)] = size
         return [self._sizes[(p.rids, p.rid_args)] for p in parts]
 
     def _clause(self, clause: Clause, alias: str, depth: int, types: Sequence[str]) -> Part:
-        return _any([self._pred(clause, pred, alias, depth, types) for pred in clause.preds])
+        key = (clause, alias, depth, tuple(types))
+        part = self._parts.get(key)
+        if part is None:
+            part = self._parts[key] = self._compile(clause, alias, depth, types)
+        return part
 
-    def _pred(self, clause: Clause, pred: Any, alias: str, depth: int, types: Sequence[str]) -> Part:
+    def _compile(self, clause: Clause, alias: str, depth: int, types: Sequence[str]) -> Part:
+        if all(isinstance(pred, (ChainPred, HasPred, AnyOfPred)) for pred in clause.preds):
+            return _any([self._nested(clause, pred, alias, depth, types) for pred in clause.preds])
+        conds = [compile_pred(clause.param, clause.param_type, pred, self.checks) for pred in clause.preds]
+        if len({(cond.table, cond.negated) for cond in conds}) == 1 and not conds[0].negated:
+            # one value's entry or another's: one entry meeting any of their alternatives (so they can be tabled)
+            conds = [Cond(conds[0].table, tuple(alt for cond in conds for alt in cond.alts))]
+        return _any([_cond_part(clause.param, cond, alias, types) for cond in conds])
+
+    def _nested(self, clause: Clause, pred: ChainPred | HasPred | AnyOfPred, alias: str, depth: int,
+                types: Sequence[str]) -> Part:
         if isinstance(pred, ChainPred):
             return self._chain(clause.param, pred, alias, depth, types)
         if isinstance(pred, HasPred):
             return self._has(pred, alias, depth, types)
-        if isinstance(pred, AnyOfPred):
-            return _any([self._clause(inner, alias, depth, types) for inner in pred.clauses])
-        return _cond_part(clause.param, compile_pred(clause.param, clause.param_type, pred, self.checks), alias, types)
+        return _any([self._clause(inner, alias, depth, types) for inner in pred.clauses])
 
     def _chain(self, param: str, pred: ChainPred, alias: str, depth: int, types: Sequence[str]) -> Part:
         """A local reference through `param`, from a resource of `types` (all if empty), to a current target
@@ -280,9 +312,10 @@ class WhereCompiler:
         inner, inner_args = self.rid_set(pred.target_types, pred.where, depth + 1)
         # only references from `types` count: a parameter like `patient` is shared by many types, and the
         # others' references would make the measured size (and a driven rid list) many times too large
+        typed, type_args = _typed("e.resource_type", types)
         rids = (f"SELECT e.rid FROM ({inner}) i CROSS JOIN resources t ON t.rid = i.rid CROSS JOIN idx_reference e "
-                f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type{_typed('e.resource_type', types)}")
-        return Part(test, (param, *test_args), rids, (*inner_args, param, *types), nested=True, rid_only=True,
+                f"ON e.param = ? AND e.target_id = t.id AND e.target_type = t.type{typed}")
+        return Part(test, (param, *test_args), rids, (*inner_args, param, *type_args), nested=True, rid_only=True,
                     exact=True)
 
     def _has(self, pred: HasPred, alias: str, depth: int, types: Sequence[str]) -> Part:

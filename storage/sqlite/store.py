@@ -1,5 +1,5 @@
 """The SQLite backend: WAL, a writer process committing queued writes in groups (storage/sqlite/writer.py), a pool
-of reader threads."""
+of reader threads whose searches are stopped at a deadline (storage/sqlite/readers.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
@@ -19,6 +18,7 @@ from storage import clock
 from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, Version, VersionConflict,
                           Write)
 from storage.sqlite import index, schema
+from storage.sqlite.readers import Readers
 from storage.sqlite.writer import Writer
 from storage.sqlite.writer_process import connect
 
@@ -30,6 +30,8 @@ def _version(row: tuple) -> Version:
 
 
 _VERSION_COLUMNS = "h.type, h.id, h.version_id, h.last_updated, h.deleted, h.body"
+_GRACE = 5.0  # seconds a reader task may run past the deadline before the pool is reported stuck
+_CLOSE_WAIT = 2.0  # seconds close() waits for the reader threads to end
 
 
 class SqliteStore:
@@ -38,39 +40,53 @@ class SqliteStore:
     name = "sqlite"
     supports_transactions = True
 
-    def __init__(self, path: str, synchronous: str = "NORMAL", readers: int = 4) -> None:
+    def __init__(self, path: str, synchronous: str = "NORMAL", readers: int = 4, search_timeout: float = 10.0) -> None:
+        """`search_timeout`: seconds a read (search, history) may run before SQLite is told to stop it (0: none)."""
         if path == ":memory:":
             raise ValueError("SQLite storage needs a file: the writer process and the readers share it")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.synchronous = synchronous
+        self.search_timeout = search_timeout
         conn = connect(path, synchronous)
         for statement in (*schema.SCHEMA, *index.SCHEMA):
             conn.execute(statement)
         started = time.monotonic()
         if index.migrate(conn):
             log.info("sqlite index tables migrated: rows now carry resource types (%.1f s)", time.monotonic() - started)
+        self._cursor_key = bytes(conn.execute("SELECT value FROM secrets WHERE name = 'cursor'").fetchone()[0])
         conn.close()
         self._writer = Writer(path, synchronous)
         self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="hearth-sqlite-reader")
+        self._reader_conns: list[sqlite3.Connection] = []  # the inline readers' (read, vread)
+        self._readers = Readers(self._connect_reader, readers, search_timeout)
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = connect(self.path, self.synchronous)
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
     def _reader(self) -> sqlite3.Connection:
+        """The calling thread's own connection, for the inline primary-key reads."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self.path, self.synchronous)
-            conn.execute("PRAGMA query_only=ON")
-            self._local.conn = conn
+            conn = self._local.conn = self._connect_reader()
             self._reader_conns.append(conn)
         return conn
 
     async def run_read(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run `work(connection)` on a reader thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: work(self._reader()))
+        """Run `work(connection)` on a reader thread, stopped past the search deadline (FhirError 400)."""
+        return await self._readers.run(work)
+
+    async def cursor_key(self) -> bytes:
+        """The database's paging-cursor MAC key (made with the schema, read when the store opens)."""
+        return self._cursor_key
+
+    def readiness_problem(self) -> str | None:
+        """Why this store cannot serve searches now (a reader thread stuck past the deadline), or None."""
+        return self._readers.stuck(_GRACE)
 
     # read and vread are primary-key lookups: ~10-20 us from the page cache, much less than a trip through the
     # reader pool (executor submit, future chaining, loop wake-up, GIL hand-over: ~100 us of the loop's CPU and
@@ -126,14 +142,18 @@ class SqliteStore:
 
     async def search(self, query: Query) -> SearchPage:
         from storage.sqlite import search  # the IR compiler; imported late to keep start-up light
-        return await self.run_read(lambda conn: search.execute(conn, query))
+        return await self.run_read(lambda conn: search.execute(conn, query, self._cursor_key))
 
     # -- writing ---------------------------------------------------------------------------------
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
         rows = [(w.type, w.id, w.version_id, clock.to_text(w.last_updated), w.body,
                  None if w.body is None else index.entry_rows(w.entries), w.previous, w.interaction) for w in writes]
-        seqs = await self._writer.submit(_apply, rows, assertions)
+        from storage.sqlite.search import Refused
+        try:
+            seqs = await self._writer.submit(_apply, rows, assertions, self.search_timeout)
+        except Refused as refused:
+            raise refused.error() from None
         return [Change(seq, w.type, w.id, w.version_id, w.interaction, w.last_updated) for seq, w in zip(seqs, writes)]
 
     async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
@@ -145,8 +165,10 @@ class SqliteStore:
         return await self._writer.submit(work, *args)
 
     async def close(self) -> None:
+        """Stop the readers (interrupting what they run; a thread that does not end is left behind, it cannot hold
+        up the process's exit) and the writer process, after its queued writes."""
+        await asyncio.to_thread(self._readers.close, _CLOSE_WAIT)
         await self._writer.stop()
-        self._readers.shutdown(wait=True)
         for conn in self._reader_conns:
             conn.close()
 
@@ -164,12 +186,14 @@ def _reindex(conn: sqlite3.Connection, items: Sequence[tuple[str, str, index.Row
 _WriteRow = tuple[str, str, int, str, "bytes | None", "index.Rows | None", int, str]
 
 
-def _apply(conn: sqlite3.Connection, writes: Sequence[_WriteRow], assertions: Sequence[Assertion]) -> list[int]:
+def _apply(conn: sqlite3.Connection, writes: Sequence[_WriteRow], assertions: Sequence[Assertion],
+           timeout: float) -> list[int]:
     """Apply one commit inside the writer's open transaction (its savepoint undoes it on error); the
-    change-log sequence number of each write."""
+    change-log sequence number of each write. An assertion's search may take `timeout` seconds (search.Refused):
+    every write waits on the writer."""
     for assertion in assertions:
         from storage.sqlite import search
-        ids = search.match_ids(conn, assertion.query)
+        ids = search.match_ids(conn, assertion.query, timeout)
         if ids != assertion.ids:
             raise AssertionFailed(assertion, ids)
     seqs = []
