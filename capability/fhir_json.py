@@ -27,9 +27,10 @@ class JsonSyntaxError(ValueError):
 
 
 # Every escape that can hide a forbidden character, each starting at a backslash the scan has not consumed (so
-# an escaped backslash `\\` is skipped whole). Group 1 holds the harmless ones: `\\`, a surrogate pair, \t \n \r.
-# Raw control characters are refused by the parser itself (JSON's grammar); raw surrogates by the UTF-8 decoder.
-_ESCAPE = re.compile(r"\\(?:(\\|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u000[9aAdD])"
+# an escaped backslash `\\` is skipped whole). Group 1 holds the harmless ones: `\\`, a surrogate pair, \t \n \r;
+# group 2 a colon written as an escape (see `loads`). Raw control characters are refused by the parser itself
+# (JSON's grammar), raw surrogates by the UTF-8 decoder.
+_ESCAPE = re.compile(r"\\(?:(\\|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u000[9aAdD])|(u003[aA])"
                      r"|u[dD][89a-fA-F]|u00[01]|[bf])")
 _INT_DIGITS = 18  # longer integer literals may not fit 64 bits: they become Decimals
 
@@ -49,10 +50,16 @@ def loads(data: bytes | str, trusted: bool = False) -> Any:
     try:
         text = bytes(data).decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data
         if trusted:
-            return json.loads(text, parse_float=Decimal, parse_int=_integer, parse_constant=_reject_constant)
-        _check_escapes(text)
-        return json.loads(text, parse_float=Decimal, parse_int=_integer, parse_constant=_reject_constant,
-                          object_pairs_hook=_object)
+            return json.loads(text, **_NUMBERS)
+        escaped_colon = _check_escapes(text)
+        document = json.loads(text, **_NUMBERS)
+        # A repeated property name, without a hook on every object (which costs twice as much): each ':' of the
+        # text ends a property name or stands in a string (JSON writes it otherwise only as \u003a), and writing
+        # the document back keeps every one of them unless a repeated name dropped a property. Equal counts prove
+        # there is none; else the exact parse settles it.
+        if escaped_colon or text.count(":") != _colons(document):
+            json.loads(text, object_pairs_hook=_object, **_NUMBERS)  # raises naming the repeated name, if any
+        return document
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise JsonSyntaxError(str(exc)) from None
     except RecursionError:
@@ -61,6 +68,14 @@ def loads(data: bytes | str, trusted: bool = False) -> Any:
 
 def _integer(literal: str) -> int | Decimal:
     return int(literal) if len(literal) <= _INT_DIGITS else Decimal(literal)
+
+
+def _colons(document: Any) -> int:
+    """The colons of `document` written back as JSON (-1 when it is nested past what orjson writes)."""
+    try:
+        return dumps(document).count(b":")
+    except TypeError:
+        return -1
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -74,9 +89,13 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _check_escapes(text: str) -> None:
+def _check_escapes(text: str) -> bool:
+    """Refuse a lone surrogate or a control character (JsonSyntaxError); whether a colon is written as an escape."""
+    escaped_colon = False
     for match in _ESCAPE.finditer(text):
-        if match.group(1) is None:
+        if match.group(2) is not None:
+            escaped_colon = True
+        elif match.group(1) is None:
             start = match.start()
             escape = text[start:start + 6] if match.group()[1] == "u" else match.group()
             what = "a lone surrogate" if escape[2:3] in ("d", "D") else "a control character (below U+0020)"
@@ -84,10 +103,14 @@ def _check_escapes(text: str) -> None:
             column = start - text.rfind("\n", 0, start)
             raise JsonSyntaxError(f"{escape} at line {line} column {column} is {what}, which FHIR JSON strings "
                                   "cannot hold")
+    return escaped_colon
 
 
 def _reject_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+_NUMBERS: dict[str, Any] = {"parse_float": Decimal, "parse_int": _integer, "parse_constant": _reject_constant}
 
 
 def dumps(value: Any, pretty: bool = False) -> bytes:
