@@ -29,7 +29,7 @@ from capability.outcome import FhirError
 from server.interactions import crud, transaction
 from server.interactions.context import Context
 from server.interactions.limits import Limits
-from server.interactions.resources import is_large, off_loop
+from server.interactions.resources import is_large, large_parts, off_loop
 from server.progress import ProgressBar
 from server.settings import Settings
 from storage import open_store
@@ -294,12 +294,14 @@ class Loader:
 
     async def _load_collection(self, path: Path, bundle: dict[str, Any], large: bool) -> None:
         """Each entry's resource is stored at its id (update-as-create), as by a PUT."""
-        entries = bundle.get("entry") or []
+        entries = bundle.get("entry")
+        resources = [entry.get("resource") if isinstance(entry, dict) else None
+                     for entry in (entries if isinstance(entries, list) else [])]
+        parts_large = await asyncio.to_thread(large_parts, resources) if large else [False] * len(resources)
         window = _Window(self.window)
         try:
-            for index, entry in enumerate(entries if isinstance(entries, list) else []):
-                resource = entry.get("resource") if isinstance(entry, dict) else None
-                await window.submit(_key(resource), self._put(path, f"entry[{index}]", resource, large))
+            for index, resource in enumerate(resources):
+                await window.submit(_key(resource), self._put(path, f"entry[{index}]", resource, parts_large[index]))
         finally:
             await window.drain()
 

@@ -40,6 +40,19 @@ def is_large(body: bytes | dict[str, Any]) -> bool:
     return not isinstance(body, dict) and len(body) > OFF_LOOP_BYTES
 
 
+def large_parts(resources: list[Any]) -> list[bool]:
+    """Which resources, parsed from one large Bundle or file, are large themselves (serialised past OFF_LOOP_BYTES).
+    It serialises them all: call it on a worker thread."""
+    return [isinstance(resource, dict) and _serialised_size(resource) > OFF_LOOP_BYTES for resource in resources]
+
+
+def _serialised_size(resource: dict[str, Any]) -> int:
+    try:
+        return len(fhir_json.dumps(resource))
+    except TypeError:  # nested past what orjson writes: large enough (validation refuses it, off the loop)
+        return OFF_LOOP_BYTES + 1
+
+
 async def off_loop(large: bool, function: Callable[..., T], *args: Any) -> T:
     """`function(*args)`, on a worker thread when `large`, else right here."""
     if large:

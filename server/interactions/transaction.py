@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from capability.outcome import FhirError, invalid
 from server.interactions import conditional, crud
@@ -25,7 +25,7 @@ from server.interactions.context import Context
 from server.interactions.crud import tombstone_write, version_mismatch, version_write, written
 from server.interactions.patch import Patcher
 from server.interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
-from server.interactions.resources import check_id, is_large, new_id, off_loop, parse_resource
+from server.interactions.resources import check_id, is_large, large_parts, new_id, off_loop, parse_resource
 from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict, Write
 
 RETRIES = 10  # a retry means a concurrent write changed what a condition matched; plans are cheap to redo
@@ -55,14 +55,16 @@ async def process_bundle(ctx: Context, body: bytes | dict[str, Any], prefer_retu
     its status, the Version written or read, or an OperationOutcome. `Processed.body()` is the response
     Bundle. `prefer_return` is the Prefer header's return= ("minimal" leaves resources out of the response).
     The work on a large Bundle (bytes past resources.OFF_LOOP_BYTES, or a dict whose caller says `large`) runs on
-    worker threads: parsing, and checking, stamping, serialising and indexing its entries.
+    worker threads: parsing, and checking, stamping, serialising and indexing its entries (a batch's large ones).
     """
     large = large or is_large(body)
     bundle = await off_loop(large, load_bundle, body)
     raw_entries = bundle.get("entry") or []
     if bundle["type"] == "transaction":
         return await transaction(ctx, raw_entries, prefer_return, large)
-    return await batch(ctx, raw_entries, prefer_return, large)
+    resources = [raw.get("resource") if isinstance(raw, dict) else None for raw in raw_entries]
+    parts_large = await asyncio.to_thread(large_parts, resources) if large else ()
+    return await batch(ctx, raw_entries, prefer_return, parts_large)
 
 
 # --- transaction ----------------------------------------------------------------------------------------------
@@ -371,9 +373,9 @@ async def _commit(ctx: Context, writes: list[Write], assertions: list[Assertion]
 # --- batch ----------------------------------------------------------------------------------------------------
 
 async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None = None,
-                large: bool = False) -> Processed:
-    """Every entry on its own (R4 order by method; entries of one method concurrently; each on a worker thread
-    when the Bundle is `large`, for any of its entries may be)."""
+                large: Sequence[bool] = ()) -> Processed:
+    """Every entry on its own (R4 order by method; entries of one method concurrently; those `large` marks, by
+    index, on worker threads)."""
     limit = asyncio.Semaphore(BATCH_CONCURRENCY)
     requests: list[Request | None] = [None] * len(raw_entries)
     results: list[Result | None] = [None] * len(raw_entries)
@@ -386,7 +388,7 @@ async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None 
     async def run(request: Request) -> None:
         async with limit:
             try:
-                results[request.index] = await _batch_entry(ctx, request, large)
+                results[request.index] = await _batch_entry(ctx, request, bool(large) and large[request.index])
             except FhirError as error:
                 results[request.index] = error_result(at_entry(error, request, request.index))
     for group in range(4):
