@@ -238,3 +238,20 @@ async def test_large_bodies_are_processed_off_the_loop(backend, tmp_path, monkey
         response = await client.put("/Patient/p2", json={"resourceType": "Patient", "id": "p2"}, headers=FHIR_JSON)
         assert response.status_code == 201
         assert watch.steps == [("validate", True), ("stamp, serialise, index", True)]
+
+
+async def test_a_large_batch_moves_only_its_large_entries_off_the_loop(backend, tmp_path, monkeypatch):
+    async with serving(backend, tmp_path) as (app, client):
+        validated: list[tuple[str, bool]] = []
+        validate = resources.validate_resource
+
+        def recording(resource: dict, *limits: int) -> None:
+            validated.append((resource["id"], on_the_loop()))
+            validate(resource, *limits)
+        monkeypatch.setattr(resources, "validate_resource", recording)
+        entries = (b'{"resource":' + large_patient() + b',"request":{"method":"PUT","url":"Patient/p1"}},'
+                   b'{"resource":{"resourceType":"Patient","id":"p2"},"request":{"method":"PUT","url":"Patient/p2"}}')
+        response = await client.post("/", content=b'{"resourceType":"Bundle","type":"batch","entry":[' + entries + b"]}",
+                                     headers=FHIR_JSON)
+        assert [entry["response"]["status"] for entry in response.json()["entry"]] == ["201 Created"] * 2
+        assert sorted(validated) == [("p1", False), ("p2", True)]

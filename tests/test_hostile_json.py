@@ -48,7 +48,7 @@ class Case:
     family: str | None = None  # valid strings: the family name as stored
 
     def fill(self, template: bytes) -> bytes:
-        repeated = rb"\1" + b'"Dup",' + rb"\1" if self.dup else rb"\1"
+        repeated = rb"\1@S@,\1" if self.dup else rb"\1"  # a repeated property holds the case's string
         filled = re.sub(rb'@DUP@("[a-z]+":)', repeated, template)
         return (filled.replace(b"@S@", self.s).replace(b"@I@", self.i).replace(b"@D@", self.d)
                 .replace(b"@U@", self.s[1:-1]))
@@ -80,6 +80,10 @@ GROUPS = {
     },
     "duplicate property names": {
         "a property twice in one object": Case("syntax", dup=True),
+        "twice, and a colon written as an escape": Case("syntax", s=rb'"a\u003ab"', dup=True),
+        "twice, holding colons": Case("syntax", s=b'"a:b::c"', dup=True),
+        "a colon written as an escape": Case("valid", s=rb'"a\u003ab"', family="a:b"),
+        "colons in a string": Case("valid", s=b'"a:b::c"', family="a:b::c"),
     },
     "integers out of range": {
         "integer of 5000 digits": Case("invalid", i=b"7" * 5000),
