@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import binascii
 import calendar
+import decimal
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -47,6 +49,10 @@ from capability.resource_types import RESOURCE_TYPES
 
 MANY, REQUIRED = 1, 2  # flags in structure.json, see generate_structure
 MAX_ISSUES = 50  # an OperationOutcome naming every fault of a huge garbage body helps nobody
+# Objects nest at most this deep (the resource is level 1). The walk recurses per object, and orjson writes no JSON
+# deeper than 255 levels: objects alternate with at most one array, so 100 objects stay below 202 levels.
+MAX_DEPTH = 100
+_DEEP_PATH = 2 * MAX_DEPTH  # each level adds at least 2 characters (".x") to the walk's path
 
 Problem = tuple[str, str]  # (IssueType code, what is wrong)
 PrimitiveCheck = Callable[[Any], "Problem | None"]
@@ -83,6 +89,7 @@ class _Type:
 # --- primitives ---------------------------------------------------------------------------------------------
 
 _INT32 = (-(2**31), 2**31 - 1)
+_DECIMAL_MAGNITUDE = (decimal.DefaultContext.Emin, decimal.DefaultContext.Emax)
 
 
 def _xsd_regex(pattern: str) -> re.Pattern[str]:
@@ -116,8 +123,10 @@ def _string_check(type_name: str, pattern: str) -> PrimitiveCheck:
 def _int_check(type_name: str, low: int) -> PrimitiveCheck:
     def check(value: Any) -> Problem | None:
         if type(value) is not int:
-            if type(value) is Decimal:
-                return "value", f"{value} is not a whole number ({type_name})"
+            if type(value) is Decimal:  # also an integer literal past 18 digits (fhir_json parses those so)
+                if low <= value <= _INT32[1]:
+                    return "value", f"{value} is not a whole number ({type_name})"
+                return "value", f"{_number(value)} is out of range for {type_name}"
             return _wrong_json(value, f"a JSON integer ({type_name})")
         if not low <= value <= _INT32[1]:
             return "value", f"{value} is out of range for {type_name}"
@@ -127,9 +136,20 @@ def _int_check(type_name: str, low: int) -> PrimitiveCheck:
 
 
 def _check_decimal(value: Any) -> Problem | None:
-    if type(value) is int or type(value) is Decimal or type(value) is float and math.isfinite(value):
+    if type(value) is Decimal:
+        # Any number of digits is kept, but a magnitude past the decimal module's own exponent range (1e999999)
+        # could not be indexed or compared.
+        if not _DECIMAL_MAGNITUDE[0] <= value.adjusted() <= _DECIMAL_MAGNITUDE[1]:
+            return "value", f"{_number(value)} is out of range for decimal (exponents up to ±999999)"
+        return None
+    if type(value) is int or type(value) is float and math.isfinite(value):
         return None  # float only reaches here from callers that parsed without fhir_json
     return _wrong_json(value, "a JSON number (decimal)")
+
+
+def _number(value: Decimal) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
 
 
 def _check_boolean(value: Any) -> Problem | None:
@@ -232,8 +252,19 @@ _ELEMENT = _TYPES["Element"]
 # --- the walk ---------------------------------------------------------------------------------------------
 
 
+class TooManyElements(Exception):
+    """The resource holds more JSON values than `validate_resource` was allowed to walk."""
+
+
 class _Issues(list):
-    """The issues found so far; stops the walk once there are enough."""
+    """The issues found so far; stops the walk once there are enough. Also counts down the JSON values the walk may
+    still see (the walk raises TooManyElements past them)."""
+
+    __slots__ = ("values_left",)
+
+    def __init__(self, max_elements: int) -> None:
+        super().__init__()
+        self.values_left = max_elements - 1  # the resource itself is one
 
     def add(self, code: str, path: str, message: str) -> None:
         self.append(Issue("error", code, f"{path}: {message}", (path,)))
@@ -247,6 +278,13 @@ class _Enough(Exception):
 
 def _walk_object(obj: dict, type_: _Type, path: str, issues: _Issues) -> None:
     """Check one JSON object against `type_`; `path` is its FHIRPath-like expression."""
+    # The path holds one "." per level: only a long one can be too deep (and its dots are counted only then).
+    if len(path) > _DEEP_PATH and path.count(".") >= MAX_DEPTH:
+        issues.add("too-costly", path, f"objects nest more than {MAX_DEPTH} deep")
+        return
+    issues.values_left -= len(obj)
+    if issues.values_left < 0:
+        raise TooManyElements
     elements = type_.elements
     seen_choice: dict[str, str] | None = None
     for key, value in obj.items():
@@ -275,6 +313,9 @@ def _walk_object(obj: dict, type_: _Type, path: str, issues: _Issues) -> None:
                            "expected a non-empty array" if type(value) is list else f"expected an array, got "
                            f"{_json_kind(value)}")
                 continue
+            issues.values_left -= len(value)
+            if issues.values_left < 0:
+                raise TooManyElements
             if element.check is not None:
                 _walk_primitive_array(obj, element, value, path, issues)
             else:
@@ -354,6 +395,9 @@ def _walk_primitive_extension(obj: dict, element: _Element, value: Any, path: st
     if type(value) is not list or not value:
         issues.add("structure", where, f"_{element.name} must be a non-empty array")
         return
+    issues.values_left -= len(value)
+    if issues.values_left < 0:
+        raise TooManyElements
     if type(values) is list and len(values) != len(value):
         issues.add("structure", where, f"_{element.name} must have as many entries as {element.name}")
         return
@@ -376,9 +420,11 @@ def _check_extension(obj: dict, path: str, issues: _Issues) -> None:
 # --- entry point ------------------------------------------------------------------------------------------
 
 
-def validate_resource(resource: dict) -> None:
-    """Raise FhirError(400) naming every offending element, or return None when `resource` is valid R4."""
-    issues = _Issues()
+def validate_resource(resource: dict, max_elements: int = sys.maxsize) -> None:
+    """Raise FhirError(400) naming every offending element, or return None when `resource` is valid R4.
+
+    TooManyElements when it holds more than `max_elements` JSON values (each object, array and primitive)."""
+    issues = _Issues(max_elements)
     try:
         if type(resource) is not dict:
             issues.add("structure", "Resource", f"a resource is a JSON object, got {_json_kind(resource)}")

@@ -105,7 +105,7 @@ def as_xml(response: Response) -> Response:
     """A FHIR JSON response re-encoded as FHIR XML (other responses, e.g. empty or plain text, unchanged)."""
     if not response.body or not (response.media_type or "").startswith(FHIR_JSON):
         return response
-    resource = fhir_json.loads(response.body)
+    resource = fhir_json.loads(response.body, trusted=True)
     if not isinstance(resource, dict) or "resourceType" not in resource:
         return response  # not a FHIR resource (e.g. /healthz): it has no XML form
     try:

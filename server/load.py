@@ -29,6 +29,7 @@ from capability.outcome import FhirError
 from server.interactions import crud, transaction
 from server.interactions.context import Context
 from server.interactions.limits import Limits
+from server.interactions.resources import is_large, large_parts, off_loop
 from server.progress import ProgressBar
 from server.settings import Settings
 from storage import open_store
@@ -119,8 +120,10 @@ def _read_all(path: Path) -> bytes:
         return stream.read()
 
 
-def _parse_file(path: Path) -> Any:
-    return fhir_json.loads(_read_all(path))
+def _parse_file(path: Path) -> tuple[Any, bool]:
+    """The file's JSON document, and whether it is large (then the work on its resources goes to worker threads)."""
+    data = _read_all(path)
+    return fhir_json.loads(data), is_large(data)
 
 
 def _read_lines(stream: IO[bytes], limit: int) -> list[bytes]:
@@ -262,49 +265,52 @@ class Loader:
                         number += 1
                         if not line.strip():
                             continue
+                        large = is_large(line)
                         try:
-                            resource = fhir_json.loads(line)
+                            resource = await off_loop(large, fhir_json.loads, line)
                         except fhir_json.JsonSyntaxError as exc:
                             self._fail(path, f"line {number}", f"not valid JSON: {exc}")
                             continue
-                        await window.submit(_key(resource), self._put(path, f"line {number}", resource))
+                        await window.submit(_key(resource), self._put(path, f"line {number}", resource, large))
         finally:
             await window.drain()
 
     async def _load_json(self, path: Path) -> None:
         try:
-            document = await asyncio.to_thread(_parse_file, path)
+            document, large = await asyncio.to_thread(_parse_file, path)
         except fhir_json.JsonSyntaxError as exc:
             self._fail(path, "", f"not valid JSON: {exc}")
             return
         if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
-            await self._put(path, "", document)  # a single resource
+            await self._put(path, "", document, large)  # a single resource
             return
         kind = document.get("type")
         if kind == "collection":
-            await self._load_collection(path, document)
+            await self._load_collection(path, document, large)
         elif kind in ("batch", "transaction"):
-            await self._load_bundle(path, document)
+            await self._load_bundle(path, document, large)
         else:
             self._fail(path, "", f"a Bundle of type '{kind}' cannot be imported: collection, batch or transaction")
 
-    async def _load_collection(self, path: Path, bundle: dict[str, Any]) -> None:
+    async def _load_collection(self, path: Path, bundle: dict[str, Any], large: bool) -> None:
         """Each entry's resource is stored at its id (update-as-create), as by a PUT."""
-        entries = bundle.get("entry") or []
+        entries = bundle.get("entry")
+        resources = [entry.get("resource") if isinstance(entry, dict) else None
+                     for entry in (entries if isinstance(entries, list) else [])]
+        parts_large = await asyncio.to_thread(large_parts, resources) if large else [False] * len(resources)
         window = _Window(self.window)
         try:
-            for index, entry in enumerate(entries if isinstance(entries, list) else []):
-                resource = entry.get("resource") if isinstance(entry, dict) else None
-                await window.submit(_key(resource), self._put(path, f"entry[{index}]", resource))
+            for index, resource in enumerate(resources):
+                await window.submit(_key(resource), self._put(path, f"entry[{index}]", resource, parts_large[index]))
         finally:
             await window.drain()
 
-    async def _load_bundle(self, path: Path, bundle: dict[str, Any]) -> None:
+    async def _load_bundle(self, path: Path, bundle: dict[str, Any], large: bool) -> None:
         """A batch (entries one by one, each reported) or a transaction (all or nothing), as `POST /` does."""
         raw_entries = bundle.get("entry")
         methods = [_method(raw) for raw in raw_entries] if isinstance(raw_entries, list) else []
         try:
-            processed = await transaction.process_bundle(self.ctx, bundle, prefer_return="minimal")
+            processed = await transaction.process_bundle(self.ctx, bundle, "minimal", large)
         except FhirError as error:  # a transaction that failed as a whole: nothing of it was written
             self._fail(path, _entry_named(error), f"transaction not loaded: {error.diagnostics}")
             return
@@ -318,17 +324,18 @@ class Loader:
 
     # -- entries -----------------------------------------------------------------------------------
 
-    async def _put(self, path: Path, where: str, resource: Any) -> None:
-        """Store one resource: update-as-create at its id, or create when it has none."""
+    async def _put(self, path: Path, where: str, resource: Any, large: bool) -> None:
+        """Store one resource: update-as-create at its id, or create when it has none (`large`: off the loop)."""
         resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
         if not isinstance(resource_type, str):
             self._fail(path, where, "not a FHIR resource (no resourceType)")
             return
         resource_id = resource.get("id")
         if resource_id is None:
-            await self._write(path, where, crud.create(self.ctx, resource_type, resource))
+            await self._write(path, where, crud.create(self.ctx, resource_type, resource, large))
         else:
-            await self._write(path, where, crud.update(self.ctx, resource_type, str(resource_id), resource))
+            await self._write(path, where, crud.update(self.ctx, resource_type, str(resource_id), resource,
+                                                       large=large))
 
     async def _write(self, path: Path, where: str, write: Awaitable[Any]) -> None:
         try:

@@ -18,7 +18,7 @@ from search.ir import Query
 from search.parse import parse_search
 from server.interactions.context import Context
 from server.interactions.crud import tombstone_write, version_mismatch, write_new, written
-from server.interactions.resources import check_id, check_type, new_id, parse_resource
+from server.interactions.resources import check_id, check_type, new_id, parse_body
 from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict
 
 RETRIES = 20  # each retry means a concurrent writer changed what the condition matches; it settles fast
@@ -77,27 +77,31 @@ def ids(versions: list[Version]) -> frozenset[str]:
     return frozenset(version.id for version in versions)
 
 
-async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any], criteria: str) -> tuple[Version, bool]:
-    """Create unless `criteria` match (If-None-Exist). Returns (the new or the matching version, created)."""
+async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any], criteria: str,
+                 large: bool = False) -> tuple[Version, bool]:
+    """Create unless `criteria` match (If-None-Exist). Returns (the new or the matching version, created).
+    `large` as for crud.create."""
     check_type(resource_type)
-    resource = parse_resource(body, resource_type)
+    resource, large = await parse_body(ctx, body, resource_type, large)
     query = parse_criteria(ctx, resource_type, criteria)
     for _ in range(RETRIES):
         found = await matches(ctx, query, resource_type, criteria, "a conditional create")
         if found:
             return found[0], False
         try:
-            return await write_new(ctx, resource_type, new_id(), resource, 0, (Assertion(query, frozenset()),)), True
+            return await write_new(ctx, resource_type, new_id(), resource, 0, (Assertion(query, frozenset()),),
+                                   large), True
         except AssertionFailed:
             continue
     raise lost_race(resource_type, criteria)
 
 
 async def update(ctx: Context, resource_type: str, criteria: str, body: bytes | dict[str, Any],
-                 if_match: int | None = None) -> tuple[Version, bool]:
-    """`PUT Type?criteria`: update the one match, or create when none matches. Returns (version, created)."""
+                 if_match: int | None = None, large: bool = False) -> tuple[Version, bool]:
+    """`PUT Type?criteria`: update the one match, or create when none matches. Returns (version, created).
+    `large` as for crud.create."""
     check_type(resource_type)
-    resource = parse_resource(body, resource_type)
+    resource, large = await parse_body(ctx, body, resource_type, large)
     body_id = resource.get("id")
     if body_id is not None:
         check_id(body_id)
@@ -119,7 +123,7 @@ async def update(ctx: Context, resource_type: str, criteria: str, body: bytes | 
         previous = current.version_id if current else 0
         try:
             version = await write_new(ctx, resource_type, target, resource, previous,
-                                      (Assertion(query, ids(found)),))
+                                      (Assertion(query, ids(found)),), large)
         except VersionConflict as conflict:
             if if_match is not None:
                 raise version_mismatch(resource_type, target, if_match, None, conflict.actual) from None

@@ -6,26 +6,29 @@ from typing import Any, Sequence
 
 from capability.outcome import FhirError, gone, invalid, not_found
 from server.interactions.context import Context
-from server.interactions.resources import (check_id, check_type, index_entries, new_id, parse_resource, serialise,
-                                           stamp)
+from server.interactions.resources import (check_id, check_type, index_entries, new_id, off_loop, parse_body,
+                                           serialise, stamp)
 from storage.base import Assertion, Version, VersionConflict, Write
 from storage.clock import utc_now
 
 _RETRIES = 20  # an unconditional update racing other writers re-reads and tries again
 
 
-async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any]) -> Version:
-    """Create with a server-assigned id (any client id in the body is ignored, per R4)."""
+async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any], large: bool = False) -> Version:
+    """Create with a server-assigned id (any client id in the body is ignored, per R4).
+
+    `large`: a parsed body came from a large Bundle or file, so its work goes to a worker thread (bytes tell by
+    their own size); likewise for the other writes."""
     check_type(resource_type)
-    resource = parse_resource(body, resource_type)
-    return await write_new(ctx, resource_type, new_id(), resource, previous=0)
+    resource, large = await parse_body(ctx, body, resource_type, large)
+    return await write_new(ctx, resource_type, new_id(), resource, previous=0, large=large)
 
 
 async def write_new(ctx: Context, resource_type: str, resource_id: str, resource: dict[str, Any],
-                    previous: int, assertions: Sequence[Assertion] = ()) -> Version:
+                    previous: int, assertions: Sequence[Assertion] = (), large: bool = False) -> Version:
     """Commit the version after `previous` (0: the first) of a parsed and validated resource,
-    provided the `assertions` still hold inside the commit."""
-    write = version_write(ctx, resource_type, resource_id, resource, previous)
+    provided the `assertions` still hold inside the commit (stamped, serialised and indexed off the loop if `large`)."""
+    write = await off_loop(large, version_write, ctx, resource_type, resource_id, resource, previous)
     await ctx.commit([write], assertions)
     return written(write)
 
@@ -85,11 +88,12 @@ def check_id_known(resource_id: str) -> None:
 
 
 async def update(ctx: Context, resource_type: str, resource_id: str, body: bytes | dict[str, Any],
-                 if_match: int | None = None) -> tuple[Version, bool]:
-    """Update (or create at a client-chosen id). Returns the new version and whether it was created."""
+                 if_match: int | None = None, large: bool = False) -> tuple[Version, bool]:
+    """Update (or create at a client-chosen id). Returns the new version and whether it was created.
+    `large` as for create."""
     check_type(resource_type)
     check_id(resource_id)
-    resource = parse_resource(body, resource_type)
+    resource, large = await parse_body(ctx, body, resource_type, large)
     body_id = resource.get("id")
     if body_id is None:
         raise invalid("The resource must carry its id for an update", (f"{resource_type}.id",))
@@ -102,7 +106,7 @@ async def update(ctx: Context, resource_type: str, resource_id: str, body: bytes
         if if_match is not None and (current is None or current.deleted or previous != if_match):
             raise version_mismatch(resource_type, resource_id, if_match, current)
         try:
-            version = await write_new(ctx, resource_type, resource_id, resource, previous)
+            version = await write_new(ctx, resource_type, resource_id, resource, previous, large=large)
         except VersionConflict as conflict:
             if if_match is not None:
                 raise version_mismatch(resource_type, resource_id, if_match, None, conflict.actual) from None

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from capability import fhir_json
 from capability.outcome import FhirError, invalid
 from capability.resource_types import is_resource_type, is_valid_id
-from capability.validation import validate_resource
+from capability.validation import TooManyElements, validate_resource
 from search.entries import Entry
 from search.extract import extract
 from server.interactions.context import Context
+from server.interactions.limits import Limits
 from storage.clock import to_instant
+
+# Bodies past this size are parsed, validated, stamped, serialised and indexed on a worker thread: on the event loop
+# that work would stall every other request. Smaller ones stay here (a thread hop costs ~50-100 us).
+OFF_LOOP_BYTES = 256 * 1024
+_DEFAULT_LIMITS = Limits()
+
+T = TypeVar("T")
 
 
 def check_type(resource_type: str) -> None:
@@ -26,8 +35,35 @@ def check_id(resource_id: str) -> None:
         raise invalid(f"Invalid resource id '{resource_id}' (1-64 characters of A-Z a-z 0-9 - .)")
 
 
-def parse_resource(body: bytes | dict[str, Any], resource_type: str | None) -> dict[str, Any]:
-    """Parse and validate a resource; `resource_type` is the type the URL names (None: any)."""
+def is_large(body: bytes | dict[str, Any]) -> bool:
+    """Whether a client's body is big enough for a worker thread (a parsed one cannot tell: its caller knows)."""
+    return not isinstance(body, dict) and len(body) > OFF_LOOP_BYTES
+
+
+def large_parts(resources: list[Any]) -> list[bool]:
+    """Which resources, parsed from one large Bundle or file, are large themselves (serialised past OFF_LOOP_BYTES).
+    It serialises them all: call it on a worker thread."""
+    return [isinstance(resource, dict) and _serialised_size(resource) > OFF_LOOP_BYTES for resource in resources]
+
+
+def _serialised_size(resource: dict[str, Any]) -> int:
+    try:
+        return len(fhir_json.dumps(resource))
+    except TypeError:  # nested past what orjson writes: large enough (validation refuses it, off the loop)
+        return OFF_LOOP_BYTES + 1
+
+
+async def off_loop(large: bool, function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)`, on a worker thread when `large`, else right here."""
+    if large:
+        return await asyncio.to_thread(function, *args)
+    return function(*args)
+
+
+def parse_resource(body: bytes | dict[str, Any], resource_type: str | None,
+                   limits: Limits = _DEFAULT_LIMITS) -> dict[str, Any]:
+    """Parse and validate a resource; `resource_type` is the type the URL names (None: any). Every write checks
+    what it stores here, a patched resource too: 413 past `limits.max_resource_elements`."""
     if isinstance(body, dict):
         resource = body
     else:
@@ -44,8 +80,21 @@ def parse_resource(body: bytes | dict[str, Any], resource_type: str | None) -> d
         raise invalid(f"The resource is a {found}, but the URL is for {resource_type}", ("resourceType",))
     if not is_resource_type(found):
         raise invalid(f"Unknown resource type '{found}'", ("resourceType",), code="not-supported")
-    validate_resource(resource)
+    try:
+        validate_resource(resource, limits.max_resource_elements)
+    except TooManyElements:
+        limit = limits.max_resource_elements
+        raise FhirError(413, "too-costly", f"The resource holds more than {limit:,} JSON values: it exceeds "
+                                           f"HEARTH_MAX_RESOURCE_ELEMENTS ({limit})") from None
     return resource
+
+
+async def parse_body(ctx: Context, body: bytes | dict[str, Any], resource_type: str | None,
+                     large: bool = False) -> tuple[dict[str, Any], bool]:
+    """parse_resource under `ctx`'s limits, on a worker thread when the body is large (`large`: a parsed body the
+    caller cut from a large Bundle or file); also whether it is large, for the write that follows."""
+    large = large or is_large(body)
+    return await off_loop(large, parse_resource, body, resource_type, ctx.limits), large
 
 
 def new_id() -> str:

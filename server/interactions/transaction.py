@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from capability.outcome import FhirError, invalid
 from server.interactions import conditional, crud
@@ -25,12 +25,11 @@ from server.interactions.context import Context
 from server.interactions.crud import tombstone_write, version_mismatch, version_write, written
 from server.interactions.patch import Patcher
 from server.interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
-from server.interactions.resources import check_id, new_id, parse_resource
+from server.interactions.resources import check_id, is_large, large_parts, new_id, off_loop, parse_resource
 from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict, Write
 
 RETRIES = 10  # a retry means a concurrent write changed what a condition matched; plans are cheap to redo
-OFF_LOOP_ENTRIES = 50  # bundles this big are checked on a worker thread, not on the event loop
-OFF_LOOP_BYTES = 256 * 1024  # and bodies this big are parsed there
+OFF_LOOP_ENTRIES = 50  # bundles with this many entries are checked on a worker thread, as large ones are
 BATCH_CONCURRENCY = 16  # batch entries in flight at once (independent; group commit batches their writes)
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -47,20 +46,25 @@ class Processed:
         return bundle_bytes(self.kind, self.entries)
 
 
-async def process_bundle(ctx: Context, body: bytes | dict[str, Any], prefer_return: str | None = None) -> Processed:
+async def process_bundle(ctx: Context, body: bytes | dict[str, Any], prefer_return: str | None = None,
+                         large: bool = False) -> Processed:
     """Process a batch or transaction Bundle (bytes or parsed with capability.fhir_json; a dict is modified).
 
     For callers other than HTTP (`hearth import`): a transaction either applies every entry or raises
     FhirError naming the failing entry (nothing written); a batch never raises for an entry: each Result has
     its status, the Version written or read, or an OperationOutcome. `Processed.body()` is the response
     Bundle. `prefer_return` is the Prefer header's return= ("minimal" leaves resources out of the response).
+    The work on a large Bundle (bytes past resources.OFF_LOOP_BYTES, or a dict whose caller says `large`) runs on
+    worker threads: parsing, and checking, stamping, serialising and indexing its entries (a batch's large ones).
     """
-    big = isinstance(body, (bytes, bytearray)) and len(body) > OFF_LOOP_BYTES
-    bundle = await asyncio.to_thread(load_bundle, body) if big else load_bundle(body)
+    large = large or is_large(body)
+    bundle = await off_loop(large, load_bundle, body)
     raw_entries = bundle.get("entry") or []
     if bundle["type"] == "transaction":
-        return await transaction(ctx, raw_entries, prefer_return)
-    return await batch(ctx, raw_entries, prefer_return)
+        return await transaction(ctx, raw_entries, prefer_return, large)
+    resources = [raw.get("resource") if isinstance(raw, dict) else None for raw in raw_entries]
+    parts_large = await asyncio.to_thread(large_parts, resources) if large else ()
+    return await batch(ctx, raw_entries, prefer_return, parts_large)
 
 
 # --- transaction ----------------------------------------------------------------------------------------------
@@ -92,14 +96,12 @@ class _Replan(Exception):
     """A condition or a version changed under the transaction: plan it again."""
 
 
-async def transaction(ctx: Context, raw_entries: list[Any], prefer_return: str | None = None) -> Processed:
-    if len(raw_entries) > OFF_LOOP_ENTRIES:
-        entries = await asyncio.to_thread(_check, ctx.base_url, raw_entries)
-    else:
-        entries = _check(ctx.base_url, raw_entries)
+async def transaction(ctx: Context, raw_entries: list[Any], prefer_return: str | None = None,
+                      large: bool = False) -> Processed:
+    entries = await off_loop(large or len(raw_entries) > OFF_LOOP_ENTRIES, _check, ctx, raw_entries)
     for _ in range(RETRIES):
         try:
-            results = await _attempt(ctx, entries)
+            results = await _attempt(ctx, entries, large)
         except _Replan:
             continue
         responses = [response_entry(ctx, results[e.request.index], prefer_return, e.request.method)
@@ -108,7 +110,7 @@ async def transaction(ctx: Context, raw_entries: list[Any], prefer_return: str |
     raise FhirError(409, "conflict", "The transaction's conditions keep changing under concurrent writes; try again")
 
 
-def _check(base_url: str, raw_entries: list[Any]) -> list[_Entry]:
+def _check(ctx: Context, raw_entries: list[Any]) -> list[_Entry]:
     """Parse and validate every entry (FhirError naming the first bad one); find the references to rewrite."""
     entries: list[_Entry] = []
     full_urls: dict[str, int] = {}
@@ -118,7 +120,7 @@ def _check(base_url: str, raw_entries: list[Any]) -> list[_Entry]:
     for index, raw in enumerate(raw_entries):
         request = None
         try:
-            request = parse_request(index, raw, base_url)
+            request = parse_request(index, raw, ctx.base_url)
             entry = _Entry(request)
             if request.method not in ("GET", "HEAD"):
                 entry.interaction = interaction_of(request)
@@ -128,7 +130,7 @@ def _check(base_url: str, raw_entries: list[Any]) -> list[_Entry]:
                                   f"Bundle.entry[{full_urls[request.full_url]}]", (f"Bundle.entry[{index}].fullUrl",))
                 full_urls[request.full_url] = index
             if request.method in ("POST", "PUT"):
-                entry.resource = parse_resource(request.resource or {}, request.type)
+                entry.resource = parse_resource(request.resource or {}, request.type, ctx.limits)
                 entry.links = find_links(entry.resource, literal)
                 if entry.interaction == "update":
                     _check_body_id(request, entry.resource)
@@ -147,7 +149,7 @@ def _check_body_id(request: Request, resource: dict[str, Any]) -> None:
                       (f"{request.type}.id",))
 
 
-async def _attempt(ctx: Context, entries: list[_Entry]) -> dict[int, Result]:
+async def _attempt(ctx: Context, entries: list[_Entry], large: bool) -> dict[int, Result]:
     """One try at the whole transaction: plan, rewrite, commit, then answer the GETs."""
     ordered = sorted(entries, key=lambda e: _ORDER[e.request.method])
     assertions: list[Assertion] = []
@@ -176,10 +178,8 @@ async def _attempt(ctx: Context, entries: list[_Entry]) -> dict[int, Result]:
         except FhirError as error:
             raise at_entry(error, entry.request, entry.request.index) from None
     resolved = await _resolve_all(ctx, entries, assertions)
-    if len(targets) > OFF_LOOP_ENTRIES:  # rewriting, stamping, serialising and indexing a big bundle
-        writes, results = await asyncio.to_thread(_build, ctx, entries, targets, resolved)
-    else:
-        writes, results = _build(ctx, entries, targets, resolved)
+    # rewriting, stamping, serialising and indexing
+    writes, results = await off_loop(large or len(targets) > OFF_LOOP_ENTRIES, _build, ctx, entries, targets, resolved)
     reads = [entry for entry in ordered if entry.interaction == "read"]
     for entry in reads:  # a GET that fails before the commit fails the transaction (and leaves no trace)
         if (entry.request.type, entry.request.id) not in claimed:
@@ -375,8 +375,10 @@ async def _commit(ctx: Context, writes: list[Write], assertions: list[Assertion]
 
 # --- batch ----------------------------------------------------------------------------------------------------
 
-async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None = None) -> Processed:
-    """Every entry on its own (R4 order by method; entries of one method concurrently)."""
+async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None = None,
+                large: Sequence[bool] = ()) -> Processed:
+    """Every entry on its own (R4 order by method; entries of one method concurrently; those `large` marks, by
+    index, on worker threads)."""
     limit = asyncio.Semaphore(BATCH_CONCURRENCY)
     requests: list[Request | None] = [None] * len(raw_entries)
     results: list[Result | None] = [None] * len(raw_entries)
@@ -389,7 +391,7 @@ async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None 
     async def run(request: Request) -> None:
         async with limit:
             try:
-                results[request.index] = await _batch_entry(ctx, request)
+                results[request.index] = await _batch_entry(ctx, request, bool(large) and large[request.index])
             except FhirError as error:
                 results[request.index] = error_result(at_entry(error, request, request.index))
     for group in range(4):
@@ -400,7 +402,7 @@ async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None 
     return Processed("batch-response", done, responses)
 
 
-async def _batch_entry(ctx: Context, request: Request) -> Result:
+async def _batch_entry(ctx: Context, request: Request, large: bool) -> Result:
     """One batch entry through the ordinary interactions."""
     if request.method in ("GET", "HEAD"):
         return await get(ctx, request)
@@ -408,15 +410,16 @@ async def _batch_entry(ctx: Context, request: Request) -> Result:
     resource_type, resource = request.type or "", request.resource or {}
     if interaction == "create":
         if request.if_none_exist:
-            version, created = await conditional.create(ctx, resource_type, resource, request.if_none_exist)
+            version, created = await conditional.create(ctx, resource_type, resource, request.if_none_exist, large)
             return Result(201 if created else 200, version)
-        return Result(201, await crud.create(ctx, resource_type, resource))
+        return Result(201, await crud.create(ctx, resource_type, resource, large))
     if interaction == "update":
-        version, created = await crud.update(ctx, resource_type, request.id or "", resource, request.if_match)
+        version, created = await crud.update(ctx, resource_type, request.id or "", resource, request.if_match,
+                                             large)
         return Result(201 if created else 200, version)
     if interaction == "conditional-update":
         version, created = await conditional.update(ctx, resource_type, request.criteria or "", resource,
-                                                    request.if_match)
+                                                    request.if_match, large)
         return Result(201 if created else 200, version)
     if interaction == "delete":
         return Result(204, await crud.delete(ctx, resource_type, request.id or ""))
