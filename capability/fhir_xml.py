@@ -29,10 +29,11 @@ XHTML_NS = "http://www.w3.org/1999/xhtml"
 _FHIR = FHIR_NS + "}"
 _XHTML = XHTML_NS + "}"
 _XML_NS = "http://www.w3.org/XML/1998/namespace}"  # xml:lang in narrative
-# Elements nested in one XML document (or one narrative). Real R4 data nests at most 11 deep (the core package,
-# Synthea, the TestScripts); 100 leaves room for deep Questionnaire items and keeps the JSON form of any accepted
-# document (at most two JSON levels per element) under orjson's fixed limit of 254 levels.
-MAX_DEPTH = 100
+# Elements nested in one XML document. Real R4 data nests at most 11 deep (the core package, Synthea, the
+# TestScripts). 120 takes every resource validation allows (objects 100 deep, their primitives one element more, a
+# narrative inside) and keeps the JSON form of any accepted document (at most two JSON levels per element) under
+# orjson's fixed limit of 254 levels.
+MAX_DEPTH = 120
 
 
 class FhirXmlError(ValueError):

@@ -2,7 +2,7 @@
 
 - Well-formed XHTML whose root is a `<div>` in the XHTML namespace: json.html, "The xhtml root element needs to be
   a <div> in the xhtml namespace", so the JSON string declares `xmlns="http://www.w3.org/1999/xhtml"` as XML does.
-  At most `fhir_xml.MAX_DEPTH` elements deep. Read with `fhir_xml.expat_parser`, which refuses any DTD (and the
+  At most MAX_DEPTH elements deep. Read with `fhir_xml.expat_parser`, which refuses any DTD (and the
   div must begin with its root element, so it has no prolog to hold one): no entity is declared, expanded or fetched.
   One streaming pass, no tree: each element is checked as expat reads it.
 - txt-1: only the basic HTML formatting elements and attributes. The sets below are those of txt-1's XPath in the R4
@@ -22,8 +22,9 @@ from __future__ import annotations
 import re
 from pyexpat import ExpatError
 
-from capability.fhir_xml import MAX_DEPTH, XHTML_NS, expat_error, expat_parser
+from capability.fhir_xml import XHTML_NS, expat_error, expat_parser
 
+MAX_DEPTH = 100  # elements nested in one narrative
 _XHTML = XHTML_NS + "}"  # expat's names: "namespace}local"
 _XML = "http://www.w3.org/XML/1998/namespace}"
 

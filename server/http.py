@@ -13,6 +13,7 @@ from capability import fhir_json, fhir_xml
 from capability.outcome import FhirError, Issue, operation_outcome
 from storage.base import Version
 from server.interactions.bundles import etag
+from server.interactions.resources import is_large, off_loop
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"
@@ -72,7 +73,8 @@ async def read_body(request: Request, limit: int, content_types: set[str] | None
     media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     allowed = content_types or _BODY_JSON
     if media in _XML_TYPES and (content_types is None or _BODY_JSON & content_types):
-        return fhir_json.dumps(_xml_body(await read_body(request, limit, {media})))
+        xml = await read_body(request, limit, {media})
+        return await off_loop(is_large(xml), _xml_body, xml)
     if media not in allowed:
         shown = media or "none"
         raise FhirError(415, "not-supported", f"Content-Type '{shown}' is not supported; use {FHIR_JSON}")
@@ -94,9 +96,10 @@ def body_media(request: Request) -> str:
     return FHIR_JSON if media in _XML_TYPES else media
 
 
-def _xml_body(body: bytes) -> dict:
+def _xml_body(body: bytes) -> bytes:
+    """An XML resource as FHIR JSON bytes (400 when it is not FHIR XML)."""
     try:
-        return fhir_xml.xml_to_json(body)
+        return fhir_json.dumps(fhir_xml.xml_to_json(body))
     except fhir_xml.FhirXmlError as exc:
         raise FhirError(400, "structure", str(exc)) from None
 
@@ -169,14 +172,6 @@ def parse_http_date(value: str) -> datetime | None:
         return parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-
-
-def parse_etag(value: str | None) -> int | None:
-    """`W/"3"` or `"3"` -> 3; anything else -> None."""
-    if not value:
-        return None
-    text = value.strip().removeprefix("W/").strip('"')
-    return int(text) if text.isdigit() and len(text) <= 18 else None  # no version id has more digits
 
 
 def outcome_body(diagnostics: str, severity: str = "information", code: str = "informational") -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
@@ -16,7 +15,9 @@ from server import http
 from server.interactions import conditional, crud, history as history_interaction, transaction
 from server.interactions import search as search_interaction
 from server.interactions import patch as patching
+from server.interactions.bundles import parse_etag
 from server.interactions.context import Context
+from server.interactions.resources import is_large, off_loop
 from storage.base import Version
 from storage.clock import to_instant, utc_now
 from subscriptions import operations as subscription_operations, service as subscription_service
@@ -84,7 +85,7 @@ def _not_modified(request: Request, version: Version) -> bool:
     """Conditional read: If-None-Match names the current version, or nothing changed since If-Modified-Since."""
     none_match = request.headers.get("if-none-match")
     if none_match is not None:
-        return http.parse_etag(none_match) == version.version_id
+        return parse_etag(none_match) == version.version_id
     since = request.headers.get("if-modified-since")
     if since is not None:
         moment = http.parse_http_date(since)
@@ -108,7 +109,7 @@ async def update(request: Request, ctx: Context, resource_type: str, resource_id
 def _if_match(request: Request) -> int | None:
     """The version an If-Match header names (400 for one that is not an ETag)."""
     if_match = request.headers.get("if-match")
-    expected = http.parse_etag(if_match)
+    expected = parse_etag(if_match)
     if if_match is not None and expected is None:
         raise invalid(f"Invalid If-Match '{if_match}': expected an ETag like W/\"3\"")
     return expected
@@ -155,9 +156,7 @@ async def _patcher(request: Request, ctx: Context) -> patching.Patcher:
     media = http.body_media(request)
     patching.compiler(media)  # 415 for a media type that is no patch format, before the body is read
     body = await http.read_body(request, ctx.limits.max_body_bytes, set(patching.PATCH_TYPES))
-    if len(body) > transaction.OFF_LOOP_BYTES:
-        return await asyncio.to_thread(patching.compile_patch, body, media)
-    return patching.compile_patch(body, media)
+    return await off_loop(is_large(body), patching.compile_patch, body, media)
 
 
 async def patch(request: Request, ctx: Context, resource_type: str, resource_id: str) -> Response:

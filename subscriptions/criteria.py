@@ -52,7 +52,7 @@ def compile_criteria(ctx: Context, text: str, expression: str) -> Filter:
     try:
         query = parse_search((resource_type,), params, registry=ctx.registry, strict=True,
                              default_count=ctx.default_count, max_count=ctx.max_count, base_url=ctx.base_url,
-                             terminology=default_terminology())
+                             terminology=default_terminology(), limits=ctx.limits.search)
     except FhirError as error:
         raise _bad(f"Criteria '{text}': {error.diagnostics}", expression) from None
     return Filter(resource_type, text, compile_matcher(query.where), _guard(query.where))

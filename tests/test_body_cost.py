@@ -101,7 +101,7 @@ async def test_element_bound_on_a_patched_result(client):
     response = await client.patch("/Patient/p1", content=json.dumps(document),
                                   headers={"Content-Type": "application/json-patch+json"})
     assert response.status_code in (413, 422), response.text  # 422: patch.py reports an unusable result as such
-    assert "HEARTH_MAX_RESOURCE_ELEMENTS (100000)" in response.text and "too-costly" in response.text
+    assert "HEARTH_MAX_RESOURCE_ELEMENTS (100000" in response.text and "too-costly" in response.text
     assert (await client.get("/Patient/p1")).json()["meta"]["versionId"] == "1"
 
 
@@ -213,7 +213,7 @@ async def test_healthz_answers_while_a_maximum_size_body_is_processed(backend, t
             watch.release.set()
         response = await big
         assert response.status_code == 413, response.text[:300]
-        assert "HEARTH_MAX_RESOURCE_ELEMENTS (100000)" in response.text and "too-costly" in response.text
+        assert "HEARTH_MAX_RESOURCE_ELEMENTS (100000" in response.text and "too-costly" in response.text
         assert not any(loop for _, loop in watch.steps), watch.steps
         assert await versions(client) == 0
 

@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from capability.fhir_xml import MAX_DEPTH, json_to_xml, xml_to_json
+from capability.fhir_xml import json_to_xml, xml_to_json
+from capability.narrative import MAX_DEPTH
 from capability.narrative import check_narrative
 from conftest import FHIR_JSON
 from storage.base import Write

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from capability.fhir_xml import MAX_DEPTH
+from capability.validation import MAX_DEPTH as RESOURCE_DEPTH
 
 XML_BODY = {"Content-Type": "application/fhir+xml"}  # answers stay JSON: no Accept
 COMMENT = "<!--" + "x" * 3000 + "-->\n"  # pushes what follows past any fixed-size look at the head
@@ -80,10 +81,11 @@ async def test_any_dtd_is_refused(client, attack, path):
 
 @pytest.mark.parametrize("path", ["POST", "PUT", "batch"])
 async def test_nesting_is_bounded(client, path):
-    extra = 3 if path == "batch" else 0  # Bundle, entry, resource around the Patient
-    at_bound = document(path, patient("Deep", nested(MAX_DEPTH - extra)))
-    accepted = await send(client, path, at_bound.encode())
+    deepest = RESOURCE_DEPTH + 1  # the deepest resource validation allows, its primitives one element lower
+    accepted = await send(client, path, document(path, patient("Deep", nested(deepest))).encode())
     assert accepted.status_code in (200, 201), accepted.text
+    past_validation = await send(client, path, document(path, patient("Deeper", nested(deepest + 1))).encode())
+    assert "nest more than" in past_validation.text and past_validation.status_code in (200, 400)  # batch: 200
     for depth in (MAX_DEPTH + 1, 30_000):  # 30,000: as deep as the test app's 1 MiB body limit allows
         body = document(path, patient("Deeper", nested(depth))).encode()
         await assert_refused(await send(client, path, body), f"nested deeper than {MAX_DEPTH} elements")

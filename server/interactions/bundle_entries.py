@@ -13,7 +13,7 @@ from capability import fhir_json
 from capability.outcome import FhirError, Issue, invalid
 from search.normalize import date_range
 from server.interactions import crud, history
-from server.interactions.bundles import entry, etag
+from server.interactions.bundles import entry, etag, parse_etag
 from server.interactions.context import Context
 from server.interactions.resources import check_type
 from server.interactions.patch import JSON_PATCH, MERGE_PATCH, Patcher, compile_patch
@@ -131,10 +131,10 @@ def interaction_of(request: Request) -> str:
 def _etag(value: Any, where: str) -> int | None:
     if value is None:
         return None
-    text = str(value).strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
-        raise invalid(f"{where} '{value}' is not an ETag like W/\"3\"", (where,))
-    return int(text)
+    version = parse_etag(str(value))
+    if version is None:
+        raise invalid(f"{where} '{str(value)[:100]}' is not an ETag like W/\"3\"", (where,))
+    return version
 
 
 def patcher_of(request: Request) -> Patcher:

@@ -15,6 +15,14 @@ def etag(version_id: int) -> str:
     return f'W/"{version_id}"'
 
 
+def parse_etag(value: str | None) -> int | None:
+    """`W/"3"` or `"3"` -> 3; anything else (no version id has more than 18 digits) -> None."""
+    if not value:
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def full_url(base_url: str, version: Version) -> str:
     return f"{base_url}/{version.type}/{version.id}"
 

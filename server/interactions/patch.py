@@ -10,7 +10,6 @@ result is 422 and nothing is written. A patch that cannot change anything (no op
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from dataclasses import replace
 from typing import Any, Callable
@@ -26,7 +25,7 @@ from server.interactions.crud import check_id_known, read, version_mismatch, wri
 from server.interactions.fhirpath_patch import compile_fhirpath_patch, unprocessable
 from server.interactions.limits import Limits
 from server.interactions.patch_budget import NOTHING, Budget, Patcher, measure
-from server.interactions.resources import check_type, parse_resource
+from server.interactions.resources import OFF_LOOP_BYTES, check_type, off_loop, parse_resource
 from storage.base import Assertion, AssertionFailed, Version, VersionConflict
 
 JSON_PATCH = "application/json-patch+json"
@@ -207,7 +206,7 @@ def patched(current: Version, patcher: Patcher, limits: Limits) -> dict[str, Any
         raise FhirError(422, "processing", f"The patch changes the id of {current.type}/{current.id}",
                         (f"{current.type}.id",))
     try:
-        return parse_resource(result, current.type)
+        return parse_resource(result, current.type, limits)
     except FhirError as error:
         raise FhirError(422, "processing", "", issues=error.issues) from None
 
@@ -247,14 +246,12 @@ async def _write_patched(ctx: Context, current: Version, patcher: Patcher, if_ma
                          assertions: tuple[Assertion, ...] = ()) -> Version:
     if if_match is not None and current.version_id != if_match:
         raise version_mismatch(current.type, current.id, if_match, current)
-    if _off_loop(current, patcher):
-        resource = await asyncio.to_thread(patched, current, patcher, ctx.limits)
-    else:
-        resource = patched(current, patcher, ctx.limits)
+    large = _off_loop(current, patcher)
+    resource = await off_loop(large, patched, current, patcher, ctx.limits)
     if not patcher.changes:  # R4: a patch without operations changes nothing, so no new version
         return current
     try:
-        return await write_new(ctx, current.type, current.id, resource, current.version_id, assertions)
+        return await write_new(ctx, current.type, current.id, resource, current.version_id, assertions, large)
     except VersionConflict as conflict:
         if if_match is not None:
             raise version_mismatch(current.type, current.id, if_match, None, conflict.actual) from None
@@ -263,5 +260,4 @@ async def _write_patched(ctx: Context, current: Version, patcher: Patcher, if_ma
 
 def _off_loop(current: Version, patcher: Patcher) -> bool:
     """Whether applying `patcher` to `current` is worth a worker thread: a big resource or patch, or copies."""
-    from server.interactions.transaction import OFF_LOOP_BYTES  # transaction imports this module
     return patcher.copies or len(current.body) + patcher.size > OFF_LOOP_BYTES
