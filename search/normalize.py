@@ -11,7 +11,7 @@ import functools
 import re
 import unicodedata
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from capability.resource_types import is_resource_type
 from search.entries import MAX_INSTANT, MIN_INSTANT

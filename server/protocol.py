@@ -21,6 +21,8 @@ from capability.outcome import FhirError
 
 log = logging.getLogger("hearth.server")
 
+LINGER_SECONDS = 2.0  # a refused connection's input is drained this long before it is closed
+
 
 def _refusal(status: int, reason: str, code: str, diagnostics: str, extra: str = "") -> bytes:
     """A whole HTTP response closing the connection, with an OperationOutcome."""
@@ -43,6 +45,17 @@ def bounded_protocol(header_timeout: float, body_timeout: float, max_header_byte
         _deadline: asyncio.TimerHandle | None = None
         _in_headers = True
         _header_bytes = 0
+        _refused = False
+
+        def _refuse(self, response: bytes) -> None:
+            """Send `response` and end the connection. What the client is still sending is read and dropped for a
+            moment first: closing with unread data would reset the connection, and the client lose the answer."""
+            self._disarm()
+            self._refused = True
+            self.transport.write(response)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
         def _arm(self, seconds: float, in_headers: bool) -> None:
             self._disarm()
@@ -59,25 +72,24 @@ def bounded_protocol(header_timeout: float, body_timeout: float, max_header_byte
             if self.transport.is_closing():
                 return
             if self._in_headers:
-                self.transport.write(timed_out)
+                self._refuse(timed_out)
             else:
                 log.info("closing a connection whose request body did not arrive within %g s", body_timeout)
-            self.transport.close()
+                self.transport.close()
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
             super().data_received(data)
             if self._in_headers and self._deadline is not None and not self.transport.is_closing():
                 self._header_bytes += len(data)  # still no end of headers: all of it was headers
                 if self._header_bytes > max_header_bytes:
-                    self._disarm()
-                    self.transport.write(too_large)
-                    self.transport.close()
+                    self._refuse(too_large)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > max_connections:
-                transport.write(busy)
-                transport.close()
+                self._refuse(busy)
                 return
             self._arm(header_timeout, True)
 

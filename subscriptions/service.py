@@ -23,7 +23,7 @@ from capability import fhir_json
 from capability.outcome import FhirError
 from server.interactions import crud
 from server.interactions.context import Context
-from server.interactions.resources import parse_resource
+from server.interactions.resources import parse_body
 from storage import notification_queue
 from storage.base import Change, Version, Write
 from subscriptions.channels import endpoint_url, refused
@@ -67,7 +67,7 @@ def running(ctx: Context) -> SubscriptionService:
 
 async def accept(ctx: Context, body: bytes | dict[str, Any]) -> dict[str, Any]:
     """Check a Subscription a client writes and set the status it starts with (see the module doc)."""
-    resource = parse_resource(body, "Subscription")
+    resource, _ = await parse_body(ctx, body, "Subscription")
     service = running(ctx)
     subscription = parse_subscription(ctx, {**resource, "id": resource.get("id", "")}, 0, service.config.egress)
     await service.check_resolved(subscription)

@@ -94,3 +94,14 @@ def test_connections_past_the_bound_get_503(tmp_path):
         for sock in held:
             sock.close()
         stop(process, hard=False)
+
+
+def test_sigterm_stops_the_server_with_a_request_still_in_flight(tmp_path):
+    port = free_port()  # a body that never arrives holds its request open until the body deadline (10 min)
+    process = start(tmp_path / "hearth.db", port, body_timeout="600")
+    with _connect(port) as sock:
+        sock.sendall(b"POST /Patient HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")
+        process.terminate()
+        assert process.wait(timeout=60) is not None  # uvicorn alone would wait for that request forever
+        assert not _read_all(sock).startswith(b"HTTP/1.1 2")
