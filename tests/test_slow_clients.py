@@ -104,4 +104,8 @@ def test_sigterm_stops_the_server_with_a_request_still_in_flight(tmp_path):
                      b"Content-Length: 1000\r\n\r\n{")
         process.terminate()
         assert process.wait(timeout=60) is not None  # uvicorn alone would wait for that request forever
-        assert not _read_all(sock).startswith(b"HTTP/1.1 2")
+        try:
+            answer = _read_all(sock)
+        except ConnectionResetError:  # the process went away with the unread request: as good as closed
+            answer = b""
+        assert not answer.startswith(b"HTTP/1.1 2")
