@@ -33,9 +33,9 @@ from typing import Any, Iterator
 from capability import fhir_json
 from search import entries as shapes
 from search.entries import CompositeEntry, Entry
-from server.interactions import crud
-from server.interactions.context import Context
-from server.interactions.resources import parse_resource
+from interactions import crud
+from interactions.context import Context
+from interactions.resources import parse_resource
 from storage.base import Write
 from storage.sqlite.store import SqliteStore
 

@@ -92,7 +92,7 @@ async def main(runs: int, n: int) -> dict:
 
 
 async def _seed(app: Any) -> str:
-    from server.interactions import crud
+    from interactions import crud
 
     version = await crud.create(app.ctx, "Patient", fhir_json.dumps({"resourceType": "Patient", "active": True}))
     return version.id

@@ -84,8 +84,8 @@ def observation(rng: random.Random) -> dict[str, Any]:
 # --- matching, in-process -------------------------------------------------------------------------
 
 async def matching(writes: int, runs: int) -> dict[str, float]:
-    from server.interactions import crud
-    from server.interactions.context import Context
+    from interactions import crud
+    from interactions.context import Context
     from storage.sqlite.store import SqliteStore
     from subscriptions.dispatcher import Dispatcher
     from subscriptions.egress import EgressPolicy

@@ -34,7 +34,7 @@ _QUANTITIES = ("Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuanti
 
 
 class ParamLike(Protocol):
-    """What extraction needs of a SearchParam (capability/search_parameters.py)."""
+    """What extraction needs of a SearchParam (search/registry.py)."""
 
     code: str
     type: str
@@ -363,15 +363,11 @@ class _HasExtractors(Protocol):
     def extractors(self, resource_type: str) -> tuple[CompiledParam, ...]: ...
 
 
-def extract(resource: dict, registry: _HasExtractors | None = None, base_url: str | None = None) -> list[Entry]:
-    """The de-duplicated index entries of `resource` for every supported parameter of its type.
+def extract(resource: dict, registry: _HasExtractors, base_url: str | None = None) -> list[Entry]:
+    """The de-duplicated index entries of `resource` for every supported parameter of its type (search/registry.py).
 
     `base_url` is the server's own base: absolute references under it index as local `Type/id`.
     """
-    if registry is None:
-        from capability.search_parameters import default_registry  # capability imports this module
-
-        registry = default_registry()
     out: list[Entry] = []
     nodes = [resource]
     for compiled in registry.extractors(resource["resourceType"]):

@@ -17,9 +17,9 @@ from capability.outcome import FhirError
 from server import http, rest
 from server.hosts import TrustedHosts, allowed_hosts
 from server.proxies import ProxyHeaders, parse_networks
-from server.interactions import definitions
-from server.interactions.context import Context
-from server.interactions.limits import Limits
+from interactions import definitions
+from interactions.context import Context
+from interactions.limits import Limits
 from server.settings import Settings
 from storage import open_store
 from storage.base import Store

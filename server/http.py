@@ -12,8 +12,8 @@ from starlette.responses import Response
 from capability import fhir_json, fhir_xml
 from capability.outcome import FhirError, Issue, operation_outcome
 from storage.base import Version
-from server.interactions.bundles import etag
-from server.interactions.resources import is_large, off_loop
+from interactions.bundles import etag
+from interactions.resources import is_large, off_loop
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"

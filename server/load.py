@@ -26,10 +26,10 @@ from typing import IO, Any, Awaitable, Callable, Coroutine, Iterable
 
 from capability import fhir_json
 from capability.outcome import FhirError
-from server.interactions import crud, transaction
-from server.interactions.context import Context
-from server.interactions.limits import Limits
-from server.interactions.resources import is_large, large_parts, off_loop
+from interactions import crud, transaction
+from interactions.context import Context
+from interactions.limits import Limits
+from interactions.resources import is_large, large_parts, off_loop
 from server.progress import ProgressBar
 from server.settings import Settings
 from storage import open_store

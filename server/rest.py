@@ -12,12 +12,12 @@ from capability.capability_statement import capability_statement
 from capability.outcome import FhirError, invalid
 from capability.summary import check_summary, parse_elements, subset
 from server import http
-from server.interactions import conditional, crud, history as history_interaction, transaction
-from server.interactions import search as search_interaction
-from server.interactions import patch as patching
-from server.interactions.bundles import parse_etag
-from server.interactions.context import Context
-from server.interactions.resources import is_large, off_loop
+from interactions import conditional, crud, history as history_interaction, transaction
+from interactions import search as search_interaction
+from interactions import patch as patching
+from interactions.bundles import parse_etag
+from interactions.context import Context
+from interactions.resources import is_large, off_loop
 from storage.base import Version
 from storage.clock import to_instant, utc_now
 from subscriptions import operations as subscription_operations, service as subscription_service

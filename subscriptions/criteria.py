@@ -20,7 +20,7 @@ from capability.resource_types import is_resource_type
 from search.ir import Clause, ReferencePred, TokenPred
 from search.matcher import Matcher, compile_matcher
 from search.parse import parse_search
-from server.interactions.context import Context
+from interactions.context import Context
 
 # search result parameters say how to page or shape results: meaningless for a notification
 _RESULT_PARAMS = {"_sort", "_count", "_include", "_revinclude", "_summary", "_elements", "_total", "_contained",

@@ -22,7 +22,7 @@ from typing import Awaitable, Callable
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from server.interactions.context import Context
+from interactions.context import Context
 from subscriptions import notifications
 from subscriptions.channels import DeliveryFailed, Outgoing, send
 from subscriptions.egress import EgressPolicy, GuardedResolver

@@ -24,8 +24,8 @@ from capability import fhir_json
 from capability.outcome import FhirError
 from search.ir import Query
 from search.matcher import Prepared
-from server.interactions.context import Context
-from server.interactions.resources import index_entries
+from interactions.context import Context
+from interactions.resources import index_entries
 from storage.base import Change
 from subscriptions.model import MATCHING_STOPPED
 from subscriptions.queue import NewEvent, NotificationQueue

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from capability.outcome import FhirError
-from server.interactions.context import Context
+from interactions.context import Context
 from subscriptions.channels import Channel, parse_channel
 from subscriptions.criteria import Filter, compile_criteria
 from subscriptions.egress import EgressPolicy

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import orjson
 
-from server.interactions.bundles import bundle, entry
-from server.interactions.context import Context
+from interactions.bundles import bundle, entry
+from interactions.context import Context
 from storage.clock import to_instant, utc_now
 from subscriptions.channels import Outgoing
 from subscriptions.model import BACKPORT, Subscription

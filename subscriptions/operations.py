@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from capability.outcome import FhirError
-from server.interactions import crud
-from server.interactions.bundles import bundle, entry
-from server.interactions.context import Context
+from interactions import crud
+from interactions.bundles import bundle, entry
+from interactions.context import Context
 from subscriptions import notifications
 from subscriptions.channels import CONTENTS
 from subscriptions.model import Subscription, parse_subscription

@@ -21,9 +21,9 @@ import aiohttp
 
 from capability import fhir_json
 from capability.outcome import FhirError
-from server.interactions import crud
-from server.interactions.context import Context
-from server.interactions.resources import parse_body
+from interactions import crud
+from interactions.context import Context
+from interactions.resources import parse_body
 from storage import notification_queue
 from storage.base import Change, Version, Write
 from subscriptions.channels import endpoint_url, refused

@@ -20,7 +20,7 @@ from typing import Sequence
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server.interactions.context import Context
+from interactions.context import Context
 from subscriptions import notifications
 from subscriptions.model import Subscription
 from subscriptions.queue import Event, NotificationQueue

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from capability import fhir_json
 from bench.grow import local_references
-from server.interactions import crud
-from server.interactions.context import Context
+from interactions import crud
+from interactions.context import Context
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea-120"
 

@@ -17,8 +17,8 @@ from capability.outcome import FhirError
 from capability.terminology import Terminology
 from capability.validation import validate_resource
 from conftest import FHIR_JSON, SHARED, make_store
-from server.interactions import crud
-from server.interactions.context import Context
+from interactions import crud
+from interactions.context import Context
 from server.load import Loader, find_files
 
 OBSERVATION_STATUS = "http://hl7.org/fhir/ValueSet/observation-status"

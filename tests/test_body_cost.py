@@ -18,8 +18,8 @@ from capability import fhir_json
 from capability.validation import MAX_DEPTH
 from conftest import BASE, FHIR_JSON, make_store
 from server.app import HearthApp, create_app
-from server.interactions import crud, resources, transaction
-from server.interactions.resources import OFF_LOOP_BYTES
+from interactions import crud, resources, transaction
+from interactions.resources import OFF_LOOP_BYTES
 from server.load import Loader
 from server.settings import Settings
 

@@ -13,8 +13,8 @@ import pytest
 from capability.outcome import FhirError
 from conftest import SYNTHEA, make_store, synthea_bundle
 from server.cli import main
-from server.interactions import crud
-from server.interactions.context import Context
+from interactions import crud
+from interactions.context import Context
 from server.load import Loader, find_files
 from server.progress import ProgressBar
 

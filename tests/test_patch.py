@@ -9,9 +9,9 @@ import pytest
 
 from capability.outcome import FhirError
 from conftest import FHIR_JSON
-from server.interactions.fhirpath_patch import compile_fhirpath_patch, compile_path
-from server.interactions.limits import Limits
-from server.interactions.patch_budget import Budget
+from interactions.fhirpath_patch import compile_fhirpath_patch, compile_path
+from interactions.limits import Limits
+from interactions.patch_budget import Budget
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 PATIENT = {"resourceType": "Patient", "active": True,

@@ -12,9 +12,9 @@ import pytest
 
 from capability.outcome import FhirError
 from conftest import FHIR_JSON
-from server.interactions.limits import Limits
-from server.interactions.patch import compile_patch
-from server.interactions.patch_budget import Budget
+from interactions.limits import Limits
+from interactions.patch import compile_patch
+from interactions.patch_budget import Budget
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 DOUBLE_NAME = {"op": "copy", "from": "/name", "path": "/name/-"}

@@ -13,7 +13,7 @@ import pytest
 from capability import fhir_json
 from capability.outcome import FhirError
 from capability.resource_types import RESOURCE_TYPES
-from capability.search_parameters import DATA, SearchRegistry, default_registry, element_model
+from search.registry import DATA, SearchRegistry, default_registry, element_model
 from search.entries import (MAX_INSTANT, MIN_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry,
                             ReferenceEntry, StringEntry, TokenEntry, UriEntry)
 from search.extract import extract
@@ -24,7 +24,7 @@ SYNTHEA = Path("/work/shared/testdata/synthea-120")
 
 
 def entries_of(resource: dict, code: str, **kwargs) -> list:
-    return [e for e in extract(resource, **kwargs) if e.param == code]
+    return [e for e in extract(resource, kwargs.pop("registry", default_registry()), **kwargs) if e.param == code]
 
 
 # --- normalize -----------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_malformed_values_are_skipped_not_fatal() -> None:
     patient = {"resourceType": "Patient", "id": "x", "name": "Bob", "birthDate": "yesterday",
                "telecom": [1, None, {"system": "phone"}], "address": [{"line": "one line"}], "active": "yes",
                "generalPractitioner": ["Practitioner/1"], "identifier": {"value": "single"}}
-    entries = extract(patient)
+    entries = extract(patient, default_registry())
     assert {e.param for e in entries} == {"_id", "address", "identifier", "deceased"}
     assert entries_of(patient, "deceased") == [TokenEntry("deceased", None, "false")]  # no deceased[x]: false
     assert entries_of(patient, "address") == [StringEntry("address", "one line", "one line")]
@@ -424,7 +424,7 @@ def test_every_synthea_resource_extracts() -> None:
     resources = [r for name in names[:1] + names[2:4] for r in _load_as_stored(name)]
     by_type: dict[str, int] = {}
     for resource in resources:
-        entries = extract(resource)
+        entries = extract(resource, default_registry())
         assert entries, resource["resourceType"]
         codes = {e.param for e in entries}
         by_type[resource["resourceType"]] = by_type.get(resource["resourceType"], 0) + 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from capability.search_parameters import default_registry
+from search.registry import default_registry
 from conftest import make_store
 from search.ir import ChainPred, Clause, HasPred, Query
 from search.limits import SearchLimits

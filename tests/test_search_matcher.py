@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from capability.search_parameters import default_registry
+from search.registry import default_registry
 from search.compartments import compartment_clause
 from search.entries import (MAX_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
@@ -359,7 +359,7 @@ def query_matches(query_string: str, resource: dict = OBSERVATION) -> bool:
     params = [tuple(part.split("=", 1)) for part in query_string.split("&")]
     query = parse_search((resource["resourceType"],), params, registry=default_registry(), strict=True,
                          default_count=20, max_count=100, base_url="http://hearth.test/fhir")
-    return matches(query.where, extract(resource), resource_id=resource["id"],
+    return matches(query.where, extract(resource, default_registry()), resource_id=resource["id"],
                    resource_type=resource["resourceType"])
 
 
@@ -404,7 +404,7 @@ def test_end_to_end_terminology(query, expected):
     params = [tuple(query.split("=", 1))]
     parsed = parse_search(("Condition",), params, registry=default_registry(), strict=True, default_count=20,
                           max_count=100, base_url="http://hearth.test/fhir", terminology=Terminology.load())
-    assert matches(parsed.where, extract(CONDITION), resource_id="c1", resource_type="Condition") is expected
+    assert matches(parsed.where, extract(CONDITION, default_registry()), resource_id="c1", resource_type="Condition") is expected
 
 
 def test_list_through_has():
@@ -419,7 +419,7 @@ def test_list_through_has():
 # --- many subscriptions on one write (speed is measured by bench/, not asserted here) ----------------------
 
 def test_thousand_matchers_share_one_prepared_resource():
-    entries = extract(OBSERVATION)
+    entries = extract(OBSERVATION, default_registry())
     matchers = [compile_matcher((one("code", "token", TokenPred(LOINC, f"{i}-0")),)) for i in range(999)]
     matchers.append(compile_matcher((one("code", "token", TokenPred(LOINC, "85354-9")),)))
     prepared = Prepared(entries, "Observation", "bp")

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from capability.outcome import FhirError
-from capability.search_parameters import default_registry
+from search.registry import default_registry
 from search.compartments import compartment_clause
 from search.cursor import decode_cursor, encode_cursor
 from search.ir import (ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred, NumberPred,

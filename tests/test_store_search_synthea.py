@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from capability.search_parameters import default_registry
+from search.registry import default_registry
 from search.extract import extract
 from search.matcher import matches
 from search.parse import parse_search

@@ -242,8 +242,8 @@ async def test_unusable_subscription_refused_on_every_write_path(client):
 async def test_writes_by_another_process_on_the_same_database_are_notified(tmp_path, receiver):
     """The dispatcher wakes on this server's own commits; what another writer (e.g. `hearth import`) commits to the
     same database it finds by looking again at least every `idle_poll` second."""
-    from server.interactions import crud
-    from server.interactions.context import Context
+    from interactions import crud
+    from interactions.context import Context
     from storage.sqlite.store import SqliteStore
 
     application = create_app(settings_for(tmp_path), make_store("sqlite", tmp_path))

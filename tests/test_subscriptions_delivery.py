@@ -190,7 +190,7 @@ async def test_notification_survives_a_crash(tmp_path, monkeypatch):
 
 
 def test_claimed_events_are_batched_up_to_max_count():
-    from server.interactions.context import Context
+    from interactions.context import Context
     from subscriptions.delivery import Deliverer, DeliveryConfig
     from subscriptions.egress import EgressPolicy
     from subscriptions.model import parse_subscription

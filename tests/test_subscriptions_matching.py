@@ -7,8 +7,8 @@ import asyncio
 from collections import Counter
 
 from conftest import BASE, FHIR_JSON
-from server.interactions import crud
-from server.interactions.context import Context
+from interactions import crud
+from interactions.context import Context
 from subscription_helpers import r4_subscription
 from test_subscriptions import OBS, receiver, settings_for, subscribe  # noqa: F401 (fixture)
 from test_subscriptions_backport import wait_status

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from capability.outcome import FhirError, gone, invalid, not_found
-from server.interactions.context import Context
-from server.interactions.resources import (check_id, check_type, index_entries, new_id, off_loop, parse_body,
+from interactions.context import Context
+from interactions.resources import (check_id, check_type, index_entries, new_id, off_loop, parse_body,
                                            serialise, stamp)
 from storage.base import Assertion, Version, VersionConflict, Write
 from storage.clock import utc_now

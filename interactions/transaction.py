@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from capability.outcome import FhirError, invalid
-from server.interactions import conditional, crud
-from server.interactions import patch as patching
-from server.interactions.bundle_entries import (Request, Result, at_entry, error_result, get, interaction_of,
+from interactions import conditional, crud
+from interactions import patch as patching
+from interactions.bundle_entries import (Request, Result, at_entry, error_result, get, interaction_of,
                                                 load_bundle, parse_request, patcher_of, response_entry)
-from server.interactions.bundles import bundle as bundle_bytes
-from server.interactions.context import Context
-from server.interactions.crud import tombstone_write, version_mismatch, version_write, written
-from server.interactions.patch import Patcher
-from server.interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
-from server.interactions.resources import check_id, is_large, large_parts, new_id, off_loop, parse_resource
+from interactions.bundles import bundle as bundle_bytes
+from interactions.context import Context
+from interactions.crud import tombstone_write, version_mismatch, version_write, written
+from interactions.patch import Patcher
+from interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
+from interactions.resources import check_id, is_large, large_parts, new_id, off_loop, parse_resource
 from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict, Write
 
 RETRIES = 10  # a retry means a concurrent write changed what a condition matched; plans are cheap to redo

@@ -8,10 +8,10 @@ from urllib.parse import urlencode
 
 from capability.outcome import invalid
 from search.normalize import date_range, whole_number
-from server.interactions.bundles import bundle, entry, full_url, response_fields
-from server.interactions.context import Context
-from server.interactions.crud import check_id_known
-from server.interactions.resources import check_type
+from interactions.bundles import bundle, entry, full_url, response_fields
+from interactions.context import Context
+from interactions.crud import check_id_known
+from interactions.resources import check_type
 from storage.base import Version
 from storage.clock import from_text
 

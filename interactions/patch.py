@@ -19,13 +19,13 @@ from jsonpatch import JsonPointer  # jsonpatch's own pointers (the jsonpointer p
 
 from capability import fhir_json
 from capability.outcome import FhirError, invalid
-from server.interactions import conditional
-from server.interactions.context import Context
-from server.interactions.crud import check_id_known, read, version_mismatch, write_new
-from server.interactions.fhirpath_patch import compile_fhirpath_patch, unprocessable
-from server.interactions.limits import Limits
-from server.interactions.patch_budget import NOTHING, Budget, Patcher, measure
-from server.interactions.resources import OFF_LOOP_BYTES, check_type, off_loop, parse_resource
+from interactions import conditional
+from interactions.context import Context
+from interactions.crud import check_id_known, read, version_mismatch, write_new
+from interactions.fhirpath_patch import compile_fhirpath_patch, unprocessable
+from interactions.limits import Limits
+from interactions.patch_budget import NOTHING, Budget, Patcher, measure
+from interactions.resources import OFF_LOOP_BYTES, check_type, off_loop, parse_resource
 from storage.base import Assertion, AssertionFailed, Version, VersionConflict
 
 JSON_PATCH = "application/json-patch+json"

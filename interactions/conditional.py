@@ -16,9 +16,9 @@ from capability.outcome import FhirError, invalid
 from capability.terminology import default_terminology
 from search.ir import Query
 from search.parse import parse_search
-from server.interactions.context import Context
-from server.interactions.crud import tombstone_write, version_mismatch, write_new, written
-from server.interactions.resources import check_id, check_type, new_id, parse_body
+from interactions.context import Context
+from interactions.crud import tombstone_write, version_mismatch, write_new, written
+from interactions.resources import check_id, check_type, new_id, parse_body
 from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict
 
 RETRIES = 20  # each retry means a concurrent writer changed what the condition matches; it settles fast

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from server.interactions import definitions
-from server.interactions.limits import Limits
+from interactions import definitions
+from interactions.limits import Limits
 from storage.base import Assertion, Change, Store, Write
 
 if TYPE_CHECKING:
-    from capability.search_parameters import SearchRegistry
+    from search.registry import SearchRegistry
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Context:
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
         """Commit through the store; definitional resources (SearchParameter, ValueSet, CodeSystem) are checked
-        before and take effect after (server/interactions/definitions.py). Every write path goes through here."""
+        before and take effect after (interactions/definitions.py). Every write path goes through here."""
         for check in self.write_checks:
             check(self, writes)
         changes = await self.store.commit(writes, assertions)
@@ -41,5 +41,5 @@ class Context:
 
     @cached_property
     def registry(self) -> "SearchRegistry":
-        from capability.search_parameters import default_registry
+        from search.registry import default_registry
         return default_registry()

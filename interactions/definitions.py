@@ -20,7 +20,7 @@ from search.ir import Query
 from storage.base import Write
 
 if TYPE_CHECKING:
-    from server.interactions.context import Context
+    from interactions.context import Context
 
 log = logging.getLogger("hearth.definitions")
 

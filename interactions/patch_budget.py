@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from capability.outcome import FhirError
-from server.interactions.limits import Limits
+from interactions.limits import Limits
 
 NOTHING: Any = object()  # no value: an operation that adds nothing, or takes nothing away
 _UNBOUNDED = 1 << 62

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable, Literal, Union
 
-from server.interactions.elements import URI_TYPES, elements, is_primitive
+from interactions.elements import URI_TYPES, elements, is_primitive
 
 _NARRATIVE_LINK = re.compile(r'((?:href|src)=")(urn:(?:uuid|oid):[^"]+)(")')
 

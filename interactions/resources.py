@@ -13,8 +13,8 @@ from capability.resource_types import is_resource_type, is_valid_id
 from capability.validation import TooManyElements, validate_resource
 from search.entries import Entry
 from search.extract import extract
-from server.interactions.context import Context
-from server.interactions.limits import Limits
+from interactions.context import Context
+from interactions.limits import Limits
 from storage.clock import to_instant
 
 # Bodies past this size are parsed, validated, stamped, serialised and indexed on a worker thread: on the event loop

@@ -12,9 +12,9 @@ from capability.terminology import default_terminology
 from search.compartments import compartment_clause
 from search.ir import Query
 from search.parse import parse_search
-from server.interactions.bundles import bundle, entry, full_url
-from server.interactions.context import Context
-from server.interactions.resources import check_id, check_type
+from interactions.bundles import bundle, entry, full_url
+from interactions.context import Context
+from interactions.resources import check_id, check_type
 from storage.base import Version
 
 

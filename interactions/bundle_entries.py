@@ -12,11 +12,11 @@ from urllib.parse import parse_qsl
 from capability import fhir_json
 from capability.outcome import FhirError, Issue, invalid
 from search.normalize import date_range
-from server.interactions import crud, history
-from server.interactions.bundles import entry, etag, parse_etag
-from server.interactions.context import Context
-from server.interactions.resources import check_type
-from server.interactions.patch import JSON_PATCH, MERGE_PATCH, Patcher, compile_patch
+from interactions import crud, history
+from interactions.bundles import entry, etag, parse_etag
+from interactions.context import Context
+from interactions.resources import check_type
+from interactions.patch import JSON_PATCH, MERGE_PATCH, Patcher, compile_patch
 from storage.base import Version
 from storage.clock import from_text, to_instant
 
@@ -172,7 +172,7 @@ async def get(ctx: Context, request: Request) -> Result:
         resource_id = segments[1] if len(segments) == 3 else None
         return Result(200, body=await history.history(ctx, resource_type, resource_id, params))
     if len(segments) <= 1 or (len(segments) == 3 and request.id):
-        from server.interactions import search  # the search interaction, when a GET entry searches
+        from interactions import search  # the search interaction, when a GET entry searches
         compartment = (segments[0], segments[1]) if len(segments) == 3 else None
         types = (segments[-1],) if segments else ()
         return Result(200, body=await search.search(ctx, types, params, compartment=compartment))

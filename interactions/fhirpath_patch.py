@@ -20,8 +20,8 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from capability.outcome import FhirError, invalid
-from server.interactions.elements import Element, choices, elements
-from server.interactions.patch_budget import Budget, Patcher
+from interactions.elements import Element, choices, elements
+from interactions.patch_budget import Budget, Patcher
 
 _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<op>!=|=|\.|\(|\)|\[|\])"
                     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`))")
