@@ -78,7 +78,7 @@ async def main(runs: int, n: int) -> dict:
     try:
         version = await _seed(app)
         observed = Observability(app)
-        observed.attach(app.ctx)
+        observed.attach(app.ctx, app.subscriptions)
         floor = await paired(static_app, Observability(static_app), "/x", runs, n * 5)
         read = await paired(app, observed, f"/Patient/{version}", runs, n)
     finally:
@@ -93,8 +93,9 @@ async def main(runs: int, n: int) -> dict:
 
 async def _seed(app: Any) -> str:
     from interactions import crud
+    from interactions.request import SYSTEM
 
-    version = await crud.create(app.ctx, "Patient", fhir_json.dumps({"resourceType": "Patient", "active": True}))
+    version = await crud.create(app.ctx, SYSTEM, "Patient", fhir_json.dumps({"resourceType": "Patient", "active": True}))
     return version.id
 
 

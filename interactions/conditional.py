@@ -17,6 +17,7 @@ from capability.terminology import default_terminology
 from search.ir import Query
 from search.parse import parse_search
 from interactions.context import Context
+from interactions.request import Caller
 from interactions.crud import tombstone_write, version_mismatch, write_new, written
 from interactions.resources import check_id, check_type, new_id, parse_body
 from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict
@@ -77,7 +78,7 @@ def ids(versions: list[Version]) -> frozenset[str]:
     return frozenset(version.id for version in versions)
 
 
-async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any], criteria: str,
+async def create(ctx: Context, caller: Caller, resource_type: str, body: bytes | dict[str, Any], criteria: str,
                  large: bool = False) -> tuple[Version, bool]:
     """Create unless `criteria` match (If-None-Exist). Returns (the new or the matching version, created).
     `large` as for crud.create."""
@@ -89,14 +90,14 @@ async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any],
         if found:
             return found[0], False
         try:
-            return await write_new(ctx, resource_type, new_id(), resource, 0, (Assertion(query, frozenset()),),
+            return await write_new(ctx, caller, resource_type, new_id(), resource, 0, (Assertion(query, frozenset()),),
                                    large), True
         except AssertionFailed:
             continue
     raise lost_race(resource_type, criteria)
 
 
-async def update(ctx: Context, resource_type: str, criteria: str, body: bytes | dict[str, Any],
+async def update(ctx: Context, caller: Caller, resource_type: str, criteria: str, body: bytes | dict[str, Any],
                  if_match: int | None = None, large: bool = False) -> tuple[Version, bool]:
     """`PUT Type?criteria`: update the one match, or create when none matches. Returns (version, created).
     `large` as for crud.create."""
@@ -122,7 +123,7 @@ async def update(ctx: Context, resource_type: str, criteria: str, body: bytes | 
             raise version_mismatch(resource_type, target, if_match, current)
         previous = current.version_id if current else 0
         try:
-            version = await write_new(ctx, resource_type, target, resource, previous,
+            version = await write_new(ctx, caller, resource_type, target, resource, previous,
                                       (Assertion(query, ids(found)),), large)
         except VersionConflict as conflict:
             if if_match is not None:

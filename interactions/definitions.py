@@ -16,8 +16,10 @@ from capability.outcome import FhirError
 from capability.resource_types import RESOURCE_TYPES
 from capability.terminology import default_terminology
 from search.extract import extract
+from interactions.hooks import WriteHook
+from interactions.request import Caller
 from search.ir import Query
-from storage.base import Write
+from storage.base import Change, Write
 
 if TYPE_CHECKING:
     from interactions.context import Context
@@ -32,31 +34,31 @@ def _in_force(resource: dict[str, Any]) -> bool:
     return resource.get("status") != "retired"
 
 
-def check(ctx: Context, writes: Sequence[Write]) -> None:
-    """Refuse (FhirError 400) a SearchParameter in `writes` that the registry could not index."""
-    for write in writes:
-        if write.type == "SearchParameter" and write.body is not None:
-            resource = fhir_json.loads(write.body)
-            if _in_force(resource):
-                ctx.registry.check(resource)
+class Definitions(WriteHook):
+    """The write hook keeping the registry and terminology in line with the definitions stored."""
 
+    types = DEFINITION_TYPES
 
-async def apply(ctx: Context, writes: Sequence[Write]) -> None:
-    """Bring the registry and terminology in line with committed `writes` (creates, updates, deletes)."""
-    changed = False
-    for write in writes:
-        if write.type not in DEFINITION_TYPES:
-            continue
-        changed = True
-        resource = fhir_json.loads(write.body) if write.body is not None else None
-        old = await ctx.store.vread(write.type, write.id, write.previous) if write.previous else None
-        old_url = fhir_json.loads(old.body).get("url") if old is not None and not old.deleted else None
-        if write.type == "SearchParameter":
-            await _apply_search_parameter(ctx, resource, old_url)
-        else:
-            _apply_terminology(write.type, resource, old_url)
-    if changed:
-        ctx.extras.pop("capability_statement", None)  # it lists the search parameters
+    def prepare(self, ctx: Context, caller: Caller, resource_type: str, resource: dict[str, Any],
+                previous: int) -> dict[str, Any]:
+        """Refuse (FhirError 400) a SearchParameter the registry could not index."""
+        if resource_type == "SearchParameter" and _in_force(resource):
+            ctx.registry.check(resource)
+        return resource
+
+    async def committed(self, ctx: Context, writes: Sequence[Write], changes: Sequence[Change]) -> None:
+        """Bring the registry and terminology in line with committed `writes` (creates, updates, deletes)."""
+        for write in writes:
+            if write.type not in DEFINITION_TYPES:
+                continue
+            resource = fhir_json.loads(write.body) if write.body is not None else None
+            old = await ctx.store.vread(write.type, write.id, write.previous) if write.previous else None
+            old_url = fhir_json.loads(old.body).get("url") if old is not None and not old.deleted else None
+            if write.type == "SearchParameter":
+                await _apply_search_parameter(ctx, resource, old_url)
+            else:
+                _apply_terminology(write.type, resource, old_url)
+        ctx.capability_statement = None  # it lists the search parameters
 
 
 async def _apply_search_parameter(ctx: Context, resource: dict[str, Any] | None, old_url: str | None) -> None:

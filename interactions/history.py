@@ -9,7 +9,8 @@ from urllib.parse import urlencode
 from capability.outcome import invalid
 from search.normalize import date_range, whole_number
 from interactions.bundles import bundle, entry, full_url, response_fields
-from interactions.context import Context
+from interactions.context import Context, released
+from interactions.request import Request
 from interactions.crud import check_id_known
 from interactions.resources import check_type
 from storage.base import Version
@@ -18,9 +19,10 @@ from storage.clock import from_text
 _SEQ = re.compile(r"[0-9]{1,18}")  # a change sequence number from a next link (SQLite and MongoDB take 64 bits)
 
 
-async def history(ctx: Context, resource_type: str | None, resource_id: str | None,
+async def history(ctx: Context, request: Request, resource_type: str | None, resource_id: str | None,
                   params: list[tuple[str, str]]) -> bytes:
-    """A `history` Bundle; params: `_since`, `_at`, `_count`, `_cursor` (from a next link)."""
+    """A `history` Bundle of what the policy lets `request`'s caller see; params: `_since`, `_at`, `_count`,
+    `_cursor` (from a next link)."""
     if resource_type is not None:
         check_type(resource_type)
     if resource_id is not None:
@@ -41,7 +43,8 @@ async def history(ctx: Context, resource_type: str | None, resource_id: str | No
     links = [("self", _url(ctx, path, kept + ([("_cursor", cursor)] if cursor else [])))]
     if len(page.entries) == count and page.entries:
         links.append(("next", _url(ctx, path, kept + [("_cursor", str(page.entries[-1][0]))])))
-    return bundle("history", (_entry(ctx, version) for _, version in page.entries), page.total, links)
+    shown = released(ctx, request, [version for _, version in page.entries])
+    return bundle("history", (_entry(ctx, version) for version in shown), page.total, links)
 
 
 async def _require_exists(ctx: Context, resource_type: str | None, resource_id: str) -> None:

@@ -21,6 +21,7 @@ from capability import fhir_json
 from capability.outcome import FhirError, invalid
 from interactions import conditional
 from interactions.context import Context
+from interactions.request import Caller
 from interactions.crud import check_id_known, read, version_mismatch, write_new
 from interactions.fhirpath_patch import compile_fhirpath_patch, unprocessable
 from interactions.limits import Limits
@@ -211,7 +212,7 @@ def patched(current: Version, patcher: Patcher, limits: Limits) -> dict[str, Any
         raise FhirError(422, "processing", "", issues=error.issues) from None
 
 
-async def patch(ctx: Context, resource_type: str, resource_id: str, patcher: Patcher,
+async def patch(ctx: Context, caller: Caller, resource_type: str, resource_id: str, patcher: Patcher,
                 if_match: int | None = None) -> Version:
     """PATCH Type/id: the new version (the current one when the patch changes nothing)."""
     check_type(resource_type)
@@ -219,13 +220,13 @@ async def patch(ctx: Context, resource_type: str, resource_id: str, patcher: Pat
     for _ in range(_RETRIES):
         current = await read(ctx, resource_type, resource_id)
         try:
-            return await _write_patched(ctx, current, patcher, if_match)
+            return await _write_patched(ctx, caller, current, patcher, if_match)
         except VersionConflict:
             continue
     raise FhirError(409, "conflict", f"{resource_type}/{resource_id} is being updated concurrently; try again")
 
 
-async def patch_conditional(ctx: Context, resource_type: str, criteria: str, patcher: Patcher,
+async def patch_conditional(ctx: Context, caller: Caller, resource_type: str, criteria: str, patcher: Patcher,
                             if_match: int | None = None) -> Version:
     """PATCH Type?criteria: patch the one match (none: 404, several: 412)."""
     check_type(resource_type)
@@ -235,14 +236,14 @@ async def patch_conditional(ctx: Context, resource_type: str, criteria: str, pat
         if not found:
             raise FhirError(404, "not-found", f"No {resource_type} matches {criteria}; nothing to patch")
         try:
-            return await _write_patched(ctx, found[0], patcher, if_match,
+            return await _write_patched(ctx, caller, found[0], patcher, if_match,
                                         (Assertion(query, conditional.ids(found)),))
         except (VersionConflict, AssertionFailed):
             continue
     raise conditional.lost_race(resource_type, criteria)
 
 
-async def _write_patched(ctx: Context, current: Version, patcher: Patcher, if_match: int | None,
+async def _write_patched(ctx: Context, caller: Caller, current: Version, patcher: Patcher, if_match: int | None,
                          assertions: tuple[Assertion, ...] = ()) -> Version:
     if if_match is not None and current.version_id != if_match:
         raise version_mismatch(current.type, current.id, if_match, current)
@@ -251,7 +252,7 @@ async def _write_patched(ctx: Context, current: Version, patcher: Patcher, if_ma
     if not patcher.changes:  # R4: a patch without operations changes nothing, so no new version
         return current
     try:
-        return await write_new(ctx, current.type, current.id, resource, current.version_id, assertions, large)
+        return await write_new(ctx, caller, current.type, current.id, resource, current.version_id, assertions, large)
     except VersionConflict as conflict:
         if if_match is not None:
             raise version_mismatch(current.type, current.id, if_match, None, conflict.actual) from None

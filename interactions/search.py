@@ -13,14 +13,16 @@ from search.compartments import compartment_clause
 from search.ir import Query
 from search.parse import parse_search
 from interactions.bundles import bundle, entry, full_url
-from interactions.context import Context
+from interactions.context import Context, released
+from interactions.request import Request
 from interactions.resources import check_id, check_type
 from storage.base import Version
 
 
-async def search(ctx: Context, types: tuple[str, ...], params: list[tuple[str, str]], *, strict: bool = False,
-                 compartment: tuple[str, str] | None = None) -> bytes:
-    """Search `types` (empty: every type, or those `_type` names) with the request's `params`.
+async def search(ctx: Context, request: Request, types: tuple[str, ...], params: list[tuple[str, str]], *,
+                 strict: bool = False, compartment: tuple[str, str] | None = None) -> bytes:
+    """Search `types` (empty: every type, or those `_type` names) with the request's `params`, matching and
+    showing only what the policy lets `request`'s caller see.
 
     `compartment` (type, id) restricts the search to that compartment (`GET Patient/123/Observation`).
     """
@@ -34,7 +36,7 @@ async def search(ctx: Context, types: tuple[str, ...], params: list[tuple[str, s
         check_id(compartment_id)
         clauses = tuple(compartment_clause(compartment_type, compartment_id, t) for t in types)
         query = replace(query, where=query.where + clauses)
-    page = await ctx.store.search(query)
+    page = await ctx.store.search(ctx.policy.restrict(request, query))
     path = _path(types, compartment)
     links = [("self", _link(ctx, path, query.used, query.cursor))]
     if page.next_cursor:
@@ -42,8 +44,8 @@ async def search(ctx: Context, types: tuple[str, ...], params: list[tuple[str, s
     if page.previous_cursor:
         links.append(("previous", _link(ctx, path, query.used, page.previous_cursor)))
     entries = [] if query.summary == "count" else [
-        *(_entry(ctx, version, "match", query) for version in page.matches),
-        *(_entry(ctx, version, "include", query) for version in page.included),
+        *(_entry(ctx, version, "match", query) for version in released(ctx, request, page.matches)),
+        *(_entry(ctx, version, "include", query) for version in released(ctx, request, page.included)),
     ]
     if query.ignored:
         entries.append(_outcome_entry(query.ignored))

@@ -89,6 +89,14 @@ class SearchRegistry:
         self._tables: dict[str, _TypeTable] = {t: self._build(t) for t in sorted(RESOURCE_TYPES)}
         self.generation = 0  # bumped by every register / unregister, for caches built on the registry
 
+    def copy(self) -> SearchRegistry:
+        """A registry of its own starting from this one's parameters (one per context: what one database
+        registers never shows in another's). Cheap: the compiled per-type tables are immutable and shared."""
+        other = object.__new__(SearchRegistry)
+        other._model, other._lock = self._model, threading.Lock()
+        other._by_url, other._tables, other.generation = dict(self._by_url), dict(self._tables), 0
+        return other
+
     # --- reading ---------------------------------------------------------------------------------
 
     def params(self, resource_type: str) -> Mapping[str, SearchParam]:

@@ -129,12 +129,9 @@ def _timed(method: Callable[..., Awaitable[Any]], name: str, metrics: Metrics) -
     return timed
 
 
-def _backlog_gauge(ctx: Any) -> Callable[[], Awaitable[float | None]]:
+def _backlog_gauge(ctx: Any, subscriptions: Any) -> Callable[[], Awaitable[float | None]]:
     async def backlog() -> float | None:
-        service = ctx.extras.get("subscriptions")
-        if service is None:
-            return None
-        checkpoint = await service.queue.checkpoint()
+        checkpoint = await subscriptions.queue.checkpoint()
         return float(len(await ctx.store.changes(checkpoint, _BACKLOG_CAP)))
 
     return backlog
@@ -195,17 +192,18 @@ class Observability:
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                self.attach(getattr(self.app, "ctx", None))
+                self.attach(getattr(self.app, "ctx", None), getattr(self.app, "subscriptions", None))
             await send(message)
 
         return lifespan_send
 
-    def attach(self, ctx: Any) -> None:
+    def attach(self, ctx: Any, subscriptions: Any) -> None:
         """Instrument a started app's store and register its gauges."""
         if ctx is None:
             return
         instrument_store(ctx.store, self.metrics)
-        self.metrics.gauges["hearth_subscription_dispatch_backlog"] = _backlog_gauge(ctx)
+        if subscriptions is not None:
+            self.metrics.gauges["hearth_subscription_dispatch_backlog"] = _backlog_gauge(ctx, subscriptions)
 
     async def _serve_metrics(self, send: Send) -> None:
         body = await self.metrics.render()

@@ -243,6 +243,7 @@ async def test_writes_by_another_process_on_the_same_database_are_notified(tmp_p
     """The dispatcher wakes on this server's own commits; what another writer (e.g. `hearth import`) commits to the
     same database it finds by looking again at least every `idle_poll` second."""
     from interactions import crud
+    from interactions.request import SYSTEM
     from interactions.context import Context
     from storage.sqlite.store import SqliteStore
 
@@ -252,7 +253,7 @@ async def test_writes_by_another_process_on_the_same_database_are_notified(tmp_p
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url=BASE) as client:
             await subscribe(client, r4_subscription("Patient?gender=female", receiver.url))
-            await crud.create(Context(other, BASE), "Patient", {"resourceType": "Patient", "gender": "female"})
+            await crud.create(Context(other, BASE), SYSTEM, "Patient", {"resourceType": "Patient", "gender": "female"})
             await receiver.wait_for(1)
     finally:
         await other.close()
