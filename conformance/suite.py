@@ -7,7 +7,8 @@ from pathlib import Path
 
 from capability import fhir_json
 from conformance.client import Client
-from conformance.runner import Runner, ScriptResult
+from conformance.report import ScriptResult
+from conformance.runner import Runner
 from conformance.script import ScriptError, find_scripts, load_script
 
 

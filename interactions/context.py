@@ -1,5 +1,9 @@
 """What every interaction needs: the store, the search registry, the server's base URL and limits, the policy
 consulted around each interaction, the write hooks, and the operations services add (server/wiring.py builds it).
+
+Write hooks are what belongs to every write of some resource types, whichever way it comes (REST, a Bundle
+entry, a PATCH, `hearth import`, a connector): definition resources (interactions/definitions.py) and Subscriptions
+(subscriptions/acceptance.py) are kept right this way; a check made on one path only is a bug.
 """
 
 from __future__ import annotations
@@ -8,7 +12,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
-from interactions.hooks import WriteHook
 from interactions.limits import Limits
 from interactions.policy import OpenPolicy, Policy
 from interactions.request import Caller, Outcome, Request
@@ -19,6 +22,28 @@ if TYPE_CHECKING:
 
 # An operation (`$status`…) a service adds: answers one request whose `operation` names it.
 Operation = Callable[["Context", Request], Awaitable[Outcome]]
+
+
+class WriteHook:
+    """Override what you need. `types`: the resource types the hook is about (None: every write)."""
+
+    types: frozenset[str] | None = None
+
+    def concerns(self, resource_type: str) -> bool:
+        return self.types is None or resource_type in self.types
+
+    def prepare(self, ctx: Context, caller: Caller, resource_type: str, resource: dict[str, Any],
+                previous: int) -> dict[str, Any]:
+        """The resource as it will be stored, when a version of it is built (may refuse with a FhirError).
+        `previous` is the version it replaces (0: none). It runs where the version is built, possibly on a worker
+        thread: keep it synchronous and quick."""
+        return resource
+
+    async def check(self, ctx: Context, writes: Sequence[Write]) -> None:
+        """Before `writes` (at least one of this hook's types) are committed; may refuse with a FhirError."""
+
+    async def committed(self, ctx: Context, writes: Sequence[Write], changes: Sequence[Change]) -> None:
+        """After `writes` are committed (called for every commit a hook concerns)."""
 
 
 @dataclass
@@ -44,7 +69,7 @@ class Context:
         return default_registry().copy()
 
     def prepare(self, caller: Caller, resource_type: str, resource: dict[str, Any], previous: int) -> dict[str, Any]:
-        """`resource` as the write hooks want it stored (interactions/hooks.py)."""
+        """`resource` as the write hooks want it stored (interactions/context.py)."""
         for hook in self.hooks:
             if hook.concerns(resource_type):
                 resource = hook.prepare(self, caller, resource_type, resource, previous)

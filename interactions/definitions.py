@@ -9,20 +9,17 @@ At start-up the stored definitions are loaded again.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from capability import fhir_json
 from capability.outcome import FhirError
 from capability.resource_types import RESOURCE_TYPES
 from capability.terminology import default_terminology
 from search.extract import extract
-from interactions.hooks import WriteHook
+from interactions.context import Context, WriteHook
 from interactions.request import Caller
 from search.ir import Query
 from storage.base import Change, Write
-
-if TYPE_CHECKING:
-    from interactions.context import Context
 
 log = logging.getLogger("hearth.definitions")
 

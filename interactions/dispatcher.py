@@ -3,7 +3,7 @@ own reads or a connector, is a `Request` run here.
 
 The policy (interactions/policy.py) is asked before the interaction (it may refuse) and after it (it filters or
 masks the resource version that leaves; interactions that answer with Bundles ask it for every entry). Writes
-pass the write hooks (interactions/hooks.py) wherever their versions are built.
+pass the write hooks (interactions/context.py) wherever their versions are built.
 """
 
 from __future__ import annotations

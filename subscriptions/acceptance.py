@@ -1,5 +1,5 @@
 """What every write of a Subscription passes, whichever way it comes (REST, a Bundle entry, a conditional update,
-a PATCH, `hearth import`): a write hook (interactions/hooks.py).
+a PATCH, `hearth import`): a write hook (interactions/context.py).
 
 Its criteria, topic and channel are checked (a 422 OperationOutcome, nothing stored, when Hearth could not serve
 it), and one a client writes gets the status it starts with: R4 subscriptions are active once accepted; backport
@@ -11,33 +11,29 @@ policy refuses is refused before the commit.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Callable, Sequence
 
 from aiohttp.abc import AbstractResolver
 
 from capability import fhir_json
-from interactions.context import Context
-from interactions.hooks import WriteHook
+from interactions.context import Context, WriteHook
 from interactions.request import Caller
 from storage.base import Write
 from subscriptions.channels import endpoint_url, refused
 from subscriptions.config import SubscriptionConfig
 from subscriptions.model import Subscription, parse_subscription
 
-if TYPE_CHECKING:
-    from subscriptions.service import SubscriptionService
-
 
 class Acceptance(WriteHook):
     types = frozenset({"Subscription"})
 
-    def __init__(self, service: SubscriptionService) -> None:
-        self.service = service
+    def __init__(self, config: Callable[[], SubscriptionConfig]) -> None:
+        self._config = config  # the service's, read when needed (tests replace it before start-up)
         self._resolver: AbstractResolver | None = None
 
     @property
     def config(self) -> SubscriptionConfig:
-        return self.service.config
+        return self._config()
 
     def prepare(self, ctx: Context, caller: Caller, resource_type: str, resource: dict[str, Any],
                 previous: int) -> dict[str, Any]:

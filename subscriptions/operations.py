@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -21,10 +21,20 @@ from interactions.dispatcher import dispatch
 from interactions.request import Outcome, Request
 from subscriptions import notifications
 from subscriptions.channels import CONTENTS
+from subscriptions.config import SubscriptionConfig
 from subscriptions.model import Subscription, parse_subscription
+from subscriptions.queue import NotificationQueue
+from subscriptions.registry import Registry
+from subscriptions.websocket import WebSocketHub
 
-if TYPE_CHECKING:
-    from subscriptions.service import SubscriptionService
+
+class SubscriptionService(Protocol):
+    """What the operations use of the running service (subscriptions/service.py)."""
+
+    config: SubscriptionConfig
+    registry: Registry
+    queue: NotificationQueue
+    websockets: WebSocketHub
 
 
 async def _subscription(service: SubscriptionService, ctx: Context, request: Request,

@@ -17,9 +17,8 @@ from typing import Any, Sequence
 
 from capability import fhir_json
 from capability.outcome import FhirError
-from interactions.context import Context
+from interactions.context import Context, WriteHook
 from interactions.dispatcher import dispatch
-from interactions.hooks import WriteHook
 from interactions.request import SYSTEM, Request
 from storage import notification_queue
 from storage.base import Change, Version, Write
@@ -53,7 +52,7 @@ class SubscriptionService:
         self.config = config
         self.registry = Registry()
         self.owner = new_owner()  # this process, for leases
-        self.acceptance = Acceptance(self)
+        self.acceptance = Acceptance(lambda: self.config)
         self.ctx: Context | None = None
         self._tasks: list[asyncio.Task] = []
         self._changed = asyncio.Event()  # set by every commit of this process

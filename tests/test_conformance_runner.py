@@ -14,7 +14,7 @@ from conformance.client import Client, Exchange
 from conformance.operations import OperationError, build_request
 from conformance.paths import PathError, evaluate_path
 from conformance.report import AssertRecord, build_report, summary_table
-from conformance.runner import ScriptResult
+from conformance.report import ScriptResult
 from conformance.script import Fixture, Script, ScriptError, find_scripts, load_script
 from conformance.session import Session
 from tests.test_conformance import SUITES
