@@ -1,7 +1,7 @@
 """FHIR R4 XML in and out (http://hl7.org/fhir/R4/xml.html), converted to and from the JSON form.
 
-Table-driven over capability/data/structure.json (the R4 element table, in StructureDefinition order), so element
-order, arrays, choice types and primitive types come from the official definitions. Why not fhir.resources' XML:
+Table-driven over the R4 element model (capability/elements.py, in StructureDefinition order), so element order,
+arrays, choice types and primitive types come from the official definitions. Why not fhir.resources' XML:
 its models are R4B (element sets differ from R4) and it parses decimals through float; here decimals stay exactly
 as written (`Decimal` on the JSON side, see fhir_json) and narrative XHTML is copied as XML.
 
@@ -13,15 +13,14 @@ recursive walks here could meet Python's recursion limit. Element names are expa
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 from pyexpat import ExpatError, ParserCreate, XMLParserType, errors
 
+from capability.elements import element_model
 from capability.resource_types import RESOURCE_TYPES
 
 FHIR_NS = "http://hl7.org/fhir"
@@ -93,14 +92,7 @@ def parse(data: bytes | str) -> ET.Element:
     return tree.close()
 
 
-def _load() -> tuple[dict[str, dict[str, tuple[str, bool]]], set[str]]:
-    data = json.loads((Path(__file__).parent / "data" / "structure.json").read_text(encoding="utf-8"))
-    tables = {name: {element: (spec[0], bool(spec[1] & 1)) for element, spec in table.items()}
-              for name, table in data["types"].items()}
-    return tables, set(data["primitives"])
-
-
-_TABLES, _PRIMITIVES = _load()
+_TABLES, _PRIMITIVES = element_model().types, element_model().primitives
 _INTEGERS = {"integer", "positiveInt", "unsignedInt"}
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;",
@@ -140,7 +132,7 @@ def _write_children(obj: dict, type_name: str, out: list[str], done: set[str], s
     unknown = [key for key in obj if key not in done and key.removeprefix("_") not in table]
     if unknown:
         raise FhirXmlError(f"Unknown element '{unknown[0]}' in {type_name}")
-    for name, (element_type, many) in table.items():
+    for name, (element_type, many, _, _) in table.items():
         if name in done:
             continue
         value, extra = obj.get(name), obj.get("_" + name)
@@ -275,7 +267,7 @@ def _read_children(element: ET.Element, type_name: str, obj: dict) -> None:
         spec = table.get(name)
         if spec is None:
             raise FhirXmlError(f"Unknown element '{name}' in {type_name}")
-        element_type, many = spec
+        element_type, many, _, _ = spec
         if element_type in _PRIMITIVES:
             value, extra = _read_primitive(child, element_type, name)
             if many:
