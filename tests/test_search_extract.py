@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from capability import fhir_json
+from capability.elements import element_model
+from capability.fhirpath import FhirPathError, run_branch
 from capability.outcome import FhirError
 from capability.resource_types import RESOURCE_TYPES
-from search.registry import DATA, SearchRegistry, default_registry, element_model
+from search.registry import DATA, SearchRegistry, default_registry
 from search.entries import (MAX_INSTANT, MIN_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry,
                             ReferenceEntry, StringEntry, TokenEntry, UriEntry)
 from search.extract import extract
-from search.fhirpath import FhirPathError, compile_path, run_branch
+from search.fhirpath import compile_path
 from search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
 
 SYNTHEA = Path("/work/shared/testdata/synthea-120")
@@ -117,6 +119,7 @@ def test_where_filters_and_extensions() -> None:
     values = dict(evaluate("Patient.extension.where(url='u2').value", patient))
     assert values["code"] == ["y"] and values["string"] == []
     assert evaluate("Patient.name.first().family", patient) == [("string", ["A"])]
+    assert evaluate("Patient.name.last().family", patient) == [("string", ["B"])]
     assert evaluate("Patient.name[1].family", patient) == [("string", ["B"])]
     assert evaluate("name.family | Patient.name.given", patient) == [("string", ["A", "B"]), ("string", [])]
     risk = {"resourceType": "RiskAssessment", "prediction": [
