@@ -41,6 +41,10 @@ _SUPERTYPES = {
     "positiveInt": "integer", "unsignedInt": "integer",
 }
 _REF_TARGET = "@target"  # pseudo-type of `resolve()`: the target type named by a Reference
+# Fixed bounds on an expression (R4's longest has 325 tokens, its deepest 2 levels of parentheses): the parser and
+# the compilers recurse per level, and must stay well inside the interpreter's recursion limit.
+MAX_TOKENS = 600
+MAX_NESTING = 32
 
 
 class FhirPathError(ValueError):
@@ -82,15 +86,22 @@ _TOKEN = re.compile(r"""\s*(?:
 
 
 def _tokenize(text: str) -> list[tuple[str, Any]]:
-    tokens, pos = [], 0
+    tokens: list[tuple[str, Any]] = []
+    pos = depth = 0
     text = text.strip()
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None:
             raise FhirPathError(f"unexpected character {text[pos]!r} at {pos}")
+        if len(tokens) == MAX_TOKENS:
+            raise FhirPathError(f"expression longer than {MAX_TOKENS} tokens")
         pos = match.end()
         kind = match.lastgroup
         value: Any = match.group(kind)
+        if value in ("(", ")") and kind == "op":
+            depth += 1 if value == "(" else -1
+            if depth > MAX_NESTING:
+                raise FhirPathError(f"parentheses nested more than {MAX_NESTING} deep")
         if kind == "str":
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         elif kind == "num":

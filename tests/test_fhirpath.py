@@ -93,6 +93,8 @@ def test_where_criteria_are_typed_fhirpath() -> None:
     ("%resource.name", "a %variable does not name elements"),
     ("Patient.name.first(1)", "first() takes no arguments"),
     ("Patient.name.where(", "unexpected end"),
+    ("Patient.name.where(" + "(" * 400 + "use = 'x'" + ")" * 400 + ")", "nested more than 32 deep"),
+    ("Patient.name" + ".first()" * 200, "longer than 600 tokens"),
 ])
 def test_paths_that_locate_nothing_are_refused_before_they_run(path: str, message: str) -> None:
     with pytest.raises(FhirPathError, match=message.replace("(", r"\(").replace(")", r"\)").replace("|", r"\|")):

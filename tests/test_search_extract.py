@@ -395,6 +395,8 @@ def rejecting_registry() -> SearchRegistry:
     ({"code": "gender"}, "already has"),
     ({"url": "http://hl7.org/fhir/SearchParameter/individual-gender"}, "built-in"),
     ({"expression": None}, "expression"),
+    ({"expression": "Patient.gender.where(" + "(" * 400 + "true" + ")" * 400 + ")"}, "nested more than 32 deep"),
+    ({"expression": "Patient.gender" + " | Patient.gender" * 300}, "longer than 600 tokens"),
 ])
 def test_register_rejects_what_it_cannot_index(rejecting_registry: SearchRegistry, change: dict,
                                                message: str) -> None:
