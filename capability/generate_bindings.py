@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from capability.bindings import checked_by
-from capability.generate import write_data
+from capability.generate_files import write_data
 from capability.generate_structure import has_elements, properties, structure_definitions
 
 BOUND_TYPES = ("code", "Coding", "CodeableConcept")  # the types capability/validation.py checks bindings on

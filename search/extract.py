@@ -16,9 +16,11 @@ from decimal import Decimal
 from itertools import product
 from typing import Any, Callable, Protocol
 
+from capability.elements import ElementModel
+from capability.fhirpath import Branch, FhirPathError, Nodes, run_branch
 from search.entries import (MAX_INSTANT, MIN_INSTANT, CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry,
                             ReferenceEntry, StringEntry, TokenEntry, UriEntry)
-from search.fhirpath import Branch, ElementModel, FhirPathError, Nodes, compile_path, reference_type, run_branch
+from search.fhirpath import compile_path, reference_type
 from search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
 
 Extractor = Callable[[Nodes, dict, "str | None", list], None]

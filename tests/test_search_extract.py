@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from capability import fhir_json
+from capability.elements import element_model
+from capability.fhirpath import FhirPathError, run_branch
 from capability.outcome import FhirError
 from capability.resource_types import RESOURCE_TYPES
-from search.registry import DATA, SearchRegistry, default_registry, element_model
+from search.registry import DATA, SearchRegistry, default_registry
 from search.entries import (MAX_INSTANT, MIN_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry,
                             ReferenceEntry, StringEntry, TokenEntry, UriEntry)
 from search.extract import extract
-from search.fhirpath import FhirPathError, compile_path, run_branch
+from search.fhirpath import compile_path
 from search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
 
 SYNTHEA = Path("/work/shared/testdata/synthea-120")
@@ -117,6 +119,7 @@ def test_where_filters_and_extensions() -> None:
     values = dict(evaluate("Patient.extension.where(url='u2').value", patient))
     assert values["code"] == ["y"] and values["string"] == []
     assert evaluate("Patient.name.first().family", patient) == [("string", ["A"])]
+    assert evaluate("Patient.name.last().family", patient) == [("string", ["B"])]
     assert evaluate("Patient.name[1].family", patient) == [("string", ["B"])]
     assert evaluate("name.family | Patient.name.given", patient) == [("string", ["A", "B"]), ("string", [])]
     risk = {"resourceType": "RiskAssessment", "prediction": [
@@ -392,6 +395,8 @@ def rejecting_registry() -> SearchRegistry:
     ({"code": "gender"}, "already has"),
     ({"url": "http://hl7.org/fhir/SearchParameter/individual-gender"}, "built-in"),
     ({"expression": None}, "expression"),
+    ({"expression": "Patient.gender.where(" + "(" * 400 + "true" + ")" * 400 + ")"}, "nested more than 32 deep"),
+    ({"expression": "Patient.gender" + " | Patient.gender" * 300}, "longer than 600 tokens"),
 ])
 def test_register_rejects_what_it_cannot_index(rejecting_registry: SearchRegistry, change: dict,
                                                message: str) -> None:
