@@ -31,9 +31,11 @@ class Context:
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
         """Commit through the store; definitional resources (SearchParameter, ValueSet, CodeSystem) are checked
         before and take effect after (interactions/definitions.py). Every write path goes through here."""
+        from interactions.search import answered  # (it imports this module)
         for check in self.write_checks:
             check(self, writes)
-        changes = await self.store.commit(writes, assertions)
+        with answered():  # an assertion's search past its deadline
+            changes = await self.store.commit(writes, assertions)
         await definitions.apply(self, writes)
         for listener in self.commit_listeners:
             listener(changes)
