@@ -169,7 +169,7 @@ class Store(Protocol):
 
     async def search(self, query: Query) -> SearchPage:
         """One page of `query`: matches in its order (search/ir.py), after `query.after` when set, its includes
-        (search/ir.py include_closure) and its total when asked. Raises SearchRefused."""
+        (search/ir.py include_steps) and its total when asked. Raises SearchRefused."""
 
     async def cursor_key(self) -> bytes:
         """The database's secret that signs paging cursors (search/paging.py): the same for every process on it."""

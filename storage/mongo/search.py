@@ -7,7 +7,7 @@ matches those `_id`s (so a sub-query matching very many resources makes a long `
 the per-parameter `sort.{param}.min|max` values stored with the document, then creation order: `created`, the
 change-log seq of the resource's create (storage/mongo/store.py), and `_id` ("Type/id") for the documents written
 before resources carried `created` (they sort first, by type and id); paging is by keyset on the same keys, both
-ways. Includes are search/ir.py's `include_closure` over `_id`s.
+ways. Includes are search/ir.py's `include_steps` over `_id`s.
 
 Every operation a search runs gets what is left of its deadline as MongoDB's maxTimeMS (`Deadline`), so the server
 stops a search that runs too long (ExecutionTimeout) wherever it is.

@@ -248,7 +248,8 @@ def _hinted(alternative: tuple[Bound, ...]) -> tuple[Bound, ...]:
     upper = [b for b in alternative if b.field == "hi" and b.op in ("<", "<=")]
     if not (lower and upper) or any(b.field == "lo" and b.op in ("<", "<=") for b in alternative):
         return alternative
-    return (*alternative, Bound("lo", "<=", upper[0].operand))
+    on_lo = tuple(b for b in alternative if b.field == "lo")
+    return (*on_lo, Bound("lo", "<=", upper[0].operand), *(b for b in alternative if b.field != "lo"))
 
 
 _UNIT_FIELDS = ("system", "code", "unit")
