@@ -20,10 +20,10 @@ Numbers and quantities compare the entry's value t with the search value v and i
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Callable, Literal
 
 from search.ir import Bound, Ranges
+from search.params.common import Term, compiled
 
 _DATES: dict[str, tuple[tuple[tuple[str, str, str], ...], ...]] = {  # (entry field, operator, search operand)
     "eq": ((("lo", ">=", "lo"), ("hi", "<=", "hi")),),
@@ -59,15 +59,11 @@ def comparisons(prefix: str, kind: Literal["date", "number"], lo: str | float, h
                        for field, op, operand in alternative) for alternative in table[prefix])
 
 
-_OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
 def ranges_test(ranges: Ranges) -> Callable[[Any], bool]:
     """The in-memory test of `ranges` on one entry (its `lo`, `hi`, `value` attributes)."""
-    checks = tuple(tuple((operator.attrgetter(b.field), _OPERATORS[b.op], b.operand) for b in alternative)
-                   for alternative in ranges)
-    if len(checks) == 1 and len(checks[0]) == 1:  # most prefixes: one comparison
-        ((get, compare, operand),) = checks[0]
-        return lambda e: compare(get(e), operand)
-    return lambda e: any(all(compare(get(e), operand) for get, compare, operand in alternative)
-                         for alternative in checks)
+    return compiled(range_terms(ranges))
+
+
+def range_terms(ranges: Ranges) -> list[list[Term]]:
+    """`ranges` as terms of search/params/common.py `compiled`."""
+    return [[(b.field, b.op, b.operand) for b in alternative] for alternative in ranges]

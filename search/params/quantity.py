@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 from search.entries import QuantityEntry
 from search.ir import QuantityPred, UnitKey
-from search.params.common import BadValue, Converter, ParseContext, split, unescape
+from search.params.common import BadValue, Converter, ParseContext, compiled, split, unescape
 from search.params.number import parse_number, resolved, value_range
-from search.params.prefixes import ranges_test
+from search.params.prefixes import range_terms
 
 TYPE = "quantity"
 MODIFIERS: frozenset[str] = frozenset()
@@ -83,21 +83,10 @@ CONVERTERS: dict[str, Converter] = {**{t: _quantity for t in _QUANTITIES}, "Mone
 
 # --- matching ---------------------------------------------------------------------------------------------------
 
-def _units_test(alternatives: tuple[UnitKey, ...]) -> Callable[[QuantityEntry], bool] | None:
-    """The test of an entry's units (None: any units do)."""
-    checks = tuple(tuple((field, wanted) for field, wanted in zip(("system", "code", "unit"), alternative)
-                         if wanted is not None) for alternative in alternatives)
-    if any(not check for check in checks):
-        return None
-    return lambda e: any(all(getattr(e, field) == wanted for field, wanted in check) for check in checks)
-
-
 def _test(p: QuantityPred) -> Callable[[QuantityEntry], bool]:
-    value = ranges_test(p.ranges)
-    unit = _units_test(p.units)
-    if unit is None:
-        return value
-    return lambda e: unit(e) and value(e)
+    units = [[(field, "==", wanted) for field, wanted in zip(("system", "code", "unit"), alternative)
+              if wanted is not None] for alternative in p.units]
+    return compiled(units, range_terms(p.ranges))
 
 
 TESTS = {QuantityPred: _test}
