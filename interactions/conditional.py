@@ -20,6 +20,7 @@ from interactions.context import Context
 from interactions.request import Caller
 from interactions.crud import tombstone_write, version_mismatch, write_new, written
 from interactions.resources import check_id, check_type, new_id, parse_body
+from interactions.refusals import answered
 from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict
 
 RETRIES = 20  # each retry means a concurrent writer changed what the condition matches; it settles fast
@@ -48,7 +49,8 @@ def parse_criteria(ctx: Context, resource_type: str, criteria: str) -> Query:
 
 async def find(ctx: Context, query: Query, limit: int = 2) -> list[Version]:
     """Up to `limit` current resources matching `query` (2 is enough to tell one match from several)."""
-    page = await ctx.store.search(replace(query, count=limit, cursor=None))
+    with answered():
+        page = await ctx.store.search(replace(query, count=limit, cursor=None, after=None))
     return page.matches[:limit]
 
 

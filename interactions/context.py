@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from interactions.limits import Limits
 from interactions.policy import OpenPolicy, Policy
+from interactions.refusals import answered
 from interactions.request import Caller, Outcome, Request
 from storage.base import Assertion, Change, Store, Version, Write
 
@@ -81,7 +82,8 @@ class Context:
         concerned = [hook for hook in self.hooks if any(hook.concerns(write.type) for write in writes)]
         for hook in concerned:
             await hook.check(self, writes)
-        changes = await self.store.commit(writes, assertions)
+        with answered():  # an assertion's search past its deadline
+            changes = await self.store.commit(writes, assertions)
         for hook in concerned:
             await hook.committed(self, writes, changes)
         return changes

@@ -19,6 +19,7 @@ from search.extract import extract
 from interactions.context import Context, WriteHook
 from interactions.request import Caller
 from search.ir import Query
+from search.paging import following
 from storage.base import Change, Write
 
 log = logging.getLogger("hearth.definitions")
@@ -82,25 +83,24 @@ def _apply_terminology(resource_type: str, resource: dict[str, Any] | None, old_
 
 async def reindex(ctx: Context, resource_type: str) -> int:
     """Re-extract the index entries of every current resource of `resource_type`; returns how many."""
-    done, cursor = 0, None
-    while True:
-        page = await ctx.store.search(Query(types=(resource_type,), count=_PAGE, cursor=cursor))
+    done, query = 0, Query(types=(resource_type,), count=_PAGE)
+    while query is not None:
+        page = await ctx.store.search(query)
         items = [(v.type, v.id, extract(fhir_json.loads(v.body), ctx.registry, base_url=ctx.base_url))
                  for v in page.matches]
         if items:
             await ctx.store.reindex(items)
         done += len(items)
-        if not page.next_cursor:
-            return done
-        cursor = page.next_cursor
+        query = following(query, page)
+    return done
 
 
 async def load(ctx: Context) -> None:
     """Register the stored SearchParameters, ValueSets and CodeSystems (at start-up)."""
     for resource_type in ("CodeSystem", "ValueSet", "SearchParameter"):
-        cursor = None
-        while True:
-            page = await ctx.store.search(Query(types=(resource_type,), count=_PAGE, cursor=cursor))
+        query: Query | None = Query(types=(resource_type,), count=_PAGE)
+        while query is not None:
+            page = await ctx.store.search(query)
             for version in page.matches:
                 resource = fhir_json.loads(version.body)
                 try:
@@ -111,6 +111,4 @@ async def load(ctx: Context) -> None:
                         _apply_terminology(resource_type, resource, None)
                 except FhirError as error:
                     log.warning("stored %s/%s not applied: %s", resource_type, version.id, error.diagnostics)
-            if not page.next_cursor:
-                break
-            cursor = page.next_cursor
+            query = following(query, page)

@@ -13,6 +13,7 @@ from interactions.context import Context, released
 from interactions.request import Request
 from interactions.crud import check_id_known
 from interactions.resources import check_type
+from interactions.refusals import answered
 from storage.base import Version
 from storage.clock import from_text
 
@@ -35,7 +36,8 @@ async def history(ctx: Context, request: Request, resource_type: str | None, res
     if cursor is not None and _SEQ.fullmatch(cursor) is None:
         raise invalid(f"Invalid _cursor '{cursor[:40]}'", ("_cursor",))
     before = int(cursor) if cursor is not None else None
-    page = await ctx.store.history(resource_type, resource_id, since, before, count, at)
+    with answered():
+        page = await ctx.store.history(resource_type, resource_id, since, before, count, at)
     if resource_id is not None and page.total == 0:
         await _require_exists(ctx, resource_type, resource_id)
     path = "/".join(part for part in (resource_type, resource_id, "_history") if part)

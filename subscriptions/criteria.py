@@ -62,8 +62,8 @@ def _guard(where: tuple[Clause, ...]) -> Guard | None:
     """The first clause whose every value is an exact token or a local reference id, as lookup keys."""
     for clause in where:
         preds = clause.preds
-        if preds and all(type(p) is TokenPred and p.modifier is None for p in preds):
-            return "token", clause.param, frozenset((p.system, p.code) for p in preds)
+        if preds and all(type(p) is TokenPred and not p.negated for p in preds):
+            return "token", clause.param, frozenset(key for p in preds for key in p.keys)
         if preds and all(type(p) is ReferencePred and p.modifier is None and p.url is None and p.target_id
                          for p in preds):
             return "ref", clause.param, frozenset(p.target_id for p in preds)

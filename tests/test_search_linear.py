@@ -92,7 +92,7 @@ def test_sqlite_compiles_a_deep_query_in_linear_work(kind, tmp_path, monkeypatch
         for depth in (3, 4, 5):
             compiled.clear()
             sent.clear()
-            sqlite_search.execute(conn, with_total(parse("Organization", deep(kind, depth))), b"key")
+            sqlite_search.execute(conn, with_total(parse("Organization", deep(kind, depth))))
             leaves[depth], text[depth] = len(compiled), sum(map(len, sent))
     finally:
         conn.close()
