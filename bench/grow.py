@@ -30,15 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from capability import fhir_json
-from search import entries as shapes
-from search.entries import CompositeEntry, Entry
-from interactions import crud
-from interactions.request import SYSTEM
-from interactions.context import Context
-from interactions.resources import parse_resource
-from storage.base import Write
-from storage.sqlite.store import SqliteStore
+from hearth.capability import fhir_json
+from hearth.search import entries as shapes
+from hearth.search.entries import CompositeEntry, Entry
+from hearth.interactions import crud
+from hearth.interactions.request import SYSTEM
+from hearth.interactions.context import Context
+from hearth.interactions.resources import parse_resource
+from hearth.storage.base import Write
+from hearth.storage.sqlite.store import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHEA = ROOT.parent / "shared" / "testdata" / "synthea-120"

@@ -84,14 +84,14 @@ def observation(rng: random.Random) -> dict[str, Any]:
 # --- matching, in-process -------------------------------------------------------------------------
 
 async def matching(writes: int, runs: int) -> dict[str, float]:
-    from interactions.dispatcher import dispatch
-    from interactions.request import SYSTEM, Request
-    from server.settings import Settings
-    from server.wiring import close_context, open_context
-    from subscriptions.dispatcher import Dispatcher
-    from subscriptions.egress import EgressPolicy
-    from subscriptions.model import parse_subscription
-    from subscriptions.registry import Registry
+    from hearth.interactions.dispatcher import dispatch
+    from hearth.interactions.request import SYSTEM, Request
+    from hearth.server.settings import Settings
+    from hearth.server.wiring import close_context, open_context
+    from hearth.subscriptions.dispatcher import Dispatcher
+    from hearth.subscriptions.egress import EgressPolicy
+    from hearth.subscriptions.model import parse_subscription
+    from hearth.subscriptions.registry import Registry
 
     rng = random.Random(7)
     loopback = EgressPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from capability.resource_types import RESOURCE_TYPES
+from hearth.capability.resource_types import RESOURCE_TYPES
 
 SOFTWARE_VERSION = "0.1.0"
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from pyexpat import ExpatError, ParserCreate, XMLParserType, errors
 
-from capability.elements import element_model
-from capability.resource_types import RESOURCE_TYPES
+from hearth.capability.elements import element_model
+from hearth.capability.resource_types import RESOURCE_TYPES
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"

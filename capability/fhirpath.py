@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from capability.elements import Element, ElementModel, element_model
-from capability.resource_types import NOT_DOMAIN_RESOURCES, is_resource_type
+from hearth.capability.elements import Element, ElementModel, element_model
+from hearth.capability.resource_types import NOT_DOMAIN_RESOURCES, is_resource_type
 
 Nodes = list[Any]
 Step = Callable[[Nodes, dict], Nodes]

@@ -1,6 +1,6 @@
 """Developer script: generate capability/data/*.json from the official R4 definitions in ../shared/spec/r4.
 
-Run `python -m capability.generate [SPEC_DIR]`. The product reads only the generated files, never ../shared.
+Run `python -m hearth.capability.generate [SPEC_DIR]`. The product reads only the generated files, never ../shared.
 """
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from capability.generate_bindings import generate as generate_bindings
-from capability.generate_compartments import generate as generate_compartments
-from capability.generate_files import DATA, load_bundle, write_data
-from capability.generate_search import generate as generate_search
-from capability.generate_structure import structure
-from capability.generate_terminology import write_terminology
+from hearth.capability.generate_bindings import generate as generate_bindings
+from hearth.capability.generate_compartments import generate as generate_compartments
+from hearth.capability.generate_files import DATA, load_bundle, write_data
+from hearth.capability.generate_search import generate as generate_search
+from hearth.capability.generate_structure import structure
+from hearth.capability.generate_terminology import write_terminology
 
 
 def resource_types(spec: Path) -> list[str]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capability.generate_files import load_bundle, write_data
-from capability.generate_terminology import PACKAGE, package_resources
+from hearth.capability.generate_files import load_bundle, write_data
+from hearth.capability.generate_terminology import PACKAGE, package_resources
 
 def search_parameters(spec: Path) -> list[dict]:
     """The SearchParameters, compact: only the fields the registry reads, empty ones left out."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capability.generate_files import load_bundle, write_data
+from hearth.capability.generate_files import load_bundle, write_data
 
 
 def summary_elements(spec: Path) -> dict[str, dict[str, list[str]]]:

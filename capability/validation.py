@@ -40,11 +40,11 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from capability.bindings import bound_code, bound_concept, required_bindings
-from capability.elements import Element, ElementModel, element_model
-from capability.narrative import check_narrative
-from capability.outcome import FhirError, Issue
-from capability.resource_types import RESOURCE_TYPES
+from hearth.capability.bindings import bound_code, bound_concept, required_bindings
+from hearth.capability.elements import Element, ElementModel, element_model
+from hearth.capability.narrative import check_narrative
+from hearth.capability.outcome import FhirError, Issue
+from hearth.capability.resource_types import RESOURCE_TYPES
 
 MAX_ISSUES = 50  # an OperationOutcome naming every fault of a huge garbage body helps nobody
 # Objects nest at most this deep (the resource is level 1). The walk recurses per object, and orjson writes no JSON

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
-    from conformance.script import Script
+    from hearth.conformance.script import Script
 
 TESTER = "Hearth conformance runner"
 

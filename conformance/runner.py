@@ -7,13 +7,13 @@ from typing import Any
 
 import aiohttp
 
-from capability import fhir_json
-from conformance import asserts
-from conformance.client import Client, Exchange
-from conformance.operations import MEDIA, OperationError, build_request, created_id
-from conformance.report import AssertRecord, ScriptResult, build_report
-from conformance.script import Script
-from conformance.session import Session
+from hearth.capability import fhir_json
+from hearth.conformance import asserts
+from hearth.conformance.client import Client, Exchange
+from hearth.conformance.operations import MEDIA, OperationError, build_request, created_id
+from hearth.conformance.report import AssertRecord, ScriptResult, build_report
+from hearth.conformance.script import Script
+from hearth.conformance.session import Session
 
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 

@@ -10,16 +10,16 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from capability import fhir_json
-from capability.outcome import FhirError, Issue, invalid
-from search.normalize import date_range
-from interactions.bundles import entry, etag, parse_etag
-from interactions.context import Context
-from interactions.request import Caller, Interaction, Outcome, Request
-from interactions.resources import check_type
-from interactions.patch import JSON_PATCH, MERGE_PATCH, Patcher, compile_patch
-from storage.base import Version
-from storage.clock import from_text, to_instant
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError, Issue, invalid
+from hearth.search.normalize import date_range
+from hearth.interactions.bundles import entry, etag, parse_etag
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller, Interaction, Outcome, Request
+from hearth.interactions.resources import check_type
+from hearth.interactions.patch import JSON_PATCH, MERGE_PATCH, Patcher, compile_patch
+from hearth.storage.base import Version
+from hearth.storage.clock import from_text, to_instant
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 

@@ -12,16 +12,16 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
-from capability.outcome import FhirError, invalid
-from capability.terminology import default_terminology
-from search.ir import Query
-from search.parse import parse_search
-from interactions.context import Context
-from interactions.request import Caller
-from interactions.crud import tombstone_write, version_mismatch, write_new, written
-from interactions.resources import check_id, check_type, new_id, parse_body
-from interactions.refusals import answered
-from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict
+from hearth.capability.outcome import FhirError, invalid
+from hearth.capability.terminology import default_terminology
+from hearth.search.ir import Query
+from hearth.search.parse import parse_search
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller
+from hearth.interactions.crud import tombstone_write, version_mismatch, write_new, written
+from hearth.interactions.resources import check_id, check_type, new_id, parse_body
+from hearth.interactions.refusals import answered
+from hearth.storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict
 
 RETRIES = 20  # each retry means a concurrent writer changed what the condition matches; it settles fast
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
-from interactions.limits import Limits
-from interactions.policy import OpenPolicy, Policy
-from interactions.refusals import answered
-from interactions.request import Caller, Outcome, Request
-from storage.base import Assertion, Change, Store, Version, Write
+from hearth.interactions.limits import Limits
+from hearth.interactions.policy import OpenPolicy, Policy
+from hearth.interactions.refusals import answered
+from hearth.interactions.request import Caller, Outcome, Request
+from hearth.storage.base import Assertion, Change, Store, Version, Write
 
 if TYPE_CHECKING:
-    from search.registry import SearchRegistry
+    from hearth.search.registry import SearchRegistry
 
 # An operation (`$status`…) a service adds: answers one request whose `operation` names it.
 Operation = Callable[["Context", Request], Awaitable[Outcome]]
@@ -66,7 +66,7 @@ class Context:
     @cached_property
     def registry(self) -> SearchRegistry:
         """The R4 search parameters and the ones registered in this context's database."""
-        from search.registry import default_registry
+        from hearth.search.registry import default_registry
         return default_registry().copy()
 
     def prepare(self, caller: Caller, resource_type: str, resource: dict[str, Any], previous: int) -> dict[str, Any]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from capability.outcome import FhirError, gone, invalid, not_found
-from interactions.context import Context
-from interactions.request import Caller
-from interactions.resources import (check_id, check_type, index_entries, new_id, off_loop, parse_body,
+from hearth.capability.outcome import FhirError, gone, invalid, not_found
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller
+from hearth.interactions.resources import (check_id, check_type, index_entries, new_id, off_loop, parse_body,
                                            serialise, stamp)
-from storage.base import Assertion, Version, VersionConflict, Write
-from storage.clock import utc_now
+from hearth.storage.base import Assertion, Version, VersionConflict, Write
+from hearth.storage.clock import utc_now
 
 _RETRIES = 20  # an unconditional update racing other writers re-reads and tries again
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from capability import fhir_json
-from capability.outcome import FhirError
-from capability.resource_types import RESOURCE_TYPES
-from capability.terminology import default_terminology
-from search.extract import extract
-from interactions.context import Context, WriteHook
-from interactions.request import Caller
-from search.ir import Query
-from search.paging import following
-from storage.base import Change, Write
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
+from hearth.capability.resource_types import RESOURCE_TYPES
+from hearth.capability.terminology import default_terminology
+from hearth.search.extract import extract
+from hearth.interactions.context import Context, WriteHook
+from hearth.interactions.request import Caller
+from hearth.search.ir import Query
+from hearth.search.paging import following
+from hearth.storage.base import Change, Write
 
 log = logging.getLogger("hearth.definitions")
 

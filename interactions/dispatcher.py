@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from capability import fhir_json
-from capability.capability_statement import capability_statement
-from capability.outcome import FhirError, not_found
-from capability.summary import check_summary, parse_elements, subset
-from interactions import conditional, crud, history, search, transaction
-from interactions import patch as patching
-from interactions.context import Context
-from interactions.request import WRITES, Outcome, Request
-from interactions.resources import is_large, off_loop
-from storage.base import Version
-from storage.clock import to_instant, utc_now
+from hearth.capability import fhir_json
+from hearth.capability.capability_statement import capability_statement
+from hearth.capability.outcome import FhirError, not_found
+from hearth.capability.summary import check_summary, parse_elements, subset
+from hearth.interactions import conditional, crud, history, search, transaction
+from hearth.interactions import patch as patching
+from hearth.interactions.context import Context
+from hearth.interactions.request import WRITES, Outcome, Request
+from hearth.interactions.resources import is_large, off_loop
+from hearth.storage.base import Version
+from hearth.storage.clock import to_instant, utc_now
 
 Handler = Callable[[Context, Request], Awaitable[Outcome]]
 

@@ -17,10 +17,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from capability.elements import Element, element_model
-from capability.fhirpath import FhirPathError, Node, locator
-from capability.outcome import FhirError, invalid
-from interactions.patch_budget import Budget, Patcher
+from hearth.capability.elements import Element, element_model
+from hearth.capability.fhirpath import FhirPathError, Node, locator
+from hearth.capability.outcome import FhirError, invalid
+from hearth.interactions.patch_budget import Budget, Patcher
 
 _OPERATIONS = ("add", "insert", "delete", "replace", "move")
 

@@ -6,16 +6,16 @@ import re
 from datetime import datetime
 from urllib.parse import urlencode
 
-from capability.outcome import invalid
-from search.normalize import date_range, whole_number
-from interactions.bundles import bundle, entry, full_url, response_fields
-from interactions.context import Context, released
-from interactions.request import Request
-from interactions.crud import check_id_known
-from interactions.resources import check_type
-from interactions.refusals import answered
-from storage.base import Version
-from storage.clock import from_text
+from hearth.capability.outcome import invalid
+from hearth.search.normalize import date_range, whole_number
+from hearth.interactions.bundles import bundle, entry, full_url, response_fields
+from hearth.interactions.context import Context, released
+from hearth.interactions.request import Request
+from hearth.interactions.crud import check_id_known
+from hearth.interactions.resources import check_type
+from hearth.interactions.refusals import answered
+from hearth.storage.base import Version
+from hearth.storage.clock import from_text
 
 _SEQ = re.compile(r"[0-9]{1,18}")  # a change sequence number from a next link (SQLite and MongoDB take 64 bits)
 
@@ -50,7 +50,7 @@ async def history(ctx: Context, request: Request, resource_type: str | None, res
 
 
 async def _require_exists(ctx: Context, resource_type: str | None, resource_id: str) -> None:
-    from capability.outcome import not_found
+    from hearth.capability.outcome import not_found
     if resource_type is not None and await ctx.store.read(resource_type, resource_id) is None:
         raise not_found(resource_type, resource_id)
 

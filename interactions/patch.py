@@ -17,17 +17,17 @@ from typing import Any, Callable
 import jsonpatch
 from jsonpatch import JsonPointer  # jsonpatch's own pointers (the jsonpointer package)
 
-from capability import fhir_json
-from capability.outcome import FhirError, invalid
-from interactions import conditional
-from interactions.context import Context
-from interactions.request import Caller
-from interactions.crud import check_id_known, read, version_mismatch, write_new
-from interactions.fhirpath_patch import compile_fhirpath_patch, unprocessable
-from interactions.limits import Limits
-from interactions.patch_budget import NOTHING, Budget, Patcher, measure
-from interactions.resources import OFF_LOOP_BYTES, check_type, off_loop, parse_resource
-from storage.base import Assertion, AssertionFailed, Version, VersionConflict
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError, invalid
+from hearth.interactions import conditional
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller
+from hearth.interactions.crud import check_id_known, read, version_mismatch, write_new
+from hearth.interactions.fhirpath_patch import compile_fhirpath_patch, unprocessable
+from hearth.interactions.limits import Limits
+from hearth.interactions.patch_budget import NOTHING, Budget, Patcher, measure
+from hearth.interactions.resources import OFF_LOOP_BYTES, check_type, off_loop, parse_resource
+from hearth.storage.base import Assertion, AssertionFailed, Version, VersionConflict
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from interactions.request import Request
-from search.ir import Query
-from storage.base import Version
+from hearth.interactions.request import Request
+from hearth.search.ir import Query
+from hearth.storage.base import Version
 
 
 class Policy(Protocol):

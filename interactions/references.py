@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable, Literal, Union
 
-from capability.elements import URI_TYPES, element_model
+from hearth.capability.elements import URI_TYPES, element_model
 
 _NARRATIVE_LINK = re.compile(r'((?:href|src)=")(urn:(?:uuid|oid):[^"]+)(")')
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from capability.outcome import FhirError
-from search import paging
-from search.limits import timed_out
-from storage.base import KeysetMismatch, SearchRefused, SearchTimedOut, SearchTooNested, StoreClosing
+from hearth.capability.outcome import FhirError
+from hearth.search import paging
+from hearth.search.limits import timed_out
+from hearth.storage.base import KeysetMismatch, SearchRefused, SearchTimedOut, SearchTooNested, StoreClosing
 
 
 def refusal(error: SearchRefused | StoreClosing) -> FhirError:

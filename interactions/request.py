@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from storage.base import Version
+from hearth.storage.base import Version
 
 CallerKind = Literal["anonymous", "client", "connector", "subscription", "system"]
 

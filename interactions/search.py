@@ -5,20 +5,20 @@ from __future__ import annotations
 from dataclasses import replace
 from urllib.parse import urlencode
 
-from capability import fhir_json
-from capability.outcome import Issue, operation_outcome
-from capability.summary import check_summary, subset
-from capability.terminology import default_terminology
-from search import paging
-from search.compartments import compartment_clause
-from search.ir import Query
-from search.parse import parse_search
-from interactions.bundles import bundle, entry, full_url
-from interactions.context import Context, released
-from interactions.refusals import answered
-from interactions.request import Request
-from interactions.resources import check_id, check_type
-from storage.base import Version
+from hearth.capability import fhir_json
+from hearth.capability.outcome import Issue, operation_outcome
+from hearth.capability.summary import check_summary, subset
+from hearth.capability.terminology import default_terminology
+from hearth.search import paging
+from hearth.search.compartments import compartment_clause
+from hearth.search.ir import Query
+from hearth.search.parse import parse_search
+from hearth.interactions.bundles import bundle, entry, full_url
+from hearth.interactions.context import Context, released
+from hearth.interactions.refusals import answered
+from hearth.interactions.request import Request
+from hearth.interactions.resources import check_id, check_type
+from hearth.storage.base import Version
 
 
 async def search(ctx: Context, request: Request, types: tuple[str, ...], params: list[tuple[str, str]], *,

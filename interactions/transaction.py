@@ -15,19 +15,19 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
-from capability.outcome import FhirError, invalid
-from interactions import conditional
-from interactions import patch as patching
-from interactions.bundle_entries import (EntryRequest, Result, at_entry, dispatched, error_result, load_bundle,
+from hearth.capability.outcome import FhirError, invalid
+from hearth.interactions import conditional
+from hearth.interactions import patch as patching
+from hearth.interactions.bundle_entries import (EntryRequest, Result, at_entry, dispatched, error_result, load_bundle,
                                          interaction_of, parse_request, patcher_of, response_entry, result_of)
-from interactions.bundles import bundle as bundle_bytes
-from interactions.context import Context
-from interactions.request import Caller, Outcome, Request
-from interactions.crud import tombstone_write, version_mismatch, version_write, written
-from interactions.patch import Patcher
-from interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
-from interactions.resources import check_id, is_large, large_parts, new_id, off_loop, parse_resource
-from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict, Write
+from hearth.interactions.bundles import bundle as bundle_bytes
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller, Outcome, Request
+from hearth.interactions.crud import tombstone_write, version_mismatch, version_write, written
+from hearth.interactions.patch import Patcher
+from hearth.interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
+from hearth.interactions.resources import check_id, is_large, large_parts, new_id, off_loop, parse_resource
+from hearth.storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict, Write
 
 RETRIES = 10  # a retry means a concurrent write changed what a condition matched; plans are cheap to redo
 OFF_LOOP_ENTRIES = 50  # bundles with this many entries are checked on a worker thread, as large ones are

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from capability.outcome import FhirError
-from capability.resource_types import is_resource_type
-from search.ir import AnyOfPred, Clause, ReferencePred
-from search.params import token
+from hearth.capability.outcome import FhirError
+from hearth.capability.resource_types import is_resource_type
+from hearth.search.ir import AnyOfPred, Clause, ReferencePred
+from hearth.search.params import token
 
 _DATA = Path(__file__).resolve().parents[1] / "capability" / "data" / "compartments.json"
 COMPARTMENTS: dict[str, dict[str, list[str]]] = json.loads(_DATA.read_text(encoding="utf-8"))

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Callable, Protocol
 
-from capability.elements import ElementModel
-from capability.fhirpath import Branch, FhirPathError, Nodes, run_branch
-from search.entries import CompositeEntry, Entry, TokenEntry
-from search.fhirpath import compile_path
-from search.params import TYPES, date, token
-from search.params.common import Converter
+from hearth.capability.elements import ElementModel
+from hearth.capability.fhirpath import Branch, FhirPathError, Nodes, run_branch
+from hearth.search.entries import CompositeEntry, Entry, TokenEntry
+from hearth.search.fhirpath import compile_path
+from hearth.search.params import TYPES, date, token
+from hearth.search.params.common import Converter
 
 Extractor = Callable[[Nodes, dict, "str | None", list], None]
 """(nodes, root resource, server base URL, output list): appends the entries found under `nodes`."""

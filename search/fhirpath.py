@@ -4,10 +4,10 @@ index time: `where(resolve() is Patient)` tests the resource type a Reference na
 
 from __future__ import annotations
 
-from capability import fhirpath
-from capability.elements import ElementModel
-from capability.fhirpath import Branch
-from search.normalize import split_reference
+from hearth.capability import fhirpath
+from hearth.capability.elements import ElementModel
+from hearth.capability.fhirpath import Branch
+from hearth.search.normalize import split_reference
 
 
 def reference_type(reference: dict) -> str | None:

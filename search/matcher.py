@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from functools import lru_cache
 from typing import Any
 
-from search.entries import Entry, TokenEntry
-from search.ir import AnyOfPred, ChainPred, Clause, HasPred, MissingPred, ReferencePred, TokenPred
-from search.params import entry_test, token
+from hearth.search.entries import Entry, TokenEntry
+from hearth.search.ir import AnyOfPred, ChainPred, Clause, HasPred, MissingPred, ReferencePred, TokenPred
+from hearth.search.params import entry_test, token
 
 Resolver = Callable[[tuple[str, ...], tuple[Clause, ...]], "bool | Awaitable[bool]"]
 """`resolver(types, where)`: does any current resource of one of `types` match `where`? Sync or async.

@@ -26,8 +26,8 @@ from typing import Protocol
 
 import orjson
 
-from capability.outcome import FhirError
-from search.ir import Keyset, Query
+from hearth.capability.outcome import FhirError
+from hearth.search.ir import Keyset, Query
 
 DIRECTIONS = ("next", "prev")
 _MAC_BYTES = 8

@@ -48,13 +48,13 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from capability.outcome import FhirError
-from capability.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
-from search.ir import ChainPred, Clause, HasPred, Include, MissingPred, Query, SortKey
-from search.limits import SearchLimits, too_costly
-from search.normalize import whole_number
-from search.params import TYPES, token
-from search.params.common import BadValue, Terminology, Unsupported, split, unescape
+from hearth.capability.outcome import FhirError
+from hearth.capability.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
+from hearth.search.ir import ChainPred, Clause, HasPred, Include, MissingPred, Query, SortKey
+from hearth.search.limits import SearchLimits, too_costly
+from hearth.search.normalize import whole_number
+from hearth.search.params import TYPES, token
+from hearth.search.params.common import BadValue, Terminology, Unsupported, split, unescape
 
 _TOTALS = {"none", "estimate", "accurate"}
 _SUMMARIES = {"true", "text", "data", "count", "false"}

@@ -13,17 +13,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from capability.outcome import FhirError
-from server import http, rest
-from server.hosts import TrustedHosts, allowed_hosts
-from server.proxies import ProxyHeaders, parse_networks
-from server.wiring import close_context, open_context
-from interactions.context import Context
-from server.settings import Settings
-from storage.base import Store
-from subscriptions.config import SubscriptionConfig
-from subscriptions.service import SubscriptionService
-from subscriptions.websocket import PATH as WEBSOCKET_PATH
+from hearth.capability.outcome import FhirError
+from hearth.server import http, rest
+from hearth.server.hosts import TrustedHosts, allowed_hosts
+from hearth.server.proxies import ProxyHeaders, parse_networks
+from hearth.server.wiring import close_context, open_context
+from hearth.interactions.context import Context
+from hearth.server.settings import Settings
+from hearth.storage.base import Store
+from hearth.subscriptions.config import SubscriptionConfig
+from hearth.subscriptions.service import SubscriptionService
+from hearth.subscriptions.websocket import PATH as WEBSOCKET_PATH
 
 log = logging.getLogger("hearth.server")
 

@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Awaitable, Callable, Coroutine, Iterable
 
-from capability import fhir_json
-from capability.outcome import FhirError
-from interactions.context import Context
-from interactions.dispatcher import dispatch
-from interactions.request import Caller, Outcome, Request
-from interactions.resources import is_large, large_parts, off_loop
-from server.progress import ProgressBar
-from server.settings import Settings
-from server.wiring import close_context, open_context
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
+from hearth.interactions.context import Context
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import Caller, Outcome, Request
+from hearth.interactions.resources import is_large, large_parts, off_loop
+from hearth.server.progress import ProgressBar
+from hearth.server.settings import Settings
+from hearth.server.wiring import close_context, open_context
 
 log = logging.getLogger("hearth.import")
 

@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.logs import REQUEST_ID
+from hearth.server.logs import REQUEST_ID
 
 _HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _STORE_OPERATIONS = ("read", "vread", "commit", "history", "changes", "search")

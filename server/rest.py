@@ -8,14 +8,14 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from capability.outcome import FhirError, invalid
-from interactions import patch as patching
-from interactions.bundles import parse_etag
-from interactions.context import Context
-from interactions.dispatcher import dispatch
-from interactions.request import ANONYMOUS, Interaction, Outcome
-from interactions.request import Request as FhirRequest
-from server import http
+from hearth.capability.outcome import FhirError, invalid
+from hearth.interactions import patch as patching
+from hearth.interactions.bundles import parse_etag
+from hearth.interactions.context import Context
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import ANONYMOUS, Interaction, Outcome
+from hearth.interactions.request import Request as FhirRequest
+from hearth.server import http
 
 _FORMATTING = ("_format", "_pretty")  # the HTTP layer's own parameters: no interaction sees them
 _WRITES_WITH_LOCATION = frozenset({"create", "conditional-create", "update", "conditional-update", "patch",

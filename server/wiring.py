@@ -3,14 +3,14 @@ context every interaction gets, the definitions stored in the database, and the 
 
 from __future__ import annotations
 
-from interactions.context import Context
-from interactions.definitions import Definitions, load
-from interactions.limits import Limits
-from server.settings import Settings
-from storage import open_store
-from storage.base import Store
-from subscriptions.config import SubscriptionConfig
-from subscriptions.service import SubscriptionService
+from hearth.interactions.context import Context
+from hearth.interactions.definitions import Definitions, load
+from hearth.interactions.limits import Limits
+from hearth.server.settings import Settings
+from hearth.storage import open_store
+from hearth.storage.base import Store
+from hearth.subscriptions.config import SubscriptionConfig
+from hearth.subscriptions.service import SubscriptionService
 
 
 async def open_context(settings: Settings, store: Store | None = None,

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, Sequence
 
-from search.entries import Entry
-from search.ir import Query
+from hearth.search.entries import Entry
+from hearth.search.ir import Query
 
 
 @dataclass(frozen=True, slots=True)

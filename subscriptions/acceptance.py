@@ -15,13 +15,13 @@ from typing import Any, Callable, Sequence
 
 from aiohttp.abc import AbstractResolver
 
-from capability import fhir_json
-from interactions.context import Context, WriteHook
-from interactions.request import Caller
-from storage.base import Write
-from subscriptions.channels import endpoint_url, refused
-from subscriptions.config import SubscriptionConfig
-from subscriptions.model import Subscription, parse_subscription
+from hearth.capability import fhir_json
+from hearth.interactions.context import Context, WriteHook
+from hearth.interactions.request import Caller
+from hearth.storage.base import Write
+from hearth.subscriptions.channels import endpoint_url, refused
+from hearth.subscriptions.config import SubscriptionConfig
+from hearth.subscriptions.model import Subscription, parse_subscription
 
 
 class Acceptance(WriteHook):

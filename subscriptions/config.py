@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 
-from subscriptions.delivery import DeliveryConfig
-from subscriptions.egress import EgressPolicy, ResolverFactory
+from hearth.subscriptions.delivery import DeliveryConfig
+from hearth.subscriptions.egress import EgressPolicy, ResolverFactory
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from capability.outcome import FhirError
-from capability.terminology import default_terminology
-from capability.resource_types import is_resource_type
-from search.ir import Clause, ReferencePred, TokenPred
-from search.matcher import Matcher, compile_matcher
-from search.parse import parse_search
-from interactions.context import Context
+from hearth.capability.outcome import FhirError
+from hearth.capability.terminology import default_terminology
+from hearth.capability.resource_types import is_resource_type
+from hearth.search.ir import Clause, ReferencePred, TokenPred
+from hearth.search.matcher import Matcher, compile_matcher
+from hearth.search.parse import parse_search
+from hearth.interactions.context import Context
 
 # search result parameters say how to page or shape results: meaningless for a notification
 _RESULT_PARAMS = {"_sort", "_count", "_include", "_revinclude", "_summary", "_elements", "_total", "_contained",

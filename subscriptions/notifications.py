@@ -14,16 +14,16 @@ from typing import Any, Sequence
 
 import orjson
 
-from capability.outcome import FhirError
-from interactions.bundles import bundle, entry
-from interactions.context import Context
-from interactions.dispatcher import dispatch
-from interactions.request import Caller, Request
-from storage.base import Version
-from storage.clock import to_instant, utc_now
-from subscriptions.channels import Outgoing
-from subscriptions.model import BACKPORT, Subscription
-from subscriptions.queue import Event
+from hearth.capability.outcome import FhirError
+from hearth.interactions.bundles import bundle, entry
+from hearth.interactions.context import Context
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import Caller, Request
+from hearth.storage.base import Version
+from hearth.storage.clock import to_instant, utc_now
+from hearth.subscriptions.channels import Outgoing
+from hearth.subscriptions.model import BACKPORT, Subscription
+from hearth.subscriptions.queue import Event
 
 STATUS_PROFILE = f"{BACKPORT}/backport-subscription-status-r4"
 

@@ -14,18 +14,18 @@ from typing import Any, Protocol
 
 import orjson
 
-from capability.outcome import FhirError
-from interactions.bundles import bundle, entry
-from interactions.context import Context
-from interactions.dispatcher import dispatch
-from interactions.request import Outcome, Request
-from subscriptions import notifications
-from subscriptions.channels import CONTENTS
-from subscriptions.config import SubscriptionConfig
-from subscriptions.model import Subscription, parse_subscription
-from subscriptions.queue import NotificationQueue
-from subscriptions.registry import Registry
-from subscriptions.websocket import WebSocketHub
+from hearth.capability.outcome import FhirError
+from hearth.interactions.bundles import bundle, entry
+from hearth.interactions.context import Context
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import Outcome, Request
+from hearth.subscriptions import notifications
+from hearth.subscriptions.channels import CONTENTS
+from hearth.subscriptions.config import SubscriptionConfig
+from hearth.subscriptions.model import Subscription, parse_subscription
+from hearth.subscriptions.queue import NotificationQueue
+from hearth.subscriptions.registry import Registry
+from hearth.subscriptions.websocket import WebSocketHub
 
 
 class SubscriptionService(Protocol):

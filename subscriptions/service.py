@@ -15,24 +15,24 @@ import time
 from functools import partial
 from typing import Any, Sequence
 
-from capability import fhir_json
-from capability.outcome import FhirError
-from interactions.context import Context, WriteHook
-from interactions.dispatcher import dispatch
-from interactions.request import SYSTEM, Request
-from storage import notification_queue
-from storage.base import Change, Version, Write
-from subscriptions import operations
-from subscriptions.acceptance import Acceptance
-from subscriptions.config import SubscriptionConfig
-from subscriptions.delivery import Deliverer
-from subscriptions.dispatcher import Dispatcher
-from subscriptions.model import Subscription, parse_subscription
-from subscriptions.owners import is_gone, new_owner
-from subscriptions.registry import Registry
-from subscriptions.topics import topic_summary
-from subscriptions.wake import sleep_until_set
-from subscriptions.websocket import WebSocketHub
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
+from hearth.interactions.context import Context, WriteHook
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import SYSTEM, Request
+from hearth.storage import notification_queue
+from hearth.storage.base import Change, Version, Write
+from hearth.subscriptions import operations
+from hearth.subscriptions.acceptance import Acceptance
+from hearth.subscriptions.config import SubscriptionConfig
+from hearth.subscriptions.delivery import Deliverer
+from hearth.subscriptions.dispatcher import Dispatcher
+from hearth.subscriptions.model import Subscription, parse_subscription
+from hearth.subscriptions.owners import is_gone, new_owner
+from hearth.subscriptions.registry import Registry
+from hearth.subscriptions.topics import topic_summary
+from hearth.subscriptions.wake import sleep_until_set
+from hearth.subscriptions.websocket import WebSocketHub
 
 log = logging.getLogger("hearth.subscriptions")
 

@@ -12,11 +12,11 @@ import bz2
 from functools import lru_cache
 from pathlib import Path
 
-from capability import fhir_json
+from hearth.capability import fhir_json
 from bench.grow import local_references
-from interactions import crud
-from interactions.request import SYSTEM
-from interactions.context import Context
+from hearth.interactions import crud
+from hearth.interactions.request import SYSTEM
+from hearth.interactions.context import Context
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea-120"
 

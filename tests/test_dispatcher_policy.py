@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from conftest import BASE, FHIR_JSON, make_store
-from interactions.request import Request
-from interactions.search import parse_query
-from search.ir import Query
-from server.app import create_app
-from server.load import Loader
-from storage.base import Version
+from hearth.interactions.request import Request
+from hearth.interactions.search import parse_query
+from hearth.search.ir import Query
+from hearth.server.app import create_app
+from hearth.server.load import Loader
+from hearth.storage.base import Version
 from subscription_helpers import Receiver, backport_subscription, r4_subscription, wait_until
 from test_subscriptions import settings_for
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from capability.elements import element_model
-from capability.fhirpath import FhirPathError, locator
+from hearth.capability.elements import element_model
+from hearth.capability.fhirpath import FhirPathError, locator
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENT = {"resourceType": "Patient",
@@ -31,11 +31,11 @@ def test_the_element_table_is_read_once_by_all_its_users() -> None:
 import sys
 opened = []
 sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
-from capability.fhir_xml import json_to_xml
-from capability.validation import validate_resource
-from interactions.fhirpath_patch import select
-from interactions.references import find_links
-from search.registry import default_registry
+from hearth.capability.fhir_xml import json_to_xml
+from hearth.capability.validation import validate_resource
+from hearth.interactions.fhirpath_patch import select
+from hearth.interactions.references import find_links
+from hearth.search.registry import default_registry
 patient = {"resourceType": "Patient", "managingOrganization": {"reference": "urn:uuid:1"}, "name": [{"family": "A"}]}
 validate_resource(patient)
 json_to_xml(patient)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from capability.outcome import FhirError
+from hearth.capability.outcome import FhirError
 from conftest import SYNTHEA, make_store, synthea_bundle
-from server.cli import main
-from interactions import crud
-from interactions.context import Context
-from server.load import Loader, find_files
-from server.progress import ProgressBar
-from server.settings import Settings
-from server.wiring import close_context, open_context
+from hearth.server.cli import main
+from hearth.interactions import crud
+from hearth.interactions.context import Context
+from hearth.server.load import Loader, find_files
+from hearth.server.progress import ProgressBar
+from hearth.server.settings import Settings
+from hearth.server.wiring import close_context, open_context
 
 BASE = "http://hearth.test/fhir"
 
@@ -229,8 +229,8 @@ async def test_an_import_indexes_for_the_custom_search_parameters_stored_before(
     """`hearth import` runs on the server's wiring: SearchParameters stored earlier (by another process) are loaded,
     so what it imports is indexed for them."""
     from test_subscriptions_delivery import shared_stores
-    from interactions.dispatcher import dispatch
-    from interactions.request import Request
+    from hearth.interactions.dispatcher import dispatch
+    from hearth.interactions.request import Request
 
     earlier, importing = shared_stores(backend, tmp_path)
     settings = Settings(base_url=BASE)

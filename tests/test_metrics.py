@@ -9,8 +9,8 @@ import re
 import httpx
 import orjson
 
-from server.logs import JsonFormatter
-from server.metrics import Histogram, Observability
+from hearth.server.logs import JsonFormatter
+from hearth.server.metrics import Histogram, Observability
 from tests.conftest import BASE, FHIR_JSON
 
 

@@ -13,11 +13,11 @@ import uuid
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
-from search.entries import DateEntry, ReferenceEntry, StringEntry
-from search.ir import Query
-from search.paging import places
-from storage.base import Assertion, AssertionFailed, VersionConflict
-from storage.mongo.store import MongoStore
+from hearth.search.entries import DateEntry, ReferenceEntry, StringEntry
+from hearth.search.ir import Query
+from hearth.search.paging import places
+from hearth.storage.base import Assertion, AssertionFailed, VersionConflict
+from hearth.storage.mongo.store import MongoStore
 from test_store_contract import by_family, write
 
 MONGODB_URL = os.environ.get("HEARTH_TEST_MONGODB_URL")

@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from capability.outcome import FhirError
+from hearth.capability.outcome import FhirError
 from conftest import FHIR_JSON
-from interactions.fhirpath_patch import compile_fhirpath_patch, select
-from interactions.limits import Limits
-from interactions.patch_budget import Budget
+from hearth.interactions.fhirpath_patch import compile_fhirpath_patch, select
+from hearth.interactions.limits import Limits
+from hearth.interactions.patch_budget import Budget
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 PATIENT = {"resourceType": "Patient", "active": True,

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from conftest import BASE, FHIR_JSON, make_store
-from server.app import create_app
-from server.settings import Settings
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 
 
 @contextlib.asynccontextmanager

@@ -15,12 +15,12 @@ import httpx
 import orjson
 import pytest
 
-from capability.outcome import FhirError
+from hearth.capability.outcome import FhirError
 from conftest import BASE, FHIR_JSON, make_store
-from search.ir import Keyset
-from search.paging import decode, encode
-from server.app import create_app
-from server.settings import Settings
+from hearth.search.ir import Keyset
+from hearth.search.paging import decode, encode
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 
 
 def sign(key: bytes, payload: list) -> str:
@@ -47,9 +47,9 @@ def next_link(bundle: dict) -> str:
 def same_database(backend: str, store, tmp_path):
     """Another store on `store`'s database (a restart, or a second Hearth process)."""
     if backend == "sqlite":
-        from storage.sqlite.store import SqliteStore
+        from hearth.storage.sqlite.store import SqliteStore
         return SqliteStore(str(tmp_path / "hearth.db"))
-    from storage.mongo.store import MongoStore
+    from hearth.storage.mongo.store import MongoStore
     return MongoStore(store.client, store.db.name)
 
 

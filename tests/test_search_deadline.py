@@ -16,14 +16,14 @@ import httpx
 import pytest
 
 from conftest import BASE, FHIR_JSON
-from search.ir import Clause, Query
-from search.params import string
-from server.app import create_app
-from server.settings import Settings
-from storage.base import Assertion, SearchTimedOut, Write
-from storage.sqlite import search_preds, store as store_module
-from storage.sqlite.search_preds import Cond
-from storage.sqlite.store import SqliteStore
+from hearth.search.ir import Clause, Query
+from hearth.search.params import string
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
+from hearth.storage.base import Assertion, SearchTimedOut, Write
+from hearth.storage.sqlite import search_preds, store as store_module
+from hearth.storage.sqlite.search_preds import Cond
+from hearth.storage.sqlite.store import SqliteStore
 
 ENDLESS = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ async def test_an_assertion_in_the_writer_process_is_bounded(tmp_path):
     store = SqliteStore(str(tmp_path / "h.db"), search_timeout=1e-9)
     now = datetime.now(timezone.utc)
     try:
-        from search.entries import StringEntry
+        from hearth.search.entries import StringEntry
         await store.commit([Write("Patient", f"p{n}", 1, now, b'{"resourceType":"Patient"}',
                                   (StringEntry("name", f"name {n}", f"Name {n}"),), 0, "create") for n in range(3000)])
         query = Query(("Patient",), (Clause("name", "string", (string.pred("zzz", "contains"),)),))
@@ -122,7 +122,7 @@ async def test_a_stuck_reader_makes_readyz_503_and_does_not_hold_up_close(tmp_pa
 def test_a_stuck_reader_does_not_hold_up_the_process_exit(tmp_path):
     script = textwrap.dedent(f"""
         import asyncio, threading
-        from storage.sqlite.store import SqliteStore
+        from hearth.storage.sqlite.store import SqliteStore
 
         async def main():
             store = SqliteStore({str(tmp_path / "h.db")!r}, search_timeout=0.1)

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from capability import fhir_json
-from capability.elements import element_model
-from capability.fhirpath import FhirPathError, run_branch
-from capability.outcome import FhirError
-from capability.resource_types import RESOURCE_TYPES
-from search.registry import DATA, SearchRegistry, default_registry
-from search.entries import (MAX_INSTANT, MIN_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry,
+from hearth.capability import fhir_json
+from hearth.capability.elements import element_model
+from hearth.capability.fhirpath import FhirPathError, run_branch
+from hearth.capability.outcome import FhirError
+from hearth.capability.resource_types import RESOURCE_TYPES
+from hearth.search.registry import DATA, SearchRegistry, default_registry
+from hearth.search.entries import (MAX_INSTANT, MIN_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry,
                             ReferenceEntry, StringEntry, TokenEntry, UriEntry)
-from search.extract import extract
-from search.fhirpath import compile_path
-from search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
+from hearth.search.extract import extract
+from hearth.search.fhirpath import compile_path
+from hearth.search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
 
 SYNTHEA = Path("/work/shared/testdata/synthea-120")
 
@@ -460,7 +460,7 @@ def test_timing_events_and_untyped_identifier() -> None:
 
 
 def test_generated_search_parameters_match_the_spec() -> None:
-    from capability.generate_search import search_parameters
+    from hearth.capability.generate_search import search_parameters
 
     generated = search_parameters(Path("/work/shared/spec/r4"))
     assert generated == json.loads((DATA / "search_parameters.json").read_text())

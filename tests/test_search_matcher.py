@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from search.registry import default_registry
-from search.compartments import compartment_clause
-from search.entries import (MAX_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry,
+from hearth.search.registry import default_registry
+from hearth.search.compartments import compartment_clause
+from hearth.search.entries import (MAX_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
-from capability.terminology import Terminology
-from search.extract import extract
-from search.ir import (ChainPred, Clause, CompositePred, HasPred, MissingPred, NumberPred, OfTypePred, ReferencePred,
+from hearth.capability.terminology import Terminology
+from hearth.search.extract import extract
+from hearth.search.ir import (ChainPred, Clause, CompositePred, HasPred, MissingPred, NumberPred, OfTypePred, ReferencePred,
                        TokenPred, TokenTextPred)
-from search.params import date, number, quantity, string, token, uri
-from search.matcher import Prepared, amatches, compile_matcher, matches
-from search.normalize import date_range, number_range
-from search.parse import parse_search
+from hearth.search.params import date, number, quantity, string, token, uri
+from hearth.search.matcher import Prepared, amatches, compile_matcher, matches
+from hearth.search.normalize import date_range, number_range
+from hearth.search.parse import parse_search
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 

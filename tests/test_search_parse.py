@@ -7,15 +7,15 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from capability.outcome import FhirError
-from search.registry import default_registry
-from search.compartments import compartment_clause
-from search.ir import (ChainPred, Clause, CompositePred, HasPred, Include, Keyset, MissingPred, OfTypePred,
+from hearth.capability.outcome import FhirError
+from hearth.search.registry import default_registry
+from hearth.search.compartments import compartment_clause
+from hearth.search.ir import (ChainPred, Clause, CompositePred, HasPred, Include, Keyset, MissingPred, OfTypePred,
                        ReferencePred, SortKey, TokenTextPred)
-from search.params import date, number, quantity, string, token, uri
-from search.normalize import date_range
-from search.paging import decode, encode, identity
-from search.parse import canonical_query_string, parse_search
+from hearth.search.params import date, number, quantity, string, token, uri
+from hearth.search.normalize import date_range
+from hearth.search.paging import decode, encode, identity
+from hearth.search.parse import canonical_query_string, parse_search
 
 BASE = "http://hearth.test/fhir"
 LOINC = "http://loinc.org"

@@ -10,17 +10,17 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
+from hearth.search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
                             TokenEntry, UriEntry)
-from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, HasPred, Include, MissingPred, OfTypePred, Query,
+from hearth.search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, HasPred, Include, MissingPred, OfTypePred, Query,
                        ReferencePred, SortKey, TokenPred, TokenTextPred)
-from search.paging import following, places
-from search.params import date, number, quantity, string, token, uri
-from search.matcher import matches
-from storage.base import Assertion, AssertionFailed, KeysetMismatch, Write
-from storage.sqlite import search as sqlite_search
-from storage.sqlite import index, search_where
-from storage.sqlite.store import SqliteStore
+from hearth.search.paging import following, places
+from hearth.search.params import date, number, quantity, string, token, uri
+from hearth.search.matcher import matches
+from hearth.storage.base import Assertion, AssertionFailed, KeysetMismatch, Write
+from hearth.storage.sqlite import search as sqlite_search
+from hearth.storage.sqlite import index, search_where
+from hearth.storage.sqlite.store import SqliteStore
 
 SCT, LOINC, UCUM = "http://snomed.info/sct", "http://loinc.org", "http://unitsofmeasure.org"
 T0 = datetime(2025, 5, 1, tzinfo=timezone.utc)

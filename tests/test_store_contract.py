@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import BACKENDS, make_store
-from search.entries import DateEntry, ReferenceEntry, StringEntry, TokenEntry
-from search.ir import Clause, Query
-from search.params import string, token
-from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, VersionConflict, Write
+from hearth.search.entries import DateEntry, ReferenceEntry, StringEntry, TokenEntry
+from hearth.search.ir import Clause, Query
+from hearth.search.params import string, token
+from hearth.storage.base import Assertion, AssertionFailed, TransactionsUnsupported, VersionConflict, Write
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
 

@@ -7,14 +7,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
+from hearth.search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
                             TokenEntry, UriEntry)
-from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, HasPred, Include, Keyset, MissingPred, OfTypePred,
+from hearth.search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, HasPred, Include, Keyset, MissingPred, OfTypePred,
                        Query, ReferencePred, SortKey, TokenPred, TokenTextPred)
-from search.paging import places
-from search.params import date, number, quantity, string, token, uri
-from search.matcher import matches
-from storage.base import Write
+from hearth.search.paging import places
+from hearth.search.params import date, number, quantity, string, token, uri
+from hearth.search.matcher import matches
+from hearth.storage.base import Write
 from test_store_contract import store  # noqa: F401  (the fixture: each backend)
 
 LOINC = "http://loinc.org"

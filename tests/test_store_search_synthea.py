@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from search.registry import default_registry
-from search.extract import extract
-from search.matcher import matches
-from search.paging import following
-from search.parse import parse_search
+from hearth.search.registry import default_registry
+from hearth.search.extract import extract
+from hearth.search.matcher import matches
+from hearth.search.paging import following
+from hearth.search.parse import parse_search
 from conftest import BACKENDS, make_store
-from storage.base import Write
+from hearth.storage.base import Write
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea-120"
 BUNDLES = ("057aa36e-b892-9964-75b9-ffb46b097e34", "9a174f9e-ed67-6617-0106-745fb1f9a344")

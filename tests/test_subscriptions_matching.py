@@ -7,9 +7,9 @@ import asyncio
 from collections import Counter
 
 from conftest import BASE, FHIR_JSON
-from interactions import crud
-from interactions.request import SYSTEM
-from interactions.context import Context
+from hearth.interactions import crud
+from hearth.interactions.request import SYSTEM
+from hearth.interactions.context import Context
 from subscription_helpers import r4_subscription
 from test_subscriptions import OBS, receiver, settings_for, subscribe  # noqa: F401 (fixture)
 from test_subscriptions_backport import wait_status

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from search.params import composite
-from search.params.composite import LEAF_TESTS, LEAVES
+from hearth.search.params import composite
+from hearth.search.params.composite import LEAF_TESTS, LEAVES
 
 TYPES = {**LEAVES, composite.TYPE: composite}
 _TESTS = {**LEAF_TESTS, **composite.TESTS}

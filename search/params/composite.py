@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from search.entries import CompositeEntry
-from search.ir import CompositePred
-from search.params import date, number, quantity, reference, string, token, uri
-from search.params.common import BadValue, ParseContext, Unsupported, split
+from hearth.search.entries import CompositeEntry
+from hearth.search.ir import CompositePred
+from hearth.search.params import date, number, quantity, reference, string, token, uri
+from hearth.search.params.common import BadValue, ParseContext, Unsupported, split
 
 TYPE = "composite"
 MODIFIERS: frozenset[str] = frozenset()

@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
-from search.entries import MAX_INSTANT, MIN_INSTANT, DateEntry
-from search.ir import DatePred
-from search.normalize import date_range
-from search.params.common import BadValue, Converter, ParseContext, prefixed, unescape
-from search.params.prefixes import comparisons, ranges_test
+from hearth.search.entries import MAX_INSTANT, MIN_INSTANT, DateEntry
+from hearth.search.ir import DatePred
+from hearth.search.normalize import date_range
+from hearth.search.params.common import BadValue, Converter, ParseContext, prefixed, unescape
+from hearth.search.params.prefixes import comparisons, ranges_test
 
 TYPE = "date"
 MODIFIERS: frozenset[str] = frozenset()

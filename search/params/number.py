@@ -6,11 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Callable
 
-from search.entries import NumberEntry
-from search.ir import NumberPred, Ranges
-from search.normalize import number_range
-from search.params.common import BadValue, Converter, ParseContext, prefixed, unescape
-from search.params.prefixes import comparisons, ranges_test
+from hearth.search.entries import NumberEntry
+from hearth.search.ir import NumberPred, Ranges
+from hearth.search.normalize import number_range
+from hearth.search.params.common import BadValue, Converter, ParseContext, prefixed, unescape
+from hearth.search.params.prefixes import comparisons, ranges_test
 
 TYPE = "number"
 MODIFIERS: frozenset[str] = frozenset()

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
-from search.ir import Bound, Ranges
-from search.params.common import Term, compiled
+from hearth.search.ir import Bound, Ranges
+from hearth.search.params.common import Term, compiled
 
 _DATES: dict[str, tuple[tuple[tuple[str, str, str], ...], ...]] = {  # (entry field, operator, search operand)
     "eq": ((("lo", ">=", "lo"), ("hi", "<=", "hi")),),

@@ -8,11 +8,11 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-from search.entries import QuantityEntry
-from search.ir import QuantityPred, UnitKey
-from search.params.common import BadValue, Converter, ParseContext, compiled, split, unescape
-from search.params.number import parse_number, resolved, value_range
-from search.params.prefixes import range_terms
+from hearth.search.entries import QuantityEntry
+from hearth.search.ir import QuantityPred, UnitKey
+from hearth.search.params.common import BadValue, Converter, ParseContext, compiled, split, unescape
+from hearth.search.params.number import parse_number, resolved, value_range
+from hearth.search.params.prefixes import range_terms
 
 TYPE = "quantity"
 MODIFIERS: frozenset[str] = frozenset()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from search.entries import ReferenceEntry
-from search.fhirpath import reference_type
-from search.ir import ReferencePred
-from search.normalize import split_canonical, split_reference
-from search.params.common import BadValue, Converter, ParseContext, split, unescape
+from hearth.search.entries import ReferenceEntry
+from hearth.search.fhirpath import reference_type
+from hearth.search.ir import ReferencePred
+from hearth.search.normalize import split_canonical, split_reference
+from hearth.search.params.common import BadValue, Converter, ParseContext, split, unescape
 
 TYPE = "reference"
 MODIFIERS = frozenset({"identifier"})  # plus `:[type]`

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from search.entries import StringEntry
-from search.ir import StringPred
-from search.normalize import normalize_string
-from search.params.common import STRINGISH, Converter, ParseContext, unescape
+from hearth.search.entries import StringEntry
+from hearth.search.ir import StringPred
+from hearth.search.normalize import normalize_string
+from hearth.search.params.common import STRINGISH, Converter, ParseContext, unescape
 
 TYPE = "string"
 MODIFIERS = frozenset({"exact", "contains"})

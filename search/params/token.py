@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from search.entries import TokenEntry
-from search.ir import OfTypePred, TokenKey, TokenPred, TokenTextPred
-from search.normalize import normalize_string
-from search.params.common import STRINGISH, BadValue, Converter, ParseContext, Unsupported, split, unescape
+from hearth.search.entries import TokenEntry
+from hearth.search.ir import OfTypePred, TokenKey, TokenPred, TokenTextPred
+from hearth.search.normalize import normalize_string
+from hearth.search.params.common import STRINGISH, BadValue, Converter, ParseContext, Unsupported, split, unescape
 
 TYPE = "token"
 MODIFIERS = frozenset({"text", "not", "above", "below", "in", "not-in", "of-type"})

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from search.entries import UriEntry
-from search.ir import UriPred
-from search.limits import too_costly
-from search.params.common import Converter, ParseContext, unescape
+from hearth.search.entries import UriEntry
+from hearth.search.ir import UriPred
+from hearth.search.limits import too_costly
+from hearth.search.params.common import Converter, ParseContext, unescape
 
 TYPE = "uri"
 MODIFIERS = frozenset({"above", "below"})

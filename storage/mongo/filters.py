@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from search.ir import (CompositePred, DatePred, NumberPred, OfTypePred, QuantityPred, Ranges, ReferencePred,
+from hearth.search.ir import (CompositePred, DatePred, NumberPred, OfTypePred, QuantityPred, Ranges, ReferencePred,
                        StringPred, TokenKey, TokenPred, TokenTextPred, UriPred)
-from storage.mongo.documents import ARRAY_OF_TYPE
+from hearth.storage.mongo.documents import ARRAY_OF_TYPE
 
 Condition = dict[str, Any]
 

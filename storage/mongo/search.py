@@ -21,11 +21,11 @@ from typing import Any, Sequence
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import ExecutionTimeout
 
-from search.ir import AnyOfPred, ChainPred, Clause, DatePred, HasPred, Include, MissingPred, Query, include_steps
-from storage.base import KeysetMismatch, SearchPage
-from storage.mongo import filters
-from storage.mongo.documents import to_version
-from storage.mongo.filters import NOTHING, Condition
+from hearth.search.ir import AnyOfPred, ChainPred, Clause, DatePred, HasPred, Include, MissingPred, Query, include_steps
+from hearth.storage.base import KeysetMismatch, SearchPage
+from hearth.storage.mongo import filters
+from hearth.storage.mongo.documents import to_version
+from hearth.storage.mongo.filters import NOTHING, Condition
 
 _VERSION = {"type": 1, "id": 1, "version_id": 1, "last_updated": 1, "deleted": 1, "body": 1}
 _REFERENCES = {"ref.p": 1, "ref.r": 1}

@@ -32,13 +32,13 @@ from typing import Any, Sequence
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, ExecutionTimeout, PyMongoError
 
-from search.entries import Entry
-from search.ir import Query
-from storage import clock
-from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, SearchTimedOut,
+from hearth.search.entries import Entry
+from hearth.search.ir import Query
+from hearth.storage import clock
+from hearth.storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, SearchTimedOut,
                           TransactionsUnsupported, Version, VersionConflict, Write)
-from storage.mongo import search
-from storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, current_document,
+from hearth.storage.mongo import search
+from hearth.storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, current_document,
                                      history_document, index_fields, resource_key, to_change, to_version)
 
 log = logging.getLogger("hearth.storage.mongo")

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import orjson
 
-from search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
+from hearth.search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
 
 SCHEMA = (

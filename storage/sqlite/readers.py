@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from storage.base import SearchTimedOut, StoreClosing
+from hearth.storage.base import SearchTimedOut, StoreClosing
 
 Work = Callable[[sqlite3.Connection], Any]
 

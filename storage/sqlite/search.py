@@ -16,12 +16,12 @@ from typing import Sequence
 
 import orjson
 
-from search.ir import AnyOfPred, ChainPred, Clause, HasPred, Query, include_closure
-from storage import clock
-from storage.base import KeysetMismatch, SearchPage, SearchTimedOut, SearchTooNested, Version
-from storage.sqlite.search_include import reach
-from storage.sqlite.search_sort import Key, after, index_ordered, order_by, sort_keys
-from storage.sqlite.search_where import WhereCompiler
+from hearth.search.ir import AnyOfPred, ChainPred, Clause, HasPred, Query, include_closure
+from hearth.storage import clock
+from hearth.storage.base import KeysetMismatch, SearchPage, SearchTimedOut, SearchTooNested, Version
+from hearth.storage.sqlite.search_include import reach
+from hearth.storage.sqlite.search_sort import Key, after, index_ordered, order_by, sort_keys
+from hearth.storage.sqlite.search_where import WhereCompiler
 
 _ALIAS = "r0"
 _MOST_NESTED = 5  # chain and `_has` levels SQLite's parser takes (HEARTH_SEARCH_MAX_CHAIN_DEPTH at most this)

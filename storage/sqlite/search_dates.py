@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from search.ir import Bound, Clause, DatePred
-from storage.sqlite.search_preds import Cond, joined, range_alts, tabled
+from hearth.search.ir import Bound, Clause, DatePred
+from hearth.storage.sqlite.search_preds import Cond, joined, range_alts, tabled
 
 _SPAN = timedelta(days=366)  # the widest range one date value has: a year (a leap year) at year precision
 

@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Sequence
 
 import orjson
 
-from search.ir import Include
+from hearth.search.ir import Include
 
 
 _PARAMS = ("SELECT min(param) FROM idx_reference UNION ALL SELECT (SELECT min(x.param) FROM idx_reference x "

@@ -23,10 +23,10 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
-from search.entries import DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry, TokenEntry, UriEntry
-from search.ir import (Bound, CompositePred, DatePred, MissingPred, NumberPred, OfTypePred, QuantityPred, Ranges,
+from hearth.search.entries import DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry, TokenEntry, UriEntry
+from hearth.search.ir import (Bound, CompositePred, DatePred, MissingPred, NumberPred, OfTypePred, QuantityPred, Ranges,
                        ReferencePred, StringPred, TokenKey, TokenPred, TokenTextPred, UriPred)
-from storage.sqlite.index import component_field
+from hearth.storage.sqlite.index import component_field
 
 TABLES = {"token": "idx_token", "string": "idx_string", "date": "idx_date", "number": "idx_number",
           "quantity": "idx_quantity", "reference": "idx_reference", "uri": "idx_uri", "composite": "idx_composite"}

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from search.ir import SortKey
-from storage.sqlite.search_preds import TABLES, joined
+from hearth.search.ir import SortKey
+from hearth.storage.sqlite.search_preds import TABLES, joined
 
 # the column a parameter type sorts by: (ascending, descending); all but the reference one lead an index
 # after `param`, so a page can be read off that index in order

@@ -32,9 +32,9 @@ from typing import Any, Sequence
 
 import orjson
 
-from search.ir import AnyOfPred, ChainPred, Clause, HasPred
-from storage.sqlite.search_dates import group_single_dates, single_date_cond
-from storage.sqlite.search_preds import RESOURCE, Cond, compile_pred, joined, tabled, tabled_joins, union_all
+from hearth.search.ir import AnyOfPred, ChainPred, Clause, HasPred
+from hearth.storage.sqlite.search_dates import group_single_dates, single_date_cond
+from hearth.storage.sqlite.search_preds import RESOURCE, Cond, compile_pred, joined, tabled, tabled_joins, union_all
 
 ESTIMATE_CAP = 5000  # rows counted at most per clause when choosing the driver
 _SMALL = ESTIMATE_CAP // 5  # a plain clause this selective drives without measuring chains and _has

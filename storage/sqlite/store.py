@@ -12,15 +12,15 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from search.entries import Entry
-from search.ir import Query
-from storage import clock
-from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, Version, VersionConflict,
+from hearth.search.entries import Entry
+from hearth.search.ir import Query
+from hearth.storage import clock
+from hearth.storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, Version, VersionConflict,
                           Write)
-from storage.sqlite import index, schema
-from storage.sqlite.readers import Readers
-from storage.sqlite.writer import Writer
-from storage.sqlite.writer_process import connect
+from hearth.storage.sqlite import index, schema
+from hearth.storage.sqlite.readers import Readers
+from hearth.storage.sqlite.writer import Writer
+from hearth.storage.sqlite.writer_process import connect
 
 log = logging.getLogger("hearth.storage.sqlite")
 
@@ -141,7 +141,7 @@ class SqliteStore:
         return await self.run_read(work)
 
     async def search(self, query: Query) -> SearchPage:
-        from storage.sqlite import search  # the IR compiler; imported late to keep start-up light
+        from hearth.storage.sqlite import search  # the IR compiler; imported late to keep start-up light
         return await self.run_read(lambda conn: search.execute(conn, query))
 
     # -- writing ---------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def _apply(conn: sqlite3.Connection, writes: Sequence[_WriteRow], assertions: Se
     change-log sequence number of each write. An assertion's search may take `timeout` seconds (SearchTimedOut):
     every write waits on the writer."""
     for assertion in assertions:
-        from storage.sqlite import search
+        from hearth.storage.sqlite import search
         ids = search.match_ids(conn, assertion.query, timeout)
         if ids != assertion.ids:
             raise AssertionFailed(assertion, ids)
