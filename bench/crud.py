@@ -38,7 +38,7 @@ from typing import Any, Callable
 import uvloop
 
 from bench.loadgen import RunStats, run_load
-from capability import fhir_json
+from hearth.capability import fhir_json
 from bench.server import HearthProcess
 from bench.sqlite_floor import insert_rate
 

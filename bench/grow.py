@@ -30,14 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from capability import fhir_json
-from search import entries as shapes
-from search.entries import CompositeEntry, Entry
-from server.interactions import crud
-from server.interactions.context import Context
-from server.interactions.resources import parse_resource
-from storage.base import Write
-from storage.sqlite.store import SqliteStore
+from hearth.capability import fhir_json
+from hearth.search import entries as shapes
+from hearth.search.entries import CompositeEntry, Entry
+from hearth.interactions import crud
+from hearth.interactions.request import SYSTEM
+from hearth.interactions.context import Context
+from hearth.interactions.resources import parse_resource
+from hearth.storage.base import Write
+from hearth.storage.sqlite.store import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHEA = ROOT.parent / "shared" / "testdata" / "synthea-120"
@@ -171,7 +172,7 @@ def prepare(unit: Unit) -> list[tuple]:
     for resource in copy_resources(_records[unit.record], unit.copy, _seed):
         resource_type = resource["resourceType"]
         parse_resource(resource, resource_type)  # validation, as a create would
-        writes.append(flatten(crud.version_write(_ctx, resource_type, resource["id"], resource, previous=0)))
+        writes.append(flatten(crud.version_write(_ctx, SYSTEM, resource_type, resource["id"], resource, previous=0)))
     return writes
 
 
@@ -231,7 +232,7 @@ async def grow(args: argparse.Namespace) -> dict[str, Any]:
               f"to write {sum(u.size for u in todo) + len(new_shared):,}", file=sys.stderr)
         start = time.perf_counter()
         if new_shared:
-            await store.commit([crud.version_write(_ctx, r["resourceType"], r["id"], parse_resource(r, None), 0)
+            await store.commit([crud.version_write(_ctx, SYSTEM, r["resourceType"], r["id"], parse_resource(r, None), 0)
                                 for r in new_shared])
         written = len(new_shared)
         batch: list[Write] = []

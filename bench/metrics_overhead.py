@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from capability import fhir_json
+from hearth.capability import fhir_json
 
 
 async def asgi_get(application: Any, path: str) -> int:
@@ -67,10 +67,10 @@ async def paired(bare: Any, wrapped: Any, path: str, runs: int, n: int) -> tuple
 
 
 async def main(runs: int, n: int) -> dict:
-    from server.app import create_app
-    from server.metrics import Observability
-    from server.settings import Settings
-    from storage.sqlite.store import SqliteStore
+    from hearth.server.app import create_app
+    from hearth.server.metrics import Observability
+    from hearth.server.settings import Settings
+    from hearth.storage.sqlite.store import SqliteStore
 
     folder = Path(tempfile.mkdtemp(prefix="hearth-bench-metrics-"))
     app = create_app(Settings(storage=str(folder / "h.db")), SqliteStore(str(folder / "h.db")))
@@ -78,7 +78,7 @@ async def main(runs: int, n: int) -> dict:
     try:
         version = await _seed(app)
         observed = Observability(app)
-        observed.attach(app.ctx)
+        observed.attach(app.ctx, app.subscriptions)
         floor = await paired(static_app, Observability(static_app), "/x", runs, n * 5)
         read = await paired(app, observed, f"/Patient/{version}", runs, n)
     finally:
@@ -92,9 +92,10 @@ async def main(runs: int, n: int) -> dict:
 
 
 async def _seed(app: Any) -> str:
-    from server.interactions import crud
+    from hearth.interactions import crud
+    from hearth.interactions.request import SYSTEM
 
-    version = await crud.create(app.ctx, "Patient", fhir_json.dumps({"resourceType": "Patient", "active": True}))
+    version = await crud.create(app.ctx, SYSTEM, "Patient", fhir_json.dumps({"resourceType": "Patient", "active": True}))
     return version.id
 
 

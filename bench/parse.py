@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from capability import fhir_json
-from capability.validation import validate_resource
+from hearth.capability import fhir_json
+from hearth.capability.validation import validate_resource
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea-120"
 

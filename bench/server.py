@@ -56,7 +56,7 @@ class HearthProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         env = {**os.environ, "HEARTH_BENCH_FLOOR": "1"}
-        command = [sys.executable, "-m", "server.cli", "serve", "--host", self.host, "--port", str(self.port),
+        command = [sys.executable, "-m", "hearth.server.cli", "serve", "--host", self.host, "--port", str(self.port),
                    "--storage", str(self.database), "--log-level", "warning"]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -7,7 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
-from storage.sqlite.store import connect
+from hearth.storage.sqlite.store import connect
 
 
 def insert_rate(path: Path, bodies: list[bytes], seconds: float, group: int, synchronous: str = "NORMAL") -> float:

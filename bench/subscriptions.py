@@ -84,28 +84,31 @@ def observation(rng: random.Random) -> dict[str, Any]:
 # --- matching, in-process -------------------------------------------------------------------------
 
 async def matching(writes: int, runs: int) -> dict[str, float]:
-    from server.interactions import crud
-    from server.interactions.context import Context
-    from storage.sqlite.store import SqliteStore
-    from subscriptions.dispatcher import Dispatcher
-    from subscriptions.egress import EgressPolicy
-    from subscriptions.model import parse_subscription
-    from subscriptions.registry import Registry
+    from hearth.interactions.dispatcher import dispatch
+    from hearth.interactions.request import SYSTEM, Request
+    from hearth.server.settings import Settings
+    from hearth.server.wiring import close_context, open_context
+    from hearth.subscriptions.dispatcher import Dispatcher
+    from hearth.subscriptions.egress import EgressPolicy
+    from hearth.subscriptions.model import parse_subscription
+    from hearth.subscriptions.registry import Registry
 
     rng = random.Random(7)
     loopback = EgressPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
     with tempfile.TemporaryDirectory() as folder:
-        store = SqliteStore(os.path.join(folder, "match.db"))
-        ctx = Context(store, "http://bench.local/fhir")
+        settings = Settings(storage=os.path.join(folder, "match.db"), base_url="http://bench.local/fhir",
+                            subscription_allowed_networks="127.0.0.0/8")
+        ctx, service = await open_context(settings)
+        store = ctx.store
         full, floor = Registry(), Registry()
         for body in subscription_bodies("http://127.0.0.1:9/hook", rng):
-            version = await crud.create(ctx, "Subscription", {**body, "status": "active"})
-            full.put(parse_subscription(ctx, json.loads(version.body), 1, loopback))
+            created = await dispatch(ctx, Request("create", SYSTEM, "Subscription", body={**body, "status": "active"}))
+            full.put(parse_subscription(ctx, json.loads(created.version.body), 1, loopback))
         only = {**subscription_bodies("http://127.0.0.1:9/hook", rng)[0], "status": "active",
                 "criteria": "Observation?code=none"}
         floor.put(parse_subscription(ctx, {**only, "id": "floor"}, 1, loopback))
         for _ in range(writes):
-            await crud.create(ctx, "Observation", observation(rng))
+            await dispatch(ctx, Request("create", SYSTEM, "Observation", body=observation(rng)))
         changes = [c for c in await store.changes(0, 100_000) if c.type == "Observation"]
         totals: dict[str, list[float]] = {"full": [], "floor": []}
         events = 0
@@ -120,7 +123,7 @@ async def matching(writes: int, runs: int) -> dict[str, float]:
                 totals[name].append((time.perf_counter() - started) / len(changes))
                 if name == "full":
                     events = found
-        await store.close()
+        await close_context(ctx, service)
     full_ms = statistics.median(totals["full"]) * 1000
     floor_ms = statistics.median(totals["floor"]) * 1000
     return {"writes": len(changes), "events_per_write": events / len(changes), "total_ms": full_ms,

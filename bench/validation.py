@@ -21,9 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-import capability.bindings
-import capability.validation
-from capability import fhir_json
+from hearth.capability import bindings, fhir_json, validation
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea-120"
 
@@ -38,14 +36,14 @@ def by_type() -> dict[str, list[dict]]:
 
 def without_bindings() -> ModuleType:
     """A second capability.validation, loaded while `required_bindings` answers no binding."""
-    spec = importlib.util.spec_from_file_location("validation_without_bindings", capability.validation.__file__)
+    spec = importlib.util.spec_from_file_location("validation_without_bindings", validation.__file__)
     module = importlib.util.module_from_spec(spec)
-    original = capability.bindings.required_bindings
-    capability.bindings.required_bindings = dict  # type: ignore[assignment]
+    original = bindings.required_bindings
+    bindings.required_bindings = dict  # type: ignore[assignment]
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     finally:
-        capability.bindings.required_bindings = original
+        bindings.required_bindings = original
     return module
 
 
@@ -61,7 +59,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     resources = by_type()
-    variants = {"with": capability.validation.validate_resource, "without": without_bindings().validate_resource}
+    variants = {"with": validation.validate_resource, "without": without_bindings().validate_resource}
     best = {variant: {name: 0.0 for name in resources} for variant in variants}  # sums of per-resource minima, µs
     for name, items in resources.items():
         for resource in items:

@@ -18,7 +18,7 @@ ValueSets the shipped terminology cannot expand are checked by their grammar whe
 mimetypes (BCP 13) codes must be MIME types, `type/subtype` with optional `;name=value` parameters (RFC 6838 and
 RFC 2045), or one of "xml", "json", "ttl", which R4 allows in CapabilityStatement.format and Signature.targetFormat
 and uses in its own TestScript examples. The others (ISO 4217 currencies, UCUM units, a LOINC answer list) are
-code lists the package does not ship: they are not checked, and `python -m capability.generate` lists them.
+code lists the package does not ship: they are not checked, and `python -m hearth.capability.generate` lists them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from capability.terminology import Coding, Terminology
+from hearth.capability.terminology import Coding, Terminology
 
 DATA_FILE = Path(__file__).parent / "data" / "bindings.json"
 MIMETYPES = "http://hl7.org/fhir/ValueSet/mimetypes"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from capability.resource_types import RESOURCE_TYPES
+from hearth.capability.resource_types import RESOURCE_TYPES
 
 SOFTWARE_VERSION = "0.1.0"
 
@@ -41,7 +41,7 @@ def _subscription_fields(topics: Sequence[dict[str, str]]) -> dict[str, Any]:
 def capability_statement(base_url: str, published: str, registry: Any, *, transactions: bool = True,
                          conditional_delete_multiple: bool = False,
                          subscription_topics: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
-    """The server's CapabilityStatement; `registry` (capability/search_parameters.py) gives each type's search.
+    """The server's CapabilityStatement; `registry` (search/registry.py) gives each type's search.
 
     `transactions`: the store commits several writes atomically (else transaction Bundles are refused).
     `subscription_topics`: the SubscriptionTopics ({url, title}) Subscriptions may use (Backport IG)."""

@@ -1,7 +1,7 @@
 """FHIR R4 XML in and out (http://hl7.org/fhir/R4/xml.html), converted to and from the JSON form.
 
-Table-driven over capability/data/structure.json (the R4 element table, in StructureDefinition order), so element
-order, arrays, choice types and primitive types come from the official definitions. Why not fhir.resources' XML:
+Table-driven over the R4 element model (capability/elements.py, in StructureDefinition order), so element order,
+arrays, choice types and primitive types come from the official definitions. Why not fhir.resources' XML:
 its models are R4B (element sets differ from R4) and it parses decimals through float; here decimals stay exactly
 as written (`Decimal` on the JSON side, see fhir_json) and narrative XHTML is copied as XML.
 
@@ -13,16 +13,15 @@ recursive walks here could meet Python's recursion limit. Element names are expa
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 from pyexpat import ExpatError, ParserCreate, XMLParserType, errors
 
-from capability.resource_types import RESOURCE_TYPES
+from hearth.capability.elements import element_model
+from hearth.capability.resource_types import RESOURCE_TYPES
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
@@ -93,14 +92,10 @@ def parse(data: bytes | str) -> ET.Element:
     return tree.close()
 
 
-def _load() -> tuple[dict[str, dict[str, tuple[str, bool]]], set[str]]:
-    data = json.loads((Path(__file__).parent / "data" / "structure.json").read_text(encoding="utf-8"))
-    tables = {name: {element: (spec[0], bool(spec[1] & 1)) for element, spec in table.items()}
-              for name, table in data["types"].items()}
-    return tables, set(data["primitives"])
-
-
-_TABLES, _PRIMITIVES = _load()
+# Per type, JSON property -> (type, repeats), from the element model: plain tuples unpack faster than its Elements.
+_TABLES = {name: {prop: (element.type, element.many) for prop, element in elements.items()}
+           for name, elements in element_model().types.items()}
+_PRIMITIVES = element_model().primitives
 _INTEGERS = {"integer", "positiveInt", "unsignedInt"}
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;",

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capability.bindings import checked_by
-from capability.generate import write_data
-from capability.generate_structure import has_elements, properties, structure_definitions
+from hearth.capability.bindings import checked_by
+from hearth.capability.generate_files import write_data
+from hearth.capability.generate_structure import has_elements, properties, structure_definitions
 
 BOUND_TYPES = ("code", "Coding", "CodeableConcept")  # the types capability/validation.py checks bindings on
 

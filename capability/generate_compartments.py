@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from capability.generate import write_data
+from hearth.capability.generate_files import write_data
 
 
 def compartments(spec: Path) -> dict[str, dict[str, list[str]]]:

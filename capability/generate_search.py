@@ -4,16 +4,16 @@
 - `search_parameters_code_systems.json`: the code system implied by the required binding of each `code`
   element (`Patient.gender` -> http://hl7.org/fhir/administrative-gender), so a token index entry of a
   plain code carries its system.
-Called from `capability.generate.main()`. (The FHIRPath compiler's element model is structure.json, see
-capability/generate_structure.py.)
+Called from `capability.generate.main()`. (The element model FHIRPath navigates is structure.json, read by
+capability/elements.py, which also serves the code systems written here.)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from capability.generate import load_bundle, write_data
-from capability.generate_terminology import PACKAGE, package_resources
+from hearth.capability.generate_files import load_bundle, write_data
+from hearth.capability.generate_terminology import PACKAGE, package_resources
 
 def search_parameters(spec: Path) -> list[dict]:
     """The SearchParameters, compact: only the fields the registry reads, empty ones left out."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capability import generate
+from hearth.capability.generate_files import load_bundle, write_data
 
 
 def summary_elements(spec: Path) -> dict[str, dict[str, list[str]]]:
     """{type: {"summary": [names], "mandatory": [names]}}; a choice element is named `value[x]`."""
     out: dict[str, dict[str, list[str]]] = {}
-    for sd in generate.load_bundle(spec, "profiles-resources.json"):
+    for sd in load_bundle(spec, "profiles-resources.json"):
         if sd["resourceType"] != "StructureDefinition" or sd.get("kind") != "resource" or sd.get("abstract"):
             continue
         summary, mandatory = [], []
@@ -27,4 +27,4 @@ def summary_elements(spec: Path) -> dict[str, dict[str, list[str]]]:
 
 
 def main(spec: Path) -> None:
-    generate.write_data("summary_elements.json", summary_elements(spec))
+    write_data("summary_elements.json", summary_elements(spec))

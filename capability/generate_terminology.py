@@ -9,7 +9,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from capability.terminology import compact_codesystem, compact_valueset
+from hearth.capability.terminology import compact_codesystem, compact_valueset
 
 PACKAGE = "hl7.fhir.r4.core-4.0.1.tgz"
 

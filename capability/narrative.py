@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from pyexpat import ExpatError
 
-from capability.fhir_xml import XHTML_NS, expat_error, expat_parser
+from hearth.capability.fhir_xml import XHTML_NS, expat_error, expat_parser
 
 MAX_DEPTH = 100  # elements nested in one narrative
 _XHTML = XHTML_NS + "}"  # expat's names: "namespace}local"

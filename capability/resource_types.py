@@ -10,6 +10,8 @@ RESOURCE_TYPES: frozenset[str] = frozenset(
     json.loads((Path(__file__).parent / "data" / "resource_types.json").read_text(encoding="utf-8"))
 )
 
+NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})  # the R4 resources not DomainResources
+
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-\.]{1,64}")
 
 

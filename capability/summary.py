@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from capability.outcome import invalid
+from hearth.capability.outcome import invalid
 
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
 _SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",

@@ -1,7 +1,7 @@
 """Structural validation of a resource against FHIR R4 (4.0.1): `validate_resource`.
 
-Design: the R4 answer wins by construction. Every check runs against an element table generated from the official
-R4 snapshots (`capability/generate_structure.py` -> `data/structure.json`), not against the fhir.resources R4B
+Design: the R4 answer wins by construction. Every check runs against the R4 element model (capability/elements.py,
+generated from the official R4 snapshots), compiled here once into linked checks, not against the fhir.resources R4B
 models. Reasons:
 - R4 and R4B differ: 18 R4 resource types have no R4B model (MedicinalProduct*, EffectEvidenceSynthesis,
   RiskEvidenceSynthesis, Substance{NucleicAcid,Polymer,Protein,ReferenceInformation,SourceMaterial,Specification}),
@@ -33,21 +33,19 @@ from __future__ import annotations
 import binascii
 import calendar
 import decimal
-import json
 import math
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from capability.bindings import bound_code, bound_concept, required_bindings
-from capability.narrative import check_narrative
-from capability.outcome import FhirError, Issue
-from capability.resource_types import RESOURCE_TYPES
+from hearth.capability.bindings import bound_code, bound_concept, required_bindings
+from hearth.capability.elements import Element, ElementModel, element_model
+from hearth.capability.narrative import check_narrative
+from hearth.capability.outcome import FhirError, Issue
+from hearth.capability.resource_types import RESOURCE_TYPES
 
-MANY, REQUIRED = 1, 2  # flags in structure.json, see generate_structure
 MAX_ISSUES = 50  # an OperationOutcome naming every fault of a huge garbage body helps nobody
 # Objects nest at most this deep (the resource is level 1). The walk recurses per object, and orjson writes no JSON
 # deeper than 255 levels: objects alternate with at most one array, so 100 objects stay below 202 levels.
@@ -63,11 +61,11 @@ class _Element:
 
     __slots__ = ("name", "type_name", "many", "choice", "check", "complex", "binding")
 
-    def __init__(self, name: str, type_name: str, flags: int, choice: str | None) -> None:
+    def __init__(self, name: str, element: Element) -> None:
         self.name = name
-        self.type_name = type_name
-        self.many = bool(flags & MANY)
-        self.choice = choice
+        self.type_name = element.type
+        self.many = element.many
+        self.choice = element.choice
         self.check: PrimitiveCheck | None = None  # set for primitive types
         self.complex: _Type | None = None  # set for complex and backbone types (None for Resource)
         self.binding: PrimitiveCheck | None = None  # a Coding or CodeableConcept's required binding
@@ -178,7 +176,7 @@ def _check_xhtml(value: Any) -> Problem | None:
     return check_narrative(value)
 
 
-def _primitive_checks(regexes: dict[str, str]) -> dict[str, PrimitiveCheck]:
+def _primitive_checks(regexes: Mapping[str, str]) -> dict[str, PrimitiveCheck]:
     checks = {name: _string_check(name, pattern) for name, pattern in regexes.items()}
     checks.update(boolean=_check_boolean, decimal=_check_decimal, base64Binary=_check_base64, xhtml=_check_xhtml,
                   integer=_int_check("integer", _INT32[0]), positiveInt=_int_check("positiveInt", 1),
@@ -205,19 +203,19 @@ def _json_kind(value: Any) -> str:
 # --- compiled table ---------------------------------------------------------------------------------------
 
 
-def _compile(table: dict[str, Any]) -> dict[str, _Type]:
-    """Turn structure.json into linked `_Type`s, once, at import."""
-    checks = _primitive_checks(table["primitives"])
-    types = {name: _Type(name) for name in table["types"]}
-    for name, elements in table["types"].items():
+def _compile(model: ElementModel) -> dict[str, _Type]:
+    """Turn the element model into linked `_Type`s, once, at import."""
+    checks = _primitive_checks(model.primitives)
+    types = {name: _Type(name) for name in model.types}
+    for name, elements in model.types.items():
         compiled = types[name]
         required: dict[str, list[str]] = {}
-        for json_name, (type_name, flags, *choice) in elements.items():
-            element = _Element(json_name, type_name, flags, choice[0] if choice else None)
-            element.check = checks.get(type_name)
-            element.complex = types.get(type_name)
+        for json_name, definition in elements.items():
+            element = _Element(json_name, definition)
+            element.check = checks.get(definition.type)
+            element.complex = types.get(definition.type)
             compiled.elements[json_name] = element
-            if flags & REQUIRED:
+            if definition.required:
                 label = element.choice + "[x]" if element.choice else json_name
                 required.setdefault(label, []).append(json_name)
                 if element.check is not None:  # a primitive is present when only its `_x` extension is
@@ -240,8 +238,7 @@ def _bind(types: dict[str, _Type], bindings: dict[str, dict[str, str]]) -> None:
 
 
 def _load() -> dict[str, _Type]:
-    path = Path(__file__).parent / "data" / "structure.json"
-    types = _compile(json.loads(path.read_text(encoding="utf-8")))
+    types = _compile(element_model())
     _bind(types, required_bindings())
     return types
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from capability.outcome import FhirError
-from capability.validation import validate_resource
-from conformance.paths import PathError, as_text, evaluate_expression, evaluate_path
-from conformance.session import Session
+from hearth.capability.outcome import FhirError
+from hearth.capability.validation import validate_resource
+from hearth.conformance.paths import PathError, as_text, evaluate_expression, evaluate_path
+from hearth.conformance.session import Session
 
 CORE_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
 

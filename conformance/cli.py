@@ -39,8 +39,8 @@ def _pairs(values: list[str], flag: str, separator: str = "=") -> dict[str, str]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from conformance.suite import run_suite
-    from conformance.script import ScriptError
+    from hearth.conformance.suite import run_suite
+    from hearth.conformance.script import ScriptError
 
     servers = {1: args.server.rstrip("/")}
     servers.update({int(n): url.rstrip("/") for n, url in _pairs(args.destination, "--destination").items()})
@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     except ScriptError as exc:
         print(f"hearth conformance run: {exc}", file=sys.stderr)
         return 2
-    from conformance.report import summary_table
+    from hearth.conformance.report import summary_table
     print(summary_table(results))
     for result in results:
         for record in result.asserts:

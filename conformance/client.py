@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from conformance.script import parse_document
+from hearth.conformance.script import parse_document
 
 
 @dataclass

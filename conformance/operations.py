@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from capability import fhir_json, fhir_xml
-from conformance.client import Exchange
-from conformance.session import Session
+from hearth.capability import fhir_json, fhir_xml
+from hearth.conformance.client import Exchange
+from hearth.conformance.session import Session
 
 MEDIA = {"json": "application/fhir+json", "xml": "application/fhir+xml", "ttl": "text/turtle"}
 

@@ -9,8 +9,8 @@ from typing import Any
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models as fhirpath_models
 
-from capability import fhir_json
-from capability.resource_types import RESOURCE_TYPES
+from hearth.capability import fhir_json
+from hearth.capability.resource_types import RESOURCE_TYPES
 
 R4_MODEL = fhirpath_models["r4"]  # type information: choice types (Observation.value), resource types
 _STEP = re.compile(r"(?:\w+:)?(@?[A-Za-z_][\w\-]*)(?:\[(\d+)\])?")

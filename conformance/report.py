@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
-    from conformance.runner import ScriptResult
-    from conformance.script import Script
+    from hearth.conformance.script import Script
 
 TESTER = "Hearth conformance runner"
 
@@ -21,6 +20,18 @@ class AssertRecord:
     description: str
     result: str  # pass | fail | warning | error | skip
     message: str
+
+
+@dataclass
+class ScriptResult:
+    """A script run: its TestReport and every assert's record."""
+
+    script: Script
+    report: dict
+    asserts: list[AssertRecord] = field(default_factory=list)
+
+    def count(self, result: str) -> int:
+        return sum(1 for record in self.asserts if record.result == result)
 
 
 def build_report(script: "Script", server: str, setup: list[dict], tests: list[dict], teardown: list[dict],
@@ -55,7 +66,7 @@ def build_report(script: "Script", server: str, setup: list[dict], tests: list[d
     return report
 
 
-def summary_table(results: Iterable["ScriptResult"]) -> str:
+def summary_table(results: Iterable[ScriptResult]) -> str:
     """A Markdown table: one row per script with its assert counts, and a total."""
     rows = [("TestScript", "result", "pass", "fail", "warning", "error", "skip")]
     totals = [0, 0, 0, 0, 0]

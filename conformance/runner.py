@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from capability import fhir_json
-from conformance import asserts
-from conformance.client import Client, Exchange
-from conformance.operations import MEDIA, OperationError, build_request, created_id
-from conformance.report import AssertRecord, build_report
-from conformance.script import Script
-from conformance.session import Session
+from hearth.capability import fhir_json
+from hearth.conformance import asserts
+from hearth.conformance.client import Client, Exchange
+from hearth.conformance.operations import MEDIA, OperationError, build_request, created_id
+from hearth.conformance.report import AssertRecord, ScriptResult, build_report
+from hearth.conformance.script import Script
+from hearth.conformance.session import Session
 
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-
-
-@dataclass
-class ScriptResult:
-    script: Script
-    report: dict
-    asserts: list[AssertRecord] = field(default_factory=list)
-
-    def count(self, result: str) -> int:
-        return sum(1 for record in self.asserts if record.result == result)
 
 
 class _Section:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capability import fhir_json, fhir_xml
+from hearth.capability import fhir_json, fhir_xml
 
 
 class ScriptError(Exception):

@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.client import Exchange
-from conformance.paths import PathError, as_text, evaluate_expression, evaluate_path
-from conformance.script import Script
+from hearth.conformance.client import Exchange
+from hearth.conformance.paths import PathError, as_text, evaluate_expression, evaluate_path
+from hearth.conformance.script import Script
 
 _VARIABLE = re.compile(r"\$\{([^}]+)\}")
 

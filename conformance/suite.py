@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from capability import fhir_json
-from conformance.client import Client
-from conformance.runner import Runner, ScriptResult
-from conformance.script import ScriptError, find_scripts, load_script
+from hearth.capability import fhir_json
+from hearth.conformance.client import Client
+from hearth.conformance.report import ScriptResult
+from hearth.conformance.runner import Runner
+from hearth.conformance.script import ScriptError, find_scripts, load_script
 
 
 async def run_suite(paths: list[str], servers: dict[int, str], given: dict[str, str] | None = None,

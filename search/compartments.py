@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from capability.outcome import FhirError
-from capability.resource_types import is_resource_type
-from search.ir import AnyOfPred, Clause, ReferencePred, TokenPred
+from hearth.capability.outcome import FhirError
+from hearth.capability.resource_types import is_resource_type
+from hearth.search.ir import AnyOfPred, Clause, ReferencePred
+from hearth.search.params import token
 
 _DATA = Path(__file__).resolve().parents[1] / "capability" / "data" / "compartments.json"
 COMPARTMENTS: dict[str, dict[str, list[str]]] = json.loads(_DATA.read_text(encoding="utf-8"))
@@ -34,7 +35,7 @@ def compartment_clause(compartment_type: str, compartment_id: str, resource_type
     clauses = [Clause(code, "reference", (target,))
                for code in compartment_params(compartment_type, resource_type) if code != "{def}"]
     if resource_type == compartment_type:
-        clauses.append(Clause("_id", "token", (TokenPred(None, compartment_id),)))
+        clauses.append(Clause("_id", "token", (token.code(None, compartment_id),)))
     if not clauses:
         raise FhirError(400, "invalid", f"{resource_type} is not part of the {compartment_type} compartment")
     return Clause("_compartment", "special", (AnyOfPred(tuple(clauses)),))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from capability.outcome import FhirError
+from hearth.capability.outcome import FhirError
 
 
 @dataclass(frozen=True)

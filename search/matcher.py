@@ -1,30 +1,10 @@
 """The in-memory matcher: the search IR evaluated against one resource's index entries.
 
-This module is the reference for what every predicate means; each storage backend implements the same.
-A `where` is an AND of Clauses; a Clause is an OR of predicates over the entries of its `param`; a value
-predicate holds when some entry matches it (`:not`, `:not-in` and `:missing=true` when none does).
-
-- token: `code` any system; `|code` no system; `system|code`; `system|` any code of the system.
-  `:in`/`:above`/`:below` match any of the pred's expanded `codes` ((None, code) = any system);
-  `:not`/`:not-in` hold when no entry matches; `:text` is a starts-with on the entry's normalised text;
-  `:of-type` needs the Identifier type (system, code) and the value.
-- string: starts-with on the normalised form; `:contains` substring of it; `:exact` equality as written.
-- date: the search range [plo, phi] against each entry's range [tlo, thi] (R4 search.html#prefix):
-  eq plo<=tlo and thi<=phi; ne not eq; gt thi>phi; lt tlo<plo; ge gt or eq; le lt or eq; sa tlo>phi;
-  eb thi<plo; ap overlap of the ranges (the parser has already widened an `ap` range by 10% of the gap
-  to now).
-- number, quantity: the entry's value t against the search value v and its precision range [lo, hi)
-  (R4 search.html#number: `100` means [99.5, 100.5), `gt100` greater than exactly 100):
-  eq lo<=t<hi; ne not eq; gt t>v; lt t<v; ge t>=v; le t<=v; sa t>=hi; eb t<lo; ap lo<=t<=hi (the parser
-  has widened the range by 10% of v). Quantity units: `system|code` both equal; `||code` the entry's code
-  or its unit equals code; no units given: any. No unit conversion. A Range entry is compared by its
-  `value` (its low end), not by its span: a known simplification.
-- reference: a local pred (`url` None) matches local entries of that id (and type, when given); a `url`
-  pred matches entries with that absolute URL / canonical (and version, when given); `:identifier`
-  matches Reference.identifier like a token.
-- uri: equality; `:above` the entry is a prefix of the value; `:below` the value is a prefix of the entry.
-- composite: one CompositeEntry whose components match the component predicates, position by position.
-- chains and `_has` need a resolver (see `Resolver`); AnyOfPred holds when any of its clauses does.
+This is the reference evaluation of the IR (search/ir.py), which carries each predicate's whole meaning; every
+storage backend translates the same IR. A `where` is an AND of Clauses; a Clause is an OR of predicates over the
+entries of its `param`; a value predicate holds when some entry passes its type's test (search/params/), a negated
+token predicate and `:missing=true` when none does. Chains and `_has` need a resolver (see `Resolver`);
+AnyOfPred holds when any of its clauses does.
 """
 
 from __future__ import annotations
@@ -34,9 +14,9 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from functools import lru_cache
 from typing import Any
 
-from search.entries import CompositeEntry, Entry, TokenEntry
-from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, DatePred, HasPred, MissingPred,
-                       NumberPred, QuantityPred, ReferencePred, StringPred, TokenPred, UriPred)
+from hearth.search.entries import Entry, TokenEntry
+from hearth.search.ir import AnyOfPred, ChainPred, Clause, HasPred, MissingPred, ReferencePred, TokenPred
+from hearth.search.params import entry_test, token
 
 Resolver = Callable[[tuple[str, ...], tuple[Clause, ...]], "bool | Awaitable[bool]"]
 """`resolver(types, where)`: does any current resource of one of `types` match `where`? Sync or async.
@@ -48,7 +28,6 @@ answers with a search limited to one row; nested chains inside `where` are the r
 
 _Request = tuple[tuple[str, ...], tuple[Clause, ...]]
 _Remote = Generator[_Request, bool, bool]
-_ANY = None  # wildcard half of a token key
 
 
 class Prepared:
@@ -73,146 +52,18 @@ class Prepared:
         return self.by_param.get(param, ())
 
     def token_keys(self, param: str) -> frozenset:
-        """(system, code), (ANY, code) and (system, ANY) for each token entry; system "" = no system."""
+        """The keys of the parameter's token entries (search/params/token.py entry_keys)."""
         keys = self.token_cache.get(param)
         if keys is None:
             found = set()
             for entry in self.by_param.get(param, ()):
-                found.update(_entry_token_keys(entry))
+                found.update(token.entry_keys(entry))
             keys = self.token_cache[param] = frozenset(found)
         return keys
 
 
-def _entry_token_keys(entry: TokenEntry) -> tuple:
-    system = "" if entry.system is None else entry.system
-    if entry.code is None:
-        return ((system, _ANY),)
-    return (system, entry.code), (_ANY, entry.code), (system, _ANY)
-
-
 def prepare(entries: Sequence[Entry], resource_type: str | None = None, resource_id: str | None = None) -> Prepared:
     return Prepared(entries, resource_type, resource_id)
-
-
-# --- single-entry tests ---------------------------------------------------------------------------
-
-def _token_keys(pred: TokenPred) -> frozenset:
-    """The keys an entry must share with this (positive form of the) pred."""
-    if pred.modifier in ("in", "not-in", "above", "below"):
-        return frozenset((_ANY if system is None else system, code) for system, code in pred.codes)
-    return frozenset(((_ANY if pred.system is None else pred.system, pred.code),))
-
-
-def _token_test(pred: TokenPred) -> Callable[[Any], bool]:
-    if pred.modifier == "text":
-        text = pred.code or ""
-        return lambda e: e.text is not None and e.text.startswith(text)
-    if pred.modifier == "of-type":
-        wanted = (pred.type_system, pred.type_code, pred.code)
-        return lambda e: (e.type_system, e.type_code, e.code) == wanted
-    keys = _token_keys(pred)
-    return lambda e: not keys.isdisjoint(_entry_token_keys(e))
-
-
-def _string_test(pred: StringPred) -> Callable[[Any], bool]:
-    value = pred.value
-    if pred.modifier == "exact":
-        return lambda e: e.exact == value
-    if pred.modifier == "contains":
-        return lambda e: value in e.norm
-    return lambda e: e.norm.startswith(value)
-
-
-def _date_test(pred: DatePred) -> Callable[[Any], bool]:
-    plo, phi = pred.lo, pred.hi
-    tests: dict[str, Callable[[Any], bool]] = {
-        "eq": lambda e: plo <= e.lo and e.hi <= phi,
-        "ne": lambda e: not (plo <= e.lo and e.hi <= phi),
-        "gt": lambda e: e.hi > phi,
-        "lt": lambda e: e.lo < plo,
-        "ge": lambda e: e.hi > phi or (plo <= e.lo and e.hi <= phi),
-        "le": lambda e: e.lo < plo or (plo <= e.lo and e.hi <= phi),
-        "sa": lambda e: e.lo > phi,
-        "eb": lambda e: e.hi < plo,
-        "ap": lambda e: e.lo <= phi and e.hi >= plo,
-    }
-    return tests[pred.prefix]
-
-
-def _value_test(pred: NumberPred | QuantityPred) -> Callable[[float], bool]:
-    value, lo, hi = pred.value, pred.lo, pred.hi
-    tests: dict[str, Callable[[float], bool]] = {
-        "eq": lambda t: lo <= t < hi,
-        "ne": lambda t: not lo <= t < hi,
-        "gt": lambda t: t > value,
-        "lt": lambda t: t < value,
-        "ge": lambda t: t >= value,
-        "le": lambda t: t <= value,
-        "sa": lambda t: t >= hi,
-        "eb": lambda t: t < lo,
-        "ap": lambda t: lo <= t <= hi,
-    }
-    return tests[pred.prefix]
-
-
-def _number_test(pred: NumberPred) -> Callable[[Any], bool]:
-    test = _value_test(pred)
-    return lambda e: test(e.value)
-
-
-def _quantity_test(pred: QuantityPred) -> Callable[[Any], bool]:
-    test = _value_test(pred)
-    system, code = pred.system, pred.code
-    if code is None and not system:
-        return lambda e: test(e.value)
-    if code is None:
-        return lambda e: e.system == system and test(e.value)
-    if system:
-        return lambda e: e.system == system and e.code == code and test(e.value)
-    return lambda e: (e.code == code or e.unit == code) and test(e.value)
-
-
-def _reference_test(pred: ReferencePred) -> Callable[[Any], bool]:
-    if pred.modifier == "identifier":
-        system, value = pred.identifier_system, pred.identifier_value
-        wanted_system = None if system == "" else system
-        return lambda e: ((value is None or e.identifier_value == value)
-                          and (system is None or e.identifier_system == wanted_system)
-                          and e.identifier_value is not None)
-    if pred.url is not None:
-        url, version = pred.url, pred.version
-        return lambda e: e.url == url and (version is None or e.version == version)
-    rtype, rid = pred.target_type, pred.target_id
-    if rtype is None:
-        return lambda e: e.url is None and e.target_id == rid
-    return lambda e: e.url is None and e.target_id == rid and e.target_type == rtype
-
-
-def _uri_test(pred: UriPred) -> Callable[[Any], bool]:
-    value = pred.value
-    if pred.modifier == "above":
-        return lambda e: value.startswith(e.value)
-    if pred.modifier == "below":
-        return lambda e: e.value.startswith(value)
-    return lambda e: e.value == value
-
-
-def _composite_test(pred: CompositePred) -> Callable[[Any], bool]:
-    tests = tuple(_entry_test(component) for component in pred.components)
-    size = len(tests)
-    return lambda e: (isinstance(e, CompositeEntry) and len(e.components) == size
-                      and all(test(c) for test, c in zip(tests, e.components)))
-
-
-_ENTRY_TESTS: dict[type, Callable[[Any], Callable[[Any], bool]]] = {
-    TokenPred: _token_test, StringPred: _string_test, DatePred: _date_test, NumberPred: _number_test,
-    QuantityPred: _quantity_test, ReferencePred: _reference_test, UriPred: _uri_test,
-    CompositePred: _composite_test,
-}
-
-
-def _entry_test(pred: Any) -> Callable[[Any], bool]:
-    return _ENTRY_TESTS[type(pred)](pred)
 
 
 # --- clauses --------------------------------------------------------------------------------------
@@ -225,15 +76,15 @@ def _local_pred(param: str, pred: Any) -> _Local:
         if pred.missing:
             return lambda p: not p.get(param)
         return lambda p: bool(p.get(param))
-    if isinstance(pred, TokenPred) and pred.modifier in (None, "in", "above", "below", "not", "not-in"):
-        keys = _token_keys(pred)
-        if pred.modifier in ("not", "not-in"):
+    if isinstance(pred, TokenPred):  # against the resource's keys, computed once per parameter
+        keys = frozenset(pred.keys)
+        if pred.negated:
             return lambda p: (p.token_cache.get(param) or p.token_keys(param)).isdisjoint(keys)
         return lambda p: not (p.token_cache.get(param) or p.token_keys(param)).isdisjoint(keys)
     if isinstance(pred, AnyOfPred):
         checks = tuple(_local_clause(clause) for clause in pred.clauses)
         return lambda p: any(check(p) for check in checks)
-    test = _entry_test(pred)
+    test = entry_test(pred)
     return lambda p: any(test(e) for e in p.get(param))
 
 
@@ -285,7 +136,7 @@ def _chain(prepared: Prepared, param: str, pred: ChainPred) -> _Remote:
         if entry.url is None and entry.target_id and entry.target_type in pred.target_types:
             ids.setdefault(entry.target_type, {})[entry.target_id] = None
     for target_type, target_ids in ids.items():
-        by_id = Clause("_id", "token", tuple(TokenPred(None, target_id) for target_id in target_ids))
+        by_id = Clause("_id", "token", tuple(token.code(None, target_id) for target_id in target_ids))
         if (yield ((target_type,), (by_id, *pred.where))):
             return True
     return False

@@ -13,8 +13,8 @@ import unicodedata
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from capability.resource_types import is_resource_type
-from search.entries import MAX_INSTANT, MIN_INSTANT
+from hearth.capability.resource_types import is_resource_type
+from hearth.search.entries import MAX_INSTANT, MIN_INSTANT
 
 
 @functools.lru_cache(maxsize=8192)  # displays and names repeat a lot across resources

@@ -1,5 +1,9 @@
 """Query string -> search IR (search/ir.py), per the R4 search page (http://hl7.org/fhir/R4/search.html).
 
+A value is read by its parameter type's module (search/params/), which resolves its whole meaning into the
+predicate (token keys, negation, the comparisons a prefix stands for); this module holds what all types share:
+parameters and modifiers, chains, `_has`, `_list` and the result parameters.
+
 Errors. Two kinds, told apart on purpose:
 - something the server does not know or support: an unknown parameter, an unknown modifier or one not
   valid for the parameter's type, a chain through a non-reference, `:in` without a terminology service,
@@ -31,7 +35,9 @@ Cost bounds (search/limits.py; each a setting, refused with 400 `too-costly` und
 chain and `_has` levels in one parameter, comma-separated values in one parameter, parameters in one search.
 - `_count=0` (and `_summary=count`) ask for the count only: count 0 and, unless `_total` says otherwise,
   total "accurate". `_count` above `max_count` is cut to `max_count`.
-- the paging cursor travels as `_cursor`; `_format` and `_pretty` are the server's business and skipped.
+- the paging cursor travels as `_cursor` (read by search/paging.py); `_format` and `_pretty` are the server's
+  business and skipped.
+- what `_include` and `_revinclude` bring along is bounded by `max_count` too (`Query.include_limit`).
 """
 
 from __future__ import annotations
@@ -39,81 +45,27 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
-from capability.outcome import FhirError
-from capability.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
-from search.entries import MAX_INSTANT, MIN_INSTANT
-from search.limits import SearchLimits, too_costly
-from search.ir import (ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred, NumberPred,
-                       QuantityPred, Query, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
-from search.normalize import (date_range, normalize_string, number_range, split_canonical, split_reference,
-                              whole_number)
+from hearth.capability.outcome import FhirError
+from hearth.capability.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
+from hearth.search.ir import ChainPred, Clause, HasPred, Include, MissingPred, Query, SortKey
+from hearth.search.limits import SearchLimits, too_costly
+from hearth.search.normalize import whole_number
+from hearth.search.params import TYPES, token
+from hearth.search.params.common import BadValue, Terminology, Unsupported, split, unescape
 
-PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
-_MODIFIERS = {
-    "string": {"exact", "contains"},
-    "token": {"text", "not", "above", "below", "in", "not-in", "of-type"},
-    "reference": {"identifier"},  # plus `:[type]`
-    "uri": {"above", "below"},
-    "date": set(), "number": set(), "quantity": set(), "composite": set(),
-}
-_TERMINOLOGY_MODIFIERS = {"in", "not-in", "above", "below"}
-_NEGATED = {"not", "not-in"}
 _TOTALS = {"none", "estimate", "accurate"}
 _SUMMARIES = {"true", "text", "data", "count", "false"}
 _SKIPPED = {"_format", "_pretty"}
 _ANY_TYPE = min(RESOURCE_TYPES)  # Resource-level parameters (`_id`, …) are defined on every type
-_ESCAPED = re.compile(r"\\([\\,|$])")
 _NEXT_CODE = re.compile(r"[^:.]+")
 
 
-class Terminology(Protocol):
-    """What the token modifiers need (capability/terminology.py)."""
-
-    def expand(self, valueset_url: str) -> frozenset[tuple[str | None, str]] | None: ...
-    def descendants(self, system: str, code: str) -> frozenset[str]: ...
-    def ancestors(self, system: str, code: str) -> frozenset[str]: ...
-
-
-class _Unsupported(Exception):
-    """The parameter (or modifier, or feature) is unknown or not supported: strict 400, lenient ignore."""
-
-
-class _BadValue(Exception):
-    """A known parameter with a value it cannot mean: always 400."""
-
-
-def _split(text: str, separator: str) -> list[str]:
-    """`text` split on `separator` where it is not escaped with a backslash; escapes are kept."""
-    if "\\" not in text:
-        return text.split(separator)
-    parts, start, i = [], 0, 0
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-            continue
-        if text[i] == separator:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return parts
-
-
-def _unescape(text: str) -> str:
-    return _ESCAPED.sub(r"\1", text) if "\\" in text else text
-
-
-def _prefixed(text: str) -> tuple[str, str]:
-    if text[:2] in PREFIXES and len(text) > 2:
-        return text[:2], text[2:]
-    return "eq", text
-
-
 class _Parser:
-    """One search's parsing state: registry, terminology, base URL and the moment `ap` is relative to."""
+    """One search's parsing state: registry, terminology, base URL and the moment `ap` is relative to (what a
+    parameter type's parsing may ask for: search/params/common.py ParseContext)."""
 
     def __init__(self, registry: Any, terminology: Terminology | None, base_url: str, limits: SearchLimits) -> None:
         self.registry = registry
@@ -129,17 +81,17 @@ class _Parser:
         if not types:
             found = self.registry.get(_ANY_TYPE, code)
             if found is None or "Resource" not in found.base:
-                raise _Unsupported(f"unknown search parameter {code!r} for a search across all types")
+                raise Unsupported(f"unknown search parameter {code!r} for a search across all types")
             return found
         params = [self.registry.get(t, code) for t in types]
         missing = [t for t, p in zip(types, params) if p is None]
         if missing:
             reasons = {reason for param, reason in self.registry.unsupported(missing[0]) if param.code == code}
             if reasons:
-                raise _Unsupported(f"search parameter {code!r} is not supported: {'; '.join(sorted(reasons))}")
-            raise _Unsupported(f"unknown search parameter {code!r} for {', '.join(missing)}")
+                raise Unsupported(f"search parameter {code!r} is not supported: {'; '.join(sorted(reasons))}")
+            raise Unsupported(f"unknown search parameter {code!r} for {', '.join(missing)}")
         if len({p.type for p in params}) > 1:
-            raise _Unsupported(f"search parameter {code!r} has different types on {', '.join(types)}")
+            raise Unsupported(f"search parameter {code!r} has different types on {', '.join(types)}")
         if len(params) > 1 and params[0].type == "reference":
             return replace(params[0], target=tuple(dict.fromkeys(t for p in params for t in p.target)))
         return params[0]
@@ -161,30 +113,29 @@ class _Parser:
         return clauses
 
     def values(self, param: Any, modifier: str | None, raw: str) -> list[Clause]:
-        if param.type not in _MODIFIERS or not param.expression:
-            raise _Unsupported(f"search parameter {param.code!r} ({param.type}) is not supported")
-        texts = [text for text in _split(raw, ",") if text]
+        kind = TYPES.get(param.type)
+        if kind is None or not param.expression:
+            raise Unsupported(f"search parameter {param.code!r} ({param.type}) is not supported")
+        texts = [text for text in split(raw, ",") if text]
         if modifier == "missing":
             preds: list[Any] = [MissingPred(self.boolean(text)) for text in texts]
         else:
             self.check_modifier(param, modifier)
-            preds = [self.pred(param, modifier, text) for text in texts]
+            preds = [kind.parse(self, param, modifier, text) for text in texts]
         if not preds:
             return []
-        if modifier in _NEGATED:
+        if param.type == "token" and modifier in token.NEGATED:  # neither this nor that: one clause per value
             return [Clause(param.code, param.type, (pred,)) for pred in preds]
         return [Clause(param.code, param.type, tuple(preds))]
 
     def check_modifier(self, param: Any, modifier: str | None) -> None:
-        if modifier is None or modifier in _MODIFIERS[param.type]:
-            if modifier in _TERMINOLOGY_MODIFIERS and self.terminology is None:
-                raise _Unsupported(f":{modifier} needs a terminology service, and none is configured")
+        if modifier is None or modifier in TYPES[param.type].MODIFIERS:
             return
         if param.type == "reference" and is_resource_type(modifier):
             if param.target and modifier not in param.target:
-                raise _Unsupported(f"{modifier} is not a target type of {param.code!r}")
+                raise Unsupported(f"{modifier} is not a target type of {param.code!r}")
             return
-        raise _Unsupported(f"modifier :{modifier} is not supported on {param.code!r} ({param.type})")
+        raise Unsupported(f"modifier :{modifier} is not supported on {param.code!r} ({param.type})")
 
     def deeper(self, depth: int) -> int:
         """The level of a chain or `_has` step below `depth`, refused past HEARTH_SEARCH_MAX_CHAIN_DEPTH."""
@@ -195,22 +146,22 @@ class _Parser:
 
     def chain(self, param: Any, modifier: str | None, rest: str, raw: str, depth: int) -> Clause:
         if param.type != "reference":
-            raise _Unsupported(f"cannot chain through {param.code!r}: it is not a reference parameter")
+            raise Unsupported(f"cannot chain through {param.code!r}: it is not a reference parameter")
         if modifier is not None:
             self.check_modifier(param, modifier)
             if not is_resource_type(modifier):
-                raise _Unsupported(f"modifier :{modifier} cannot start a chain")
+                raise Unsupported(f"modifier :{modifier} cannot start a chain")
         targets = (modifier,) if modifier else param.target
         next_code = _NEXT_CODE.match(rest)
         if next_code is None:
-            raise _Unsupported(f"empty chain after {param.code!r}")
+            raise Unsupported(f"empty chain after {param.code!r}")
         kinds: dict[tuple, list[str]] = {}  # the targets with the next parameter, by what it is there
         for target in targets:
             found = self.registry.get(target, next_code.group())
             if found is not None:
                 kinds.setdefault((found.type, found.components), []).append(target)
         if not kinds:
-            raise _Unsupported(f"no target type of {param.code!r} has a parameter {next_code.group()!r}")
+            raise Unsupported(f"no target type of {param.code!r} has a parameter {next_code.group()!r}")
         groups: dict[tuple[Clause, ...], list[str]] = {}
         for kind in kinds.values():
             groups.setdefault(tuple(self.clauses(tuple(kind), rest, raw, depth)), []).extend(kind)
@@ -219,170 +170,28 @@ class _Parser:
     def has(self, types: tuple[str, ...], key: str, raw: str, depth: int) -> Clause:
         parts = key.split(":", 3)
         if len(parts) != 4 or not parts[3]:
-            raise _Unsupported("_has needs the form _has:Type:reference:parameter")
+            raise Unsupported("_has needs the form _has:Type:reference:parameter")
         _, source_type, source_code, rest = parts
         if not is_resource_type(source_type):
-            raise _Unsupported(f"_has: unknown resource type {source_type!r}")
+            raise Unsupported(f"_has: unknown resource type {source_type!r}")
         source = self.param((source_type,), source_code)
         if source.type != "reference":
-            raise _Unsupported(f"_has: {source_type}.{source_code} is not a reference parameter")
+            raise Unsupported(f"_has: {source_type}.{source_code} is not a reference parameter")
         if types and source.target and not set(types) & set(source.target):
-            raise _Unsupported(f"_has: {source_type}.{source_code} cannot refer to {', '.join(types)}")
+            raise Unsupported(f"_has: {source_type}.{source_code} cannot refer to {', '.join(types)}")
         where = tuple(self.clauses((source_type,), rest, raw, depth))
         return Clause("_has", "special", (HasPred(source_type, source_code, where),))
 
     def list_(self, raw: str) -> Clause:
-        ids = [_unescape(text) for text in _split(raw, ",") if text]
+        ids = [unescape(text) for text in split(raw, ",") if text]
         if any(not is_valid_id(list_id) for list_id in ids):
-            raise _Unsupported("only lists given by id are supported (no functional lists)")
-        by_id = Clause("_id", "token", tuple(TokenPred(None, list_id) for list_id in ids))
+            raise Unsupported("only lists given by id are supported (no functional lists)")
+        by_id = Clause("_id", "token", tuple(token.code(None, list_id) for list_id in ids))
         return Clause("_has", "special", (HasPred("List", "item", (by_id,)),))
-
-    # --- values ----------------------------------------------------------------------------------
-
-    def pred(self, param: Any, modifier: str | None, text: str) -> Any:
-        kind = param.type
-        if kind == "string":
-            value = _unescape(text)
-            return StringPred(value if modifier == "exact" else normalize_string(value), modifier)
-        if kind == "token":
-            return self.token(modifier, text)
-        if kind == "date":
-            return self.date(text)
-        if kind == "number":
-            return self.number(text)
-        if kind == "quantity":
-            return self.quantity(text)
-        if kind == "reference":
-            return self.reference(param, modifier, text)
-        if kind == "uri":
-            return self.uri(_unescape(text), modifier)
-        return self.composite(param, text)
-
-    def uri(self, value: str, modifier: str | None) -> UriPred:
-        if modifier == "above" and len(value) + 1 > self.limits.max_values:
-            # matched as the OR of the value's every prefix (backends list them): each prefix is a value
-            raise too_costly("search_max_values", self.limits.max_values,
-                             f"A uri :above value of {len(value)} characters (one value per prefix)")
-        return UriPred(value, modifier)
-
-    def token(self, modifier: str | None, text: str) -> TokenPred:
-        if modifier == "text":
-            return TokenPred(None, normalize_string(_unescape(text)), "text")
-        if modifier in ("in", "not-in"):
-            url = _unescape(text)
-            codes = self.terminology.expand(url)
-            if codes is None:
-                raise _BadValue(f"unknown or non-expandable ValueSet {url!r}")
-            return TokenPred(None, None, modifier, codes=tuple(sorted(codes, key=lambda c: (c[0] or "", c[1]))))
-        parts = [_unescape(part) for part in _split(text, "|")]
-        if modifier == "of-type":
-            if len(parts) != 3 or not all(parts):
-                raise _BadValue("of-type needs system|code|value")
-            return TokenPred(None, parts[2], "of-type", parts[0], parts[1])
-        if len(parts) == 1:
-            system, code = None, parts[0]
-        elif len(parts) == 2 and (parts[0] or parts[1]):
-            system, code = parts[0], parts[1] or None
-        else:
-            raise _BadValue("a token is code, system|code, |code or system|")
-        if modifier in ("above", "below"):
-            if not system or code is None:
-                raise _BadValue(f":{modifier} needs system|code")
-            closure = self.terminology.descendants if modifier == "below" else self.terminology.ancestors
-            related = closure(system, code)
-            codes = tuple((system, c) for c in sorted(set(related) | {code}))
-            return TokenPred(system, code, modifier, codes=codes)
-        return TokenPred(system, code, modifier)
-
-    def date(self, text: str) -> DatePred:
-        prefix, value = _prefixed(_unescape(text).replace(" ", "+"))
-        try:
-            lo, hi = date_range(value)
-        except ValueError as exc:
-            raise _BadValue(str(exc)) from None
-        if prefix == "ap":
-            lo, hi = self.widen_dates(lo, hi)
-        return DatePred(prefix, lo, hi)
-
-    def widen_dates(self, lo: str, hi: str) -> tuple[str, str]:
-        start, end = datetime.fromisoformat(lo), datetime.fromisoformat(hi)
-        gap = abs(self.now - start) / 10
-        try:
-            lo = (start - gap).isoformat(timespec="microseconds")
-        except OverflowError:
-            lo = MIN_INSTANT
-        try:
-            hi = (end + gap).isoformat(timespec="microseconds")
-        except OverflowError:
-            hi = MAX_INSTANT
-        return lo, hi
-
-    def number_parts(self, text: str) -> tuple[str, float, float, float]:
-        prefix, value = _prefixed(text)
-        try:
-            number, lo, hi = number_range(value)
-        except ValueError as exc:
-            raise _BadValue(str(exc)) from None
-        if prefix == "ap":
-            spread = abs(number) / 10
-            lo, hi = min(lo, number - spread), max(hi, number + spread)
-        return prefix, number, lo, hi
-
-    def number(self, text: str) -> NumberPred:
-        return NumberPred(*self.number_parts(_unescape(text)))
-
-    def quantity(self, text: str) -> QuantityPred:
-        parts = [_unescape(part) for part in _split(text, "|")]
-        if len(parts) not in (1, 3):
-            raise _BadValue("a quantity is number, number|system|code or number||code")
-        prefix, number, lo, hi = self.number_parts(parts[0])
-        if len(parts) == 1:
-            return QuantityPred(prefix, number, lo, hi)
-        system, code = parts[1], parts[2] or None
-        return QuantityPred(prefix, number, lo, hi, system if system or code else None, code)
-
-    def reference(self, param: Any, modifier: str | None, text: str) -> ReferencePred:
-        if modifier == "identifier":
-            parts = [_unescape(part) for part in _split(text, "|")]
-            if len(parts) > 2 or not any(parts):
-                raise _BadValue("an identifier is value, system|value, |value or system|")
-            system, value = (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1] or None)
-            return ReferencePred(modifier="identifier", identifier_system=system, identifier_value=value)
-        value = _unescape(text)
-        if modifier is not None:  # `:Type`
-            found = split_reference(value, self.base_url) if "/" in value else (modifier, value, None)
-            if found is None or found[0] != modifier or found[2] is not None or not found[1]:
-                raise _BadValue(f"expected an id or {modifier}/id")
-            return ReferencePred(modifier, found[1])
-        if "|" in value:
-            url, version = split_canonical(value)
-            return ReferencePred(url=url, version=version)
-        found = split_reference(value, self.base_url)
-        if found is None:
-            raise _BadValue("not a reference")
-        rtype, rid, url = found
-        if url is not None:
-            return ReferencePred(url=url)
-        if rtype is None and len(param.target) == 1:
-            rtype = param.target[0]
-        return ReferencePred(rtype, rid)
-
-    def composite(self, param: Any, text: str) -> CompositePred:
-        components = [self.registry.by_url(url) for url, _ in param.components]
-        if not components or any(c is None or c.type not in _MODIFIERS or c.type == "composite"
-                                 for c in components):
-            raise _Unsupported(f"composite {param.code!r} has components this server does not know")
-        parts = _split(text, "$")
-        if len(parts) != len(components):
-            raise _BadValue(f"{param.code!r} needs {len(components)} $-separated values")
-        if not all(parts):
-            raise _BadValue("empty component value")
-        return CompositePred(tuple(self.pred(c, None, part) for c, part in zip(components, parts)))
 
     def boolean(self, text: str) -> bool:
         if text not in ("true", "false"):
-            raise _BadValue(":missing takes true or false")
+            raise BadValue(":missing takes true or false")
         return text == "true"
 
     # --- result parameters -----------------------------------------------------------------------
@@ -391,7 +200,7 @@ class _Parser:
         descending = text.startswith("-")
         param = self.param(types, text[1:] if descending else text)
         if param.type in ("composite", "special"):
-            raise _Unsupported(f"cannot sort by {param.code!r} ({param.type})")
+            raise Unsupported(f"cannot sort by {param.code!r} ({param.type})")
         return SortKey(param.code, param.type, descending)
 
     def include(self, text: str, reverse: bool, iterate: bool) -> Include:
@@ -399,23 +208,23 @@ class _Parser:
             return Include("*", "*", None, reverse, iterate)
         parts = text.split(":")
         if len(parts) not in (2, 3) or not is_resource_type(parts[0]):
-            raise _BadValue("expected SourceType:parameter[:TargetType] or *")
+            raise BadValue("expected SourceType:parameter[:TargetType] or *")
         source, code = parts[0], parts[1]
         target = parts[2] if len(parts) == 3 else None
         if target is not None and not is_resource_type(target):
-            raise _BadValue(f"unknown target type {target!r}")
+            raise BadValue(f"unknown target type {target!r}")
         if code != "*":
             param = self.param((source,), code)
             if param.type != "reference":
-                raise _Unsupported(f"{source}.{code} is not a reference parameter")
+                raise Unsupported(f"{source}.{code} is not a reference parameter")
             if target is not None and param.target and target not in param.target:
-                raise _Unsupported(f"{target} is not a target type of {source}.{code}")
+                raise Unsupported(f"{target} is not a target type of {source}.{code}")
         return Include(source, code, target, reverse, iterate)
 
 
 def _values(value: str) -> list[str]:
     """The non-empty comma-separated values of a parameter (escaped commas do not separate)."""
-    return [text for text in _split(value, ",") if text]
+    return [text for text in split(value, ",") if text]
 
 
 def _bounded(params: list[tuple[str, str]], limits: SearchLimits) -> list[tuple[str, str]]:
@@ -457,7 +266,7 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
         try:
             if name == "_type":
                 if not system_level:
-                    raise _Unsupported("_type is only for a search across all types")
+                    raise Unsupported("_type is only for a search across all types")
             elif name == "_cursor":
                 settings["cursor"] = value
                 continue
@@ -465,15 +274,15 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
                 try:
                     settings["count"] = whole_number(value, max_count)
                 except ValueError as problem:
-                    raise _BadValue(str(problem)) from None
+                    raise BadValue(str(problem)) from None
                 value = str(settings["count"])
             elif name == "_total":
                 if value not in _TOTALS:
-                    raise _BadValue(f"expected one of {', '.join(sorted(_TOTALS))}")
+                    raise BadValue(f"expected one of {', '.join(sorted(_TOTALS))}")
                 settings["total"] = value
             elif name == "_summary":
                 if value not in _SUMMARIES:
-                    raise _BadValue(f"expected one of {', '.join(sorted(_SUMMARIES))}")
+                    raise BadValue(f"expected one of {', '.join(sorted(_SUMMARIES))}")
                 settings["summary"] = value
             elif name == "_elements":
                 settings["elements"] = tuple(e.strip() for e in value.split(",") if e.strip())
@@ -483,7 +292,7 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
                     if text.strip("-"):
                         try:
                             key = parser.sort_key(types, text)
-                        except _Unsupported as problem:
+                        except Unsupported as problem:
                             _lenient(strict, "_sort", text, problem, ignored)
                             continue
                         if all(key.param != known.param for known in (*sort, *keys)):
@@ -494,19 +303,19 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
                     continue
             elif code in ("_include", "_revinclude"):
                 if modifier not in ("", "iterate", "recurse"):
-                    raise _Unsupported(f"modifier :{modifier} is not supported on {code}")
+                    raise Unsupported(f"modifier :{modifier} is not supported on {code}")
                 includes.append(parser.include(value, code == "_revinclude", bool(modifier)))
             elif code in ("_sort", "_count", "_total", "_summary", "_elements", "_cursor", "_type"):
-                raise _Unsupported(f"{code} takes no modifier")
+                raise Unsupported(f"{code} takes no modifier")
             else:
                 clauses = parser.clauses(types, name, value)
                 if not clauses:
                     continue
                 where.extend(clauses)
-        except _Unsupported as problem:
+        except Unsupported as problem:
             _lenient(strict, name, value, problem, ignored)
             continue
-        except _BadValue as problem:
+        except BadValue as problem:
             raise FhirError(400, "invalid", f"Search parameter '{name}': invalid value {_shown(value)!r}: {problem}") \
                 from None
         used.append((name, value))
@@ -519,7 +328,8 @@ def parse_search(types: tuple[str, ...], params: list[tuple[str, str]], *, regis
         total = "accurate" if count == 0 else "none"
     return Query(types=types, where=tuple(where), sort=tuple(sort), count=count, cursor=settings.get("cursor"),
                  includes=tuple(includes), total=total, summary=settings.get("summary"),
-                 elements=settings.get("elements", ()), ignored=tuple(ignored), used=tuple(used))
+                 elements=settings.get("elements", ()), ignored=tuple(ignored), used=tuple(used),
+                 include_limit=max_count)
 
 
 def _lenient(strict: bool, name: str, value: str, problem: Exception, ignored: list[str]) -> None:

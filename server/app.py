@@ -13,18 +13,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from capability.outcome import FhirError
-from server import http, rest
-from server.hosts import TrustedHosts, allowed_hosts
-from server.proxies import ProxyHeaders, parse_networks
-from server.interactions import definitions
-from server.interactions.context import Context
-from server.interactions.limits import Limits
-from server.settings import Settings
-from storage import open_store
-from storage.base import Store
-from subscriptions.service import SubscriptionConfig, SubscriptionService
-from subscriptions.websocket import PATH as WEBSOCKET_PATH
+from hearth.capability.outcome import FhirError
+from hearth.server import http, rest
+from hearth.server.hosts import TrustedHosts, allowed_hosts
+from hearth.server.proxies import ProxyHeaders, parse_networks
+from hearth.server.wiring import close_context, open_context
+from hearth.interactions.context import Context
+from hearth.server.settings import Settings
+from hearth.storage.base import Store
+from hearth.subscriptions.config import SubscriptionConfig
+from hearth.subscriptions.service import SubscriptionService
+from hearth.subscriptions.websocket import PATH as WEBSOCKET_PATH
 
 log = logging.getLogger("hearth.server")
 
@@ -34,7 +33,7 @@ GZIP_LEVEL = 6  # zlib's default: ~30% faster than 9 on a 1 MB Bundle for 3% mor
 Handler = Callable[..., Awaitable[Response]]
 
 # URL shapes, tried in order. "{x}" captures a segment (never one starting with "_" or "$"; "{type}" only one
-# starting upper-case); others are literal.
+# starting upper-case; "{op}" only one starting with "$", an operation); others are literal.
 ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     ((), {"GET": rest.search_system}),
     (("metadata",), {"GET": rest.metadata}),
@@ -52,11 +51,9 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("{type}",), {"PUT": rest.conditional_update, "DELETE": rest.conditional_delete,
                    "PATCH": rest.conditional_patch}),
     (("{type}", "{id}"), {"PATCH": rest.patch}),
-    (("Subscription", "$status"), {"GET": rest.subscription_status, "POST": rest.subscription_status}),
-    (("Subscription", "{id}", "$status"), {"GET": rest.subscription_status, "POST": rest.subscription_status}),
-    (("Subscription", "{id}", "$events"), {"GET": rest.subscription_events, "POST": rest.subscription_events}),
-    (("Subscription", "{id}", "$get-ws-binding-token"), {"GET": rest.subscription_binding_token,
-                                                         "POST": rest.subscription_binding_token}),
+    (("{op}",), {"GET": rest.operation, "POST": rest.operation}),
+    (("{type}", "{op}"), {"GET": rest.operation, "POST": rest.operation}),
+    (("{type}", "{id}", "{op}"), {"GET": rest.operation, "POST": rest.operation}),
 ]
 
 
@@ -82,7 +79,11 @@ def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
         return None
     captured = []
     for part, segment in zip(pattern, segments):
-        if part.startswith("{"):
+        if part == "{op}":
+            if not segment.startswith("$"):
+                return None
+            captured.append(segment)
+        elif part.startswith("{"):
             if not segment or segment[0] in "_$" or (part == "{type}" and not segment[0].isupper()):
                 return None  # resource types start upper-case, so `metadata`, `healthz`… are never types
             captured.append(segment)
@@ -130,21 +131,13 @@ class HearthApp:
             parse_networks(settings.trusted_proxies))
 
     async def startup(self) -> None:
-        store = self.store or open_store(self.settings.storage, synchronous=self.settings.sqlite_synchronous,
-                                         search_timeout=self.settings.search_timeout)
-        if hasattr(store, "open"):
-            await store.open()
-        extras = {"max_body_bytes": self.settings.max_body_bytes,
-                  "conditional_delete_multiple": self.settings.conditional_delete_multiple}
-        self.ctx = Context(store, self.settings.public_base_url, self.settings.default_count,
-                           self.settings.max_count, extras=extras, limits=Limits.from_settings(self.settings))
-        await definitions.load(self.ctx)
-        await self.subscriptions.start(self.ctx)
+        ctx, _ = await open_context(self.settings, self.store, self.subscriptions)
+        await self.subscriptions.start()
+        self.ctx = ctx
 
     async def shutdown(self) -> None:
         if self.ctx is not None:
-            await self.subscriptions.stop()
-            await self.ctx.store.close()
+            await close_context(self.ctx, self.subscriptions)
             self.ctx = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

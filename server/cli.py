@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 
-from server.settings import Settings
+from hearth.server.settings import Settings
 
 SHUTDOWN_SECONDS = 5  # on SIGTERM, requests still running after this long are cancelled
 
@@ -13,10 +14,10 @@ SHUTDOWN_SECONDS = 5  # on SIGTERM, requests still running after this long are c
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.app import create_app
-    from server.logs import configure
-    from server.metrics import Observability
-    from server.protocol import bounded_protocol
+    from hearth.server.app import create_app
+    from hearth.server.logs import configure
+    from hearth.server.metrics import Observability
+    from hearth.server.protocol import bounded_protocol
 
     settings = Settings.from_env(host=args.host, port=args.port, storage=args.storage, base_url=args.base_url,
                                  max_body_bytes=args.max_body_bytes, log_level=args.log_level)
@@ -38,9 +39,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     import asyncio
 
-    from server.load import find_files, import_files
-    from server.logs import configure
-    from server.progress import ProgressBar
+    from hearth.server.load import find_files, import_files
+    from hearth.server.logs import configure
+    from hearth.server.progress import ProgressBar
 
     settings = Settings.from_env(storage=args.storage, base_url=args.base_url, log_level=args.log_level)
     configure(settings.log_level)
@@ -58,6 +59,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hearth", description="Hearth, a FHIR R4 server")
+    parser.add_argument("--version", action="version", version=f"hearth {metadata.version('hearth')}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server (settings also from HEARTH_* variables)")
     serve.add_argument("--host", help="interface to listen on (HEARTH_HOST, default 127.0.0.1)")
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--concurrency", type=int, default=4, help="files loaded at the same time (default 4)")
     load.add_argument("--log-level", help="debug, info, warning, error (HEARTH_LOG_LEVEL, default warning)")
     load.set_defaults(run=_import)
-    from conformance.cli import add_parser as add_conformance_parser  # argparse only; the runner loads on use
+    from hearth.conformance.cli import add_parser as add_conformance_parser  # argparse only; the runner loads on use
 
     add_conformance_parser(commands)
     return parser

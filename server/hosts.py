@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from capability.outcome import FhirError
-from server import http
+from hearth.capability.outcome import FhirError
+from hearth.server import http
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 

@@ -9,11 +9,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from capability import fhir_json, fhir_xml
-from capability.outcome import FhirError, Issue, operation_outcome
-from storage.base import Version
-from server.interactions.bundles import etag
-from server.interactions.resources import is_large, off_loop
+from hearth.capability import fhir_json, fhir_xml
+from hearth.capability.outcome import FhirError, Issue, operation_outcome
+from hearth.storage.base import Version
+from hearth.interactions.bundles import etag
+from hearth.interactions.resources import is_large, off_loop
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"

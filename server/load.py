@@ -2,8 +2,9 @@
 
 Files are NDJSON (`.ndjson`, `.jsonl`: one resource per line) or JSON (`.json`: a Bundle, or one resource),
 each optionally `.gz` or `.bz2`. NDJSON lines and collection entries are stored at their ids (update-as-create;
-created when they have none); batch and transaction Bundles go through `transaction.process_bundle`, as a
-`POST /` would (ifNoneExist, conditional and urn:uuid references; a transaction is all or nothing).
+created when they have none); batch and transaction Bundles go through the dispatcher as a `POST /` would
+(ifNoneExist, conditional and urn:uuid references; a transaction is all or nothing). Everything is written through
+the dispatcher by the system caller `import`, on a context wired as the server's (server/wiring.py).
 Files whose name starts with `0-` (Synthea's hospital and practitioner batch bundles, which the other bundles
 reference conditionally) are loaded first, one after the other; the rest run `concurrency` files at a time.
 Inside an NDJSON file or a collection, up to `window` entries are written concurrently so that the store can
@@ -24,17 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Awaitable, Callable, Coroutine, Iterable
 
-from capability import fhir_json
-from capability.outcome import FhirError
-from server.interactions import crud, transaction
-from server.interactions.context import Context
-from server.interactions.limits import Limits
-from server.interactions.resources import is_large, large_parts, off_loop
-from server.progress import ProgressBar
-from server.settings import Settings
-from storage import open_store
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
+from hearth.interactions.context import Context
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import Caller, Outcome, Request
+from hearth.interactions.resources import is_large, large_parts, off_loop
+from hearth.server.progress import ProgressBar
+from hearth.server.settings import Settings
+from hearth.server.wiring import close_context, open_context
 
 log = logging.getLogger("hearth.import")
+
+IMPORT = Caller("system", "import")  # the operator loading files: the writes are Hearth's own
 
 _OPENERS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open}
 _NDJSON = {".ndjson", ".jsonl"}
@@ -310,11 +313,12 @@ class Loader:
         raw_entries = bundle.get("entry")
         methods = [_method(raw) for raw in raw_entries] if isinstance(raw_entries, list) else []
         try:
-            processed = await transaction.process_bundle(self.ctx, bundle, "minimal", large)
+            processed = await dispatch(self.ctx, Request("batch", IMPORT, body=bundle, large=large,
+                                                         prefer_return="minimal"))
         except FhirError as error:  # a transaction that failed as a whole: nothing of it was written
             self._fail(path, _entry_named(error), f"transaction not loaded: {error.diagnostics}")
             return
-        for index, result in enumerate(processed.results):
+        for index, result in enumerate(processed.entries):
             if result.status >= 400:
                 self._fail(path, f"entry[{index}]", _outcome_text(result.outcome) or f"status {result.status}")
             elif result.version is not None and _wrote(methods[index], result.status):
@@ -331,15 +335,13 @@ class Loader:
             self._fail(path, where, "not a FHIR resource (no resourceType)")
             return
         resource_id = resource.get("id")
-        if resource_id is None:
-            await self._write(path, where, crud.create(self.ctx, resource_type, resource, large))
-        else:
-            await self._write(path, where, crud.update(self.ctx, resource_type, str(resource_id), resource,
-                                                       large=large))
+        request = Request("create", IMPORT, resource_type, body=resource, large=large) if resource_id is None else \
+            Request("update", IMPORT, resource_type, str(resource_id), body=resource, large=large)
+        await self._write(path, where, dispatch(self.ctx, request))
 
-    async def _write(self, path: Path, where: str, write: Awaitable[Any]) -> None:
+    async def _write(self, path: Path, where: str, write: Awaitable[Outcome]) -> None:
         try:
-            result = await write
+            outcome = await write
         except FhirError as error:
             self._fail(path, where, error.diagnostics)
             return
@@ -347,8 +349,8 @@ class Loader:
             log.exception("importing %s %s failed", path, where)
             self._fail(path, where, f"internal error: {exc!r}")
             return
-        version = result[0] if isinstance(result, tuple) else result
-        self._count(version.type)
+        if outcome.version is not None:
+            self._count(outcome.version.type)
 
     def _count(self, resource_type: str) -> None:
         self.report.counts[resource_type] += 1
@@ -368,14 +370,9 @@ class Loader:
 
 async def import_files(settings: Settings, files: list[Path], concurrency: int = 4,
                        progress: ProgressBar | None = None) -> LoadReport:
-    """Open the store `settings` names, load `files` into it, close it."""
-    store = open_store(settings.storage, synchronous=settings.sqlite_synchronous,
-                       search_timeout=settings.search_timeout)
-    if hasattr(store, "open"):
-        await store.open()
+    """Open the store `settings` names, wired as the server's is, load `files` into it, close it."""
+    ctx, subscriptions = await open_context(settings)
     try:
-        ctx = Context(store, settings.public_base_url, settings.default_count, settings.max_count,
-                      limits=Limits.from_settings(settings))
         return await Loader(ctx, concurrency, progress=progress).load(files)
     finally:
-        await store.close()
+        await close_context(ctx, subscriptions)

@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.logs import REQUEST_ID
+from hearth.server.logs import REQUEST_ID
 
 _HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _STORE_OPERATIONS = ("read", "vread", "commit", "history", "changes", "search")
@@ -129,12 +129,9 @@ def _timed(method: Callable[..., Awaitable[Any]], name: str, metrics: Metrics) -
     return timed
 
 
-def _backlog_gauge(ctx: Any) -> Callable[[], Awaitable[float | None]]:
+def _backlog_gauge(ctx: Any, subscriptions: Any) -> Callable[[], Awaitable[float | None]]:
     async def backlog() -> float | None:
-        service = ctx.extras.get("subscriptions")
-        if service is None:
-            return None
-        checkpoint = await service.queue.checkpoint()
+        checkpoint = await subscriptions.queue.checkpoint()
         return float(len(await ctx.store.changes(checkpoint, _BACKLOG_CAP)))
 
     return backlog
@@ -195,17 +192,18 @@ class Observability:
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                self.attach(getattr(self.app, "ctx", None))
+                self.attach(getattr(self.app, "ctx", None), getattr(self.app, "subscriptions", None))
             await send(message)
 
         return lifespan_send
 
-    def attach(self, ctx: Any) -> None:
+    def attach(self, ctx: Any, subscriptions: Any) -> None:
         """Instrument a started app's store and register its gauges."""
         if ctx is None:
             return
         instrument_store(ctx.store, self.metrics)
-        self.metrics.gauges["hearth_subscription_dispatch_backlog"] = _backlog_gauge(ctx)
+        if subscriptions is not None:
+            self.metrics.gauges["hearth_subscription_dispatch_backlog"] = _backlog_gauge(ctx, subscriptions)
 
     async def _serve_metrics(self, send: Send) -> None:
         body = await self.metrics.render()

@@ -16,8 +16,8 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from capability import fhir_json
-from capability.outcome import FhirError
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
 
 log = logging.getLogger("hearth.server")
 

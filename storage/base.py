@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, Sequence
 
-from search.entries import Entry
-from search.ir import Query
+from hearth.search.entries import Entry
+from hearth.search.ir import Query
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +70,16 @@ class HistoryPage:
 
 @dataclass(slots=True)
 class SearchPage:
+    """One page of a search (search/ir.py Query): its matches in the search's order, what its includes bring along,
+    and where it lies in that order, for paging (search/paging.py)."""
+
     matches: list[Version]
     included: list[Version] = field(default_factory=list)
     total: int | None = None
-    next_cursor: str | None = None
-    previous_cursor: str | None = None
+    first: tuple | None = None  # the key values (Keyset.values) of the first match, in the order of the page
+    last: tuple | None = None  # ... and of the last
+    more: bool = False  # more matches lie beyond the page, in the direction it was read
+    included_cut: bool = False  # the includes reached Query.include_limit: the rest were left out
 
 
 class VersionConflict(Exception):
@@ -103,6 +108,41 @@ class TransactionsUnsupported(Exception):
     """The backend cannot commit several writes atomically (e.g. MongoDB without a replica set)."""
 
 
+class SearchRefused(Exception):
+    """A search the backend stopped or cannot run (as a search, a commit's assertion or a history read); the
+    interactions answer it as an OperationOutcome (interactions/search.py)."""
+
+
+class SearchTimedOut(SearchRefused):
+    """The work ran past the backend's deadline (`search_timeout` seconds) and was stopped."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"stopped after {seconds:g} s")
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple:  # crosses from the SQLite writer process
+        return SearchTimedOut, (self.seconds,)
+
+
+class SearchTooNested(SearchRefused):
+    """Chains and `_has` nest `depth` levels deep, more than `backend` compiles (`most`: the deepest it does)."""
+
+    def __init__(self, depth: int, most: int, backend: str) -> None:
+        super().__init__(f"nested {depth} levels deep, more than the {most} levels {backend} compiles")
+        self.depth, self.most, self.backend = depth, most, backend
+
+    def __reduce__(self) -> tuple:
+        return SearchTooNested, (self.depth, self.most, self.backend)
+
+
+class KeysetMismatch(SearchRefused):
+    """`Query.after` holds more or fewer values than the search's order has keys (a place in another order)."""
+
+
+class StoreClosing(Exception):
+    """The store is closing and takes no more work."""
+
+
 class Store(Protocol):
     """What interactions need from storage. All methods are safe to call concurrently."""
 
@@ -116,16 +156,23 @@ class Store(Protocol):
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
         """Commit all writes atomically, or none. Raises VersionConflict / AssertionFailed /
-        TransactionsUnsupported (more than one write on a backend without transactions)."""
+        TransactionsUnsupported (more than one write on a backend without transactions) / SearchRefused (an
+        assertion's search)."""
 
     async def history(self, resource_type: str | None, resource_id: str | None, since: datetime | None,
                       before_seq: int | None, count: int, at: datetime | None = None) -> HistoryPage:
-        """Versions newest first, optionally filtered; `before_seq` pages (exclusive upper bound)."""
+        """Versions newest first, optionally filtered; `before_seq` pages (exclusive upper bound). Raises
+        SearchTimedOut past the deadline."""
 
     async def changes(self, after_seq: int, limit: int) -> list[Change]:
         """Change-log rows with seq > after_seq, oldest first."""
 
-    async def search(self, query: Query) -> SearchPage: ...
+    async def search(self, query: Query) -> SearchPage:
+        """One page of `query`: matches in its order (search/ir.py), after `query.after` when set, its includes
+        (search/ir.py include_steps) and its total when asked. Raises SearchRefused."""
+
+    async def cursor_key(self) -> bytes:
+        """The database's secret that signs paging cursors (search/paging.py): the same for every process on it."""
 
     async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
         """Replace the index entries of existing current resources (type, id, entries) without a new version:

@@ -2,8 +2,8 @@
 
 How a notification travels, and why nothing is lost:
 
-1. A client writes a Subscription like any resource. `service.accept` (called by the REST create /
-   update) checks it first: criteria (`criteria.py`, the search parser under strict handling), topic
+1. A client writes a Subscription like any resource, by any path (REST, a Bundle entry, a PATCH, `hearth
+   import`): the acceptance write hook (`acceptance.py`) checks it where its version is built: criteria (`criteria.py`, the search parser under strict handling), topic
    and filters (`topics.py`, `model.py`), channel (`channels.py`: rest-hook http(s) endpoint that the
    egress policy allows (`egress.py`: no loopback, private, link-local … address unless a setting allows
    its network, never Hearth itself; names resolved then too), headers, payload; or websocket). A bad one is
@@ -30,6 +30,9 @@ How a notification travels, and why nothing is lost:
 4. Websocket clients (`websocket.py`) bind to subscriptions and are told about events read from the
    same event table, so a socket on any process sees events recorded by any process.
 
-Subscriptions read and write resources through the interactions and the Store protocol only; the
-queue is the one piece of storage of their own (storage/*/notification_queue.py).
+What leaves towards a receiver or a client goes through the dispatcher: every notification's focus is read on the
+subscription's behalf (so the policy decides what it may see), the operations are dispatched, and Hearth's own
+status changes are updates by the system caller. The dispatcher's bookkeeping (tailing the change log, the store
+lookups of chain and `_has` criteria, loading the registry at start-up) reads the store directly; the queue is the
+one piece of storage of their own (storage/*/notification_queue.py).
 """

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from capability.outcome import FhirError
-from subscriptions.egress import EgressPolicy
+from hearth.capability.outcome import FhirError
+from hearth.subscriptions.egress import EgressPolicy
 
 CHANNEL_TYPES = ("rest-hook", "websocket")
 PAYLOAD_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from capability.outcome import FhirError
-from capability.terminology import default_terminology
-from capability.resource_types import is_resource_type
-from search.ir import Clause, ReferencePred, TokenPred
-from search.matcher import Matcher, compile_matcher
-from search.parse import parse_search
-from server.interactions.context import Context
+from hearth.capability.outcome import FhirError
+from hearth.capability.terminology import default_terminology
+from hearth.capability.resource_types import is_resource_type
+from hearth.search.ir import Clause, ReferencePred, TokenPred
+from hearth.search.matcher import Matcher, compile_matcher
+from hearth.search.parse import parse_search
+from hearth.interactions.context import Context
 
 # search result parameters say how to page or shape results: meaningless for a notification
 _RESULT_PARAMS = {"_sort", "_count", "_include", "_revinclude", "_summary", "_elements", "_total", "_contained",
@@ -62,8 +62,8 @@ def _guard(where: tuple[Clause, ...]) -> Guard | None:
     """The first clause whose every value is an exact token or a local reference id, as lookup keys."""
     for clause in where:
         preds = clause.preds
-        if preds and all(type(p) is TokenPred and p.modifier is None for p in preds):
-            return "token", clause.param, frozenset((p.system, p.code) for p in preds)
+        if preds and all(type(p) is TokenPred and not p.negated for p in preds):
+            return "token", clause.param, frozenset(key for p in preds for key in p.keys)
         if preds and all(type(p) is ReferencePred and p.modifier is None and p.url is None and p.target_id
                          for p in preds):
             return "ref", clause.param, frozenset(p.target_id for p in preds)

@@ -22,14 +22,14 @@ from typing import Awaitable, Callable
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from server.interactions.context import Context
-from subscriptions import notifications
-from subscriptions.channels import DeliveryFailed, Outgoing, send
-from subscriptions.egress import EgressPolicy, GuardedResolver
-from subscriptions.model import Subscription
-from subscriptions.queue import Delivery, NotificationQueue
-from subscriptions.registry import Registry
-from subscriptions.wake import sleep_until_set
+from hearth.interactions.context import Context
+from hearth.subscriptions import notifications
+from hearth.subscriptions.channels import DeliveryFailed, Outgoing, send
+from hearth.subscriptions.egress import EgressPolicy, GuardedResolver
+from hearth.subscriptions.model import Subscription
+from hearth.subscriptions.queue import Delivery, NotificationQueue
+from hearth.subscriptions.registry import Registry
+from hearth.subscriptions.wake import sleep_until_set
 
 log = logging.getLogger("hearth.subscriptions")
 

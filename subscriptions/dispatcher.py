@@ -20,16 +20,16 @@ import time
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
-from capability import fhir_json
-from capability.outcome import FhirError
-from search.ir import Query
-from search.matcher import Prepared
-from server.interactions.context import Context
-from server.interactions.resources import index_entries
-from storage.base import Change
-from subscriptions.model import MATCHING_STOPPED
-from subscriptions.queue import NewEvent, NotificationQueue
-from subscriptions.registry import Registry, Target
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
+from hearth.search.ir import Query
+from hearth.search.matcher import Prepared
+from hearth.interactions.context import Context
+from hearth.interactions.resources import index_entries
+from hearth.storage.base import Change
+from hearth.subscriptions.model import MATCHING_STOPPED
+from hearth.subscriptions.queue import NewEvent, NotificationQueue
+from hearth.subscriptions.registry import Registry, Target
 
 log = logging.getLogger("hearth.subscriptions")
 

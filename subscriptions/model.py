@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from capability.outcome import FhirError
-from server.interactions.context import Context
-from subscriptions.channels import Channel, parse_channel
-from subscriptions.criteria import Filter, compile_criteria
-from subscriptions.egress import EgressPolicy
-from subscriptions.topics import TOPICS, Topic
+from hearth.capability.outcome import FhirError
+from hearth.interactions.context import Context
+from hearth.subscriptions.channels import Channel, parse_channel
+from hearth.subscriptions.criteria import Filter, compile_criteria
+from hearth.subscriptions.egress import EgressPolicy
+from hearth.subscriptions.topics import TOPICS, Topic
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 BACKPORT_PROFILE = f"{BACKPORT}/backport-subscription"

@@ -14,12 +14,16 @@ from typing import Any, Sequence
 
 import orjson
 
-from server.interactions.bundles import bundle, entry
-from server.interactions.context import Context
-from storage.clock import to_instant, utc_now
-from subscriptions.channels import Outgoing
-from subscriptions.model import BACKPORT, Subscription
-from subscriptions.queue import Event
+from hearth.capability.outcome import FhirError
+from hearth.interactions.bundles import bundle, entry
+from hearth.interactions.context import Context
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import Caller, Request
+from hearth.storage.base import Version
+from hearth.storage.clock import to_instant, utc_now
+from hearth.subscriptions.channels import Outgoing
+from hearth.subscriptions.model import BACKPORT, Subscription
+from hearth.subscriptions.queue import Event
 
 STATUS_PROFILE = f"{BACKPORT}/backport-subscription-status-r4"
 
@@ -55,24 +59,43 @@ def status_parameters(base_url: str, subscription: Subscription, kind: str, even
 
 async def status_bundle(ctx: Context, subscription: Subscription, kind: str, events_since_start: int,
                         events: Sequence[Event] = (), bundle_type: str = "history", error: str | None = None) -> bytes:
-    """A notification (or `$events` answer): the SubscriptionStatus, then the events' focus resources."""
-    status = status_parameters(ctx.base_url, subscription, kind, events_since_start, events, error)
+    """A notification (or `$events` answer): the SubscriptionStatus, then the events' focus resources (those the
+    subscription may see)."""
+    events = await shown(ctx, subscription, events)
+    status = status_parameters(ctx.base_url, subscription, kind, events_since_start, [e for e, _ in events], error)
     entries = [entry(f"urn:uuid:{status['id']}", orjson.dumps(status),
                      request={"method": "GET", "url": f"{ctx.base_url}/Subscription/{subscription.id}/$status"},
                      response={"status": "200"})]
     if subscription.channel.content != "empty":
-        for event in events:
-            entries.append(await _focus_entry(ctx, event, subscription.channel.content == "full-resource"))
+        full = subscription.channel.content == "full-resource"
+        for event, version in events:
+            entries.append(_focus_entry(ctx, event, version.body if full and version is not None else None))
     return _with_timestamp(bundle(bundle_type, entries))
 
 
-async def _focus_entry(ctx: Context, event: Event, full: bool) -> bytes:
+async def shown(ctx: Context, subscription: Subscription, events: Sequence[Event]) -> list[tuple[Event, Version | None]]:
+    """The events whose focus the subscription may see, each with the version it may see (None for a delete).
+    The focus is read through the dispatcher on the subscription's behalf, so the policy decides, as for any read:
+    an event whose resource it hides is left out of the notification altogether."""
+    visible = []
+    for event in events:
+        request = Request("vread", Caller("subscription", subscription.id), event.type, event.id,
+                          version_id=str(event.version_id))
+        try:
+            visible.append((event, (await dispatch(ctx, request)).version))
+        except FhirError as error:
+            if error.status == 410:  # a delete: the tombstone, as the policy shows it
+                tombstone = await ctx.store.vread(event.type, event.id, event.version_id)
+                if tombstone is not None and ctx.policy.after(request, tombstone) is not None:
+                    visible.append((event, None))
+            elif error.status != 404:
+                raise
+    return visible
+
+
+def _focus_entry(ctx: Context, event: Event, body: bytes | None) -> bytes:
     method, status = _METHOD.get(event.interaction, ("PUT", "200"))
     url = event.type if method == "POST" else f"{event.type}/{event.id}"
-    body = None
-    if full and event.interaction != "delete":
-        version = await ctx.store.vread(event.type, event.id, event.version_id)
-        body = version.body if version is not None and not version.deleted else None
     return entry(f"{ctx.base_url}/{event.type}/{event.id}", body, request={"method": method, "url": url},
                  response={"status": status, "etag": f'W/"{event.version_id}"',
                            "lastModified": to_instant(event.timestamp)})
@@ -83,17 +106,19 @@ def _with_timestamp(body: bytes) -> bytes:
     return body[:-1] + b',"timestamp":' + orjson.dumps(to_instant(utc_now())) + b"}"
 
 
-async def r4_outgoing(ctx: Context, subscription: Subscription, event: Event) -> Outgoing:
+async def r4_outgoing(ctx: Context, subscription: Subscription, event: Event) -> Outgoing | None:
     """R4 rest-hook: an empty POST to the endpoint; with a payload, `PUT [endpoint]/Type/id` with the
-    resource (the endpoint is then a FHIR base), or `DELETE [endpoint]/Type/id` for a delete."""
+    resource (the endpoint is then a FHIR base), or `DELETE [endpoint]/Type/id` for a delete. None when the
+    subscription may not see the resource: nothing is sent."""
+    visible = await shown(ctx, subscription, [event])
+    if not visible:
+        return None
     endpoint = subscription.channel.endpoint or ""
     if subscription.channel.payload is None:
         return Outgoing("POST", endpoint, None)
     url = f"{endpoint.rstrip('/')}/{event.type}/{event.id}"
-    if event.interaction == "delete":
-        return Outgoing("DELETE", url, None)
-    version = await ctx.store.vread(event.type, event.id, event.version_id)
-    if version is None or version.deleted:
+    version = visible[0][1]
+    if version is None:
         return Outgoing("DELETE", url, None)
     return Outgoing("PUT", url, version.body)
 

@@ -10,45 +10,63 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from capability.outcome import FhirError
-from server.interactions import crud
-from server.interactions.bundles import bundle, entry
-from server.interactions.context import Context
-from subscriptions import notifications
-from subscriptions.channels import CONTENTS
-from subscriptions.model import Subscription, parse_subscription
-from subscriptions.service import running
+from hearth.capability.outcome import FhirError
+from hearth.interactions.bundles import bundle, entry
+from hearth.interactions.context import Context
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import Outcome, Request
+from hearth.subscriptions import notifications
+from hearth.subscriptions.channels import CONTENTS
+from hearth.subscriptions.config import SubscriptionConfig
+from hearth.subscriptions.model import Subscription, parse_subscription
+from hearth.subscriptions.queue import NotificationQueue
+from hearth.subscriptions.registry import Registry
+from hearth.subscriptions.websocket import WebSocketHub
 
 
-async def _subscription(ctx: Context, subscription_id: str) -> tuple[Subscription, dict[str, Any]]:
-    """The subscription as the registry has it, and its stored resource (404 / 410 as for a read)."""
-    version = await crud.read(ctx, "Subscription", subscription_id)
+class SubscriptionService(Protocol):
+    """What the operations use of the running service (subscriptions/service.py)."""
+
+    config: SubscriptionConfig
+    registry: Registry
+    queue: NotificationQueue
+    websockets: WebSocketHub
+
+
+async def _subscription(service: SubscriptionService, ctx: Context, request: Request,
+                        subscription_id: str) -> tuple[Subscription, dict[str, Any]]:
+    """The subscription as the registry has it, and its stored resource, read for the operation's caller (404 /
+    410 as for a read)."""
+    read = Request("read", request.caller, "Subscription", subscription_id)
+    version = (await dispatch(ctx, read)).version
+    assert version is not None
     resource = orjson.loads(version.body)
-    service = running(ctx)
     subscription = service.registry.get(subscription_id)
     if subscription is None or subscription.version_id != version.version_id:  # the registry is a moment behind
         subscription = parse_subscription(ctx, resource, version.version_id, service.config.egress)
     return subscription, resource
 
 
-async def status(ctx: Context, subscription_ids: list[str]) -> bytes:
+async def status(service: SubscriptionService, ctx: Context, request: Request) -> Outcome:
+    """`Subscription/[id]/$status` or `Subscription/$status?id=…`."""
+    subscription_ids = [request.id] if request.id else [value for name, value in request.params if name == "id"]
     if not subscription_ids:
         raise FhirError(400, "required", "$status needs a subscription: Subscription/[id]/$status or ?id=")
-    queue = running(ctx).queue
+    queue = service.queue
     entries = []
     for subscription_id in subscription_ids:
-        subscription, resource = await _subscription(ctx, subscription_id)
+        subscription, resource = await _subscription(service, ctx, request, subscription_id)
         stored = replace(subscription, status=resource.get("status", subscription.status))
         parameters = notifications.status_parameters(ctx.base_url, stored, "query-status",
                                                      await queue.event_count(subscription_id),
                                                      error=resource.get("error"))
         entries.append(entry(f"urn:uuid:{parameters['id']}", orjson.dumps(parameters),
                              search={"mode": "match"}))
-    return bundle("searchset", entries, len(entries))
+    return Outcome(body=bundle("searchset", entries, len(entries)))
 
 
 def _number(params: dict[str, str], name: str) -> int | None:
@@ -60,9 +78,11 @@ def _number(params: dict[str, str], name: str) -> int | None:
     return int(value)
 
 
-async def events(ctx: Context, subscription_id: str, params: dict[str, str]) -> bytes:
-    subscription, _ = await _subscription(ctx, subscription_id)
-    queue = running(ctx).queue
+async def events(service: SubscriptionService, ctx: Context, request: Request) -> Outcome:
+    """`Subscription/[id]/$events?eventsSinceNumber=&eventsUntilNumber=&content=`."""
+    subscription_id, params = _instance(request), dict(request.params)
+    subscription, _ = await _subscription(service, ctx, request, subscription_id)
+    queue = service.queue
     count = await queue.event_count(subscription_id)
     first = _number(params, "eventsSinceNumber") or 1
     last = _number(params, "eventsUntilNumber")
@@ -71,20 +91,28 @@ async def events(ctx: Context, subscription_id: str, params: dict[str, str]) -> 
         raise FhirError(400, "invalid", f"content must be one of {', '.join(CONTENTS)}")
     found = await queue.events(subscription_id, first, last, ctx.max_count)
     shown = replace(subscription, channel=replace(subscription.channel, content=content))
-    return await notifications.status_bundle(ctx, shown, "query-event", count, found)
+    return Outcome(body=await notifications.status_bundle(ctx, shown, "query-event", count, found))
 
 
-async def binding_token(ctx: Context, subscription_id: str) -> bytes:
+async def binding_token(service: SubscriptionService, ctx: Context, request: Request) -> Outcome:
     """`Subscription/[id]/$get-ws-binding-token`: a token for `bind-with-token` on the websocket."""
-    subscription, _ = await _subscription(ctx, subscription_id)
+    subscription_id = _instance(request)
+    subscription, _ = await _subscription(service, ctx, request, subscription_id)
     if subscription.channel.type != "websocket":
         raise FhirError(422, "invalid", f"Subscription/{subscription_id} does not use the websocket channel")
-    hub = running(ctx).websockets
+    hub = service.websockets
     token, expires = await hub.binding_token(subscription_id)
     expiration = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return orjson.dumps({"resourceType": "Parameters", "parameter": [
+    return Outcome(body=orjson.dumps({"resourceType": "Parameters", "parameter": [
         {"name": "token", "valueString": token},
         {"name": "expiration", "valueDateTime": expiration},
         {"name": "subscription", "valueString": subscription_id},
         {"name": "websocket-url", "valueUrl": hub.websocket_url()},
-    ]})
+    ]}))
+
+
+def _instance(request: Request) -> str:
+    if not request.id:
+        raise FhirError(400, "required", f"{request.operation} is an operation on one Subscription: "
+                                         f"Subscription/[id]/{request.operation}")
+    return request.id

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from storage.notification_records import Delivery, Event, NewEvent
+from hearth.storage.notification_records import Delivery, Event, NewEvent
 
 __all__ = ["Delivery", "Event", "NewEvent", "NotificationQueue"]
 

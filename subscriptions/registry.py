@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from search.matcher import Prepared
-from subscriptions.criteria import Filter
-from subscriptions.model import Subscription
+from hearth.search.matcher import Prepared
+from hearth.subscriptions.criteria import Filter
+from hearth.subscriptions.model import Subscription
 
 
 @dataclass(frozen=True, slots=True)

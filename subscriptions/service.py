@@ -1,12 +1,10 @@
-"""The subscription service: started and stopped with the app; owns the registry, dispatcher, sender.
+"""The subscription service: installed on a context (its write hooks, operations and CapabilityStatement part),
+then started and stopped with the server; owns the registry, dispatcher, sender.
 
-Subscriptions are ordinary resources written through the interactions. A REST create/update of a
-Subscription first goes through `accept`: the criteria, topic and channel are checked (a 422
-OperationOutcome, nothing stored, when they are wrong) and the status is set: R4 subscriptions are
-active once accepted; backport rest-hook subscriptions stay `requested` until their handshake is
-delivered. Status changes Hearth makes itself (active after a handshake, error after the retry horizon, after
-matching failed or overran its budget, or for a stored subscription this process can no longer accept) are
-ordinary updates too (If-Match, retried on a concurrent change).
+Subscriptions are ordinary resources written through the dispatcher; every write of one passes the acceptance
+hook (subscriptions/acceptance.py). Status changes Hearth makes itself (active after a handshake, error after the
+retry horizon, after matching failed or overran its budget, or for a stored subscription this process can no
+longer accept) are ordinary updates by the system (If-Match, retried on a concurrent change).
 """
 
 from __future__ import annotations
@@ -14,70 +12,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Sequence
 
-import aiohttp
-
-from capability import fhir_json
-from capability.outcome import FhirError
-from server.interactions import crud
-from server.interactions.context import Context
-from server.interactions.resources import parse_body
-from storage import notification_queue
-from storage.base import Change, Version, Write
-from subscriptions.channels import endpoint_url, refused
-from subscriptions.delivery import Deliverer, DeliveryConfig
-from subscriptions.dispatcher import Dispatcher
-from subscriptions.egress import EgressPolicy, ResolverFactory
-from subscriptions.model import Subscription, parse_subscription
-from subscriptions.owners import is_gone, new_owner
-from subscriptions.registry import Registry
-from subscriptions.wake import sleep_until_set
-from subscriptions.websocket import WebSocketHub
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
+from hearth.interactions.context import Context, WriteHook
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import SYSTEM, Request
+from hearth.storage import notification_queue
+from hearth.storage.base import Change, Version, Write
+from hearth.subscriptions import operations
+from hearth.subscriptions.acceptance import Acceptance
+from hearth.subscriptions.config import SubscriptionConfig
+from hearth.subscriptions.delivery import Deliverer
+from hearth.subscriptions.dispatcher import Dispatcher
+from hearth.subscriptions.model import Subscription, parse_subscription
+from hearth.subscriptions.owners import is_gone, new_owner
+from hearth.subscriptions.registry import Registry
+from hearth.subscriptions.topics import topic_summary
+from hearth.subscriptions.wake import sleep_until_set
+from hearth.subscriptions.websocket import WebSocketHub
 
 log = logging.getLogger("hearth.subscriptions")
 
 
-@dataclass(frozen=True)
-class SubscriptionConfig:
-    egress: EgressPolicy = field(default_factory=EgressPolicy)  # where rest-hook endpoints may point
-    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
-    match_timeout: float = 1.0  # seconds one subscription may spend matching one change
-    resolver: ResolverFactory = aiohttp.DefaultResolver  # how endpoint names are resolved (tests inject theirs)
-    poll: float = 0.02  # seconds at least between two looks at the change log (passes gather what came meanwhile)
-    # seconds at most between two looks when no commit of this process woke the dispatcher: what other processes
-    # write to the same database (`hearth import`, another server on MongoDB) is seen within this time
-    idle_poll: float = 1.0
+class _Wake(WriteHook):
+    """Told of every commit, so the dispatcher wakes on them instead of polling."""
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> SubscriptionConfig:
-        delivery = DeliveryConfig(retry_horizon=float(settings.subscription_retry_horizon) * 3600,
-                                  retry_base=float(settings.subscription_retry_base))
-        return cls(EgressPolicy.from_settings(settings), delivery, float(settings.subscription_match_timeout))
+    def __init__(self, service: SubscriptionService) -> None:
+        self.service = service
 
-
-def running(ctx: Context) -> SubscriptionService:
-    """The subscription service of this context; 503 when it is not running."""
-    service = ctx.extras.get("subscriptions")
-    if service is None:
-        raise FhirError(503, "transient", "Subscriptions are not running")
-    return service
-
-
-async def accept(ctx: Context, body: bytes | dict[str, Any]) -> dict[str, Any]:
-    """Check a Subscription a client writes and set the status it starts with (see the module doc)."""
-    resource, _ = await parse_body(ctx, body, "Subscription")
-    service = running(ctx)
-    subscription = parse_subscription(ctx, {**resource, "id": resource.get("id", "")}, 0, service.config.egress)
-    await service.check_resolved(subscription)
-    status = resource["status"]
-    if status != "off":
-        handshake = subscription.backport and subscription.channel.type == "rest-hook"
-        status = "requested" if handshake else "active"
-    accepted = {**resource, "status": status}
-    accepted.pop("error", None)
-    return accepted
+    async def committed(self, ctx: Context, writes: Sequence[Write], changes: Sequence[Change]) -> None:
+        self.service.committed(changes)
 
 
 class SubscriptionService:
@@ -85,14 +52,25 @@ class SubscriptionService:
         self.config = config
         self.registry = Registry()
         self.owner = new_owner()  # this process, for leases
+        self.acceptance = Acceptance(lambda: self.config)
         self.ctx: Context | None = None
         self._tasks: list[asyncio.Task] = []
         self._changed = asyncio.Event()  # set by every commit of this process
 
-    async def start(self, ctx: Context) -> None:
+    def install(self, ctx: Context) -> None:
+        """What every process writing to the store needs (the server, `hearth import`): Subscriptions checked
+        on every write path, the operations, the topics in the CapabilityStatement."""
         self.ctx = ctx
-        ctx.write_checks.append(self.check_writes)
-        ctx.commit_listeners.append(self._committed)
+        ctx.hooks += [self.acceptance, _Wake(self)]
+        for name, operation in (("$status", operations.status), ("$events", operations.events),
+                                ("$get-ws-binding-token", operations.binding_token)):
+            ctx.operations[("Subscription", name)] = partial(operation, self)
+        ctx.capability_extras["subscription_topics"] = topic_summary()
+
+    async def start(self) -> None:
+        """Match, deliver and send heartbeats (the server's part; `install` first)."""
+        ctx = self.ctx
+        assert ctx is not None, "install the service on a context first"
         self.queue = notification_queue(ctx.store)
         await self.queue.open()
         self.resolver = self.config.resolver()
@@ -104,22 +82,18 @@ class SubscriptionService:
         await self._release_gone_owners()
         await self._load()
         self.dispatcher.start_at(await self.queue.checkpoint())
-        ctx.extras["subscriptions"] = self
         self._tasks = [asyncio.create_task(self._dispatch_forever(), name="hearth-subscription-dispatcher"),
                        asyncio.create_task(self.deliverer.run(), name="hearth-subscription-delivery"),
                        asyncio.create_task(self._heartbeats(), name="hearth-subscription-heartbeats")]
 
     async def stop(self) -> None:
-        if self.ctx is not None and self.check_writes in self.ctx.write_checks:
-            self.ctx.write_checks.remove(self.check_writes)
-        if self.ctx is not None and self._committed in self.ctx.commit_listeners:
-            self.ctx.commit_listeners.remove(self._committed)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._tasks:
             await self.dispatcher.flush()
             await self.resolver.close()
+        await self.acceptance.close()
         self._tasks = []
 
     async def _release_gone_owners(self) -> None:
@@ -198,7 +172,7 @@ class SubscriptionService:
 
     # -- loops -------------------------------------------------------------------------------------
 
-    def _committed(self, changes: Sequence[Change]) -> None:
+    def committed(self, changes: Sequence[Change]) -> None:
         # with no subscription nothing can fire: the idle pass moves the checkpoint on, so plain writes cost no
         # extra pass each (a Subscription write wakes the dispatcher, which then has one to match)
         if len(self.registry) or any(change.type == "Subscription" for change in changes):
@@ -238,26 +212,6 @@ class SubscriptionService:
 
     # -- status ------------------------------------------------------------------------------------
 
-    async def check_resolved(self, subscription: Subscription) -> None:
-        """422 when the rest-hook endpoint's host name resolves, now, to an address the egress policy refuses."""
-        endpoint = subscription.channel.endpoint
-        if subscription.channel.type != "rest-hook" or endpoint is None:
-            return
-        refusal = await self.config.egress.resolved_refusal(endpoint_url(endpoint), self.resolver)
-        if refusal:
-            raise refused(endpoint, refusal)
-
-    def check_writes(self, ctx: Context, writes: Sequence[Write]) -> None:
-        """Refuse (422) a Subscription that Hearth could not serve, whichever way it is written (a Bundle entry, a
-        conditional update, a PATCH): the same checks as `accept`, which direct creates and updates pass first.
-        One in `error` runs nothing, so it is not checked: Hearth records that status also for a subscription it
-        can no longer accept, and a client's create or update makes it requested or active (checked) again."""
-        for write in writes:
-            if write.type == "Subscription" and write.body is not None:
-                resource = fhir_json.loads(write.body)
-                if resource.get("status") != "error":
-                    parse_subscription(ctx, resource, write.version_id, self.config.egress)
-
     async def _stop(self, subscription_id: str, error: str) -> None:
         """The subscription cannot run: status `error` with the reason (a failure to record it is only logged:
         the dispatcher must go on)."""
@@ -284,7 +238,8 @@ class SubscriptionService:
             else:
                 resource["error"] = error
             try:
-                await crud.update(self.ctx, "Subscription", subscription_id, resource, current.version_id)
+                await dispatch(self.ctx, Request("update", SYSTEM, "Subscription", subscription_id, body=resource,
+                                                 if_match=current.version_id))
                 return
             except FhirError as conflict:
                 if conflict.status != 412:

@@ -20,12 +20,12 @@ from typing import Sequence
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server.interactions.context import Context
-from subscriptions import notifications
-from subscriptions.model import Subscription
-from subscriptions.queue import Event, NotificationQueue
-from subscriptions.registry import Registry
-from subscriptions.wake import sleep_until_set
+from hearth.interactions.context import Context
+from hearth.subscriptions import notifications
+from hearth.subscriptions.model import Subscription
+from hearth.subscriptions.queue import Event, NotificationQueue
+from hearth.subscriptions.registry import Registry
+from hearth.subscriptions.wake import sleep_until_set
 
 PATH = "$subscription-ws"
 _POLL = 1.0  # seconds: also notice events another process recorded

@@ -12,8 +12,8 @@ from typing import AsyncIterator
 import httpx
 import pytest
 
-from server.app import create_app
-from server.settings import Settings
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SYNTHEA = SHARED / "testdata" / "synthea-120"
@@ -34,9 +34,9 @@ def make_store(backend: str, tmp_path: Path):
     """A fresh store of `backend`: SQLite on a temp file; MongoDB on mongomock, or a real server when
     HEARTH_TEST_MONGODB_URL is set."""
     if backend == "sqlite":
-        from storage.sqlite.store import SqliteStore
+        from hearth.storage.sqlite.store import SqliteStore
         return SqliteStore(str(tmp_path / "hearth.db"))
-    from storage.mongo.store import MongoStore
+    from hearth.storage.mongo.store import MongoStore
     url = os.environ.get("HEARTH_TEST_MONGODB_URL")
     database = f"hearth_test_{uuid.uuid4().hex[:12]}"
     if url:

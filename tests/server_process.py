@@ -23,7 +23,7 @@ def start(db: Path, port: int, **settings: str) -> subprocess.Popen:
     """`hearth serve` on `db` and `port` with extra HEARTH_* `settings` (e.g. header_timeout="1"), once ready."""
     env = {**os.environ, "HEARTH_STORAGE": str(db), "HEARTH_PORT": str(port),
            **{f"HEARTH_{name.upper()}": value for name, value in settings.items()}}
-    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "hearth.server.cli", "serve"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

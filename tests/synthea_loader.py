@@ -12,10 +12,11 @@ import bz2
 from functools import lru_cache
 from pathlib import Path
 
-from capability import fhir_json
+from hearth.capability import fhir_json
 from bench.grow import local_references
-from server.interactions import crud
-from server.interactions.context import Context
+from hearth.interactions import crud
+from hearth.interactions.request import SYSTEM
+from hearth.interactions.context import Context
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "synthea-120"
 
@@ -62,6 +63,6 @@ async def load(ctx: Context, resources: tuple[dict, ...], concurrency: int = 16)
     async def worker() -> None:
         while queue:
             resource = queue.pop()
-            await crud.update(ctx, resource["resourceType"], resource["id"], resource)
+            await crud.update(ctx, SYSTEM, resource["resourceType"], resource["id"], resource)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))

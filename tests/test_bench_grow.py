@@ -6,7 +6,7 @@ import bz2
 import re
 
 from bench import grow
-from capability import fhir_json
+from hearth.capability import fhir_json
 
 BUNDLE = min(f for f in grow.SYNTHEA.glob("*.json.bz2") if not f.name.startswith("0-"))
 SHARED = {("Practitioner", "http://hl7.org/fhir/sid/us-npi|9999999619"): "Practitioner/p-1"}

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from capability.bindings import bound_concept, checked_by, required_bindings
-from capability.generate_bindings import required_bindings as generated_bindings
-from capability.outcome import FhirError
-from capability.terminology import Terminology
-from capability.validation import validate_resource
+from hearth.capability.bindings import bound_concept, checked_by, required_bindings
+from hearth.capability.generate_bindings import required_bindings as generated_bindings
+from hearth.capability.outcome import FhirError
+from hearth.capability.terminology import Terminology
+from hearth.capability.validation import validate_resource
 from conftest import FHIR_JSON, SHARED, make_store
-from server.interactions import crud
-from server.interactions.context import Context
-from server.load import Loader, find_files
+from hearth.interactions import crud
+from hearth.interactions.context import Context
+from hearth.server.load import Loader, find_files
 
 OBSERVATION_STATUS = "http://hl7.org/fhir/ValueSet/observation-status"
 CONDITION_CLINICAL = "http://hl7.org/fhir/ValueSet/condition-clinical"

@@ -14,14 +14,14 @@ from typing import Any, AsyncIterator, Callable
 import httpx
 import pytest
 
-from capability import fhir_json
-from capability.validation import MAX_DEPTH
+from hearth.capability import fhir_json
+from hearth.capability.validation import MAX_DEPTH
 from conftest import BASE, FHIR_JSON, make_store
-from server.app import HearthApp, create_app
-from server.interactions import crud, resources, transaction
-from server.interactions.resources import OFF_LOOP_BYTES
-from server.load import Loader
-from server.settings import Settings
+from hearth.server.app import HearthApp, create_app
+from hearth.interactions import crud, resources, transaction
+from hearth.interactions.resources import OFF_LOOP_BYTES
+from hearth.server.load import Loader
+from hearth.server.settings import Settings
 
 MAX_BODY = 16 * 1024 * 1024
 WRITE_PATHS = ("POST", "PUT", "conditional create", "conditional update", "batch", "transaction", "import")

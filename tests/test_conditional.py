@@ -9,8 +9,8 @@ import httpx
 import orjson
 
 from conftest import BASE, FHIR_JSON, make_store
-from server.app import create_app
-from server.settings import Settings
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 
 
 def patient(mrn: str, family: str = "Chalmers", **extra) -> dict:

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from capability import fhir_json
-from capability.validation import validate_resource
-from conformance.suite import run_suite
+from hearth.capability import fhir_json
+from hearth.capability.validation import validate_resource
+from hearth.conformance.suite import run_suite
 from tests.conftest import SHARED
 from tests.server_process import free_port, start, stop
 
@@ -134,12 +134,12 @@ def test_hearth_scripts_are_valid_r4():
 
 def test_cli_prints_summary_and_fails_on_failures(server, tmp_path):
     script = SUITES / "hl7-r4-spec-examples" / "TestScript-testscript-example-readtest.json"
-    done = subprocess.run([sys.executable, "-m", "server.cli", "conformance", "run", "--server", server,
+    done = subprocess.run([sys.executable, "-m", "hearth.server.cli", "conformance", "run", "--server", server,
                            "--reports", str(tmp_path), "--header", "X-Request-ID: conformance-cli", str(script)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1  # R004 fails (legacy)
     assert "| **total**" in done.stdout and "FAIL" in done.stdout and "R004" in done.stdout
     assert (tmp_path / "TestReport-hl7-r4-spec-examples-TestScript-testscript-example-readtest.json").exists()
-    bad = subprocess.run([sys.executable, "-m", "server.cli", "conformance", "run", "--server", server,
+    bad = subprocess.run([sys.executable, "-m", "hearth.server.cli", "conformance", "run", "--server", server,
                           "--header", "no-colon", str(script)], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "NAME:VALUE" in bad.stderr

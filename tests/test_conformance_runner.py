@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from capability import fhir_xml
-from capability.validation import validate_resource
-from conformance import asserts
-from conformance.client import Client, Exchange
-from conformance.operations import OperationError, build_request
-from conformance.paths import PathError, evaluate_path
-from conformance.report import AssertRecord, build_report, summary_table
-from conformance.runner import ScriptResult
-from conformance.script import Fixture, Script, ScriptError, find_scripts, load_script
-from conformance.session import Session
+from hearth.capability import fhir_xml
+from hearth.capability.validation import validate_resource
+from hearth.conformance import asserts
+from hearth.conformance.client import Client, Exchange
+from hearth.conformance.operations import OperationError, build_request
+from hearth.conformance.paths import PathError, evaluate_path
+from hearth.conformance.report import AssertRecord, build_report, summary_table
+from hearth.conformance.report import ScriptResult
+from hearth.conformance.script import Fixture, Script, ScriptError, find_scripts, load_script
+from hearth.conformance.session import Session
 from tests.test_conformance import SUITES
 
 BASE = "http://fhir.test/r4"

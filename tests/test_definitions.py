@@ -7,8 +7,8 @@ import uuid
 import httpx
 
 from conftest import BASE, FHIR_JSON, make_store
-from server.app import create_app
-from server.settings import Settings
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 
 EYE = "http://example.org/fhir/StructureDefinition/eye-colour"
 

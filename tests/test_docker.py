@@ -7,8 +7,8 @@ import re
 import tomllib
 from pathlib import Path
 
-from server import rest
-from server.app import resolve
+from hearth.server import rest
+from hearth.server.app import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +44,6 @@ def test_dockerfile_serves_on_all_interfaces_with_a_real_health_route():
 def test_dockerignore_keeps_what_the_wheel_needs():
     ignored = {line.strip() for line in read(".dockerignore").splitlines() if line.strip() and line[0] != "#"}
     project = tomllib.loads(read("pyproject.toml"))
-    packages = [name.rstrip("*") for name in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    packages = list(project["tool"]["setuptools"]["package-dir"].values())
     needed = {"pyproject.toml", project["project"]["readme"], *packages}
     assert needed.isdisjoint(ignored)

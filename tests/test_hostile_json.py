@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from capability import fhir_json
+from hearth.capability import fhir_json
 from conftest import FHIR_JSON
 
 # Each document has slots a case fills: @S@ a JSON string (Patient.name[0].family), @I@ a number in an integer

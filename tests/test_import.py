@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from capability.outcome import FhirError
+from hearth.capability.outcome import FhirError
 from conftest import SYNTHEA, make_store, synthea_bundle
-from server.cli import main
-from server.interactions import crud
-from server.interactions.context import Context
-from server.load import Loader, find_files
-from server.progress import ProgressBar
+from hearth.server.cli import main
+from hearth.interactions import crud
+from hearth.interactions.context import Context
+from hearth.server.load import Loader, find_files
+from hearth.server.progress import ProgressBar
+from hearth.server.settings import Settings
+from hearth.server.wiring import close_context, open_context
 
 BASE = "http://hearth.test/fhir"
 
@@ -36,11 +38,9 @@ def ndjson(resources: list) -> str:
 
 @pytest.fixture
 async def ctx(backend: str, tmp_path: Path):
-    store = make_store(backend, tmp_path)
-    if hasattr(store, "open"):
-        await store.open()
-    yield Context(store, BASE)
-    await store.close()
+    context, subscriptions = await open_context(Settings(base_url=BASE), make_store(backend, tmp_path))
+    yield context
+    await close_context(context, subscriptions)
 
 
 async def load(ctx: Context, *paths: Path, **options):
@@ -223,3 +223,30 @@ def test_progress_bar_draws_in_place_only_on_a_terminal():
     bar.advance(10, "done")
     bar.close()
     assert quiet.getvalue() == ""
+
+
+async def test_an_import_indexes_for_the_custom_search_parameters_stored_before(backend, tmp_path):
+    """`hearth import` runs on the server's wiring: SearchParameters stored earlier (by another process) are loaded,
+    so what it imports is indexed for them."""
+    from test_subscriptions_delivery import shared_stores
+    from hearth.interactions.dispatcher import dispatch
+    from hearth.interactions.request import Request
+
+    earlier, importing = shared_stores(backend, tmp_path)
+    settings = Settings(base_url=BASE)
+    server, subscriptions = await open_context(settings, earlier)
+    parameter = {"resourceType": "SearchParameter", "url": "http://example.org/sp/eye-colour", "name": "eye-colour",
+                 "status": "active", "description": "Eye colour", "code": "eye-colour", "base": ["Patient"],
+                 "type": "string", "expression": "Patient.extension.where(url='http://example.org/eye').value"}
+    await dispatch(server, Request("create", type="SearchParameter", body=parameter))
+    await close_context(server, subscriptions)
+    context, subscriptions = await open_context(settings, importing)
+    try:
+        eyes = patient(1, extension=[{"url": "http://example.org/eye", "valueString": "green"}])
+        (tmp_path / "eyes.ndjson").write_text(ndjson([eyes, patient(2)]))
+        assert not (await load(context, tmp_path / "eyes.ndjson")).errors
+        found = await dispatch(context, Request("search-type", type="Patient", params=(("eye-colour", "green"),),
+                                                strict=True))
+        assert [e["resource"]["id"] for e in json.loads(found.body)["entry"]] == ["p1"]
+    finally:
+        await close_context(context, subscriptions)

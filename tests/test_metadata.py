@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from capability.resource_types import RESOURCE_TYPES
+from hearth.capability.resource_types import RESOURCE_TYPES
 
 
 async def test_capability_statement(client):

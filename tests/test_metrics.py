@@ -9,8 +9,8 @@ import re
 import httpx
 import orjson
 
-from server.logs import JsonFormatter
-from server.metrics import Histogram, Observability
+from hearth.server.logs import JsonFormatter
+from hearth.server.metrics import Histogram, Observability
 from tests.conftest import BASE, FHIR_JSON
 
 
@@ -23,7 +23,7 @@ def _sample(text: str, line_start: str) -> float:
 
 async def test_metrics_count_time_and_label_requests(app):
     observed = Observability(app)
-    observed.attach(app.ctx)
+    observed.attach(app.ctx, app.subscriptions)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=observed), base_url=BASE) as client:
         created = (await client.post("/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)).json()
         for _ in range(3):

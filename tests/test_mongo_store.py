@@ -1,5 +1,6 @@
 """What is particular to the MongoDB store (the shared contract is tests/test_store_contract.py): opening,
-URLs, the document shape, the transaction code path.
+URLs, the document shape, the creation order of documents written before they carried it, the transaction code
+path.
 
 Runs on mongomock-motor always, and also on a real MongoDB when HEARTH_TEST_MONGODB_URL is set.
 """
@@ -12,9 +13,11 @@ import uuid
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
-from search.entries import DateEntry, ReferenceEntry, StringEntry
-from storage.base import Assertion, AssertionFailed, VersionConflict
-from storage.mongo.store import MongoStore
+from hearth.search.entries import DateEntry, ReferenceEntry, StringEntry
+from hearth.search.ir import Query
+from hearth.search.paging import places
+from hearth.storage.base import Assertion, AssertionFailed, VersionConflict
+from hearth.storage.mongo.store import MongoStore
 from test_store_contract import by_family, write
 
 MONGODB_URL = os.environ.get("HEARTH_TEST_MONGODB_URL")
@@ -60,6 +63,32 @@ async def test_entries_live_in_typed_arrays(store):
     document = await store.resources.find_one({"_id": "Observation/e"})
     assert "dt" not in document and document["ref"] == [{"p": "subject", "t": "Patient", "i": "p1",
                                                          "r": "Patient/p1"}]
+
+
+async def test_creation_order_is_kept_and_old_documents_sort_first_by_id(store):
+    for n, patient in enumerate(["m", "z", "a", "q", "b"], 1):
+        await store.commit([write("Patient", patient, 1)])
+        assert (await store.resources.find_one({"_id": f"Patient/{patient}"}))["created"] == n  # its create's seq
+    await store.commit([write("Patient", "m", 2)])
+    await store.commit([write("Patient", "z", 2, body=None)])
+    await store.commit([write("Patient", "z", 3)])  # created again
+    assert {d["_id"]: d["created"] for d in await store.resources.find({"_id": {"$in": ["Patient/m", "Patient/z"]}})
+            .to_list(None)} == {"Patient/m": 1, "Patient/z": 2}
+    # a database written before documents carried `created`: those without it come first, by type and id
+    await store.resources.update_many({"_id": {"$in": ["Patient/q", "Patient/z"]}}, {"$unset": {"created": ""}})
+    everything = ["q", "z", "m", "a", "b"]
+    page = await store.search(Query(("Patient",), count=10))
+    assert [v.id for v in page.matches] == everything
+    seen, query = [], Query(("Patient",), count=2)  # paging passes from the old documents to the others
+    while True:
+        page = await store.search(query)
+        seen += [v.id for v in page.matches]
+        following, preceding = places(query, page)
+        if following is None:
+            break
+        query = Query(("Patient",), count=2, after=following)
+    back = [v.id for v in (await store.search(Query(("Patient",), count=2, after=preceding))).matches]
+    assert seen == everything and back == everything[2:4]
 
 
 class _Recorded:

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from capability.fhir_xml import json_to_xml, xml_to_json
-from capability.narrative import MAX_DEPTH
-from capability.narrative import check_narrative
+from hearth.capability.fhir_xml import json_to_xml, xml_to_json
+from hearth.capability.narrative import MAX_DEPTH
+from hearth.capability.narrative import check_narrative
 from conftest import FHIR_JSON
-from storage.base import Write
+from hearth.storage.base import Write
 
 X = 'xmlns="http://www.w3.org/1999/xhtml"'
 XML = {"Content-Type": "application/fhir+xml"}

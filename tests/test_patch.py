@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from capability.outcome import FhirError
+from hearth.capability.outcome import FhirError
 from conftest import FHIR_JSON
-from server.interactions.fhirpath_patch import compile_fhirpath_patch, compile_path
-from server.interactions.limits import Limits
-from server.interactions.patch_budget import Budget
+from hearth.interactions.fhirpath_patch import compile_fhirpath_patch, select
+from hearth.interactions.limits import Limits
+from hearth.interactions.patch_budget import Budget
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 PATIENT = {"resourceType": "Patient", "active": True,
@@ -51,12 +51,11 @@ def apply(resource: dict, *operations: dict, limits: Limits = Limits()) -> dict:
 
 
 def test_path_evaluation_where_index_first():
-    select = compile_path("Patient.name.where(use='official').given[1]", "Patient")
-    assert [node.value for node in select(PATIENT)] == ["James"]
-    assert [n.value for n in compile_path("Patient.name.first().family", "Patient")(PATIENT)] == ["Chalmers"]
-    assert [n.value for n in compile_path("Patient.name.where(use!='official').given", "Patient")(PATIENT)] == ["Jim"]
+    assert [node.value for node in select("Patient.name.where(use='official').given[1]", PATIENT)] == ["James"]
+    assert [n.value for n in select("Patient.name.first().family", PATIENT)] == ["Chalmers"]
+    assert [n.value for n in select("Patient.name.where(use!='official').given", PATIENT)] == ["Jim"]
     observation = {"resourceType": "Observation", "valueQuantity": {"value": Decimal("72.50")}}
-    assert compile_path("Observation.value.value", "Observation")(observation)[0].value == Decimal("72.50")
+    assert select("Observation.value.value", observation)[0].value == Decimal("72.50")
 
 
 def test_fhirpath_operations():
@@ -202,6 +201,46 @@ async def test_conditional_patch(client):
                                headers=JSON_PATCH)).status_code == 404
     await make_patient(client)
     assert (await client.patch(url, json=ops, headers=JSON_PATCH)).status_code == 412
+
+
+async def test_fhirpath_patch_paths_are_fhirpath(client):
+    """Paths are evaluated by the FHIRPath core: where() takes any criterion it compiles, typed by the model."""
+    contained = [{"resourceType": "Organization", "id": "o1", "name": "Old"}]
+    created = await make_patient(client, contained=contained,
+                                 managingOrganization={"reference": "#o1"})
+    url = f"/Patient/{created['id']}"
+    response = await client.patch(url, headers=FHIR_JSON, json=fhirpath_patch(
+        operation("replace", "Patient.name.given.where($this = 'Jim')", value_String="Jimmy"),
+        operation("replace", "Patient.name.where(use = 'nickname' or family.exists().not()).use", value_Code="old"),
+        operation("replace", "Patient.contained.where(id = 'o1').name", value_String="New"),
+        operation("add", "Patient.name.last()", name="family", value_String="Chalmers")))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["name"][1] == {"use": "old", "given": ["Jimmy"], "family": "Chalmers"}
+    assert body["contained"][0]["name"] == "New"
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "bp"}, "component": [
+        {"code": {"text": "systolic"}, "valueQuantity": {"value": 120}},
+        {"code": {"text": "note"}, "valueString": "fine"}]}
+    created = (await client.post("/Observation", json=observation, headers=FHIR_JSON)).json()
+    response = await client.patch(f"/Observation/{created['id']}", headers=FHIR_JSON, json=fhirpath_patch(
+        operation("delete", "Observation.component.where(value = 'fine')")))  # a choice element by its base name
+    assert response.status_code == 200, response.text
+    assert [c["code"]["text"] for c in response.json()["component"]] == ["systolic"]
+
+
+async def test_fhirpath_patch_path_naming_no_element_is_400_whatever_the_resource_holds(client):
+    created = await make_patient(client)  # no contact
+    response = await client.patch(f"/Patient/{created['id']}", headers=FHIR_JSON,
+                                  json=fhirpath_patch(operation("delete", "Patient.contact.nickname")))
+    assert response.status_code == 400, response.text
+    assert "no element 'nickname' on Patient.contact" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_fhirpath_patch_comparison_with_nothing_is_empty():
+    """FHIRPath: `use != 'official'` is empty, not true, for a name without use; where() keeps only true."""
+    patient = {**PATIENT, "name": [{"use": "official", "family": "A"}, {"family": "B"}]}
+    assert select("Patient.name.where(use != 'official')", patient) == []
+    assert [n.value for n in select("Patient.name.where(use.exists().not())", patient)] == [{"family": "B"}]
 
 
 # --- what a patch leaves, and patches that change nothing -----------------------------------------------------

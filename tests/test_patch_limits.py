@@ -10,11 +10,11 @@ import re
 
 import pytest
 
-from capability.outcome import FhirError
+from hearth.capability.outcome import FhirError
 from conftest import FHIR_JSON
-from server.interactions.limits import Limits
-from server.interactions.patch import compile_patch
-from server.interactions.patch_budget import Budget
+from hearth.interactions.limits import Limits
+from hearth.interactions.patch import compile_patch
+from hearth.interactions.patch_budget import Budget
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 DOUBLE_NAME = {"op": "copy", "from": "/name", "path": "/name/-"}

@@ -1,6 +1,6 @@
 """Paging cursors are signed with a secret of the database: valid across a restart, refused (400) when signed with
 any other key (the old constant one, another database's); and a cursor whose signature holds but whose values no
-backend could bind (the key may leak) is a 400, never a 500."""
+backend could bind (the key may leak) is a 400, never a 500. (A cursor of another search: test_search_contract.py.)"""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import httpx
 import orjson
 import pytest
 
-from capability.outcome import FhirError
+from hearth.capability.outcome import FhirError
 from conftest import BASE, FHIR_JSON, make_store
-from search.cursor import decode_cursor, encode_cursor
-from server.app import create_app
-from server.settings import Settings
+from hearth.search.ir import Keyset
+from hearth.search.paging import decode, encode
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 
 
 def sign(key: bytes, payload: list) -> str:
-    """A cursor holding `payload`, signed as search/cursor.py signs them."""
+    """A cursor holding `payload` ([search, values, direction]), signed as search/paging.py signs them."""
     body = json.dumps(payload, separators=(",", ":")).encode()  # (orjson refuses integers past 64 bits)
     return base64.urlsafe_b64encode(hmac.new(key, body, hashlib.sha256).digest()[:8] + body).rstrip(b"=").decode()
 
@@ -46,9 +47,9 @@ def next_link(bundle: dict) -> str:
 def same_database(backend: str, store, tmp_path):
     """Another store on `store`'s database (a restart, or a second Hearth process)."""
     if backend == "sqlite":
-        from storage.sqlite.store import SqliteStore
+        from hearth.storage.sqlite.store import SqliteStore
         return SqliteStore(str(tmp_path / "hearth.db"))
-    from storage.mongo.store import MongoStore
+    from hearth.storage.mongo.store import MongoStore
     return MongoStore(store.client, store.db.name)
 
 
@@ -84,35 +85,42 @@ async def test_cursors_hold_across_a_restart_and_nowhere_else(backend, tmp_path)
         await other.shutdown()
 
 
-UNBINDABLE = [[[2 ** 63], "p1", "next"], [[2 ** 64 - 1], "p1", "next"],
-              [["x" * 70_000], "p1", "next"], [[1] * 101, "p1", "next"], [[], "p" * 70_000, "next"],
-              [[[1]], "p1", "next"], [[{"a": 1}], "p1", "next"], [[], "p1", "sideways"], [[], 5, "next"]]
+UNBINDABLE = [[[2 ** 63]], [[2 ** 64 - 1]], [["x" * 70_000]], [[1] * 101], [[[1]]], [[{"a": 1}]], [[], "sideways"],
+              [5], [[], "next", "extra"]]  # [values, direction] after the search's name
 
 
 async def test_signed_cursors_with_values_no_backend_binds_are_400(backend, tmp_path):
     app, client = await opened(backend, tmp_path)
     form = {"Content-Type": "application/x-www-form-urlencoded"}  # (a 70,000-character value is past a URL's length)
     try:
-        await client.put("/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, headers=FHIR_JSON)
+        for n in (1, 2):
+            await client.put(f"/Patient/p{n}", json={"resourceType": "Patient", "id": f"p{n}"}, headers=FHIR_JSON)
         key = await app.ctx.store.cursor_key()
-        for forged in UNBINDABLE:
-            for sort in ("_id", "-_lastUpdated,_id", "birthdate"):
+        for sort in ("_id", "-_lastUpdated,_id", "birthdate"):
+            real = payload(dict(httpx.URL(next_link((await client.get(f"/Patient?_count=1&_sort={sort}")).json()))
+                                .params)["_cursor"])  # [this search, values, direction]
+            for forged in UNBINDABLE:
+                cursor = sign(key, [real[0], *forged])
                 response = await client.post("/Patient/_search", headers=form,
-                                             content=urlencode({"_sort": sort, "_cursor": sign(key, forged)}))
+                                             content=urlencode({"_sort": sort, "_cursor": cursor}))
                 assert response.status_code == 400, (str(forged)[:40], response.text[:300])
         # integers past 64 bits read as doubles (orjson's way), which bind; the largest 64-bit integer binds as it is
+        real = payload(dict(httpx.URL(next_link((await client.get("/Patient?_count=1")).json())).params)["_cursor"])
         for value in (2 ** 64, -2 ** 63 - 1, 10 ** 30, 2 ** 63 - 1):
-            response = await client.get("/Patient", params={"_cursor": sign(key, [[value], "p1", "next"])})
+            values = [value, *real[1][1:]]  # in place of the creation key
+            response = await client.get("/Patient", params={"_count": "1",
+                                                            "_cursor": sign(key, [real[0], values, "next"])})
             assert response.status_code == 200, response.text[:300]
     finally:
         await client.aclose()
         await app.shutdown()
 
 
-def test_decode_checks_the_key_and_the_values():
-    cursor = encode_cursor(("a", 1, 2.5, None, True), "p1", "prev", key=b"k1")
-    assert decode_cursor(cursor, key=b"k1") == (("a", 1, 2.5, None, True), "p1", "prev")
-    for key, forged in [(b"k2", cursor), *((b"k1", sign(b"k1", values)) for values in UNBINDABLE)]:
+def test_decode_checks_the_key_the_search_and_the_values():
+    cursor = encode(Keyset(("a", 1, 2.5, None, True), "prev"), "s1", key=b"k1")
+    assert decode(cursor, "s1", key=b"k1") == Keyset(("a", 1, 2.5, None, True), "prev")
+    for key, search, forged in [(b"k2", "s1", cursor), (b"k1", "s2", cursor),
+                                *((b"k1", "s1", sign(b"k1", ["s1", *values])) for values in UNBINDABLE)]:
         with pytest.raises(FhirError) as refused:
-            decode_cursor(forged, key=key)
+            decode(forged, search, key=key)
         assert refused.value.status == 400

@@ -10,21 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from capability import fhir_json
-from capability.outcome import FhirError
-from capability.resource_types import RESOURCE_TYPES
-from capability.search_parameters import DATA, SearchRegistry, default_registry, element_model
-from search.entries import (MAX_INSTANT, MIN_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry,
+from hearth.capability import fhir_json
+from hearth.capability.elements import element_model
+from hearth.capability.fhirpath import FhirPathError, run_branch
+from hearth.capability.outcome import FhirError
+from hearth.capability.resource_types import RESOURCE_TYPES
+from hearth.search.registry import DATA, SearchRegistry, default_registry
+from hearth.search.entries import (MAX_INSTANT, MIN_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry,
                             ReferenceEntry, StringEntry, TokenEntry, UriEntry)
-from search.extract import extract
-from search.fhirpath import FhirPathError, compile_path, run_branch
-from search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
+from hearth.search.extract import extract
+from hearth.search.fhirpath import compile_path
+from hearth.search.normalize import date_range, normalize_string, number_range, split_canonical, split_reference
 
 SYNTHEA = Path("/work/shared/testdata/synthea-120")
 
 
 def entries_of(resource: dict, code: str, **kwargs) -> list:
-    return [e for e in extract(resource, **kwargs) if e.param == code]
+    return [e for e in extract(resource, kwargs.pop("registry", default_registry()), **kwargs) if e.param == code]
 
 
 # --- normalize -----------------------------------------------------------------------------------
@@ -117,6 +119,7 @@ def test_where_filters_and_extensions() -> None:
     values = dict(evaluate("Patient.extension.where(url='u2').value", patient))
     assert values["code"] == ["y"] and values["string"] == []
     assert evaluate("Patient.name.first().family", patient) == [("string", ["A"])]
+    assert evaluate("Patient.name.last().family", patient) == [("string", ["B"])]
     assert evaluate("Patient.name[1].family", patient) == [("string", ["B"])]
     assert evaluate("name.family | Patient.name.given", patient) == [("string", ["A", "B"]), ("string", [])]
     risk = {"resourceType": "RiskAssessment", "prediction": [
@@ -314,7 +317,7 @@ def test_malformed_values_are_skipped_not_fatal() -> None:
     patient = {"resourceType": "Patient", "id": "x", "name": "Bob", "birthDate": "yesterday",
                "telecom": [1, None, {"system": "phone"}], "address": [{"line": "one line"}], "active": "yes",
                "generalPractitioner": ["Practitioner/1"], "identifier": {"value": "single"}}
-    entries = extract(patient)
+    entries = extract(patient, default_registry())
     assert {e.param for e in entries} == {"_id", "address", "identifier", "deceased"}
     assert entries_of(patient, "deceased") == [TokenEntry("deceased", None, "false")]  # no deceased[x]: false
     assert entries_of(patient, "address") == [StringEntry("address", "one line", "one line")]
@@ -392,6 +395,8 @@ def rejecting_registry() -> SearchRegistry:
     ({"code": "gender"}, "already has"),
     ({"url": "http://hl7.org/fhir/SearchParameter/individual-gender"}, "built-in"),
     ({"expression": None}, "expression"),
+    ({"expression": "Patient.gender.where(" + "(" * 400 + "true" + ")" * 400 + ")"}, "nested more than 32 deep"),
+    ({"expression": "Patient.gender" + " | Patient.gender" * 300}, "longer than 600 tokens"),
 ])
 def test_register_rejects_what_it_cannot_index(rejecting_registry: SearchRegistry, change: dict,
                                                message: str) -> None:
@@ -424,7 +429,7 @@ def test_every_synthea_resource_extracts() -> None:
     resources = [r for name in names[:1] + names[2:4] for r in _load_as_stored(name)]
     by_type: dict[str, int] = {}
     for resource in resources:
-        entries = extract(resource)
+        entries = extract(resource, default_registry())
         assert entries, resource["resourceType"]
         codes = {e.param for e in entries}
         by_type[resource["resourceType"]] = by_type.get(resource["resourceType"], 0) + 1
@@ -455,7 +460,7 @@ def test_timing_events_and_untyped_identifier() -> None:
 
 
 def test_generated_search_parameters_match_the_spec() -> None:
-    from capability.generate_search import search_parameters
+    from hearth.capability.generate_search import search_parameters
 
     generated = search_parameters(Path("/work/shared/spec/r4"))
     assert generated == json.loads((DATA / "search_parameters.json").read_text())

@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 
 from conftest import BACKENDS, BASE, FHIR_JSON, make_store
-from server.app import create_app
-from server.settings import Settings
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from capability.search_parameters import default_registry
+from hearth.search.registry import default_registry
 from conftest import make_store
-from search.ir import ChainPred, Clause, HasPred, Query
-from search.limits import SearchLimits
-from search.parse import parse_search
-from storage.sqlite import search as sqlite_search, search_where
-from storage.sqlite.writer_process import connect
+from hearth.search.ir import ChainPred, Clause, HasPred, Query
+from hearth.search.limits import SearchLimits
+from hearth.search.parse import parse_search
+from hearth.storage.sqlite import search as sqlite_search, search_where
+from hearth.storage.sqlite.writer_process import connect
 
 LIMITS = SearchLimits(max_chain_depth=12)
 
@@ -92,7 +92,7 @@ def test_sqlite_compiles_a_deep_query_in_linear_work(kind, tmp_path, monkeypatch
         for depth in (3, 4, 5):
             compiled.clear()
             sent.clear()
-            sqlite_search.execute(conn, with_total(parse("Organization", deep(kind, depth))), b"key")
+            sqlite_search.execute(conn, with_total(parse("Organization", deep(kind, depth))))
             leaves[depth], text[depth] = len(compiled), sum(map(len, sent))
     finally:
         conn.close()

@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from capability.search_parameters import default_registry
-from search.compartments import compartment_clause
-from search.entries import (MAX_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry,
+from hearth.search.registry import default_registry
+from hearth.search.compartments import compartment_clause
+from hearth.search.entries import (MAX_INSTANT, CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
-from capability.terminology import Terminology
-from search.extract import extract
-from search.ir import (ChainPred, Clause, CompositePred, DatePred, HasPred, MissingPred, NumberPred, QuantityPred,
-                       ReferencePred, StringPred, TokenPred, UriPred)
-from search.matcher import Prepared, amatches, compile_matcher, matches
-from search.normalize import date_range, number_range
-from search.parse import parse_search
+from hearth.capability.terminology import Terminology
+from hearth.search.extract import extract
+from hearth.search.ir import (ChainPred, Clause, CompositePred, HasPred, MissingPred, NumberPred, OfTypePred, ReferencePred,
+                       TokenPred, TokenTextPred)
+from hearth.search.params import date, number, quantity, string, token, uri
+from hearth.search.matcher import Prepared, amatches, compile_matcher, matches
+from hearth.search.normalize import date_range, number_range
+from hearth.search.parse import parse_search
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
@@ -58,15 +59,15 @@ DATE_TABLE = [
 @pytest.mark.parametrize("entry,expected", DATE_TABLE)
 def test_date_prefixes_against_ranges(entry, expected):
     lo, hi = date_range("2020-06")
-    got = " ".join("T" if match([one("date", "date", DatePred(p, lo, hi))], [entry]) else "F" for p in PREFIXES)
+    got = " ".join("T" if match([one("date", "date", date.pred(p, lo, hi))], [entry]) else "F" for p in PREFIXES)
     assert got == expected
 
 
 def test_date_any_entry_matches():
     lo, hi = date_range("2021")
     entries = [date_entry("2020-01-01"), date_entry("2021-03-04")]
-    assert match([one("date", "date", DatePred("eq", lo, hi))], entries)
-    assert not match([one("date", "date", DatePred("eq", lo, hi))], entries[:1])
+    assert match([one("date", "date", date.pred("eq", lo, hi))], entries)
+    assert not match([one("date", "date", date.pred("eq", lo, hi))], entries[:1])
 
 
 # --- number and quantity ---------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def number_entry(text: str) -> NumberEntry:
 
 
 def number_pred(prefix: str, text: str) -> NumberPred:
-    return NumberPred(prefix, *number_range(text))
+    return number.pred(prefix, *number_range(text))
 
 
 # search value 100 = [99.5, 100.5); expected: eq ne gt lt ge le sa eb
@@ -108,12 +109,12 @@ def quantity_entry(value: str, system: str | None, code: str | None, unit: str |
 
 
 @pytest.mark.parametrize("pred,expected", [
-    (QuantityPred("eq", *number_range("5.4")), "T T T"),
-    (QuantityPred("eq", *number_range("5.4"), "http://unitsofmeasure.org", "mg"), "T F F"),
-    (QuantityPred("eq", *number_range("5.4"), "", "mg"), "T F T"),  # 5.4||mg: code or unit
-    (QuantityPred("eq", *number_range("5.4"), "http://unitsofmeasure.org", None), "T F F"),
-    (QuantityPred("gt", *number_range("5"), "", "mg"), "T F T"),
-    (QuantityPred("lt", *number_range("5"), "", "mg"), "F F F"),
+    (quantity.pred("eq", *number_range("5.4")), "T T T"),
+    (quantity.pred("eq", *number_range("5.4"), "http://unitsofmeasure.org", "mg"), "T F F"),
+    (quantity.pred("eq", *number_range("5.4"), "", "mg"), "T F T"),  # 5.4||mg: code or unit
+    (quantity.pred("eq", *number_range("5.4"), "http://unitsofmeasure.org", None), "T F F"),
+    (quantity.pred("gt", *number_range("5"), "", "mg"), "T F T"),
+    (quantity.pred("lt", *number_range("5"), "", "mg"), "F F F"),
 ])
 def test_quantity_units(pred, expected):
     entries = [quantity_entry("5.4", "http://unitsofmeasure.org", "mg"),
@@ -130,66 +131,66 @@ TOKENS = [TokenEntry("code", LOINC, "1234-5", "body weight"), TokenEntry("code",
 
 
 @pytest.mark.parametrize("pred,expected", [
-    (TokenPred(None, "1234-5"), True),
-    (TokenPred(LOINC, "1234-5"), True),
-    (TokenPred("", "1234-5"), False),  # |code: no system
-    (TokenPred("", "abc"), True),
-    (TokenPred(LOINC, None), True),  # system|
-    (TokenPred("http://other", None), False),
-    (TokenPred(LOINC, "abc"), False),
-    (TokenPred(None, "1234-5", "not"), False),
-    (TokenPred(None, "zzz", "not"), True),
-    (TokenPred(None, "body", "text"), True),  # :text starts-with on normalised text
-    (TokenPred(None, "weight", "text"), False),
-    (TokenPred(None, None, "in", codes=((LOINC, "1234-5"), (LOINC, "x"))), True),
-    (TokenPred(None, None, "in", codes=((None, "abc"),)), True),  # (None, code): any system
-    (TokenPred(None, None, "in", codes=(("http://other", "abc"),)), False),
-    (TokenPred(None, None, "not-in", codes=((LOINC, "1234-5"),)), False),
-    (TokenPred(None, None, "not-in", codes=((LOINC, "nope"),)), True),
-    (TokenPred(LOINC, "1000-0", "below", codes=((LOINC, "1000-0"), (LOINC, "1234-5"))), True),
+    (token.code(None, "1234-5"), True),
+    (token.code(LOINC, "1234-5"), True),
+    (token.code("", "1234-5"), False),  # |code: no system
+    (token.code("", "abc"), True),
+    (token.code(LOINC, None), True),  # system|
+    (token.code("http://other", None), False),
+    (token.code(LOINC, "abc"), False),
+    (token.code(None, "1234-5", negated=True), False),
+    (token.code(None, "zzz", negated=True), True),
+    (TokenTextPred("body"), True),  # :text starts-with on normalised text
+    (TokenTextPred("weight"), False),
+    (TokenPred(((LOINC, "1234-5"), (LOINC, "x"))), True),
+    (TokenPred(((None, "abc"),)), True),  # (None, code): any system
+    (TokenPred((("http://other", "abc"),)), False),
+    (TokenPred(((LOINC, "1234-5"),), negated=True), False),
+    (TokenPred(((LOINC, "nope"),), negated=True), True),
+    (TokenPred(((LOINC, "1000-0"), (LOINC, "1234-5"))), True),
 ])
 def test_token_forms(pred, expected):
     assert match([one("code", "token", pred)], TOKENS) is expected
 
 
 def test_token_not_matches_resources_without_the_element():
-    assert match([one("code", "token", TokenPred(None, "x", "not"))], [])
-    assert not match([one("code", "token", TokenPred(None, "x"))], [])
+    assert match([one("code", "token", token.code(None, "x", negated=True))], [])
+    assert not match([one("code", "token", token.code(None, "x"))], [])
 
 
 def test_token_of_type():
     entry = TokenEntry("identifier", "urn:mrn", "123", None, "http://terminology.hl7.org/CodeSystem/v2-0203", "MR")
-    of_type = TokenPred(None, "123", "of-type", "http://terminology.hl7.org/CodeSystem/v2-0203", "MR")
+    of_type = OfTypePred("http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "123")
     assert match([one("identifier", "token", of_type)], [entry])
     v2 = of_type.type_system
-    assert not match([one("identifier", "token", TokenPred(None, "124", "of-type", v2, "MR"))], [entry])
-    assert not match([one("identifier", "token", TokenPred(None, "123", "of-type", v2, "DL"))], [entry])
+    assert not match([one("identifier", "token", OfTypePred(v2, "MR", "124"))], [entry])
+    assert not match([one("identifier", "token", OfTypePred(v2, "DL", "123"))], [entry])
 
 
 def test_id_comes_from_the_resource_id():
-    assert match([one("_id", "token", TokenPred(None, "a"), TokenPred(None, "b"))], [], resource_id="b")
-    assert not match([one("_id", "token", TokenPred(None, "a"))], [], resource_id="b")
+    assert match([one("_id", "token", token.code(None, "a"), token.code(None, "b"))], [], resource_id="b")
+    assert not match([one("_id", "token", token.code(None, "a"))], [], resource_id="b")
 
 
 # --- string, uri ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("pred,expected", [
-    (StringPred("jose"), True), (StringPred("jose maria"), True), (StringPred("maria"), False),
-    (StringPred("maria", "contains"), True), (StringPred("se ma", "contains"), True),
-    (StringPred("José María", "exact"), True), (StringPred("jose maria", "exact"), False),
-    (StringPred("José", "exact"), False),
+    (string.pred("jose"), True), (string.pred("jose maria"), True), (string.pred("maria"), False),
+    (string.pred("maria", "contains"), True), (string.pred("se ma", "contains"), True),
+    (string.pred("José María", "exact"), True), (string.pred("jose maria", "exact"), False),
+    (string.pred("José", "exact"), False),
 ])
 def test_string_forms(pred, expected):
     assert match([one("name", "string", pred)], [StringEntry("name", "jose maria", "José María")]) is expected
 
 
 @pytest.mark.parametrize("pred,expected", [
-    (UriPred("http://acme.org/fhir/ValueSet/123"), True),
-    (UriPred("http://acme.org/fhir/ValueSet"), False),
-    (UriPred("http://acme.org/fhir/", "below"), True),
-    (UriPred("http://other.org/", "below"), False),
-    (UriPred("http://acme.org/fhir/ValueSet/123/_history/5", "above"), True),
-    (UriPred("http://acme.org/", "above"), False),
+    (uri.pred("http://acme.org/fhir/ValueSet/123"), True),
+    (uri.pred("http://acme.org/fhir/ValueSet"), False),
+    (uri.pred("http://acme.org/fhir/", "below"), True),
+    (uri.pred("http://other.org/", "below"), False),
+    (uri.pred("http://acme.org/fhir/ValueSet/123/_history/5", "above"), True),
+    (uri.pred("http://acme.org/", "above"), False),
 ])
 def test_uri_forms(pred, expected):
     assert match([one("url", "uri", pred)], [UriEntry("url", "http://acme.org/fhir/ValueSet/123")]) is expected
@@ -230,8 +231,8 @@ def test_composite_matches_within_one_repetition():
         return CompositeEntry("ccvq", (TokenEntry("code", LOINC, code), quantity_entry(value, None, None)))
 
     entries = [component("8480-6", "120"), component("8462-4", "80")]
-    systolic_high = CompositePred((TokenPred(LOINC, "8480-6"), QuantityPred("gt", *number_range("100"))))
-    diastolic_high = CompositePred((TokenPred(LOINC, "8462-4"), QuantityPred("gt", *number_range("100"))))
+    systolic_high = CompositePred((token.code(LOINC, "8480-6"), quantity.pred("gt", *number_range("100"))))
+    diastolic_high = CompositePred((token.code(LOINC, "8462-4"), quantity.pred("gt", *number_range("100"))))
     assert match([one("ccvq", "composite", systolic_high)], entries)
     assert not match([one("ccvq", "composite", diastolic_high)], entries)  # 120 belongs to the other component
     assert match([one("ccvq", "composite", diastolic_high, systolic_high)], entries)
@@ -246,9 +247,9 @@ def test_missing():
 
 def test_clauses_and_preds_are_and_of_or():
     entries = TOKENS + [StringEntry("name", "ann", "Ann")]
-    code_or = one("code", "token", TokenPred(None, "zzz"), TokenPred(None, "abc"))
-    assert match([code_or, one("name", "string", StringPred("an"))], entries)
-    assert not match([code_or, one("name", "string", StringPred("bo"))], entries)
+    code_or = one("code", "token", token.code(None, "zzz"), token.code(None, "abc"))
+    assert match([code_or, one("name", "string", string.pred("an"))], entries)
+    assert not match([code_or, one("name", "string", string.pred("bo"))], entries)
 
 
 def test_compartment_clause():
@@ -292,28 +293,28 @@ def chain(param, types, *where) -> Clause:
 
 def test_chain_single_and_multi_level():
     resolver = MemoryResolver(RESOURCES)
-    by_name = chain("subject", ("Patient",), one("name", "string", StringPred("peter")))
+    by_name = chain("subject", ("Patient",), one("name", "string", string.pred("peter")))
     assert match([by_name], RESOURCES[("Observation", "obs1")], resolver=resolver)
-    assert not match([chain("subject", ("Patient",), one("name", "string", StringPred("wendy")))],
+    assert not match([chain("subject", ("Patient",), one("name", "string", string.pred("wendy")))],
                      RESOURCES[("Observation", "obs1")], resolver=resolver)
     two_levels = chain("subject", ("Patient",),
-                       chain("organization", ("Organization",), one("name", "string", StringPred("never"))))
+                       chain("organization", ("Organization",), one("name", "string", string.pred("never"))))
     assert match([two_levels], RESOURCES[("Observation", "obs1")], resolver=resolver)
-    assert not match([chain("subject", ("Group",), one("name", "string", StringPred("peter")))],
+    assert not match([chain("subject", ("Group",), one("name", "string", string.pred("peter")))],
                      RESOURCES[("Observation", "obs1")], resolver=resolver)
 
 
 def test_local_clauses_run_before_the_resolver():
     resolver = MemoryResolver(RESOURCES)
-    by_name = chain("subject", ("Patient",), one("name", "string", StringPred("peter")))
-    assert not match([by_name, one("code", "token", TokenPred(None, "other"))], RESOURCES[("Observation", "obs1")],
+    by_name = chain("subject", ("Patient",), one("name", "string", string.pred("peter")))
+    assert not match([by_name, one("code", "token", token.code(None, "other"))], RESOURCES[("Observation", "obs1")],
                      resolver=resolver)
     assert resolver.calls == 0
 
 
 def test_has():
     resolver = MemoryResolver(RESOURCES)
-    coded = one("code", "token", TokenPred(None, "1234-5"))
+    coded = one("code", "token", token.code(None, "1234-5"))
     has = Clause("_has", "special", (HasPred("Observation", "subject", (coded,)),))
     assert match([has], RESOURCES[("Patient", "p1")], resource_id="p1", resource_type="Patient", resolver=resolver)
     assert not match([has], RESOURCES[("Patient", "p2")], resource_id="p2", resource_type="Patient", resolver=resolver)
@@ -321,7 +322,7 @@ def test_has():
 
 def test_chain_needs_a_resolver():
     with pytest.raises(ValueError):
-        match([chain("subject", ("Patient",), one("name", "string", StringPred("peter")))],
+        match([chain("subject", ("Patient",), one("name", "string", string.pred("peter")))],
               RESOURCES[("Observation", "obs1")])
 
 
@@ -331,7 +332,7 @@ async def test_async_resolver():
     async def resolver(types, where):
         return sync(types, where)
 
-    by_name = chain("subject", ("Patient",), one("name", "string", StringPred("pet")))
+    by_name = chain("subject", ("Patient",), one("name", "string", string.pred("pet")))
     assert await amatches((by_name,), RESOURCES[("Observation", "obs1")], resource_id="obs1",
                           resource_type="Observation", resolver=resolver)
     with pytest.raises(TypeError):
@@ -359,7 +360,7 @@ def query_matches(query_string: str, resource: dict = OBSERVATION) -> bool:
     params = [tuple(part.split("=", 1)) for part in query_string.split("&")]
     query = parse_search((resource["resourceType"],), params, registry=default_registry(), strict=True,
                          default_count=20, max_count=100, base_url="http://hearth.test/fhir")
-    return matches(query.where, extract(resource), resource_id=resource["id"],
+    return matches(query.where, extract(resource, default_registry()), resource_id=resource["id"],
                    resource_type=resource["resourceType"])
 
 
@@ -404,7 +405,7 @@ def test_end_to_end_terminology(query, expected):
     params = [tuple(query.split("=", 1))]
     parsed = parse_search(("Condition",), params, registry=default_registry(), strict=True, default_count=20,
                           max_count=100, base_url="http://hearth.test/fhir", terminology=Terminology.load())
-    assert matches(parsed.where, extract(CONDITION), resource_id="c1", resource_type="Condition") is expected
+    assert matches(parsed.where, extract(CONDITION, default_registry()), resource_id="c1", resource_type="Condition") is expected
 
 
 def test_list_through_has():
@@ -419,9 +420,9 @@ def test_list_through_has():
 # --- many subscriptions on one write (speed is measured by bench/, not asserted here) ----------------------
 
 def test_thousand_matchers_share_one_prepared_resource():
-    entries = extract(OBSERVATION)
-    matchers = [compile_matcher((one("code", "token", TokenPred(LOINC, f"{i}-0")),)) for i in range(999)]
-    matchers.append(compile_matcher((one("code", "token", TokenPred(LOINC, "85354-9")),)))
+    entries = extract(OBSERVATION, default_registry())
+    matchers = [compile_matcher((one("code", "token", token.code(LOINC, f"{i}-0")),)) for i in range(999)]
+    matchers.append(compile_matcher((one("code", "token", token.code(LOINC, "85354-9")),)))
     prepared = Prepared(entries, "Observation", "bp")
     assert [m for m in matchers if m(prepared)] == [matchers[-1]]
 

@@ -7,14 +7,15 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from capability.outcome import FhirError
-from capability.search_parameters import default_registry
-from search.compartments import compartment_clause
-from search.cursor import decode_cursor, encode_cursor
-from search.ir import (ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred, NumberPred,
-                       QuantityPred, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
-from search.normalize import date_range
-from search.parse import canonical_query_string, parse_search
+from hearth.capability.outcome import FhirError
+from hearth.search.registry import default_registry
+from hearth.search.compartments import compartment_clause
+from hearth.search.ir import (ChainPred, Clause, CompositePred, HasPred, Include, Keyset, MissingPred, OfTypePred,
+                       ReferencePred, SortKey, TokenTextPred)
+from hearth.search.params import date, number, quantity, string, token, uri
+from hearth.search.normalize import date_range
+from hearth.search.paging import decode, encode, identity
+from hearth.search.parse import canonical_query_string, parse_search
 
 BASE = "http://hearth.test/fhir"
 LOINC = "http://loinc.org"
@@ -58,38 +59,38 @@ def bad(query: str, types=("Observation",), strict=True, status=400, **kw) -> st
 # --- parameter types ----------------------------------------------------------------------------------
 
 def test_string_forms():
-    assert preds("name=Jos%C3%A9  Mar%C3%ADa", types=("Patient",)) == (StringPred("jose maria"),)
-    assert preds("name:exact=José", types=("Patient",)) == (StringPred("José", "exact"),)
-    assert preds("name:contains=ARI", types=("Patient",)) == (StringPred("ari", "contains"),)
+    assert preds("name=Jos%C3%A9  Mar%C3%ADa", types=("Patient",)) == (string.pred("jose maria"),)
+    assert preds("name:exact=José", types=("Patient",)) == (string.pred("José", "exact"),)
+    assert preds("name:contains=ARI", types=("Patient",)) == (string.pred("ari", "contains"),)
 
 
 def test_token_forms():
-    assert preds("code=1234-5") == (TokenPred(None, "1234-5"),)
-    assert preds("code=http://loinc.org|1234-5") == (TokenPred(LOINC, "1234-5"),)
-    assert preds("code=|1234-5") == (TokenPred("", "1234-5"),)
-    assert preds("code=http://loinc.org|") == (TokenPred(LOINC, None),)
-    assert preds("code:text=Blood  Pressure") == (TokenPred(None, "blood pressure", "text"),)
-    assert preds("code:not=x") == (TokenPred(None, "x", "not"),)
+    assert preds("code=1234-5") == (token.code(None, "1234-5"),)
+    assert preds("code=http://loinc.org|1234-5") == (token.code(LOINC, "1234-5"),)
+    assert preds("code=|1234-5") == (token.code("", "1234-5"),)
+    assert preds("code=http://loinc.org|") == (token.code(LOINC, None),)
+    assert preds("code:text=Blood  Pressure") == (TokenTextPred("blood pressure"),)
+    assert preds("code:not=x") == (token.code(None, "x", negated=True),)
     assert preds("identifier:of-type=http://t|MR|123", types=("Patient",)) == (
-        TokenPred(None, "123", "of-type", "http://t", "MR"),)
+        OfTypePred("http://t", "MR", "123"),)
     bad("code=a|b|c")
     bad("code=|")
     bad("identifier:of-type=http://t|MR", types=("Patient",))
 
 
 def test_token_not_with_several_values_means_neither():
-    assert where("code:not=a,b") == (Clause("code", "token", (TokenPred(None, "a", "not"),)),
-                                     Clause("code", "token", (TokenPred(None, "b", "not"),)))
+    assert where("code:not=a,b") == (Clause("code", "token", (token.code(None, "a", negated=True),)),
+                                     Clause("code", "token", (token.code(None, "b", negated=True),)))
 
 
 def test_token_terminology_modifiers():
     (pred,) = preds("code:in=http://vs/vitals")
-    assert pred.modifier == "in" and set(pred.codes) == {(LOINC, "8480-6"), (LOINC, "8462-4")}
-    assert preds("code:not-in=http://vs/vitals")[0].modifier == "not-in"
+    assert not pred.negated and set(pred.keys) == {(LOINC, "8480-6"), (LOINC, "8462-4")}
+    assert preds("code:not-in=http://vs/vitals")[0].negated
     (below,) = preds("code:below=http://loinc.org|A")
-    assert below.modifier == "below" and set(below.codes) == {(LOINC, "A"), (LOINC, "A.child")}
+    assert not below.negated and set(below.keys) == {(LOINC, "A"), (LOINC, "A.child")}
     (above,) = preds("code:above=http://loinc.org|A")
-    assert set(above.codes) == {(LOINC, "A"), (LOINC, "A.parent")}
+    assert set(above.keys) == {(LOINC, "A"), (LOINC, "A.parent")}
     assert "ValueSet" in bad("code:in=http://vs/unknown", strict=False)  # a bad value even when lenient
     bad("code:below=A")  # needs system|code
     assert "terminology" in bad("code:in=http://vs/vitals", terminology=None)
@@ -98,16 +99,18 @@ def test_token_terminology_modifiers():
 
 @pytest.mark.parametrize("prefix", ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"])
 def test_date_prefixes(prefix):
-    assert preds(f"date={prefix}2020-03") == (DatePred(prefix, *date_range("2020-03")),)
+    assert preds(f"date={prefix}2020-03") == (date.pred(prefix, *date_range("2020-03")),)
 
 
 def test_date_values():
-    assert preds("date=2020") == (DatePred("eq", "2020-01-01T00:00:00.000000", "2020-12-31T23:59:59.999999"),)
+    assert preds("date=2020") == (date.pred("eq", "2020-01-01T00:00:00.000000", "2020-12-31T23:59:59.999999"),)
     assert preds("date=2020-03-04T10:00:00%2B02:00") == (
-        DatePred("eq", "2020-03-04T08:00:00.000000", "2020-03-04T08:00:00.999999"),)
+        date.pred("eq", "2020-03-04T08:00:00.000000", "2020-03-04T08:00:00.999999"),)
     # an unencoded '+' arrives as a space
-    assert preds("date=ge2020-03-04T10:00:00+02:00")[0].lo == "2020-03-04T08:00:00.000000"
-    assert preds("date=2020-03-04T10:00Z")[0].hi == "2020-03-04T10:00:59.999999"
+    assert preds("date=ge2020-03-04T10:00:00+02:00") == (
+        date.pred("ge", "2020-03-04T08:00:00.000000", "2020-03-04T08:00:00.999999"),)
+    assert preds("date=2020-03-04T10:00Z") == (
+        date.pred("eq", "2020-03-04T10:00:00.000000", "2020-03-04T10:00:59.999999"),)
     bad("date=notadate")
     bad("date=2020-13")
     assert "date" in bad("date=xx2020", strict=False)
@@ -115,20 +118,23 @@ def test_date_values():
 
 def test_date_ap_is_widened_by_a_tenth_of_the_gap_to_now():
     (pred,) = preds("date=ap2000-01-01")
+    ((below_hi, above_lo),) = pred.ranges  # ap: the entry's lo <= the search's hi and its hi >= the search's lo
+    lo, hi = above_lo.operand, below_hi.operand
+    assert pred == date.pred("ap", lo, hi)
     years = (datetime.now(timezone.utc).replace(tzinfo=None) - datetime(2000, 1, 1)).days / 365.25
-    widened = datetime(2000, 1, 1) - datetime.fromisoformat(pred.lo)
-    assert pred.prefix == "ap" and abs(widened.days / 365.25 - years / 10) < 0.05
-    assert datetime.fromisoformat(pred.hi) > datetime(2000, 1, 2) + widened - timedelta(days=1)
+    widened = datetime(2000, 1, 1) - datetime.fromisoformat(lo)
+    assert abs(widened.days / 365.25 - years / 10) < 0.05
+    assert datetime.fromisoformat(hi) > datetime(2000, 1, 2) + widened - timedelta(days=1)
 
 
 def test_number_and_quantity():
-    assert preds("probability=gt0.5", types=("RiskAssessment",)) == (NumberPred("gt", 0.5, 0.45, 0.55),)
-    assert preds("probability=100", types=("RiskAssessment",)) == (NumberPred("eq", 100.0, 99.5, 100.5),)
-    assert preds("probability=ap100", types=("RiskAssessment",)) == (NumberPred("ap", 100.0, 90.0, 110.0),)
-    assert preds("value-quantity=5.4") == (QuantityPred("eq", 5.4, 5.35, 5.45),)
+    assert preds("probability=gt0.5", types=("RiskAssessment",)) == (number.pred("gt", 0.5, 0.45, 0.55),)
+    assert preds("probability=100", types=("RiskAssessment",)) == (number.pred("eq", 100.0, 99.5, 100.5),)
+    assert preds("probability=ap100", types=("RiskAssessment",)) == (number.pred("ap", 100.0, 90.0, 110.0),)
+    assert preds("value-quantity=5.4") == (quantity.pred("eq", 5.4, 5.35, 5.45),)
     assert preds("value-quantity=le5.4|http://unitsofmeasure.org|mg") == (
-        QuantityPred("le", 5.4, 5.35, 5.45, "http://unitsofmeasure.org", "mg"),)
-    assert preds("value-quantity=5.4||mg") == (QuantityPred("eq", 5.4, 5.35, 5.45, "", "mg"),)
+        quantity.pred("le", 5.4, 5.35, 5.45, "http://unitsofmeasure.org", "mg"),)
+    assert preds("value-quantity=5.4||mg") == (quantity.pred("eq", 5.4, 5.35, 5.45, "", "mg"),)
     bad("value-quantity=5.4|mg")
     bad("value-quantity=heavy")
     bad("probability=1,2,x", types=("RiskAssessment",))
@@ -152,16 +158,16 @@ def test_reference_forms():
 
 
 def test_uri():
-    assert preds("url=http://x.org/vs", types=("ValueSet",)) == (UriPred("http://x.org/vs"),)
-    assert preds("url:below=http://x.org/", types=("ValueSet",)) == (UriPred("http://x.org/", "below"),)
-    assert preds("url:above=http://x.org/a/b", types=("ValueSet",)) == (UriPred("http://x.org/a/b", "above"),)
+    assert preds("url=http://x.org/vs", types=("ValueSet",)) == (uri.pred("http://x.org/vs"),)
+    assert preds("url:below=http://x.org/", types=("ValueSet",)) == (uri.pred("http://x.org/", "below"),)
+    assert preds("url:above=http://x.org/a/b", types=("ValueSet",)) == (uri.pred("http://x.org/a/b", "above"),)
 
 
 def test_composite():
     assert preds("component-code-value-quantity=http://loinc.org|8480-6$gt100") == (CompositePred((
-        TokenPred(LOINC, "8480-6"), QuantityPred("gt", 100.0, 99.5, 100.5))),)
-    assert preds("code-value-date=a$2020,b$2021")[1] == CompositePred((TokenPred(None, "b"),
-                                                                        DatePred("eq", *date_range("2021"))))
+        token.code(LOINC, "8480-6"), quantity.pred("gt", 100.0, 99.5, 100.5))),)
+    assert preds("code-value-date=a$2020,b$2021")[1] == CompositePred((token.code(None, "b"),
+                                                                        date.pred("eq", *date_range("2021"))))
     bad("component-code-value-quantity=http://loinc.org|8480-6")
     bad("component-code-value-quantity=x$y")
 
@@ -180,39 +186,39 @@ def test_missing_on_every_type():
 # --- OR, AND, escaping, empty values ------------------------------------------------------------------
 
 def test_or_and():
-    assert where("code=a,b&code=c") == (Clause("code", "token", (TokenPred(None, "a"), TokenPred(None, "b"))),
-                                        Clause("code", "token", (TokenPred(None, "c"),)))
+    assert where("code=a,b&code=c") == (Clause("code", "token", (token.code(None, "a"), token.code(None, "b"))),
+                                        Clause("code", "token", (token.code(None, "c"),)))
 
 
 def test_escaping():
-    assert preds(r"name=a\,b,c", types=("Patient",)) == (StringPred("a,b"), StringPred("c"))
-    assert preds(r"code=http://x|a\|b") == (TokenPred("http://x", "a|b"),)
-    assert preds(r"identifier=a\\b", types=("Patient",)) == (TokenPred(None, "a\\b"),)
+    assert preds(r"name=a\,b,c", types=("Patient",)) == (string.pred("a,b"), string.pred("c"))
+    assert preds(r"code=http://x|a\|b") == (token.code("http://x", "a|b"),)
+    assert preds(r"identifier=a\\b", types=("Patient",)) == (token.code(None, "a\\b"),)
     assert preds(r"code-value-string=c$x\$y", types=("Observation",)) == (
-        CompositePred((TokenPred(None, "c"), StringPred("x$y"))),)
+        CompositePred((token.code(None, "c"), string.pred("x$y"))),)
 
 
 def test_empty_values_are_ignored():
     query = parse("code=&status=final,,")
-    assert query.where == (Clause("status", "token", (TokenPred(None, "final"),)),)
+    assert query.where == (Clause("status", "token", (token.code(None, "final"),)),)
     assert query.used == (("status", "final,,"),)
 
 
 # --- special parameters -------------------------------------------------------------------------------
 
 def test_resource_parameters():
-    assert preds("_id=a,b") == (TokenPred(None, "a"), TokenPred(None, "b"))
-    assert preds("_lastUpdated=gt2020") == (DatePred("gt", *date_range("2020")),)
-    assert preds("_tag=urn:t|x") == (TokenPred("urn:t", "x"),)
-    assert preds("_security=urn:s|R") == (TokenPred("urn:s", "R"),)
-    assert preds("_profile=http://p") == (UriPred("http://p"),)
-    assert preds("_source=http://s") == (UriPred("http://s"),)
+    assert preds("_id=a,b") == (token.code(None, "a"), token.code(None, "b"))
+    assert preds("_lastUpdated=gt2020") == (date.pred("gt", *date_range("2020")),)
+    assert preds("_tag=urn:t|x") == (token.code("urn:t", "x"),)
+    assert preds("_security=urn:s|R") == (token.code("urn:s", "R"),)
+    assert preds("_profile=http://p") == (uri.pred("http://p"),)
+    assert preds("_source=http://s") == (uri.pred("http://s"),)
 
 
 def test_list_is_a_has_on_list_item():
     (clause,) = where("_list=l1")
     assert clause == Clause("_has", "special", (HasPred("List", "item", (
-        Clause("_id", "token", (TokenPred(None, "l1"),)),)),))
+        Clause("_id", "token", (token.code(None, "l1"),)),)),))
     assert "functional" in bad("_list=$current-allergies")
 
 
@@ -221,7 +227,7 @@ def test_list_is_a_has_on_list_item():
 def test_chain_with_type():
     (clause,) = where("subject:Patient.name=peter,paul")
     assert clause == Clause("subject", "reference", (ChainPred(("Patient",), (
-        Clause("name", "string", (StringPred("peter"), StringPred("paul"))),)),))
+        Clause("name", "string", (string.pred("peter"), string.pred("paul"))),)),))
 
 
 def test_chain_over_every_target_with_the_parameter():
@@ -229,7 +235,7 @@ def test_chain_over_every_target_with_the_parameter():
     (chain,) = clause.preds
     assert set(chain.target_types) == {"Patient", "Location"}  # Group and Device have no `name`
     (clause,) = where("patient.birthdate=ge2000")
-    born = Clause("birthdate", "date", (DatePred("ge", *date_range("2000")),), single_date=True)
+    born = Clause("birthdate", "date", (date.pred("ge", *date_range("2000")),), single_date=True)
     assert clause.preds == (ChainPred(("Patient",), (born,)),)
 
 
@@ -243,7 +249,7 @@ def test_multi_level_chain_with_modifier_at_the_end():
     (clause,) = where("subject:Patient.organization.name:exact=Acme")
     inner = clause.preds[0].where[0]
     assert inner.param == "organization" and inner.preds == (ChainPred(("Organization",), (
-        Clause("name", "string", (StringPred("Acme", "exact"),)),)),)
+        Clause("name", "string", (string.pred("Acme", "exact"),)),)),)
 
 
 def test_chain_errors():
@@ -255,7 +261,7 @@ def test_chain_errors():
 def test_has_and_nested_has():
     (clause,) = where("_has:Observation:patient:code=1234", types=("Patient",))
     assert clause == Clause("_has", "special", (HasPred("Observation", "patient", (
-        Clause("code", "token", (TokenPred(None, "1234"),)),)),))
+        Clause("code", "token", (token.code(None, "1234"),)),)),))
     (clause,) = where("_has:Observation:patient:_has:AuditEvent:entity:agent=Practitioner/x", types=("Patient",))
     inner = clause.preds[0].where[0]
     assert inner.preds[0].source_type == "AuditEvent" and inner.preds[0].where[0].param == "agent"
@@ -366,15 +372,32 @@ def test_compartment_errors():
 def test_cursor_round_trip_and_tampering():
     values = ("2020-01-01T00:00:00.000000", 1.5, None, 3, True)
     key = b"a database's secret"
-    cursor = encode_cursor(values, "abc", "next", key=key)
+    cursor = encode(Keyset(values, "next"), "search", key=key)
     assert cursor.replace("-", "").replace("_", "").isalnum()
-    assert decode_cursor(cursor, key=key) == (values, "abc", "next")
-    assert decode_cursor(encode_cursor((), "x", "prev", key=key), key=key) == ((), "x", "prev")
+    assert decode(cursor, "search", key=key) == Keyset(values, "next")
+    assert decode(encode(Keyset((), "prev"), "s", key=key), "s", key=key) == Keyset((), "prev")
     for broken in (cursor[:-1] + ("A" if cursor[-1] != "A" else "B"), cursor[4:], "", "%%%", "é"):
         with pytest.raises(FhirError) as caught:
-            decode_cursor(broken, key=key)
+            decode(broken, "search", key=key)
         assert caught.value.status == 400
     with pytest.raises(FhirError):
-        decode_cursor(encode_cursor(values, "abc", "next", key=b"other"), key=key)
+        decode(encode(Keyset(values), "search", key=b"other"), "search", key=key)
+    with pytest.raises(FhirError) as caught:  # a cursor of another search
+        decode(cursor, "another search", key=key)
+    assert "does not belong to this search" in caught.value.diagnostics
     with pytest.raises(TypeError):
-        encode_cursor((object(),), "x", "next", key=key)
+        encode(Keyset((object(),)), "s", key=key)
+
+
+def test_a_cursor_names_its_search():
+    """What the cursor's search is: its types, sort and matching parameters as written, and its scope; not the
+    page's shape."""
+    def named(query: str, types=("Observation",), scope: str = "") -> str:
+        return identity(parse(query, types), scope)
+    base = named("code=a&date=ge2020&_sort=date")
+    assert named("date=ge2020&code=a&_sort=date&_count=5&_include=Observation:subject&_total=accurate") == base
+    for other in ("code=b&date=ge2020&_sort=date", "code=a&date=ge2020&_sort=-date", "code=a&date=ge2020"):
+        assert named(other) != base, other
+    assert named("code=a&date=ge2020&_sort=date", ("DiagnosticReport",)) != base
+    assert named("code=a&date=ge2020&_sort=date", scope="Patient/1/Observation") != base
+    assert named("date=ap2020") == named("date=ap2020")  # an `ap` range moves with the clock; its name does not

@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 
 from conftest import BACKENDS, BASE, make_store
-from server.app import create_app
-from server.settings import Settings
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 from synthea_loader import load, synthea_resources
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

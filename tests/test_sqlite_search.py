@@ -5,20 +5,22 @@ totals, count=0, includes, system search, deleted resources, conditional-write a
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from capability.outcome import FhirError
-from search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
+from hearth.search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
                             TokenEntry, UriEntry)
-from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred,
-                       NumberPred, QuantityPred, Query, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
-from search.matcher import matches
-from storage.base import Assertion, AssertionFailed, Write
-from storage.sqlite import search as sqlite_search
-from storage.sqlite import index, search_where
-from storage.sqlite.store import SqliteStore
+from hearth.search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, HasPred, Include, MissingPred, OfTypePred, Query,
+                       ReferencePred, SortKey, TokenPred, TokenTextPred)
+from hearth.search.paging import following, places
+from hearth.search.params import date, number, quantity, string, token, uri
+from hearth.search.matcher import matches
+from hearth.storage.base import Assertion, AssertionFailed, KeysetMismatch, Write
+from hearth.storage.sqlite import search as sqlite_search
+from hearth.storage.sqlite import index, search_where
+from hearth.storage.sqlite.store import SqliteStore
 
 SCT, LOINC, UCUM = "http://snomed.info/sct", "http://loinc.org", "http://unitsofmeasure.org"
 T0 = datetime(2025, 5, 1, tzinfo=timezone.utc)
@@ -111,36 +113,36 @@ YEAR = ("2020-01-01T00:00:00.000000", "2020-12-31T23:59:59.999999")
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 OF_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
 CASES = [
-    clause("code", "token", TokenPred(None, "29463-7")),
-    clause("code", "token", TokenPred(LOINC, "29463-7")),
-    clause("code", "token", TokenPred("", "pulse")),
-    clause("code", "token", TokenPred("", None)),
-    clause("code", "token", TokenPred(SCT, None)),
-    clause("code", "token", TokenPred(None, None)),
-    clause("code", "token", TokenPred(None, "29463-7", "not")),
-    clause("code", "token", TokenPred(LOINC, "8867-4", "not")),
-    clause("code", "token", TokenPred(None, None, "in", codes=((LOINC, "8867-4"), (None, "zz"), ("", "pulse")))),
-    clause("code", "token", TokenPred(None, None, "below", codes=((SCT, "29463-7"), (LOINC, None)))),
-    clause("code", "token", TokenPred(None, None, "not-in", codes=((LOINC, "29463-7"), (SCT, "29463-7")))),
-    clause("code", "token", TokenPred(None, "heart", "text")),
-    clause("identifier", "token", TokenPred(None, "M-7", "of-type", OF_TYPE, "MR")),
-    clause("identifier", "token", TokenPred(None, "M-7", "of-type", OF_TYPE, "DL")),
-    clause("code", "token", TokenPred(None, "pulse"), TokenPred(SCT, "29463-7")),
-    clause("_id", "token", TokenPred(None, "b")),
-    clause("_id", "token", TokenPred(None, None, "in", codes=((None, "a"), ("", "c"), (SCT, "d")))),
-    clause("_id", "token", TokenPred(None, "a", "not")),
-    clause("_id", "token", TokenPred("urn:x", "a")),
-    clause("note", "string", StringPred("hea")),
-    clause("note", "string", StringPred("ca va")),
-    clause("note", "string", StringPred("lift", "contains")),
-    clause("note", "string", StringPred("Heavy lifting", "exact")),
-    clause("note", "string", StringPred("heavy lifting", "exact")),
-    clause("note", "string", StringPred("%", "contains")),
-    *(clause("date", "date", DatePred(p, *v)) for p in PREFIXES for v in (DAY, MONTH, YEAR)),
-    *(clause("_lastUpdated", "date", DatePred(p, "2025-05-01T02:00:00.000000", "2025-05-01T02:59:59.999999"))
+    clause("code", "token", token.code(None, "29463-7")),
+    clause("code", "token", token.code(LOINC, "29463-7")),
+    clause("code", "token", token.code("", "pulse")),
+    clause("code", "token", token.code("", None)),
+    clause("code", "token", token.code(SCT, None)),
+    clause("code", "token", token.code(None, None)),
+    clause("code", "token", token.code(None, "29463-7", negated=True)),
+    clause("code", "token", token.code(LOINC, "8867-4", negated=True)),
+    clause("code", "token", TokenPred(((LOINC, "8867-4"), (None, "zz"), ("", "pulse")))),
+    clause("code", "token", TokenPred(((SCT, "29463-7"), (LOINC, None)))),
+    clause("code", "token", TokenPred(((LOINC, "29463-7"), (SCT, "29463-7")), negated=True)),
+    clause("code", "token", TokenTextPred("heart")),
+    clause("identifier", "token", OfTypePred(OF_TYPE, "MR", "M-7")),
+    clause("identifier", "token", OfTypePred(OF_TYPE, "DL", "M-7")),
+    clause("code", "token", token.code(None, "pulse"), token.code(SCT, "29463-7")),
+    clause("_id", "token", token.code(None, "b")),
+    clause("_id", "token", TokenPred(((None, "a"), ("", "c"), (SCT, "d")))),
+    clause("_id", "token", token.code(None, "a", negated=True)),
+    clause("_id", "token", token.code("urn:x", "a")),
+    clause("note", "string", string.pred("hea")),
+    clause("note", "string", string.pred("ca va")),
+    clause("note", "string", string.pred("lift", "contains")),
+    clause("note", "string", string.pred("Heavy lifting", "exact")),
+    clause("note", "string", string.pred("heavy lifting", "exact")),
+    clause("note", "string", string.pred("%", "contains")),
+    *(clause("date", "date", date.pred(p, *v)) for p in PREFIXES for v in (DAY, MONTH, YEAR)),
+    *(clause("_lastUpdated", "date", date.pred(p, "2025-05-01T02:00:00.000000", "2025-05-01T02:59:59.999999"))
       for p in PREFIXES),
-    *(clause("rank", "number", NumberPred(p, 10.0, 9.5, 10.5)) for p in PREFIXES),
-    *(clause("value-quantity", "quantity", QuantityPred(p, 72.0, 71.5, 72.5, *units))
+    *(clause("rank", "number", number.pred(p, 10.0, 9.5, 10.5)) for p in PREFIXES),
+    *(clause("value-quantity", "quantity", quantity.pred(p, 72.0, 71.5, 72.5, *units))
       for p in ("eq", "ne", "gt", "le", "ap")
       for units in ((None, None), (UCUM, "kg"), ("", "kg"), ("", "beats/min"), (UCUM, None))),
     clause("subject", "reference", ReferencePred("Patient", "jo")),
@@ -155,24 +157,24 @@ CASES = [
                                                  identifier_value="999")),
     clause("subject", "reference", ReferencePred(modifier="identifier", identifier_system="", identifier_value="999")),
     clause("subject", "reference", ReferencePred(modifier="identifier", identifier_value="999")),
-    clause("instantiates", "uri", UriPred("http://x.org/q")),
-    clause("instantiates", "uri", UriPred("http://x.org/q/weight/v2", "above")),
-    clause("instantiates", "uri", UriPred("http://x.org/q", "below")),
-    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "29463-7"),
-                                                              QuantityPred("gt", 70.0, 69.5, 70.5)))),
-    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "8867-4"),
-                                                              QuantityPred("gt", 70.0, 69.5, 70.5)))),
-    clause("code-value-quantity", "composite", CompositePred((TokenPred(None, None, "in", codes=((LOINC, "8867-4"),)),
-                                                              QuantityPred("lt", 70.0, 69.5, 70.5)))),
+    clause("instantiates", "uri", uri.pred("http://x.org/q")),
+    clause("instantiates", "uri", uri.pred("http://x.org/q/weight/v2", "above")),
+    clause("instantiates", "uri", uri.pred("http://x.org/q", "below")),
+    clause("code-value-quantity", "composite", CompositePred((token.code(LOINC, "29463-7"),
+                                                              quantity.pred("gt", 70.0, 69.5, 70.5)))),
+    clause("code-value-quantity", "composite", CompositePred((token.code(LOINC, "8867-4"),
+                                                              quantity.pred("gt", 70.0, 69.5, 70.5)))),
+    clause("code-value-quantity", "composite", CompositePred((TokenPred(((LOINC, "8867-4"),)),
+                                                              quantity.pred("lt", 70.0, 69.5, 70.5)))),
     *(clause(p, t, MissingPred(m)) for p, t in (("note", "string"), ("code", "token"), ("_id", "token"),
                                                 ("code-value-quantity", "composite")) for m in (True, False)),
-    clause("subject", "reference", ChainPred(("Patient",), (clause("name", "string", StringPred("mar")),))),
+    clause("subject", "reference", ChainPred(("Patient",), (clause("name", "string", string.pred("mar")),))),
     clause("subject", "reference", ChainPred(("Patient", "Group"),
-                                             (clause("gender", "token", TokenPred(None, "male")),))),
+                                             (clause("gender", "token", token.code(None, "male")),))),
     clause("subject", "reference", ChainPred(("Patient",), (clause("general-practitioner", "reference", ChainPred(
-        ("Practitioner",), (clause("name", "string", StringPred("hu")),))),))),
+        ("Practitioner",), (clause("name", "string", string.pred("hu")),))),))),
     clause("_compartment", "special", AnyOfPred((clause("subject", "reference", ReferencePred("Patient", "mo")),
-                                                 clause("_id", "token", TokenPred(None, "c"))))),
+                                                 clause("_id", "token", token.code(None, "c"))))),
 ]
 
 
@@ -183,27 +185,28 @@ async def test_each_predicate_agrees_with_the_matcher(loaded, where):
 
 async def test_predicates_select_what_the_spec_says(loaded):
     """A few answers spelled out, so that matcher and SQL cannot agree on something wrong."""
-    assert await found(loaded, ("Observation",), clause("code", "token", TokenPred(None, "29463-7"))) == ["a", "c"]
-    assert await found(loaded, ("Observation",), clause("code", "token", TokenPred(LOINC, "29463-7", "not"))) == \
+    assert await found(loaded, ("Observation",), clause("code", "token", token.code(None, "29463-7"))) == ["a", "c"]
+    assert await found(loaded, ("Observation",), clause("code", "token",
+                                                        token.code(LOINC, "29463-7", negated=True))) == \
         ["b", "c", "d"]
-    assert await found(loaded, ("Observation",), clause("date", "date", DatePred("eq", *MONTH))) == ["a", "b", "d"]
+    assert await found(loaded, ("Observation",), clause("date", "date", date.pred("eq", *MONTH))) == ["a", "b", "d"]
     assert await found(loaded, ("Observation",), clause("value-quantity", "quantity",
-                                                        QuantityPred("eq", 72.0, 71.5, 72.5, "", "kg"))) == ["c"]
-    assert await found(loaded, ("Observation",), clause("note", "string", StringPred("ca va"))) == ["c"]
-    assert await found(loaded, ("Observation",), clause("note", "string", StringPred("%", "contains"))) == []
+                                                        quantity.pred("eq", 72.0, 71.5, 72.5, "", "kg"))) == ["c"]
+    assert await found(loaded, ("Observation",), clause("note", "string", string.pred("ca va"))) == ["c"]
+    assert await found(loaded, ("Observation",), clause("note", "string", string.pred("%", "contains"))) == []
 
 
 HAS = [
     (("Patient",), clause("_has", "special", HasPred("Observation", "subject",
-                                                     (clause("code", "token", TokenPred(LOINC, "8867-4")),)))),
+                                                     (clause("code", "token", token.code(LOINC, "8867-4")),)))),
     (("Patient",), clause("_has", "special", HasPred("Observation", "subject",
-                                                     (clause("status", "token", TokenPred(None, "final")),)))),
+                                                     (clause("status", "token", token.code(None, "final")),)))),
     (("Practitioner",), clause("_has", "special", HasPred("Patient", "general-practitioner", (
         clause("_has", "special", HasPred("Observation", "subject", (clause("rank", "number",
-                                                                            NumberPred("gt", 5.0, 4.5, 5.5)),))),)))),
-    (("Patient",), clause("name", "string", StringPred("m"), StringPred("z"))),
-    ((), clause("name", "string", StringPred("m"))),
-    (("Patient", "Practitioner"), clause("name", "string", StringPred("m"), StringPred("hu"))),
+                                                                            number.pred("gt", 5.0, 4.5, 5.5)),))),)))),
+    (("Patient",), clause("name", "string", string.pred("m"), string.pred("z"))),
+    ((), clause("name", "string", string.pred("m"))),
+    (("Patient", "Practitioner"), clause("name", "string", string.pred("m"), string.pred("hu"))),
 ]
 
 
@@ -213,11 +216,12 @@ async def test_has_and_system_search_agree_with_the_matcher(loaded, types, where
 
 
 async def test_several_clauses_and_deleted_resources(loaded):
-    where = (clause("status", "token", TokenPred(None, "final")), clause("date", "date", DatePred("ge", *MONTH)))
+    where = (clause("status", "token", token.code(None, "final")), clause("date", "date", date.pred("ge", *MONTH)))
     assert await found(loaded, ("Observation",), *where) == sorted(expected(("Observation",), where)) == ["a", "b"]
     await loaded.commit([Write("Observation", "a", 2, T0 + timedelta(days=1), None, (), 1, "delete")])
     assert await found(loaded, ("Observation",), *where) == ["b"]
-    assert "a" not in await found(loaded, ("Observation",), clause("code", "token", TokenPred(None, "zz", "not")))
+    assert "a" not in await found(loaded, ("Observation",),
+                                  clause("code", "token", token.code(None, "zz", negated=True)))
     assert "a" not in await found(loaded, ("Observation",))
 
 
@@ -234,19 +238,23 @@ async def test_sort_by_parameters_with_missing_values_lowest(loaded):
 
 
 async def page_through(store, query: Query) -> tuple[list[str], list[str]]:
-    """Every id walking forward through the next cursors, then back through the previous ones."""
-    forward, cursors = [], []
+    """Every id walking forward through the next pages, then back through the previous ones."""
+    forward, previous = [], []
     page = await store.search(query)
     while True:
         forward += [v.id for v in page.matches]
-        cursors.append(page.previous_cursor)
-        if page.next_cursor is None:
+        following, preceding = places(query, page)
+        previous.append(preceding)
+        if following is None:
             break
-        page = await store.search(Query(query.types, query.where, query.sort, query.count, page.next_cursor))
-    assert cursors[0] is None and all(cursors[1:])  # every page but the first has a way back
+        query = replace(query, after=following)
+        page = await store.search(query)
+    assert previous[0] is None and all(previous[1:])  # every page but the first has a way back
     backward = [v.id for v in page.matches]
-    while page.previous_cursor is not None:
-        page = await store.search(Query(query.types, query.where, query.sort, query.count, page.previous_cursor))
+    while preceding is not None:
+        query = replace(query, after=preceding)
+        page = await store.search(query)
+        preceding = places(query, page)[1]
         backward = [v.id for v in page.matches] + backward
     return forward, backward
 
@@ -266,7 +274,7 @@ async def test_paging_visits_every_row_once_in_order_both_ways(store, sort):
     await store.commit(writes)
     full = await store.search(Query(("Observation",), (), sort, count=1000))
     everything = [v.id for v in full.matches]
-    assert sorted(everything) == [w.id for w in writes] and full.next_cursor is None
+    assert sorted(everything) == [w.id for w in writes] and not full.more
     forward, backward = await page_through(store, Query(("Observation",), (), sort, count=8))
     assert forward == everything and backward == everything
 
@@ -278,7 +286,7 @@ async def test_walking_the_sort_index_agrees_with_sorting_the_matches(store, mon
         TokenEntry("status", None, "final" if n % 4 else "draft"), *([qty(float(n % 6), "kg", "kg")] * (n % 3 > 0)),
         *([qty(float(n % 5) + 0.5, "kg", "kg")] * (n % 2)), TokenEntry("code", SCT, None, "text only"),
         *([TokenEntry("code", LOINC, f"c{n % 7}")] * (n % 4 > 1))], 0, "create") for n in range(45)])
-    where = (clause("status", "token", TokenPred(None, "final")),)
+    where = (clause("status", "token", token.code(None, "final")),)
     for sort in ((SortKey("value-quantity", "quantity"),), (SortKey("code", "token"),),
                  (SortKey("value-quantity", "quantity", True), SortKey("_id", "token", True))):
         sorted_matches = await store.search(Query(("Observation",), where, sort, count=100))
@@ -298,33 +306,34 @@ async def test_inserts_between_pages_neither_shift_nor_repeat(store):
     page = await store.search(query)
     seen = [v.id for v in page.matches]
     added = 0
-    while page.next_cursor:
-        # one id before everything seen and one after: only the later one may show up
+    while (query := following(query, page)) is not None:
+        # one resource that sorts before everything seen by id and one after: in creation order, both come after
+        # every page seen, so both show up, and nothing seen repeats
         await store.commit([Write("Patient", f"p{added:02d}x", 1, T0, b"{}", (), 0, "create"),
                             Write("Patient", f"q{added:02d}", 1, T0, b"{}", (), 0, "create")])
         added += 1
-        page = await store.search(Query(("Patient",), (), count=5, cursor=page.next_cursor))
+        page = await store.search(query)
         seen += [v.id for v in page.matches]
     assert len(seen) == len(set(seen))
-    assert [s for s in seen if s.startswith("p") and "x" not in s] == [f"p{n:02d}" for n in range(0, 40, 2)]
-    assert [s for s in seen if s.startswith("q")] == [f"q{n:02d}" for n in range(added)]
+    assert seen[:20] == [f"p{n:02d}" for n in range(0, 40, 2)]
+    assert seen[20:] == [name for n in range(added) for name in (f"p{n:02d}x", f"q{n:02d}")]
 
 
-async def test_a_cursor_of_another_search_is_a_400(loaded):
-    page = await loaded.search(Query(("Observation",), (), (SortKey("date", "date"),), count=1))
-    with pytest.raises(FhirError) as error:
-        await loaded.search(Query(("Observation",), (), count=1, cursor=page.next_cursor))
-    assert error.value.status == 400
+async def test_a_place_in_another_order_is_refused(loaded):
+    query = Query(("Observation",), (), (SortKey("date", "date"),), count=1)
+    following_place = places(query, await loaded.search(query))[0]
+    with pytest.raises(KeysetMismatch):
+        await loaded.search(Query(("Observation",), (), count=1, after=following_place))
 
 
 async def test_totals_and_count_zero(loaded):
-    final = (clause("status", "token", TokenPred(None, "final")),)
+    final = (clause("status", "token", token.code(None, "final")),)
     page = await loaded.search(Query(("Observation",), final, count=1, total="accurate"))
-    assert len(page.matches) == 1 and page.total == 2 and page.next_cursor
+    assert len(page.matches) == 1 and page.total == 2 and page.more
     assert (await loaded.search(Query(("Observation",), final, count=1, total="estimate"))).total == 2
     assert (await loaded.search(Query(("Observation",), final, count=1))).total is None
     counted = await loaded.search(Query(("Observation",), final, count=0, total="accurate"))
-    assert counted.total == 2 and counted.matches == [] and counted.next_cursor is None
+    assert counted.total == 2 and counted.matches == [] and not counted.more
     assert (await loaded.search(Query((), (), count=0, total="accurate"))).total == len(ALL)
 
 
@@ -336,7 +345,7 @@ async def test_includes(loaded):
                                                                                         "Group"),)))
     assert page.included == []
     iterate = Include("Patient", "general-practitioner", iterate=True)
-    page = await loaded.search(Query(("Observation",), (clause("_id", "token", TokenPred(None, "a")),),
+    page = await loaded.search(Query(("Observation",), (clause("_id", "token", token.code(None, "a")),),
                                      includes=(subject, iterate)))
     assert [(v.type, v.id) for v in page.included] == [("Patient", "jo"), ("Practitioner", "hu")]
     page = await loaded.search(Query(("Practitioner",), (), includes=(
@@ -350,12 +359,12 @@ async def test_includes(loaded):
 
 async def test_bodies_are_the_current_versions(loaded):
     await loaded.commit([Write("Patient", "jo", 2, T0 + timedelta(days=2), b'{"v":2}', PATIENTS["jo"], 1, "update")])
-    page = await loaded.search(Query(("Patient",), (clause("name", "string", StringPred("jo")),)))
+    page = await loaded.search(Query(("Patient",), (clause("name", "string", string.pred("jo")),)))
     assert [(v.id, v.version_id, v.body) for v in page.matches] == [("jo", 2, b'{"v":2}')]
 
 
 async def test_conditional_write_assertions(loaded):
-    query = Query(("Patient",), (clause("gender", "token", TokenPred(None, "male")),))
+    query = Query(("Patient",), (clause("gender", "token", token.code(None, "male")),))
     await loaded.commit([Write("Patient", "new", 1, T0, b"{}", (), 0, "create")], [Assertion(query, frozenset({"mo"}))])
     with pytest.raises(AssertionFailed):
         await loaded.commit([Write("Patient", "new2", 1, T0, b"{}", (), 0, "create")], [Assertion(query, frozenset())])
@@ -390,27 +399,27 @@ async def test_selective_predicates_use_indexes(store, tmp_path):
     await store.commit(writes)
     path = str(tmp_path / "search.db")
     selective = {
-        "token": clause("code", "token", TokenPred(LOINC, "c17")),
-        "string": clause("name", "string", StringPred("n171")),
+        "token": clause("code", "token", token.code(LOINC, "c17")),
+        "string": clause("name", "string", string.pred("n171")),
         "reference": clause("subject", "reference", ReferencePred("Patient", "p3")),
         "chain": clause("subject", "reference", ChainPred(("Patient",), (clause("name", "string",
-                                                                                StringPred("pat7")),))),
-        "_id": clause("_id", "token", TokenPred(None, "o00017")),
-        "exact": clause("name", "string", StringPred("N171", "exact")),
-        "date": clause("date", "date", DatePred("eq", "2020-01-01T00:00:07.000000", "2020-01-01T00:00:07.999999")),
-        "quantity": clause("value-quantity", "quantity", QuantityPred("eq", 17.0, 16.95, 17.05, UCUM, "kg")),
-        "uri": clause("instantiates", "uri", UriPred("http://x.org/q/17", "below")),
+                                                                                string.pred("pat7")),))),
+        "_id": clause("_id", "token", token.code(None, "o00017")),
+        "exact": clause("name", "string", string.pred("N171", "exact")),
+        "date": clause("date", "date", date.pred("eq", "2020-01-01T00:00:07.000000", "2020-01-01T00:00:07.999999")),
+        "quantity": clause("value-quantity", "quantity", quantity.pred("eq", 17.0, 16.95, 17.05, UCUM, "kg")),
+        "uri": clause("instantiates", "uri", uri.pred("http://x.org/q/17", "below")),
         "identifier": clause("subject", "reference", ReferencePred(modifier="identifier", identifier_system="urn:ssn",
                                                                    identifier_value="17")),
         "url": clause("based-on", "reference", ReferencePred(url="http://other.org/CarePlan/17")),
     }
     for name, where in selective.items():
-        text = plan(path, Query(("Observation",), (clause("status", "token", TokenPred(None, "final")), where)))
+        text = plan(path, Query(("Observation",), (clause("status", "token", token.code(None, "final")), where)))
         scans = [line for line in text.splitlines() if line.strip().startswith("SCAN") and "json_each" not in line
                  or line.strip().endswith(("(type=?)", "(param=?)"))]  # every row of a type or parameter
         assert not scans, (name, text)
     # no selective clause: walk the type's rows in page order (the default, creation), test each row
-    text = plan(path, Query(("Observation",), (clause("status", "token", TokenPred(None, "final")),)))
+    text = plan(path, Query(("Observation",), (clause("status", "token", token.code(None, "final")),)))
     assert "USING INDEX resources_type (type=?)" in text and "TEMP B-TREE" not in text, text
 
 
@@ -436,7 +445,7 @@ async def test_counts_and_inner_rid_sets_read_the_index_alone(store, tmp_path):
     writes += [Write("Patient", f"p{n}", 1, T0, body("Patient", f"p{n}"), (), 0, "create") for n in range(4)]
     await store.commit(writes)
     await store.commit([Write("Observation", "gone", 2, T0, None, (), 1, "delete")])
-    coded = clause("code", "token", TokenPred(LOINC, "8302-2"))
+    coded = clause("code", "token", token.code(LOINC, "8302-2"))
     counted = await store.search(Query(("Observation",), (coded,), count=0, total="accurate"))
     assert counted.total == 10
     assert (await store.search(Query(("Condition", "Observation"), (coded,), count=0, total="accurate"))).total == 14
@@ -469,7 +478,7 @@ async def test_an_index_without_resource_types_is_migrated_at_start_up(tmp_path)
     conn.close()
     store = SqliteStore(path)
     try:
-        named = clause("name", "string", StringPred("pet"))
+        named = clause("name", "string", string.pred("pet"))
         assert [v.id for v in (await store.search(Query(("Patient",), (named,)))).matches] == ["p1"]
         assert (await store.search(Query(("Practitioner",), (named,), count=0, total="accurate"))).total == 1
         await store.commit([Write("Patient", "p2", 1, T0, body("Patient", "p2"),

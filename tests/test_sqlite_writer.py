@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from conftest import BASE, FHIR_JSON
-from server.app import create_app
-from server.settings import Settings
-from storage.sqlite.notification_queue import _create_tables, _secret
-from storage.sqlite.store import SqliteStore
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
+from hearth.storage.sqlite.notification_queue import _create_tables, _secret
+from hearth.storage.sqlite.store import SqliteStore
 
 
 @pytest.fixture

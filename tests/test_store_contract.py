@@ -12,9 +12,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import BACKENDS, make_store
-from search.entries import DateEntry, ReferenceEntry, StringEntry, TokenEntry
-from search.ir import Clause, Query, StringPred, TokenPred
-from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, VersionConflict, Write
+from hearth.search.entries import DateEntry, ReferenceEntry, StringEntry, TokenEntry
+from hearth.search.ir import Clause, Query
+from hearth.search.params import string, token
+from hearth.storage.base import Assertion, AssertionFailed, TransactionsUnsupported, VersionConflict, Write
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
 
@@ -36,7 +37,7 @@ def write(resource_type: str, resource_id: str, version: int, body: bytes | None
 
 
 def by_family(name: str) -> Query:
-    return Query(("Patient",), (Clause("family", "string", (StringPred(name),)),))
+    return Query(("Patient",), (Clause("family", "string", (string.pred(name),)),))
 
 
 async def test_read_vread_and_exact_bytes(store):
@@ -159,7 +160,7 @@ async def test_entries_replaced_with_the_current_version(store):
     await store.commit([write("Observation", "e", 1, entries=first)])
     second = [TokenEntry("code", "http://loinc.org", "2"), ReferenceEntry("subject", "Patient", "p1")]
     await store.commit([write("Observation", "e", 2, entries=second)])
-    code = lambda c: Query(("Observation",), (Clause("code", "token", (TokenPred(None, c),)),))  # noqa: E731
+    code = lambda c: Query(("Observation",), (Clause("code", "token", (token.code(None, c),)),))  # noqa: E731
     assert (await store.search(code("1"))).matches == []
     assert [v.version_id for v in (await store.search(code("2"))).matches] == [2]
 

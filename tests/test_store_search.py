@@ -7,12 +7,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
+from hearth.search.entries import (CompositeEntry, DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry,
                             TokenEntry, UriEntry)
-from search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, DatePred, HasPred, Include, MissingPred,
-                       NumberPred, QuantityPred, Query, ReferencePred, SortKey, StringPred, TokenPred, UriPred)
-from search.matcher import matches
-from storage.base import Write
+from hearth.search.ir import (AnyOfPred, ChainPred, Clause, CompositePred, HasPred, Include, Keyset, MissingPred, OfTypePred,
+                       Query, ReferencePred, SortKey, TokenPred, TokenTextPred)
+from hearth.search.paging import places
+from hearth.search.params import date, number, quantity, string, token, uri
+from hearth.search.matcher import matches
+from hearth.storage.base import Write
 from test_store_contract import store  # noqa: F401  (the fixture: each backend)
 
 LOINC = "http://loinc.org"
@@ -33,7 +35,10 @@ OBSERVATIONS = {
            StringEntry("note", "fever noted", "Fever noted"), NumberEntry("probability", 0.25, 0.245, 0.255),
            CompositeEntry("code-value-quantity", (TokenEntry("code", LOINC, "8310-5"),
                                                   bp("http://unitsofmeasure.org", "Cel", 37.0, "C"))),
-           UriEntry("instantiates", "http://example.org/fhir/Questionnaire/temp")],
+           UriEntry("instantiates", "http://example.org/fhir/Questionnaire/temp"),
+           CompositeEntry("code-value-date", (TokenEntry("code", LOINC, "8310-5"), DateEntry("value-date", *DAY))),
+           CompositeEntry("code-value-string", (TokenEntry("code", LOINC, "8310-5"),
+                                                StringEntry("value-string", "high", "High")))],
     "o2": [TokenEntry("code", LOINC, "8867-4", "heart rate"), TokenEntry("code", None, "hr"),
            DateEntry("date", *MONTH), bp("http://unitsofmeasure.org", "/min", 80.0, "beats/minute"),
            ReferenceEntry("subject", "Patient", "p2"), NumberEntry("probability", 100.0, 99.5, 100.5),
@@ -44,7 +49,10 @@ OBSERVATIONS = {
            ReferenceEntry("subject", "Group", "g1"),
            ReferenceEntry("based-on", None, None, "http://other.org/fhir/CarePlan/9"),
            StringEntry("note", "Ünïcode café", "Ünïcode café"),
-           UriEntry("instantiates", "http://example.org/fhir/Questionnaire")],
+           UriEntry("instantiates", "http://example.org/fhir/Questionnaire"),
+           CompositeEntry("code-value-date", (TokenEntry("code", None, "8310-5"), DateEntry("value-date", *MONTH))),
+           CompositeEntry("code-value-string", (TokenEntry("code", LOINC, "x"),
+                                                StringEntry("value-string", "higher up", "Higher up")))],
     "o4": [TokenEntry("identifier", "urn:sys", "A-1", None, "http://terminology.hl7.org/CodeSystem/v2-0203", "MR"),
            DateEntry("date", *NOON), ReferenceEntry("subject", None, None, None, None, "urn:ssn", "123"),
            ReferenceEntry("instantiates-canonical", None, None, "http://example.org/PlanDefinition/x", "2.0")],
@@ -88,33 +96,31 @@ def clause(param: str, param_type: str, *preds) -> Clause:
 
 Q = "http://unitsofmeasure.org"
 CASES = [
-    clause("code", "token", TokenPred(None, "8310-5")),
-    clause("code", "token", TokenPred(LOINC, "8310-5")),
-    clause("code", "token", TokenPred("", "hr")),
-    clause("code", "token", TokenPred(LOINC, None)),
-    clause("code", "token", TokenPred(None, "8310-5", "not")),
-    clause("code", "token", TokenPred(LOINC, "8867-4", "not")),
-    clause("code", "token", TokenPred(None, None, "in", codes=((LOINC, "8867-4"), (None, "x"), ("", "hr")))),
-    clause("code", "token", TokenPred(None, None, "not-in", codes=((LOINC, "8310-5"),))),
-    clause("code", "token", TokenPred(None, "body temp", "text")),
-    clause("identifier", "token", TokenPred(None, "A-1", "of-type", "http://terminology.hl7.org/CodeSystem/v2-0203",
-                                            "MR")),
-    clause("identifier", "token", TokenPred(None, "A-1", "of-type", "http://terminology.hl7.org/CodeSystem/v2-0203",
-                                            "XX")),
-    clause("code", "token", TokenPred(None, "8310-5"), TokenPred(None, "hr")),
-    clause("note", "string", StringPred("fev")),
-    clause("note", "string", StringPred("unicode")),
-    clause("note", "string", StringPred("noted", "contains")),
-    clause("note", "string", StringPred("Fever noted", "exact")),
-    clause("note", "string", StringPred("fever noted", "exact")),
-    clause("note", "string", StringPred("a.b", "contains")),
-    *(clause("date", "date", DatePred(prefix, *value))
+    clause("code", "token", token.code(None, "8310-5")),
+    clause("code", "token", token.code(LOINC, "8310-5")),
+    clause("code", "token", token.code("", "hr")),
+    clause("code", "token", token.code(LOINC, None)),
+    clause("code", "token", token.code(None, "8310-5", negated=True)),
+    clause("code", "token", token.code(LOINC, "8867-4", negated=True)),
+    clause("code", "token", TokenPred(((LOINC, "8867-4"), (None, "x"), ("", "hr")))),
+    clause("code", "token", TokenPred(((LOINC, "8310-5"),), negated=True)),
+    clause("code", "token", TokenTextPred("body temp")),
+    clause("identifier", "token", OfTypePred("http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "A-1")),
+    clause("identifier", "token", OfTypePred("http://terminology.hl7.org/CodeSystem/v2-0203", "XX", "A-1")),
+    clause("code", "token", token.code(None, "8310-5"), token.code(None, "hr")),
+    clause("note", "string", string.pred("fev")),
+    clause("note", "string", string.pred("unicode")),
+    clause("note", "string", string.pred("noted", "contains")),
+    clause("note", "string", string.pred("Fever noted", "exact")),
+    clause("note", "string", string.pred("fever noted", "exact")),
+    clause("note", "string", string.pred("a.b", "contains")),
+    *(clause("date", "date", date.pred(prefix, *value))
       for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
       for value in (DAY, MONTH, NOON, ("2021-01-01T00:00:00.000000", "2021-01-01T23:59:59.999999"))),
-    *(clause("probability", "number", NumberPred(prefix, 100.0, 99.5, 100.5))
+    *(clause("probability", "number", number.pred(prefix, 100.0, 99.5, 100.5))
       for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")),
-    clause("probability", "number", NumberPred("eq", 0.25, 0.245, 0.255)),
-    *(clause("value-quantity", "quantity", QuantityPred(prefix, 37.0, 36.95, 37.05, *units))
+    clause("probability", "number", number.pred("eq", 0.25, 0.245, 0.255)),
+    *(clause("value-quantity", "quantity", quantity.pred(prefix, 37.0, 36.95, 37.05, *units))
       for prefix in ("eq", "gt", "lt", "ge", "le", "ap", "ne")
       for units in ((None, None), (Q, "Cel"), ("", "Cel"), (None, "C"), (Q, None), ("", "beats/minute"))),
     clause("subject", "reference", ReferencePred("Patient", "p1")),
@@ -132,23 +138,37 @@ CASES = [
     clause("subject", "reference", ReferencePred(modifier="identifier", identifier_value="123")),
     clause("subject", "reference", ReferencePred(modifier="identifier", identifier_system="urn:x",
                                                  identifier_value="123")),
-    clause("instantiates", "uri", UriPred("http://example.org/fhir/Questionnaire")),
-    clause("instantiates", "uri", UriPred("http://example.org/fhir/Questionnaire/temp/extra", "above")),
-    clause("instantiates", "uri", UriPred("http://example.org/fhir/Questionnaire", "below")),
-    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "8310-5"),
-                                                              QuantityPred("gt", 36.0, 35.5, 36.5)))),
-    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "8310-5"),
-                                                              QuantityPred("gt", 38.0, 37.5, 38.5)))),
-    clause("code-value-quantity", "composite", CompositePred((TokenPred(LOINC, "8867-4"),))),
+    clause("instantiates", "uri", uri.pred("http://example.org/fhir/Questionnaire")),
+    clause("instantiates", "uri", uri.pred("http://example.org/fhir/Questionnaire/temp/extra", "above")),
+    clause("instantiates", "uri", uri.pred("http://example.org/fhir/Questionnaire", "below")),
+    clause("code-value-quantity", "composite", CompositePred((token.code(LOINC, "8310-5"),
+                                                              quantity.pred("gt", 36.0, 35.5, 36.5)))),
+    clause("code-value-quantity", "composite", CompositePred((token.code(LOINC, "8310-5"),
+                                                              quantity.pred("gt", 38.0, 37.5, 38.5)))),
+    clause("code-value-quantity", "composite", CompositePred((token.code(LOINC, "8867-4"),))),
+    clause("code-value-quantity", "composite",  # two values: either pair, each on one entry
+           CompositePred((token.code(None, "8867-4"), quantity.pred("lt", 90.0, 89.5, 90.5))),
+           CompositePred((TokenPred(((LOINC, "8310-5"), (LOINC, "x"))), quantity.pred("ge", 37.0, 36.95, 37.05, Q,
+                                                                                     "Cel")))),
+    *(clause("code-value-date", "composite", CompositePred((token.code(LOINC, "8310-5"), date.pred(prefix, *DAY))))
+      for prefix in ("eq", "ne", "gt", "le", "ap")),
+    clause("code-value-date", "composite", CompositePred((token.code(None, "8310-5"), date.pred("eq", *MONTH)))),
+    clause("code-value-string", "composite", CompositePred((token.code(None, None), string.pred("High")))),
+    clause("code-value-string", "composite", CompositePred((TokenPred(((LOINC, None),)),
+                                                            string.pred("high", "exact")))),
+    clause("code-value-string", "composite", CompositePred((token.code(LOINC, "x"), string.pred("her", "contains")))),
+    clause("code-value-quantity", "composite",
+           CompositePred((token.code(None, "8867-4"), quantity.pred("gt", 90.0, 89.5, 90.5))),
+           CompositePred((token.code(LOINC, "8310-5"), quantity.pred("ge", 37.0, 36.95, 37.05, Q, "/min")))),
     clause("note", "string", MissingPred(True)),
     clause("note", "string", MissingPred(False)),
     clause("code-value-quantity", "composite", MissingPred(True)),
-    clause("_id", "token", TokenPred(None, "o2"), TokenPred(None, "o3")),
-    clause("_id", "token", TokenPred(None, "o2", "not")),
-    clause("_lastUpdated", "date", DatePred("gt", "2024-01-02T00:00:00.000000", "2024-01-02T23:59:59.999999")),
-    clause("_lastUpdated", "date", DatePred("eq", "2024-01-01T00:00:00.000000", "2024-01-01T23:59:59.999999")),
+    clause("_id", "token", token.code(None, "o2"), token.code(None, "o3")),
+    clause("_id", "token", token.code(None, "o2", negated=True)),
+    clause("_lastUpdated", "date", date.pred("gt", "2024-01-02T00:00:00.000000", "2024-01-02T23:59:59.999999")),
+    clause("_lastUpdated", "date", date.pred("eq", "2024-01-01T00:00:00.000000", "2024-01-01T23:59:59.999999")),
     clause("_compartment", "special", AnyOfPred((clause("subject", "reference", ReferencePred("Patient", "p1")),
-                                                 clause("_id", "token", TokenPred(None, "o3"))))),
+                                                 clause("_id", "token", token.code(None, "o3"))))),
 ]
 
 
@@ -180,8 +200,9 @@ async def test_single_valued_date_clauses_agree_with_the_matcher(store):  # noqa
         await store.commit([Write("Patient", rid, 1, UPDATED[("Patient", "p1")],
                                   f'{{"resourceType":"Patient","id":"{rid}"}}'.encode(), entries, 0, "create")])
     prefixes = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-    single = [Clause("birthdate", "date", (DatePred(p, *v),), single_date=True) for p in prefixes for v in BIRTH_VALUES]
-    either = [Clause("birthdate", "date", (DatePred("lt", *DAY), DatePred("gt", *YEAR)), single_date=True)]
+    single = [Clause("birthdate", "date", (date.pred(p, *v),), single_date=True)
+              for p in prefixes for v in BIRTH_VALUES]
+    either = [Clause("birthdate", "date", (date.pred("lt", *DAY), date.pred("gt", *YEAR)), single_date=True)]
     wheres = [(c,) for c in single + either] + [(a, b) for a in single[::2] for b in single[1::3]]
     sizes = []
     for where in wheres:
@@ -193,13 +214,13 @@ async def test_single_valued_date_clauses_agree_with_the_matcher(store):  # noqa
 
 
 async def test_and_of_clauses(loaded):
-    code = clause("code", "token", TokenPred(None, "8310-5"))
+    code = clause("code", "token", token.code(None, "8310-5"))
     assert await ids(loaded, "Observation", code) == ["o1", "o3"]
-    assert await ids(loaded, "Observation", code, clause("date", "date", DatePred("eq", *DAY))) == ["o1"]
+    assert await ids(loaded, "Observation", code, clause("date", "date", date.pred("eq", *DAY))) == ["o1"]
 
 
 async def test_chains_and_has(loaded):
-    named = lambda name: clause("name", "string", StringPred(name))  # noqa: E731
+    named = lambda name: clause("name", "string", string.pred(name))  # noqa: E731
     chain = clause("subject", "reference", ChainPred(("Patient",), (named("pet"),)))
     assert await ids(loaded, "Observation", chain) == ["o1", "o2"]
     nested = clause("subject", "reference", ChainPred(("Patient",), (
@@ -210,13 +231,13 @@ async def test_chains_and_has(loaded):
     assert await ids(loaded, "Observation", clause("subject", "reference", ChainPred(("Patient", "Group"), ()))) == [
         "o1", "o2"]
     has = clause("_has", "special", HasPred("Observation", "subject", (clause("code", "token",
-                                                                             TokenPred(LOINC, "8867-4")),)))
+                                                                             token.code(LOINC, "8867-4")),)))
     assert await ids(loaded, "Patient", has) == ["p2"]
     has_chain = clause("_has", "special", HasPred("Observation", "subject", (
         clause("subject", "reference", ChainPred(("Patient",), (named("peter"),))),)))
     assert await ids(loaded, "Patient", has_chain) == ["p1"]
     assert await ids(loaded, "Patient", clause("_has", "special", HasPred("Observation", "subject", (
-        clause("code", "token", TokenPred(None, "nothing")),)))) == []
+        clause("code", "token", token.code(None, "nothing")),)))) == []
 
 
 async def test_sort_multi_valued_and_missing(loaded):
@@ -240,25 +261,29 @@ async def test_sort_multi_valued_and_missing(loaded):
                                   (SortKey("value-quantity", "quantity"),)])
 async def test_keyset_paging_both_ways(loaded, sort):
     everything = await ids(loaded, "Observation", sort=sort, count=100)
-    pages, cursor = [], None
+
+    async def page_at(place: Keyset | None, count: int) -> tuple[list[str], Keyset | None, Keyset | None]:
+        query = Query(("Observation",), sort=sort, count=count, after=place)
+        page = await loaded.search(query)
+        return [v.id for v in page.matches], *places(query, page)
+
+    pages, place = [], None
     while True:
-        page = await loaded.search(Query(("Observation",), sort=sort, count=2 if len(pages) else 1, cursor=cursor))
-        pages.append([v.id for v in page.matches])
-        if page.next_cursor is None:
+        found, following, preceding = await page_at(place, 2 if len(pages) else 1)
+        pages.append(found)
+        if following is None:
             break
-        cursor = page.next_cursor
+        place = following
     assert [i for p in pages for i in p] == everything and len(pages) == 3
-    assert page.previous_cursor is not None
-    back = await loaded.search(Query(("Observation",), sort=sort, count=1, cursor=page.previous_cursor))
-    assert [v.id for v in back.matches] == pages[-2][-1:]
-    assert back.previous_cursor is not None and back.next_cursor is not None
-    again = await loaded.search(Query(("Observation",), sort=sort, count=10, cursor=back.next_cursor))
-    assert [v.id for v in again.matches] == pages[-1]
-    walked, cursor = [], page.previous_cursor
-    while cursor is not None:  # all the way back, one row at a time
-        back = await loaded.search(Query(("Observation",), sort=sort, count=1, cursor=cursor))
-        walked = [v.id for v in back.matches] + walked
-        cursor = back.previous_cursor
+    assert preceding is not None
+    back, back_following, back_preceding = await page_at(preceding, 1)
+    assert back == pages[-2][-1:]
+    assert back_preceding is not None and back_following is not None
+    assert (await page_at(back_following, 10))[0] == pages[-1]
+    walked, place = [], preceding
+    while place is not None:  # all the way back, one row at a time
+        back, _, place = await page_at(place, 1)
+        walked = back + walked
     assert walked + pages[-1] == everything
 
 
@@ -279,10 +304,10 @@ async def test_includes(loaded):
     assert only.included == []
     iterated = await search(Include("Observation", "subject"), Include("Patient", "general-practitioner",
                                                                           iterate=True),
-                            where=(clause("_id", "token", TokenPred(None, "o1")),))
+                            where=(clause("_id", "token", token.code(None, "o1")),))
     assert [v.id for v in iterated.matches] == ["o1"] and [v.id for v in iterated.included] == ["p1", "dr1"]
     not_iterated = await search(Include("Observation", "subject"), Include("Patient", "general-practitioner"),
-                                where=(clause("_id", "token", TokenPred(None, "o1")),))
+                                where=(clause("_id", "token", token.code(None, "o1")),))
     assert [v.id for v in not_iterated.included] == ["p1"]
     reverse = await loaded.search(Query(("Patient",), includes=(Include("Observation", "subject", reverse=True),),
                                         count=100))
@@ -291,10 +316,10 @@ async def test_includes(loaded):
 
 
 async def test_system_search_and_several_types(loaded):
-    named = (clause("name", "string", StringPred("p")),)
+    named = (clause("name", "string", string.pred("p")),)
     page = await loaded.search(Query((), named, count=100))
     assert sorted((v.type, v.id) for v in page.matches) == [("Patient", "p1"), ("Patient", "p2")]
-    both = await loaded.search(Query(("Patient", "Practitioner"), (clause("name", "string", StringPred("chal"),
-                                                                          StringPred("hou")),)))
+    both = await loaded.search(Query(("Patient", "Practitioner"), (clause("name", "string", string.pred("chal"),
+                                                                          string.pred("hou")),)))
     assert sorted(v.id for v in both.matches) == ["dr2", "p1"]
     assert (await loaded.search(Query((), count=100, total="accurate"))).total == len(ALL)

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from conftest import BASE, FHIR_JSON, make_store
-from server.app import create_app
-from server.settings import Settings
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 from subscription_helpers import WAIT, Receiver, backport_subscription, r4_subscription, status_of
 
 OBS = {"resourceType": "Observation", "status": "final",
@@ -242,9 +242,10 @@ async def test_unusable_subscription_refused_on_every_write_path(client):
 async def test_writes_by_another_process_on_the_same_database_are_notified(tmp_path, receiver):
     """The dispatcher wakes on this server's own commits; what another writer (e.g. `hearth import`) commits to the
     same database it finds by looking again at least every `idle_poll` second."""
-    from server.interactions import crud
-    from server.interactions.context import Context
-    from storage.sqlite.store import SqliteStore
+    from hearth.interactions import crud
+    from hearth.interactions.request import SYSTEM
+    from hearth.interactions.context import Context
+    from hearth.storage.sqlite.store import SqliteStore
 
     application = create_app(settings_for(tmp_path), make_store("sqlite", tmp_path))
     await application.startup()
@@ -252,7 +253,7 @@ async def test_writes_by_another_process_on_the_same_database_are_notified(tmp_p
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url=BASE) as client:
             await subscribe(client, r4_subscription("Patient?gender=female", receiver.url))
-            await crud.create(Context(other, BASE), "Patient", {"resourceType": "Patient", "gender": "female"})
+            await crud.create(Context(other, BASE), SYSTEM, "Patient", {"resourceType": "Patient", "gender": "female"})
             await receiver.wait_for(1)
     finally:
         await other.close()

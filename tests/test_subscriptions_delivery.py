@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 
 from conftest import BASE, FHIR_JSON, make_store
-from server.app import create_app
-from storage import notification_queue
-from subscriptions.owners import new_owner
+from hearth.server.app import create_app
+from hearth.storage import notification_queue
+from hearth.subscriptions.owners import new_owner
 from subscription_helpers import WAIT, Receiver, r4_subscription, status_of, wait_until
 from test_subscriptions_backport import wait_status
 from tests.server_process import free_port, start, stop
@@ -100,7 +100,7 @@ def shared_stores(backend: str, tmp_path: Path, count: int = 2) -> list:
         return [make_store("sqlite", tmp_path) for _ in range(count)]
     from mongomock_motor import AsyncMongoMockClient
 
-    from storage.mongo.store import MongoStore
+    from hearth.storage.mongo.store import MongoStore
     client, database = AsyncMongoMockClient(), f"hearth_test_{uuid.uuid4().hex[:12]}"
     return [MongoStore(client, database) for _ in range(count)]
 
@@ -190,12 +190,12 @@ async def test_notification_survives_a_crash(tmp_path, monkeypatch):
 
 
 def test_claimed_events_are_batched_up_to_max_count():
-    from server.interactions.context import Context
-    from subscriptions.delivery import Deliverer, DeliveryConfig
-    from subscriptions.egress import EgressPolicy
-    from subscriptions.model import parse_subscription
-    from subscriptions.queue import Delivery
-    from subscriptions.registry import Registry
+    from hearth.interactions.context import Context
+    from hearth.subscriptions.delivery import Deliverer, DeliveryConfig
+    from hearth.subscriptions.egress import EgressPolicy
+    from hearth.subscriptions.model import parse_subscription
+    from hearth.subscriptions.queue import Delivery
+    from hearth.subscriptions.registry import Registry
     from subscription_helpers import BACKPORT, backport_subscription
 
     ctx = Context(None, BASE)

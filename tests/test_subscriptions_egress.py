@@ -15,8 +15,8 @@ from aiohttp.abc import AbstractResolver
 
 from conftest import BASE, FHIR_JSON, make_store
 from subscription_helpers import Receiver, r4_subscription
-from subscriptions.channels import Channel, DeliveryFailed, Outgoing, send
-from subscriptions.egress import EgressPolicy
+from hearth.subscriptions.channels import Channel, DeliveryFailed, Outgoing, send
+from hearth.subscriptions.egress import EgressPolicy
 from test_subscriptions import receiver, settings_for, subscribe  # noqa: F401 (fixture)
 from test_subscriptions_backport import wait_status
 from test_subscriptions_delivery import Running

@@ -7,8 +7,9 @@ import asyncio
 from collections import Counter
 
 from conftest import BASE, FHIR_JSON
-from server.interactions import crud
-from server.interactions.context import Context
+from hearth.interactions import crud
+from hearth.interactions.request import SYSTEM
+from hearth.interactions.context import Context
 from subscription_helpers import r4_subscription
 from test_subscriptions import OBS, receiver, settings_for, subscribe  # noqa: F401 (fixture)
 from test_subscriptions_backport import wait_status
@@ -81,9 +82,9 @@ async def test_a_stored_subscription_no_longer_accepted_goes_to_error_at_start(b
     refused = {}
     for name, body in (("criteria", r4_subscription("Observation?colour=blue", receiver.url + "/colour")),
                        ("endpoint", r4_subscription("Observation?code=8867-4", "http://169.254.169.254/latest"))):
-        version = await crud.create(unchecked, "Subscription", {**body, "status": "active"})
+        version = await crud.create(unchecked, SYSTEM, "Subscription", {**body, "status": "active"})
         refused[name] = version.id
-    await crud.create(unchecked, "Subscription", {**r4_subscription("Observation?code=8867-4", receiver.url + "/good"),
+    await crud.create(unchecked, SYSTEM, "Subscription", {**r4_subscription("Observation?code=8867-4", receiver.url + "/good"),
                                                   "status": "active"})
     await first.close()
     async with Running(settings_for(tmp_path, subscription_allowed_networks="127.0.0.0/8"), restarted) as client:

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from capability.generate_terminology import write_terminology
-from capability.terminology import DATA_FILE, Terminology, default_terminology
+from hearth.capability.generate_terminology import write_terminology
+from hearth.capability.terminology import DATA_FILE, Terminology, default_terminology
 
 FHIR = "http://hl7.org/fhir"
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from conftest import BASE, FHIR_JSON, SYNTHEA, make_store, synthea_bundle
-from server.app import create_app
-from server.settings import Settings
+from hearth.server.app import create_app
+from hearth.server.settings import Settings
 
 # Backends that commit several writes atomically: SQLite, and MongoDB when a real replica set is given.
 TRANSACTIONAL = ["sqlite"] + (["mongo"] if os.environ.get("HEARTH_TEST_MONGODB_URL") else [])
@@ -448,7 +448,7 @@ def _references(value) -> list[str]:
 # --- finding references to rewrite (no server) --------------------------------------------------------------
 
 def test_find_links_is_typed():
-    from server.interactions.references import find_links
+    from hearth.interactions.references import find_links
     placeholder = "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"
     resource = {
         "resourceType": "DocumentReference", "status": "current",
@@ -485,7 +485,7 @@ async def test_capability_statement_tells_what_works(server, mongo_without_trans
 
 
 def test_find_links_leaves_a_stored_bundles_own_entries_alone():
-    from server.interactions.references import find_links
+    from hearth.interactions.references import find_links
     inner = "urn:uuid:5e0a3c50-49c4-4c54-9a5c-0b5d2bb5e7a1"
     document = {"resourceType": "Bundle", "type": "document", "entry": [
         {"fullUrl": inner, "resource": {"resourceType": "Patient"}},

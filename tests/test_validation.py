@@ -11,12 +11,12 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from capability import fhir_json
-from capability.generate import DATA
-from capability.generate_structure import structure
-from capability.outcome import FhirError
-from capability.resource_types import RESOURCE_TYPES
-from capability.validation import validate_resource
+from hearth.capability import fhir_json
+from hearth.capability.generate import DATA
+from hearth.capability.generate_structure import structure
+from hearth.capability.outcome import FhirError
+from hearth.capability.resource_types import RESOURCE_TYPES
+from hearth.capability.validation import validate_resource
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SYNTHEA = SHARED / "testdata" / "synthea-120"

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from capability import fhir_json
-from capability.fhir_xml import FhirXmlError, json_to_xml, xml_to_json
+from hearth.capability import fhir_json
+from hearth.capability.fhir_xml import FhirXmlError, json_to_xml, xml_to_json
 from tests.conftest import SHARED, SYNTHEA
 
 FHIR = "{http://hl7.org/fhir}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from capability.fhir_xml import MAX_DEPTH
-from capability.validation import MAX_DEPTH as RESOURCE_DEPTH
+from hearth.capability.fhir_xml import MAX_DEPTH
+from hearth.capability.validation import MAX_DEPTH as RESOURCE_DEPTH
 
 XML_BODY = {"Content-Type": "application/fhir+xml"}  # answers stay JSON: no Accept
 COMMENT = "<!--" + "x" * 3000 + "-->\n"  # pushes what follows past any fixed-size look at the head

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
+from hearth.search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
-from storage import clock
-from storage.base import Change, Version, Write
+from hearth.storage import clock
+from hearth.storage.base import Change, Version, Write
 
 # entry shape -> (array field, fields of the stored sub-document)
 _SHAPES: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {

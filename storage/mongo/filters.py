@@ -1,8 +1,9 @@
 """Value predicates of the search IR as MongoDB conditions on the typed entry arrays (storage/mongo/documents.py).
 
-Each predicate means what search/matcher.py says it means: a value predicate holds when one entry
-(`$elemMatch`) matches it; `:not` / `:not-in` when none does (`$nor`). Only operators mongomock also
-supports are used ($elemMatch, $or, $nor, $in, $regex, comparisons, $exists).
+The IR carries each predicate's meaning (token keys, negation, the comparisons a prefix stands for): this module
+translates it. A value predicate holds when one entry (`$elemMatch`) matches it; a negated one when none does
+(`$nor`). Only operators mongomock also supports are used ($elemMatch, $or, $nor, $in, $regex, comparisons,
+$exists).
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from search.ir import CompositePred, DatePred, NumberPred, QuantityPred, ReferencePred, StringPred, TokenPred, UriPred
-from storage.mongo.documents import ARRAY_OF_TYPE
+from hearth.search.ir import (CompositePred, DatePred, NumberPred, OfTypePred, QuantityPred, Ranges, ReferencePred,
+                       StringPred, TokenKey, TokenPred, TokenTextPred, UriPred)
+from hearth.storage.mongo.documents import ARRAY_OF_TYPE
 
 Condition = dict[str, Any]
 
 NOTHING: Condition = {"_id": {"$in": []}}
 
-_ARRAY_OF_PRED = {TokenPred: "tok", StringPred: "str", DatePred: "dt", NumberPred: "num", QuantityPred: "qty",
-                  ReferencePred: "ref", UriPred: "uri", CompositePred: "comp"}
+_ARRAY_OF_PRED = {TokenPred: "tok", TokenTextPred: "tok", OfTypePred: "tok", StringPred: "str", DatePred: "dt",
+                  NumberPred: "num", QuantityPred: "qty", ReferencePred: "ref", UriPred: "uri", CompositePred: "comp"}
 
 
 def disjunction(conditions: list[Condition]) -> Condition:
@@ -62,92 +64,75 @@ def _literal(text: str) -> str:
 
 # --- one entry's fields (prefix: "" in an array element, "c0." in a composite component) ---------------
 
-def token_keys(pred: TokenPred, f: str = "") -> Condition:
-    """The positive key match of a token pred: system None any, "" none; code None any code."""
-    if pred.modifier in ("in", "not-in", "above", "below"):
-        any_system = [code for system, code in pred.codes if system is None]
-        by_system: dict[str, list[str]] = {}
-        for system, code in pred.codes:
-            if system is not None:
-                by_system.setdefault(system, []).append(code)
-        alternatives = [{f + "c": {"$in": any_system}}] if any_system else []
-        alternatives += [{f + "s": system or None, f + "c": {"$in": codes}} for system, codes in by_system.items()]
-        return disjunction(alternatives) if alternatives else {f + "c": {"$in": []}}
-    condition: Condition = {}
-    if pred.system is not None:
-        condition[f + "s"] = pred.system or None
-    if pred.code is not None:
-        condition[f + "c"] = pred.code
-    elif pred.system is None:
-        return {f + "c": {"$in": []}}  # neither system nor code: the matcher's keys never meet
-    return condition
+def token_keys(keys: tuple[TokenKey, ...], f: str = "") -> Condition:
+    """An entry having one of the keys (system None any, "" none; code None any code of the system)."""
+    any_system: list[str] = []
+    by_system: dict[str, list[str] | None] = {}  # None: any code of the system
+    for system, code in keys:
+        if system is None:
+            if code is not None:
+                any_system.append(code)
+        elif code is None:
+            by_system[system] = None
+        elif by_system.get(system, ()) is not None:
+            by_system.setdefault(system, []).append(code)  # type: ignore[union-attr]
+    alternatives = [{f + "c": _one_of(any_system)}] if any_system else []
+    alternatives += [{f + "s": system or None, **({} if codes is None else {f + "c": _one_of(codes)})}
+                     for system, codes in by_system.items()]
+    return disjunction(alternatives) if alternatives else {f + "c": {"$in": []}}
+
+
+def _one_of(values: list[str]) -> Any:
+    return values[0] if len(values) == 1 else {"$in": values}
 
 
 def token(pred: TokenPred, f: str = "") -> Condition:
-    if pred.modifier == "text":
-        return {f + "t": starts_with(pred.code or "")}
-    if pred.modifier == "of-type":
-        return {f + "ts": pred.type_system, f + "tc": pred.type_code, f + "c": pred.code}
-    return token_keys(pred, f)
+    return token_keys(pred.keys, f)
+
+
+def token_text(pred: TokenTextPred, f: str = "") -> Condition:
+    return {f + "t": starts_with(pred.text)}
+
+
+def of_type(pred: OfTypePred, f: str = "") -> Condition:
+    return {f + "ts": pred.type_system, f + "tc": pred.type_code, f + "c": pred.value}
 
 
 def string(pred: StringPred, f: str = "") -> Condition:
     if pred.modifier == "exact":
-        return {f + "e": pred.value}
+        return {f + "e": pred.exact}
     if pred.modifier == "contains":
-        return {f + "n": {"$regex": _literal(pred.value)}}
-    return {f + "n": starts_with(pred.value)}
+        return {f + "n": {"$regex": _literal(pred.norm)}}
+    return {f + "n": starts_with(pred.norm)}
 
 
-def date(pred: DatePred, f: str = "", lo: str = "lo", hi: str = "hi") -> Condition:
-    """R4 prefixes over ranges: the search range [plo, phi] against the entry's [lo, hi]."""
-    plo, phi = pred.lo, pred.hi
-    lo, hi = f + lo, f + hi
-    within = conjunction({lo: {"$gte": plo}}, {hi: {"$lte": phi}})
-    match pred.prefix:
-        case "eq":
-            return within
-        case "ne":
-            return {"$or": [{lo: {"$lt": plo}}, {hi: {"$gt": phi}}]}
-        case "gt":
-            return {hi: {"$gt": phi}}
-        case "lt":
-            return {lo: {"$lt": plo}}
-        case "ge":
-            return {"$or": [{hi: {"$gt": phi}}, within]}
-        case "le":
-            return {"$or": [{lo: {"$lt": plo}}, within]}
-        case "sa":
-            return {lo: {"$gt": phi}}
-        case "eb":
-            return {hi: {"$lt": plo}}
-        case "ap":
-            return conjunction({lo: {"$lte": phi}}, {hi: {"$gte": plo}})
-    raise ValueError(f"unknown prefix {pred.prefix!r}")
+_OPERATORS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 
 
-def _value(pred: NumberPred | QuantityPred, field: str) -> Condition:
-    """The entry's value against the search value and its precision range [lo, hi)."""
-    value, lo, hi = pred.value, pred.lo, pred.hi
-    bounds = {"eq": {"$gte": lo, "$lt": hi}, "gt": {"$gt": value}, "lt": {"$lt": value}, "ge": {"$gte": value},
-              "le": {"$lte": value}, "sa": {"$gte": hi}, "eb": {"$lt": lo}, "ap": {"$gte": lo, "$lte": hi}}
-    if pred.prefix == "ne":
-        return {"$or": [{field: {"$lt": lo}}, {field: {"$gte": hi}}]}
-    return {field: bounds[pred.prefix]}
+def ranges(ranges: Ranges, fields: dict[str, str]) -> Condition:
+    """The comparisons (an OR of ANDs) over the entry's fields for `lo`, `hi`, `value`."""
+    return disjunction([conjunction(*({fields[b.field]: {_OPERATORS[b.op]: b.operand}} for b in alternative))
+                        for alternative in ranges])
+
+
+def date(pred: DatePred, f: str = "") -> Condition:
+    return ranges(pred.ranges, {"lo": f + "lo", "hi": f + "hi"})
 
 
 def number(pred: NumberPred, f: str = "") -> Condition:
-    return _value(pred, f + "v")
+    return ranges(pred.ranges, {"value": f + "v"})
+
+
+_UNIT_FIELDS = ("s", "c", "u")
 
 
 def quantity(pred: QuantityPred, f: str = "") -> Condition:
-    value = _value(pred, f + "v")
-    system, code = pred.system, pred.code
-    if code is None:
-        return conjunction(value, {f + "s": system}) if system else value
-    if system:
-        return conjunction(value, {f + "s": system, f + "c": code})
-    return conjunction(value, {"$or": [{f + "c": code}, {f + "u": code}]})
+    value = ranges(pred.ranges, {"value": f + "v"})
+    units = [{f + field: wanted for field, wanted in zip(_UNIT_FIELDS, alternative) if wanted is not None}
+             for alternative in pred.units]
+    if any(not unit for unit in units):  # any units do
+        return value
+    return conjunction(value, disjunction(units))
 
 
 def reference(pred: ReferencePred, f: str = "") -> Condition:
@@ -168,12 +153,9 @@ def reference(pred: ReferencePred, f: str = "") -> Condition:
 
 
 def uri(pred: UriPred, f: str = "") -> Condition:
-    value = pred.value
-    if pred.modifier == "above":  # the entry is a prefix of the value
-        return {f + "v": {"$in": [value[:n] for n in range(1, len(value) + 1)]}}
-    if pred.modifier == "below":
-        return {f + "v": starts_with(value)}
-    return {f + "v": value}
+    if pred.below:
+        return disjunction([{f + "v": starts_with(value)} for value in pred.values])
+    return {f + "v": _one_of(list(pred.values))}
 
 
 def composite(pred: CompositePred, f: str = "") -> Condition:
@@ -183,8 +165,9 @@ def composite(pred: CompositePred, f: str = "") -> Condition:
     return conjunction(*parts, {f"{f}c{size - 1}": {"$exists": True}, f"{f}c{size}": {"$exists": False}})
 
 
-_CONDITIONS = {TokenPred: token, StringPred: string, DatePred: date, NumberPred: number, QuantityPred: quantity,
-               ReferencePred: reference, UriPred: uri, CompositePred: composite}
+_CONDITIONS = {TokenPred: token, TokenTextPred: token_text, OfTypePred: of_type, StringPred: string, DatePred: date,
+               NumberPred: number, QuantityPred: quantity, ReferencePred: reference, UriPred: uri,
+               CompositePred: composite}
 
 
 def entry_condition(pred: Any, f: str = "") -> Condition:
@@ -197,8 +180,8 @@ def entry_condition(pred: Any, f: str = "") -> Condition:
 def value_filter(param: str, pred: Any) -> Condition:
     """The document filter of a value predicate on parameter `param`."""
     array = _ARRAY_OF_PRED[type(pred)]
-    if isinstance(pred, TokenPred) and pred.modifier in ("not", "not-in"):
-        return {"$nor": [{array: {"$elemMatch": {"p": param, **token_keys(pred)}}}]}
+    if isinstance(pred, TokenPred) and pred.negated:
+        return {"$nor": [{array: {"$elemMatch": {"p": param, **token_keys(pred.keys)}}}]}
     return {array: {"$elemMatch": conjunction({"p": param}, entry_condition(pred))}}
 
 
@@ -209,11 +192,13 @@ def missing_filter(param: str, param_type: str, missing: bool) -> Condition:
     return {f"{array}.p": {"$ne": param} if missing else param}
 
 
-def id_filter(pred: TokenPred) -> Condition:
-    """`_id` on the document's own id (a token without system)."""
-    ids = [code for system, code in pred.codes if not system] if pred.codes else \
-        [pred.code] if not pred.system and pred.code is not None else []
-    if pred.modifier in ("not", "not-in"):
+def id_filter(pred: Any) -> Condition:
+    """`_id` on the document's own id (a token without a system; no text, no type)."""
+    if not isinstance(pred, TokenPred):
+        return NOTHING
+    if ("", None) in pred.keys:
+        return NOTHING if pred.negated else {}
+    ids = sorted({code for system, code in pred.keys if system in (None, "") and code is not None})
+    if pred.negated:
         return {"id": {"$nin": ids}}
     return {"id": {"$in": ids}} if len(ids) != 1 else {"id": ids[0]}
-

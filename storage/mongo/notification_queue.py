@@ -17,8 +17,8 @@ from typing import Any, Sequence
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from storage import clock
-from storage.notification_records import Delivery, Event, NewEvent
+from hearth.storage import clock
+from hearth.storage.notification_records import Delivery, Event, NewEvent
 
 _DISPATCHER = "dispatcher"
 

@@ -4,8 +4,10 @@ Value predicates become `$elemMatch` conditions (storage/mongo/filters.py). Chai
 sub-queries first: a chain finds the `_id`s ("Type/id") of the targets that match, then matches
 references to them (`ref.r $in`); `_has` collects the references of the matching sources, then
 matches those `_id`s (so a sub-query matching very many resources makes a long `$in`). Sorting uses
-the per-parameter `sort.{param}.min|max` values stored with the document, then `_id` ("Type/id", also
-the order without `_sort`); paging is by keyset (search/cursor.py) on the same keys, both ways.
+the per-parameter `sort.{param}.min|max` values stored with the document, then creation order: `created`, the
+change-log seq of the resource's create (storage/mongo/store.py), and `_id` ("Type/id") for the documents written
+before resources carried `created` (they sort first, by type and id); paging is by keyset on the same keys, both
+ways. Includes are search/ir.py's `include_steps` over `_id`s.
 
 Every operation a search runs gets what is left of its deadline as MongoDB's maxTimeMS (`Deadline`), so the server
 stops a search that runs too long (ExecutionTimeout) wherever it is.
@@ -19,16 +21,14 @@ from typing import Any, Sequence
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import ExecutionTimeout
 
-from search.cursor import decode_cursor, encode_cursor
-from search.ir import (AnyOfPred, ChainPred, Clause, DatePred, HasPred, Include, MissingPred, Query, TokenPred)
-from storage.base import SearchPage
-from storage.mongo import filters
-from storage.mongo.documents import to_version
-from storage.mongo.filters import NOTHING, Condition
+from hearth.search.ir import AnyOfPred, ChainPred, Clause, DatePred, HasPred, Include, MissingPred, Query, include_steps
+from hearth.storage.base import KeysetMismatch, SearchPage
+from hearth.storage.mongo import filters
+from hearth.storage.mongo.documents import to_version
+from hearth.storage.mongo.filters import NOTHING, Condition
 
 _VERSION = {"type": 1, "id": 1, "version_id": 1, "last_updated": 1, "deleted": 1, "body": 1}
 _REFERENCES = {"ref.p": 1, "ref.r": 1}
-_ITERATIONS = 4  # rounds of `:iterate` includes at most
 
 
 class Deadline:
@@ -91,10 +91,10 @@ async def _pred(resources: Any, param: str, param_type: str, pred: Any, deadline
         return {"_id": {"$in": sorted(keys)}}
     if isinstance(pred, AnyOfPred):
         return filters.disjunction([await _clause(resources, clause, deadline, session) for clause in pred.clauses])
-    if param == "_id" and isinstance(pred, TokenPred):
+    if param == "_id":
         return filters.id_filter(pred)
-    if param == "_lastUpdated" and isinstance(pred, DatePred):
-        return filters.date(pred, "", "last_updated", "last_updated")
+    if param == "_lastUpdated" and isinstance(pred, DatePred):  # the document's one instant: lo = hi
+        return filters.ranges(pred.ranges, {"lo": "last_updated", "hi": "last_updated"})
     return filters.value_filter(param, pred)
 
 
@@ -108,8 +108,8 @@ async def match_ids(resources: Any, query: Query, deadline: Deadline, session: A
 # --- sorting and paging ----------------------------------------------------------------------------
 
 def sort_fields(query: Query) -> list[tuple[str, int]]:
-    """The document fields a query sorts on, `_id` last so the order is total (in the direction of the last
-    sort key, as on SQLite, where that lets `-_lastUpdated` read its index backwards)."""
+    """The document fields a query sorts on, then creation order (`created`, then `_id`, so the order is total),
+    in the direction of the last sort key, as on SQLite."""
     fields = []
     for key in query.sort:
         if key.param == "_id":
@@ -119,7 +119,8 @@ def sort_fields(query: Query) -> list[tuple[str, int]]:
         else:
             field = f"sort.{key.param}.{'max' if key.descending else 'min'}"
         fields.append((field, DESCENDING if key.descending else ASCENDING))
-    return [*fields, ("_id", DESCENDING if query.sort and query.sort[-1].descending else ASCENDING)]
+    last = DESCENDING if query.sort and query.sort[-1].descending else ASCENDING
+    return [*fields, ("created", last), ("_id", last)]
 
 
 def _get(document: dict[str, Any], path: str) -> Any:
@@ -147,13 +148,8 @@ def _after(fields: list[tuple[str, int]], values: Sequence[Any]) -> Condition:
     return filters.disjunction(branches)
 
 
-def _cursor(fields: list[tuple[str, int]], document: dict[str, Any], direction: str, key: bytes) -> str:
-    values = tuple(_get(document, field) for field, _ in fields[:-1])
-    return encode_cursor(values, document["_id"], direction, key=key)
-
-
-async def execute(resources: Any, query: Query, key: bytes, deadline: Deadline, session: Any = None) -> SearchPage:
-    """One page of a search, with its includes and (when asked for) the total; `key` signs its paging cursors."""
+async def execute(resources: Any, query: Query, deadline: Deadline, session: Any = None) -> SearchPage:
+    """One page of a search, with its includes and (when asked for) the total."""
     where = await build_filter(resources, query.types, query.where, deadline, session)
     fields = sort_fields(query)
     page = SearchPage([])
@@ -161,61 +157,54 @@ async def execute(resources: Any, query: Query, key: bytes, deadline: Deadline, 
         page.total = await resources.count_documents(where, session=session, **deadline.count_options())
     if query.count <= 0 or query.summary == "count":
         return page
-    direction = "next"
-    order = fields
-    condition = where
-    if query.cursor is not None:
-        values, last_id, direction = decode_cursor(query.cursor, key=key)
-        if direction == "prev":  # walk backwards: reverse the order, reverse the rows after
-            order = [(field, -way) for field, way in fields]
-        if len(values) == len(fields) - 1:  # (a cursor of another sort order starts over)
-            condition = filters.conjunction(where, _after(order, (*values, last_id)))
-    projection = {**_VERSION, **{field: 1 for field, _ in fields[:-1]}}
+    order, condition = fields, where
+    backwards = query.after is not None and query.after.direction == "prev"
+    if backwards:  # walk backwards: reverse the order, reverse the rows after
+        order = [(field, -way) for field, way in fields]
+    if query.after is not None:
+        if len(query.after.values) != len(fields):
+            raise KeysetMismatch(f"{len(query.after.values)} key values for an order of {len(fields)} keys")
+        condition = filters.conjunction(where, _after(order, query.after.values))
+    projection = {**_VERSION, **{field: 1 for field, _ in fields}}
     if query.includes:
         projection.update(_REFERENCES)
     documents = await resources.find(condition, projection, session=session, max_time_ms=deadline.ms()) \
         .sort(order).limit(query.count + 1).to_list(None)
-    more = len(documents) > query.count
+    page.more = len(documents) > query.count
     documents = documents[:query.count]
-    if direction == "prev":
+    if backwards:
         documents.reverse()
     if documents:
-        if more or direction == "prev":
-            page.next_cursor = _cursor(fields, documents[-1], "next", key)
-        if query.cursor is not None and (more or direction == "next"):
-            page.previous_cursor = _cursor(fields, documents[0], "prev", key)
+        page.first, page.last = (tuple(_get(document, field) for field, _ in fields)
+                                 for document in (documents[0], documents[-1]))
     page.matches = [to_version(doc) for doc in documents]
     if query.includes:
-        included = await _included(resources, documents, query.includes, deadline, session)
+        included, page.included_cut = await _included(resources, documents, query, deadline, session)
         page.included = [to_version(doc) for doc in included]
     return page
 
 
 # --- _include and _revinclude --------------------------------------------------------------------
 
-async def _included(resources: Any, matches: list[dict[str, Any]], includes: Sequence[Include], deadline: Deadline,
-                    session: Any) -> list[dict[str, Any]]:
-    """The resources the includes reach from the matches, each once, not repeating a match.
-
-    Every include applies to the matches; `:iterate` ones also to what was included, round after round."""
-    seen = {doc["_id"] for doc in matches}
-    found: list[dict[str, Any]] = []
-    frontier, active = matches, list(includes)
-    for _ in range(_ITERATIONS):
-        if not frontier or not active:
-            break
-        fresh = []
-        for include in active:
-            reach = _reverse(include, frontier) if include.reverse else _forward(include, frontier)
-            projection = {**_VERSION, **_REFERENCES}
-            cursor = resources.find(reach, projection, session=session, max_time_ms=deadline.ms())
-            for doc in await cursor.sort("_id", ASCENDING).to_list(None):
-                if doc["_id"] not in seen:
-                    seen.add(doc["_id"])
-                    fresh.append(doc)
-        found += fresh
-        frontier, active = fresh, [include for include in includes if include.iterate]
-    return found
+async def _included(resources: Any, matches: list[dict[str, Any]], query: Query, deadline: Deadline,
+                    session: Any) -> tuple[list[dict[str, Any]], bool]:
+    """The documents the query's includes bring along for the matches (search/ir.py include_steps, over `_id`s),
+    and whether they were cut at its bound."""
+    documents = {doc["_id"]: doc for doc in matches}
+    steps = include_steps([doc["_id"] for doc in matches], query.includes, query.include_limit)
+    try:
+        frontier, include = next(steps)
+        while True:
+            sources = [documents[key] for key in frontier]
+            reach = _reverse(include, sources) if include.reverse else _forward(include, sources)
+            cursor = resources.find(reach, {**_VERSION, **_REFERENCES}, session=session, max_time_ms=deadline.ms())
+            found = await cursor.sort("_id", ASCENDING).to_list(None)
+            for doc in found:
+                documents.setdefault(doc["_id"], doc)
+            frontier, include = steps.send([doc["_id"] for doc in found])
+    except StopIteration as done:
+        keys, cut = done.value
+    return [documents[key] for key in keys], cut
 
 
 def _forward(include: Include, sources: list[dict[str, Any]]) -> Condition:

@@ -1,6 +1,7 @@
 """The MongoDB backend on PyMongo's native async client (document shapes: storage/mongo/documents.py).
 
-Collections: `resources` (current version, body and index entries), `history` (every version, `_id`
+Collections: `resources` (current version, body and index entries, and `created`: the change-log seq of the
+resource's create, its place in the default order of a search), `history` (every version, `_id`
 "Type/id/vid"), `changes` (the change log, `_id` = seq), `counters` (the seq), `locks` (one document per
 asserted condition, see `commit`) and `secrets` (the database's random secrets: the paging cursors' MAC key).
 Searches, history reads and a commit's assertions run within the search deadline (MongoDB's maxTimeMS).
@@ -12,9 +13,11 @@ checked inside the transaction after upserting a lock document keyed by a hash o
 commits asserting the same condition write-conflict: one retries and then sees the other's write.
 
 Without transactions (a standalone server, mongomock) only single-write commits are accepted; their
-writes are not atomic across collections. Commits are serialised by an in-process asyncio lock, which
-also makes the check of an Assertion and the write it guards atomic, and keeps seq visible in order, for
-one Hearth process only: run a replica set (even of one node) for several processes or bundles.
+writes are not atomic across collections (a create interrupted before its `created` is set sorts first, by
+type and id, as the documents of databases made before resources carried `created` do). Commits are
+serialised by an in-process asyncio lock, which also makes the check of an Assertion and the write it guards
+atomic, and keeps seq visible in order, for one Hearth process only: run a replica set (even of one node) for
+several processes or bundles.
 """
 
 from __future__ import annotations
@@ -29,14 +32,13 @@ from typing import Any, Sequence
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, ExecutionTimeout, PyMongoError
 
-from search.entries import Entry
-from search.ir import Query
-from search.limits import timed_out
-from storage import clock
-from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, TransactionsUnsupported,
-                          Version, VersionConflict, Write)
-from storage.mongo import search
-from storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, current_document,
+from hearth.search.entries import Entry
+from hearth.search.ir import Query
+from hearth.storage import clock
+from hearth.storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, SearchTimedOut,
+                          TransactionsUnsupported, Version, VersionConflict, Write)
+from hearth.storage.mongo import search
+from hearth.storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, current_document,
                                      history_document, index_fields, resource_key, to_change, to_version)
 
 log = logging.getLogger("hearth.storage.mongo")
@@ -49,6 +51,7 @@ _ENTRY_INDEXES = (
 
 INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     "resources": [
+        [("type", ASCENDING), ("created", ASCENDING), ("_id", ASCENDING)],  # one type in the default order
         [("type", ASCENDING), ("last_updated", ASCENDING)],
         [("type", ASCENDING), ("id", ASCENDING)],
         *([("type", ASCENDING), (f"{array}.p", ASCENDING), *((f"{array}.{f}", ASCENDING) for f in fields)]
@@ -165,7 +168,7 @@ class MongoStore:
                 documents = await cursor.sort("seq", DESCENDING).limit(count).to_list(None)
             total = await self.history_versions.count_documents(where, **deadline.count_options())
         except ExecutionTimeout:
-            raise timed_out(self.search_timeout) from None
+            raise SearchTimedOut(self.search_timeout) from None
         return HistoryPage([(d["seq"], to_version(d)) for d in documents], total)
 
     async def changes(self, after_seq: int, limit: int) -> list[Change]:
@@ -175,10 +178,9 @@ class MongoStore:
 
     async def search(self, query: Query) -> SearchPage:
         try:
-            return await search.execute(self.resources, query, await self.cursor_key(),
-                                        search.Deadline(self.search_timeout))
+            return await search.execute(self.resources, query, search.Deadline(self.search_timeout))
         except ExecutionTimeout:
-            raise timed_out(self.search_timeout) from None
+            raise SearchTimedOut(self.search_timeout) from None
 
     async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
         for resource_type, resource_id, entries in items:
@@ -195,7 +197,7 @@ class MongoStore:
         try:
             return await self._commit(writes, assertions)
         except ExecutionTimeout:  # an assertion's search: past its deadline it would hold up the writes after it
-            raise timed_out(self.search_timeout) from None
+            raise SearchTimedOut(self.search_timeout) from None
 
     async def _commit(self, writes: Sequence[Write], assertions: Sequence[Assertion]) -> list[Change]:
         if self.supports_transactions:
@@ -232,13 +234,17 @@ class MongoStore:
         first = counter["seq"] - len(writes) + 1
         changes = []
         for seq, write in enumerate(writes, first):
+            if write.previous == 0:  # a create: its seq is its place in creation order, the default search order
+                await self.resources.update_one({"_id": resource_key(write.type, write.id)}, {"$set": {"created": seq}},
+                                                session=session)
             await self.history_versions.insert_one(history_document(write, seq), session=session)
             await self.change_log.insert_one(change_document(write, seq), session=session)
             changes.append(Change(seq, write.type, write.id, write.version_id, write.interaction, write.last_updated))
         return changes
 
     async def _swap_current(self, write: Write, session: Any) -> None:
-        """Compare-and-set the current document: it must still be at `write.previous` (0: absent)."""
+        """Compare-and-set the current document: it must still be at `write.previous` (0: absent). A later version
+        keeps the fields it does not set: `created` (a delete and a create again too)."""
         document = current_document(write)
         if write.previous == 0:
             try:
@@ -246,7 +252,10 @@ class MongoStore:
             except DuplicateKeyError:
                 raise _Taken(write) from None
             return
-        result = await self.resources.replace_one({"_id": document["_id"], "version_id": write.previous}, document,
+        key = document.pop("_id")
+        gone = {name: "" for name in INDEX_FIELDS if name not in document}
+        result = await self.resources.update_one({"_id": key, "version_id": write.previous},
+                                                  {"$set": document, **({"$unset": gone} if gone else {})},
                                                   session=session)
         if result.matched_count != 1:
             raise _Taken(write)

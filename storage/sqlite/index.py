@@ -19,7 +19,7 @@ from typing import Iterable
 
 import orjson
 
-from search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
+from hearth.search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
 
 SCHEMA = (
@@ -60,8 +60,8 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS idx_uri (rid INTEGER NOT NULL, param TEXT NOT NULL, value TEXT, resource_type TEXT)",
     "CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (param, value, resource_type, rid)",
     "CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid, param, value)",
-    # composite: the tuple kept whole (JSON) and matched in Python; `key` (the first component's token code,
-    # if it is a token) narrows the rows first
+    # composite: the tuple kept whole (JSON), its components' fields read in SQL (component_field); `key` (the
+    # first component's token code, if it is a token) narrows the rows first
     """CREATE TABLE IF NOT EXISTS idx_composite (rid INTEGER NOT NULL, param TEXT NOT NULL, key TEXT,
         components BLOB, resource_type TEXT)""",
     "CREATE INDEX IF NOT EXISTS idx_composite_key ON idx_composite (param, key, resource_type, rid)",
@@ -101,9 +101,9 @@ def encode_components(entry: CompositeEntry) -> bytes:
     return orjson.dumps([[_SHAPE_NUMBERS[type(c)], *_FIELDS[type(c)](c)] for c in entry.components])
 
 
-def decode_components(param: str, blob: bytes) -> CompositeEntry:
-    """The CompositeEntry that `encode_components` stored."""
-    return CompositeEntry(param, tuple(_COMPONENT_SHAPES[row[0]](*row[1:]) for row in orjson.loads(blob)))
+def component_field(position: int, shape: type, field: str) -> str:
+    """SQL reading `field` of the component at `position` (an entry of `shape`) of the stored composite `e`."""
+    return f"(CAST(e.components AS TEXT) ->> '$[{position}][{1 + shape.__slots__.index(field)}]')"
 
 
 def composite_key(entry: CompositeEntry) -> str | None:

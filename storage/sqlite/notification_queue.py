@@ -11,8 +11,8 @@ import sqlite3
 import time
 from typing import Any, Sequence
 
-from storage import clock
-from storage.notification_records import Delivery, Event, NewEvent
+from hearth.storage import clock
+from hearth.storage.notification_records import Delivery, Event, NewEvent
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS subscription_checkpoint (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)",

@@ -2,10 +2,11 @@
 
 A watchdog thread interrupts (sqlite3 `Connection.interrupt()`) a task's statement once the task has run past the
 deadline, and again every tick while it still runs (an interrupt that lands between two statements is lost: SQLite
-clears it when the next one starts). The interrupted task fails with a 400 `too-costly` naming HEARTH_SEARCH_TIMEOUT
-and its thread takes the next task. Why a watchdog and not a progress handler: a handler is a call into Python every
-N steps of SQLite's VM, and each call waits for the interpreter lock, up to the switch interval (5 ms) when the event
-loop is busy; an interrupt costs the running statement nothing.
+clears it when the next one starts). The interrupted task fails with SearchTimedOut (storage/base.py; a 400
+`too-costly` naming HEARTH_SEARCH_TIMEOUT to the client) and its thread takes the next task. Why a watchdog and not
+a progress handler: a handler is a call into Python every N steps of SQLite's VM, and each call waits for the
+interpreter lock, up to the switch interval (5 ms) when the event loop is busy; an interrupt costs the running
+statement nothing.
 
 The threads are daemon threads, so one that never comes back (an interrupt lost, a statement SQLite cannot stop)
 does not hold up the interpreter's exit; `stuck` is the alarm for that case, `/readyz` reports it.
@@ -22,8 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from capability.outcome import FhirError
-from search.limits import timed_out
+from hearth.storage.base import SearchTimedOut, StoreClosing
 
 Work = Callable[[sqlite3.Connection], Any]
 
@@ -53,9 +53,10 @@ class Readers:
             thread.start()
 
     async def run(self, work: Work) -> Any:
-        """`work(connection)` on a reader thread; FhirError 400 when it runs past the deadline."""
+        """`work(connection)` on a reader thread; SearchTimedOut when it runs past the deadline, StoreClosing once
+        the pool closes."""
         if self._closing.is_set():
-            raise FhirError(503, "transient", "Hearth is shutting down")
+            raise StoreClosing("the SQLite readers are closing")
         future: Future = Future()
         self._tasks.put((future, work))
         return await asyncio.wrap_future(future)
@@ -109,7 +110,7 @@ class Readers:
                 if error is None:
                     future.set_result(result)
                 elif task.interrupted and isinstance(error, sqlite3.OperationalError):
-                    future.set_exception(timed_out(self.timeout))
+                    future.set_exception(SearchTimedOut(self.timeout))
                 else:
                     future.set_exception(error)
         finally:

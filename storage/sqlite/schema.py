@@ -32,7 +32,7 @@ SCHEMA = (
         interaction TEXT NOT NULL,
         last_updated TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS changes_type_seq ON changes (type, seq)""",
-    # the database's own random secrets, made once (the paging cursors' MAC key: search/cursor.py)
+    # the database's own random secrets, made once (the paging cursors' MAC key: search/paging.py)
     "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
     "INSERT OR IGNORE INTO secrets VALUES ('cursor', randomblob(32))",
 )

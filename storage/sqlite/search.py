@@ -1,7 +1,8 @@
 """Search on SQLite: the query IR (search/ir.py) compiled to SQL over the index tables.
 
 `execute` runs a whole search (one page, its includes, the total) in one read transaction, so every
-statement sees the same snapshot; `match_ids` answers a conditional write's assertion on the writer.
+statement sees the same snapshot; `match_ids` answers a conditional write's assertion on the writer. A page's
+key values are its rows' sort values, then the rid (creation order): search_sort.py.
 Predicates: search_preds.py; clauses, chains, `_has` and the choice of driving index: search_where.py;
 sort and keyset paging: search_sort.py; includes: search_include.py.
 """
@@ -15,26 +16,15 @@ from typing import Sequence
 
 import orjson
 
-from capability.outcome import FhirError
-from search.cursor import decode_cursor, encode_cursor
-from search.ir import AnyOfPred, ChainPred, Clause, HasPred, Query
-from search.limits import timed_out
-from storage import clock
-from storage.base import SearchPage, Version
-from storage.sqlite.search_include import included
-from storage.sqlite.search_sort import Key, after, index_ordered, order_by, sort_keys
-from storage.sqlite.search_where import WhereCompiler, ensure_function
+from hearth.search.ir import AnyOfPred, ChainPred, Clause, HasPred, Query, include_closure
+from hearth.storage import clock
+from hearth.storage.base import KeysetMismatch, SearchPage, SearchTimedOut, SearchTooNested, Version
+from hearth.storage.sqlite.search_include import reach
+from hearth.storage.sqlite.search_sort import Key, after, index_ordered, order_by, sort_keys
+from hearth.storage.sqlite.search_where import WhereCompiler
 
 _ALIAS = "r0"
-
-
-class Refused(Exception):
-    """A conditional write's search refused in the writer process (past its deadline, or nested too deep): it crosses
-    back pickled, which a FhirError cannot; `error()` is the FhirError to answer with."""
-
-    def error(self) -> FhirError:
-        return FhirError(*self.args)
-
+_MOST_NESTED = 5  # chain and `_has` levels SQLite's parser takes (HEARTH_SEARCH_MAX_CHAIN_DEPTH at most this)
 
 # VM steps between two looks at the clock while an assertion's search runs in the writer process: no event loop
 # competes there for the interpreter lock, so a look costs one Python call (four assertions over the Synthea slice:
@@ -43,33 +33,29 @@ _STEPS = 10_000
 
 
 def match_ids(conn: sqlite3.Connection, query: Query, timeout: float = 0.0) -> frozenset[str]:
-    """Ids of the current, non-deleted resources of `query.types` matching `query.where`; Refused past `timeout`
-    seconds (0: no limit) or nested deeper than SQLite compiles."""
+    """Ids of the current, non-deleted resources of `query.types` matching `query.where`; SearchTimedOut past
+    `timeout` seconds (0: no limit), SearchTooNested when nested deeper than SQLite compiles (both pickle: this
+    runs in the writer process)."""
     end = time.monotonic() + timeout
     if timeout > 0:
         conn.set_progress_handler(lambda: time.monotonic() > end, _STEPS)
     try:
-        compiler = WhereCompiler(conn)
-        where, args, _ = compiler.condition(query.types, query.where, _ALIAS)
-        if compiler.checks:
-            ensure_function(conn)
+        where, args, _ = WhereCompiler(conn).condition(query.types, query.where, _ALIAS)
         return frozenset(row[0] for row in conn.execute(f"SELECT {_ALIAS}.id FROM resources {_ALIAS} WHERE {where}",
                                                         args))
     except sqlite3.OperationalError as problem:
-        error = timed_out(timeout) if timeout > 0 and time.monotonic() > end else _compile_error(problem, query)
-        if not isinstance(error, FhirError):
-            raise
-        raise Refused(error.status, error.issues[0].code, error.diagnostics) from None
+        if timeout > 0 and time.monotonic() > end:
+            raise SearchTimedOut(timeout) from None
+        raise _compile_error(problem, query) from None
     finally:
         conn.set_progress_handler(None, 0)
 
 
-def execute(conn: sqlite3.Connection, query: Query, key: bytes) -> SearchPage:
-    """One page of the search, with its includes and (unless `total` is "none") the total; `key` signs its
-    paging cursors."""
+def execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
+    """One page of the search, with its includes and (unless `total` is "none") the total."""
     conn.execute("BEGIN")
     try:
-        return _execute(conn, query, key)
+        return _execute(conn, query)
     except sqlite3.OperationalError as problem:
         raise _compile_error(problem, query) from None
     finally:
@@ -77,12 +63,11 @@ def execute(conn: sqlite3.Connection, query: Query, key: bytes) -> SearchPage:
 
 
 def _compile_error(problem: sqlite3.OperationalError, query: Query) -> Exception:
-    """The 400 for a search nested deeper than SQLite's parser takes (chains and `_has` nest subqueries: past about
-    six levels its stack overflows); any other error as it is."""
+    """SearchTooNested for a search nested deeper than SQLite's parser takes (chains and `_has` nest subqueries:
+    past about six levels its stack overflows); any other error as it is."""
     if str(problem) != "parser stack overflow":
         return problem
-    return FhirError(400, "too-costly", f"The search nests chains and _has {_depth(query.where)} levels deep, more "
-                                        "than SQLite compiles: lower HEARTH_SEARCH_MAX_CHAIN_DEPTH (at most 5 on SQLite)")
+    return SearchTooNested(_depth(query.where), _MOST_NESTED, "SQLite")
 
 
 def _depth(where: Sequence[Clause]) -> int:
@@ -92,7 +77,7 @@ def _depth(where: Sequence[Clause]) -> int:
                 for clause in where for pred in clause.preds), default=0)
 
 
-def _execute(conn: sqlite3.Connection, query: Query, key: bytes) -> SearchPage:
+def _execute(conn: sqlite3.Connection, query: Query) -> SearchPage:
     compiler = WhereCompiler(conn)
     if query.count == 0:
         return SearchPage([], total=_count(conn, compiler, query))
@@ -100,14 +85,10 @@ def _execute(conn: sqlite3.Connection, query: Query, key: bytes) -> SearchPage:
     walk = keys[0].table is not None
     where, where_args, driven = compiler.condition(query.types, query.where, _ALIAS,
                                                    walk or index_ordered(keys, query.types))
-    values, direction = None, "next"
-    if query.cursor is not None:
-        values, _, direction = decode_cursor(query.cursor, key=key)
-        if len(values) != len(keys):
-            raise FhirError(400, "invalid", "The paging cursor does not belong to this search", ("_cursor",))
-    if compiler.checks:
-        ensure_function(conn)
-    reverse = direction == "prev"
+    values = None if query.after is None else query.after.values
+    if values is not None and len(values) != len(keys):
+        raise KeysetMismatch(f"{len(values)} key values for an order of {len(keys)} keys")
+    reverse = query.after is not None and query.after.direction == "prev"
     if walk and not driven:
         rows = _walk(conn, keys, where, where_args, values, reverse, query.count + 1)
     else:
@@ -116,16 +97,13 @@ def _execute(conn: sqlite3.Connection, query: Query, key: bytes) -> SearchPage:
     rows = rows[:query.count]
     if reverse:
         rows.reverse()
-    page = SearchPage(_versions(conn, [row[0] for row in rows]))
+    page = SearchPage(_versions(conn, [row[0] for row in rows]), more=more)
     if rows:
-        first, last = rows[0], rows[-1]
-        # reading backwards, the rows we came from follow; reading forwards, a cursor means rows precede
-        if more or reverse:
-            page.next_cursor = encode_cursor(tuple(last[2:]), last[1], "next", key=key)
-        if more if reverse else values is not None:
-            page.previous_cursor = encode_cursor(tuple(first[2:]), first[1], "prev", key=key)
+        page.first, page.last = tuple(rows[0][1:]), tuple(rows[-1][1:])
     if query.includes and rows:
-        page.included = _versions(conn, included(conn, [row[0] for row in rows], query.includes))
+        rids, page.included_cut = include_closure([row[0] for row in rows], query.includes, reach(conn),
+                                                  query.include_limit)
+        page.included = _versions(conn, rids)
     if query.total != "none":
         if values is None and not more:
             page.total = len(rows)  # the first page holds everything
@@ -136,17 +114,17 @@ def _execute(conn: sqlite3.Connection, query: Query, key: bytes) -> SearchPage:
 
 def _page_sql(keys: Sequence[Key], where: str, where_args: tuple, values: tuple | None, reverse: bool,
               limit: int) -> tuple[str, tuple]:
-    """rid, id, then each key's value of the page's rows, in page order (reversed for "prev")."""
+    """rid, then each key's value of the page's rows, in page order (reversed for "prev")."""
     columns = [f"k{i}" for i in range(len(keys))]
     selected = ", ".join(f"{key.expr} AS {column}" for key, column in zip(keys, columns))
-    inner = f"SELECT {_ALIAS}.rid AS rid, {_ALIAS}.id AS id, {selected} FROM resources {_ALIAS} WHERE {where}"
+    inner = f"SELECT {_ALIAS}.rid AS rid, {selected} FROM resources {_ALIAS} WHERE {where}"
     args = (*(a for key in keys for a in key.args), *where_args)
     condition = ""
     if values is not None:
         sql, cursor_args = after(keys, columns, values, reverse)
         condition = f" WHERE {sql}"
         args = (*args, *cursor_args)
-    sql = (f"SELECT rid, id, {', '.join(columns)} FROM ({inner}){condition} "
+    sql = (f"SELECT rid, {', '.join(columns)} FROM ({inner}){condition} "
            f"ORDER BY {order_by(keys, columns, reverse)} LIMIT ?")
     return sql, (*args, limit)
 
@@ -186,7 +164,7 @@ def _walk_sql(keys: Sequence[Key], where: str, where_args: tuple, values: tuple 
     columns = [f"k{i}" for i in range(len(keys))]
     selected = ", ".join([f"e.{column} AS k0", *(f"{key.expr} AS {c}" for key, c in zip(rest, columns[1:]))])
     direction = "DESC" if first.descending else "ASC"
-    inner = (f"SELECT {_ALIAS}.rid AS rid, {_ALIAS}.id AS id, {selected} FROM {table} e "
+    inner = (f"SELECT {_ALIAS}.rid AS rid, {selected} FROM {table} e "
              f"CROSS JOIN resources {_ALIAS} ON {_ALIAS}.rid = e.rid WHERE e.param = ? AND e.{column} IS NOT NULL "
              f"AND e.rowid = (SELECT x.rowid FROM {table} x INDEXED BY {table}_rid WHERE x.rid = e.rid "
              f"AND x.param = ? AND x.{column} IS NOT NULL ORDER BY x.{column} {direction}, x.rowid LIMIT 1) "
@@ -198,14 +176,12 @@ def _walk_sql(keys: Sequence[Key], where: str, where_args: tuple, values: tuple 
         bound = "<=" if first.descending != reverse else ">="  # the same, as an index range on k0
         condition = f" WHERE k0 {bound} ? AND {sql}"
         args = (*args, values[0], *cursor_args)
-    return (f"SELECT rid, id, {', '.join(columns)} FROM ({inner}){condition} "
+    return (f"SELECT rid, {', '.join(columns)} FROM ({inner}){condition} "
             f"ORDER BY {order_by([first, *rest], columns, reverse)} LIMIT ?", (*args, limit))
 
 
 def _count(conn: sqlite3.Connection, compiler: WhereCompiler, query: Query) -> int:
     sql, args = compiler.count(query.types, query.where, _ALIAS)
-    if compiler.checks:
-        ensure_function(conn)
     return conn.execute(sql, args).fetchone()[0]
 
 

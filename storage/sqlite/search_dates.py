@@ -1,6 +1,6 @@
 """Date clauses on a single-valued date parameter (Clause.single_date, e.g. `birthdate`) as one bounded range.
 
-Each prefix of a date clause alone is a half-open range over an entry's `lo` or `hi` (`ge`: `lo >= ? OR hi > ?`),
+Each comparison of a date clause alone is a half-open range over an entry's `lo` or `hi` (`ge`: `lo >= ? OR hi > ?`),
 so `birthdate=ge1982-01-01&birthdate=lt1983-01-01` would read every birth date after 1982 or every one before
 1983 and test the other clause per row. When a resource has at most one value, a date/dateTime/instant whose
 range spans at most a year, the clauses on that parameter all test the same entry, and every bound on `hi`
@@ -13,12 +13,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from search.ir import Clause, DatePred
-from storage.sqlite.search_preds import Cond, date_alts, joined, tabled
+from hearth.search.ir import Bound, Clause, DatePred
+from hearth.storage.sqlite.search_preds import Cond, joined, range_alts, tabled
 
 _SPAN = timedelta(days=366)  # the widest range one date value has: a year (a leap year) at year precision
 
-Bound = tuple[str | None, str | None]  # an entry's `lo` lies in [low, high]; None: no bound
+LoRange = tuple[str | None, str | None]  # an entry's `lo` lies in [low, high]; None: no bound
 
 
 def group_single_dates(where: Sequence[Clause]) -> list[Clause | tuple[Clause, ...]]:
@@ -40,45 +40,36 @@ def group_single_dates(where: Sequence[Clause]) -> list[Clause | tuple[Clause, .
 
 def single_date_cond(clauses: Sequence[Clause]) -> Cond:
     """The clauses (ANDed, on one single-valued date parameter) as one test of its entry, `lo` bounded."""
-    low, high = _intersection([_union([_lo_bound(pred) for pred in clause.preds]) for clause in clauses])
+    low, high = _intersection([_union([_intersection([_lo_bound(bound) for bound in alternative])
+                                       for pred in clause.preds for alternative in pred.ranges])
+                               for clause in clauses])
     bounds = [(sql, value) for sql, value in (("e.lo >= ?", low), ("e.lo <= ?", high)) if value is not None]
     conds, args = [sql for sql, _ in bounds], [value for _, value in bounds]
     for clause in clauses:
-        alts = tabled([alt for pred in clause.preds for alt in date_alts(pred, "e.lo", "e.hi")])
+        alts = tabled([alt for pred in clause.preds for alt in range_alts(pred.ranges, _COLUMNS)])
         conds.append("(" + joined(" OR ", [f"({sql})" for sql, _ in alts]) + ")")
         args.extend(arg for _, alt_args in alts for arg in alt_args)
     return Cond("idx_date", ((joined(" AND ", conds), tuple(args)),))
 
 
-def _lo_bound(pred: DatePred) -> Bound:
-    """Where the `lo` of an entry matching `pred` can be, given its `hi` is at most _SPAN later
-    (the prefixes as in search_preds._DATE)."""
-    lo, hi = pred.lo, pred.hi
-    match pred.prefix:
-        case "eq":
-            return lo, hi
-        case "gt":
-            return _minus_span(hi), None
-        case "ge":
-            earlier = _minus_span(hi)
-            return (None if earlier is None else min(lo, earlier)), None
-        case "sa":
-            return hi, None
-        case "lt" | "eb":
-            return None, lo
-        case "le":
-            return None, hi
-        case "ap":
-            return _minus_span(lo), hi
-    return None, None  # ne
+_COLUMNS = {"lo": "e.lo", "hi": "e.hi"}
 
 
-def _union(bounds: Sequence[Bound]) -> Bound:
+def _lo_bound(bound: Bound) -> LoRange:
+    """Where the `lo` of an entry meeting `bound` can be, given its `hi` is at most _SPAN later (and never
+    earlier): a bound on `hi` from above is one on `lo`; from below, one on `lo` less _SPAN."""
+    operand = str(bound.operand)
+    if bound.op in ("<", "<="):
+        return None, operand
+    return (operand if bound.field == "lo" else _minus_span(operand)), None
+
+
+def _union(bounds: Sequence[LoRange]) -> LoRange:
     lows, highs = [b[0] for b in bounds], [b[1] for b in bounds]
     return (None if None in lows else min(lows)), (None if None in highs else max(highs))  # type: ignore[type-var]
 
 
-def _intersection(bounds: Sequence[Bound]) -> Bound:
+def _intersection(bounds: Sequence[LoRange]) -> LoRange:
     lows = [b[0] for b in bounds if b[0] is not None]
     highs = [b[1] for b in bounds if b[1] is not None]
     return (max(lows) if lows else None), (min(highs) if highs else None)

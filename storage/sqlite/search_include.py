@@ -1,14 +1,15 @@
-"""`_include` / `_revinclude` (with `:iterate` and `*`): the current resources a page brings along."""
+"""`_include` / `_revinclude` (with `:iterate` and `*`): one include's lookup from a set of resources, for
+search/ir.py include_closure (which applies them, to a fixpoint, within its bound)."""
 
 from __future__ import annotations
 
 import sqlite3
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import orjson
 
-from search.ir import Include
+from hearth.search.ir import Include
 
 
 _PARAMS = ("SELECT min(param) FROM idx_reference UNION ALL SELECT (SELECT min(x.param) FROM idx_reference x "
@@ -51,27 +52,11 @@ def _statement(include: Include) -> tuple[str, tuple]:
     return f"{sql} WHERE {' AND '.join(conds)} ORDER BY {ordering}", tuple(args)
 
 
-def included(conn: sqlite3.Connection, matches: Sequence[int], includes: Sequence[Include]) -> list[int]:
-    """The rids `includes` bring along for the page `matches`: each once, none of the matches.
+def reach(conn: sqlite3.Connection) -> Callable[[Sequence[int], Include], Iterable[int]]:
+    """The lookup of one include from a set of rids, on `conn`: the rids it brings along (by type and id)."""
 
-    Every include applies to the matches; `:iterate` ones also to what was included, until nothing new."""
-    seen = set(matches)
-    found: list[int] = []
+    def lookup(frontier: Sequence[int], include: Include) -> Iterable[int]:
+        sql, args = _statement(include)
+        return [rid for (rid,) in conn.execute(sql, (orjson.dumps(list(frontier)).decode(), *args))]
 
-    def apply(frontier: Sequence[int], which: Sequence[Include]) -> list[int]:
-        new: list[int] = []
-        rids = orjson.dumps(list(frontier)).decode()
-        for include in which:
-            sql, args = _statement(include)
-            for (rid,) in conn.execute(sql, (rids, *args)):
-                if rid not in seen:
-                    seen.add(rid)
-                    new.append(rid)
-        return new
-
-    frontier = apply(matches, includes)
-    iterating = [include for include in includes if include.iterate]
-    while frontier:
-        found.extend(frontier)
-        frontier = apply(frontier, iterating) if iterating else []
-    return found
+    return lookup

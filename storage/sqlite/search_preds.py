@@ -1,10 +1,11 @@
 """Leaf search predicates (search/ir.py) as SQL conditions on the entries of one index table.
 
 A predicate compiles to a `Cond`: the resource matches when some entry of the clause's parameter satisfies
-one of its alternatives (`negated`: when none does). The meaning of each predicate is search/matcher.py's;
-the comments name the matcher rule each condition implements. Templates depend only on the predicate's
-shape (type, modifier, prefix, which operands are set), so the SQL text repeats and SQLite's statement
-cache serves it; only the argument values change.
+one of its alternatives (`negated`: when none does). The IR carries each predicate's meaning (token keys,
+negation, the comparisons a prefix stands for), so this module only translates it: a field of the entry becomes
+a column (or, in a composite's component, a field of the stored JSON row). Templates depend only on the
+predicate's shape (which keys, which comparisons), so the SQL text repeats and SQLite's statement cache serves
+it; only the argument values change.
 
 A clause's values share a handful of templates, so the alternatives of one template with many values are one
 alternative over a JSON array of their arguments (`tabled`): the statement is as long for 200 values as for two.
@@ -16,19 +17,16 @@ from __future__ import annotations
 
 import itertools
 import re
-import threading
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import orjson
 
-from search.ir import (Clause, CompositePred, DatePred, MissingPred, NumberPred, QuantityPred, ReferencePred,
-                       StringPred, TokenPred, UriPred)
-from search.matcher import compile_matcher
-from search.normalize import normalize_string
-from storage.sqlite.index import decode_components
+from hearth.search.entries import DateEntry, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry, TokenEntry, UriEntry
+from hearth.search.ir import (Bound, CompositePred, DatePred, MissingPred, NumberPred, OfTypePred, QuantityPred, Ranges,
+                       ReferencePred, StringPred, TokenKey, TokenPred, TokenTextPred, UriPred)
+from hearth.storage.sqlite.index import component_field
 
 TABLES = {"token": "idx_token", "string": "idx_string", "date": "idx_date", "number": "idx_number",
           "quantity": "idx_quantity", "reference": "idx_reference", "uri": "idx_uri", "composite": "idx_composite"}
@@ -148,226 +146,199 @@ def _json(values: Any) -> str:
     return orjson.dumps(list(values)).decode()
 
 
+# --- the entry's fields -----------------------------------------------------------------------------------------
+
+Column = Callable[[str], str]  # an entry field -> its SQL expression
+
+
+def _entry_column(field: str) -> str:
+    return f"e.{field}"
+
+
 # --- token ----------------------------------------------------------------------------------------
 
-_ANY = None
-
-
-def _token_keys(pred: TokenPred) -> set[tuple[str | None, str | None]]:
-    """The pred's (system, code) keys; system None = any system, "" = no system, code None = any code."""
-    if pred.modifier in ("in", "not-in", "above", "below"):
-        return set(pred.codes)
-    return {(pred.system, pred.code)}
-
-
-def _token_key_alts(keys: set[tuple[str | None, str | None]]) -> tuple[Alt, ...]:
-    """Entries sharing a key with the pred (matcher: (system, code), (ANY, code), (system, ANY))."""
-    keys = {k for k in keys if k != (_ANY, _ANY)}  # matches no entry
+def _token_key_alts(keys: Sequence[TokenKey], col: Column) -> tuple[Alt, ...]:
+    """Entries having one of the keys (search/ir.py TokenKey: system None any, "" none; code None any)."""
+    keys = {k for k in keys if k != (None, None)}  # matches no entry
+    code, system = col("code"), col("system")
     if len(keys) == 1:
-        ((system, code),) = keys
-        return (_and(("1", ()) if code is None else ("e.code = ?", (code,)),
-                     ("1", ()) if system is None else _is("e.system", system or None)),)
-    any_system = [code for system, code in keys if system is None]
-    no_system = [code for system, code in keys if system == "" and code is not None]
-    pairs = [[system, code] for system, code in keys if system and code is not None]
-    systems = [system for system, code in keys if system and code is None]
+        ((key_system, key_code),) = keys
+        return (_and(("1", ()) if key_code is None else (f"{code} = ?", (key_code,)),
+                     ("1", ()) if key_system is None else _is(system, key_system or None)),)
+    any_system = [c for s, c in keys if s is None]
+    no_system = [c for s, c in keys if s == "" and c is not None]
+    pairs = [[s, c] for s, c in keys if s and c is not None]
+    systems = [s for s, c in keys if s and c is None]
     alts: list[Alt] = []
     if any_system:
-        alts.append(("e.code IN (SELECT value FROM json_each(?))", (_json(any_system),)))
+        alts.append((f"{code} IN (SELECT value FROM json_each(?))", (_json(any_system),)))
     if no_system:
-        alts.append(("e.code IN (SELECT value FROM json_each(?)) AND e.system IS NULL", (_json(no_system),)))
+        alts.append((f"{code} IN (SELECT value FROM json_each(?)) AND {system} IS NULL", (_json(no_system),)))
     if pairs:
-        alts.append(("(e.code, e.system) IN (SELECT value ->> 1, value ->> 0 FROM json_each(?))", (_json(pairs),)))
+        alts.append((f"({code}, {system}) IN (SELECT value ->> 1, value ->> 0 FROM json_each(?))", (_json(pairs),)))
     if systems:
-        alts.append(("e.system IN (SELECT value FROM json_each(?))", (_json(systems),)))
-    if ("", _ANY) in keys:
-        alts.append(("e.system IS NULL", ()))
+        alts.append((f"{system} IN (SELECT value FROM json_each(?))", (_json(systems),)))
+    if ("", None) in keys:
+        alts.append((f"{system} IS NULL", ()))
     return tuple(alts)
 
 
-def _token(pred: TokenPred) -> Cond:
-    if pred.modifier == "text":  # starts-with on the entry's normalised text
-        return Cond("idx_token", (starts_with("e.text", pred.code or ""),))
-    if pred.modifier == "of-type":  # Identifier type (system, code) and value, all equal
-        return Cond("idx_token", (_and(_is("e.code", pred.code), _is("e.type_system", pred.type_system),
-                                       _is("e.type_code", pred.type_code)),))
-    alts = _token_key_alts(_token_keys(pred))
-    return Cond("idx_token", alts, negated=pred.modifier in ("not", "not-in"))
+def _token(pred: TokenPred, col: Column) -> Cond:
+    return Cond("idx_token", _token_key_alts(pred.keys, col), negated=pred.negated)
+
+
+def _token_text(pred: TokenTextPred, col: Column) -> Cond:
+    return Cond("idx_token", (starts_with(col("text"), pred.text),))
+
+
+def _of_type(pred: OfTypePred, col: Column) -> Cond:
+    return Cond("idx_token", (_and((f"{col('code')} = ?", (pred.value,)),
+                                   (f"{col('type_system')} = ?", (pred.type_system,)),
+                                   (f"{col('type_code')} = ?", (pred.type_code,))),))
 
 
 def _id(pred: Any) -> Cond:
-    """`_id` on the resource row: the matcher's synthetic entry TokenEntry("_id", None, id)."""
+    """`_id` on the resource row: the resource's id as a token without a system."""
     if isinstance(pred, MissingPred):
         return Cond(RESOURCE, () if pred.missing else (_TRUE,))
-    if not isinstance(pred, TokenPred):
-        raise ValueError(f"_id cannot take {type(pred).__name__}")
-    if pred.modifier == "text":
+    if not isinstance(pred, TokenPred):  # `:text`, `:of-type`: an id has neither text nor type
         return Cond(RESOURCE, ())
-    if pred.modifier == "of-type":
-        never = pred.type_system is not None or pred.type_code is not None or pred.code is None
-        return Cond(RESOURCE, () if never else (("{r}.id = ?", (pred.code,)),))
-    keys = _token_keys(pred)
-    if ("", _ANY) in keys:
+    if ("", None) in pred.keys:
         alts: tuple[Alt, ...] = (_TRUE,)
     else:
-        ids = sorted({code for system, code in keys if system in (None, "") and code is not None})
+        ids = sorted({code for system, code in pred.keys if system in (None, "") and code is not None})
         if len(ids) == 1:
             alts = (("{r}.id = ?", (ids[0],)),)
         else:
             alts = (("{r}.id IN (SELECT value FROM json_each(?))", (_json(ids),)),) if ids else ()
-    return Cond(RESOURCE, alts, negated=pred.modifier in ("not", "not-in"))
+    return Cond(RESOURCE, alts, negated=pred.negated)
 
 
 # --- string, uri ----------------------------------------------------------------------------------
 
-def _string(pred: StringPred) -> Cond:
-    if pred.modifier == "exact":
-        # an entry's `norm` is normalize_string(`exact`) (search/extract.py), so the norm index finds it
-        return Cond("idx_string", (("e.norm = ? AND e.exact = ?", (normalize_string(pred.value), pred.value)),))
+def _string(pred: StringPred, col: Column) -> Cond:
+    if pred.modifier == "exact":  # `norm` first: the (param, norm) index finds it
+        return Cond("idx_string", ((f"{col('norm')} = ? AND {col('exact')} = ?", (pred.norm, pred.exact)),))
     if pred.modifier == "contains":
-        return Cond("idx_string", (("instr(e.norm, ?) > 0", (pred.value,)),))
-    return Cond("idx_string", (starts_with("e.norm", pred.value),))
+        return Cond("idx_string", ((f"instr({col('norm')}, ?) > 0", (pred.norm,)),))
+    return Cond("idx_string", (starts_with(col("norm"), pred.norm),))
 
 
-def _uri(pred: UriPred) -> Cond:
-    if pred.modifier == "above":  # the entry is a prefix of the value: one of the value's prefixes
-        prefixes = [pred.value[:i] for i in range(len(pred.value) + 1)]
-        return Cond("idx_uri", (("e.value IN (SELECT value FROM json_each(?))", (_json(prefixes),)),))
-    if pred.modifier == "below":
-        return Cond("idx_uri", (starts_with("e.value", pred.value),))
-    return Cond("idx_uri", (("e.value = ?", (pred.value,)),))
+def _uri(pred: UriPred, col: Column) -> Cond:
+    value = col("value")
+    if pred.below:
+        return Cond("idx_uri", tuple(starts_with(value, v) for v in pred.values))
+    if len(pred.values) == 1:
+        return Cond("idx_uri", ((f"{value} = ?", pred.values),))
+    return Cond("idx_uri", ((f"{value} IN (SELECT value FROM json_each(?))", (_json(pred.values),)),))
 
 
 # --- date, number, quantity -----------------------------------------------------------------------
 
-# Each prefix as alternatives over the entry range [{lo}, {hi}] against the search range [plo, phi]
-# (matcher: eq plo<=tlo and thi<=phi; ge = gt or eq, which is tlo>=plo or thi>phi; le likewise).
-_DATE = {
-    "eq": (("{lo} >= ? AND {lo} <= ? AND {hi} <= ?", "lo hi hi"),),
-    "ne": (("{lo} < ?", "lo"), ("{hi} > ?", "hi")),
-    "gt": (("{hi} > ?", "hi"),),
-    "lt": (("{lo} < ?", "lo"),),
-    "ge": (("{lo} >= ?", "lo"), ("{hi} > ?", "hi")),
-    "le": (("{lo} < ?", "lo"), ("{hi} <= ?", "hi")),
-    "sa": (("{lo} > ?", "hi"),),
-    "eb": (("{hi} < ?", "lo"),),
-    "ap": (("{lo} <= ? AND {hi} >= ?", "hi lo"),),
-}
+def range_alts(ranges: Ranges, columns: dict[str, str]) -> tuple[Alt, ...]:
+    """The comparisons (an OR of ANDs) over the entry's columns for `lo`, `hi`, `value`."""
+    return tuple(_and(*((f"{columns[b.field]} {b.op} ?", (b.operand,)) for b in _hinted(alternative)))
+                 for alternative in ranges)
 
 
-def date_alts(pred: DatePred, lo: str, hi: str) -> tuple[Alt, ...]:
-    """The date prefix over entry bound columns `lo` and `hi`."""
-    bounds = {"lo": pred.lo, "hi": pred.hi}
-    return tuple((sql.format(lo=lo, hi=hi), tuple(bounds[name] for name in names.split()))
-                 for sql, names in _DATE[pred.prefix])
+def _hinted(alternative: tuple[Bound, ...]) -> tuple[Bound, ...]:
+    """An alternative bounding `lo` from below and `hi` from above (eq: within the search range) also bounds `lo`
+    from above, by the same operand (an entry's lo <= its hi): both ends of an index range on (param, lo)."""
+    lower = any(b.field == "lo" and b.op in (">", ">=") for b in alternative)
+    upper = [b for b in alternative if b.field == "hi" and b.op in ("<", "<=")]
+    if not (lower and upper) or any(b.field == "lo" and b.op in ("<", "<=") for b in alternative):
+        return alternative
+    on_lo = tuple(b for b in alternative if b.field == "lo")
+    return (*on_lo, Bound("lo", "<=", upper[0].operand), *(b for b in alternative if b.field != "lo"))
 
 
-# Over the entry's value t, with the search value v and its precision range [lo, hi).
-_VALUE = {
-    "eq": (("e.value >= ? AND e.value < ?", "lo hi"),),
-    "ne": (("e.value < ?", "lo"), ("e.value >= ?", "hi")),
-    "gt": (("e.value > ?", "value"),),
-    "lt": (("e.value < ?", "value"),),
-    "ge": (("e.value >= ?", "value"),),
-    "le": (("e.value <= ?", "value"),),
-    "sa": (("e.value >= ?", "hi"),),
-    "eb": (("e.value < ?", "lo"),),
-    "ap": (("e.value >= ? AND e.value <= ?", "lo hi"),),
-}
+_UNIT_FIELDS = ("system", "code", "unit")
 
 
-def _value_alts(pred: NumberPred | QuantityPred) -> tuple[Alt, ...]:
-    bounds = {"value": pred.value, "lo": pred.lo, "hi": pred.hi}
-    return tuple((sql, tuple(bounds[name] for name in names.split())) for sql, names in _VALUE[pred.prefix])
-
-
-def _quantity(pred: QuantityPred) -> Cond:
-    system, code = pred.system, pred.code
-    if code is None:
-        units: tuple[Alt, ...] = (("e.system = ?", (system,)),) if system else (_TRUE,)
-    elif system:
-        units = (("e.code = ? AND e.system = ?", (code, system)),)
-    else:  # `||code`: the entry's code or its unit
-        units = (("e.code = ?", (code,)), ("e.unit = ?", (code,)))
-    return Cond("idx_quantity", tuple(_and(unit, value) for unit in units for value in _value_alts(pred)))
+def _quantity(pred: QuantityPred, col: Column) -> Cond:
+    units = []
+    for alternative in pred.units:  # the code first: the (param, code, value) index
+        wanted = dict(zip(_UNIT_FIELDS, alternative))
+        units.append(_and(*((f"{col(field)} = ?", (wanted[field],)) for field in ("code", "system", "unit")
+                            if wanted[field] is not None)))
+    values = range_alts(pred.ranges, {"value": col("value")})
+    return Cond("idx_quantity", tuple(_and(unit, value) for unit in units for value in values))
 
 
 # --- reference ------------------------------------------------------------------------------------
 
-def _reference(pred: ReferencePred) -> Cond:
+def _reference(pred: ReferencePred, col: Column) -> Cond:
     if pred.modifier == "identifier":
         system = pred.identifier_system
         return Cond("idx_reference", (_and(
-            ("e.identifier_value IS NOT NULL", ()) if pred.identifier_value is None
-            else ("e.identifier_value = ?", (pred.identifier_value,)),
-            ("1", ()) if system is None else _is("e.identifier_system", system or None)),))
+            (f"{col('identifier_value')} IS NOT NULL", ()) if pred.identifier_value is None
+            else (f"{col('identifier_value')} = ?", (pred.identifier_value,)),
+            ("1", ()) if system is None else _is(col("identifier_system"), system or None)),))
     if pred.url is not None:
-        return Cond("idx_reference", (_and(("e.url = ?", (pred.url,)),
-                                           ("1", ()) if pred.version is None else ("e.version = ?", (pred.version,))),))
-    typed: Alt = ("1", ()) if pred.target_type is None else ("e.target_type = ?", (pred.target_type,))
+        return Cond("idx_reference", (_and((f"{col('url')} = ?", (pred.url,)),
+                                           ("1", ()) if pred.version is None
+                                           else (f"{col('version')} = ?", (pred.version,))),))
+    typed: Alt = ("1", ()) if pred.target_type is None else (f"{col('target_type')} = ?", (pred.target_type,))
     # an entry with a target id is a local reference (an absolute URL or canonical has none: search/extract.py),
     # so only a test for the missing id needs to rule out the URLs; `url IS NULL` would cost a table read per row
-    local: Alt = ("e.url IS NULL", ()) if pred.target_id is None else ("1", ())
-    return Cond("idx_reference", (_and(_is("e.target_id", pred.target_id), typed, local),))
+    local: Alt = (f"{col('url')} IS NULL", ()) if pred.target_id is None else ("1", ())
+    return Cond("idx_reference", (_and(_is(col("target_id"), pred.target_id), typed, local),))
 
 
 # --- composite ------------------------------------------------------------------------------------
 
-_checks = threading.local()  # the running query's composite checks; one query at a time per thread
-FUNCTION = "hearth_composite"
+_SHAPES = {TokenPred: TokenEntry, TokenTextPred: TokenEntry, OfTypePred: TokenEntry, StringPred: StringEntry,
+           DatePred: DateEntry, NumberPred: NumberEntry, QuantityPred: QuantityEntry, ReferencePred: ReferenceEntry,
+           UriPred: UriEntry}
 
 
-def composite_function(blob: bytes, param: str, index: int) -> int:
-    """The SQL function `hearth_composite(components, param, index)`: check `index` of the running query."""
-    return int(_checks.current[index](decode_components(param, blob)))
-
-
-def set_checks(checks: list[Callable[[Any], bool]]) -> None:
-    """Make `checks` the composite checks the SQL function sees on this thread."""
-    _checks.current = checks
-
-
-@lru_cache(maxsize=1024)
-def _composite_check(param: str, pred: CompositePred) -> Callable[[Any], bool]:
-    matcher = compile_matcher((Clause(param, "composite", (pred,)),))
-    return lambda entry: matcher((entry,))
-
-
-def _composite(param: str, pred: CompositePred, checks: list) -> Cond:
-    checks.append(_composite_check(param, pred))
-    check: Alt = (f"{FUNCTION}(e.components, e.param, ?)", (len(checks) - 1,))
+def _composite(pred: CompositePred) -> Cond:
+    """One stored composite with as many components, each meeting its predicate (its fields read off the JSON
+    row: storage/sqlite/index.py); the first component's token code, when fixed, narrows through the index."""
+    parts: list[Alt] = []
     first = pred.components[0] if pred.components else None
-    if isinstance(first, TokenPred) and first.modifier is None and first.code is not None:
-        return Cond("idx_composite", (_and(("e.key = ?", (first.code,)), check),))
-    return Cond("idx_composite", (check,))
+    if isinstance(first, TokenPred) and first.keys and all(code is not None for _, code in first.keys):
+        codes = sorted({code for _, code in first.keys})
+        parts.append(("e.key = ?", (codes[0],)) if len(codes) == 1
+                     else ("e.key IN (SELECT value FROM json_each(?))", (_json(codes),)))
+    parts.append((f"json_array_length(CAST(e.components AS TEXT)) = {len(pred.components)}", ()))
+    for position, component in enumerate(pred.components):
+        shape = _SHAPES[type(component)]
+        cond = _leaf(component, lambda field, n=position, s=shape: component_field(n, s, field))
+        if cond.negated:
+            raise ValueError("a composite's component cannot be negated")
+        if not cond.alts:
+            return Cond("idx_composite", ())
+        alts = [f"({sql})" for sql, _ in cond.alts]
+        parts.append((f"({joined(' OR ', alts)})" if len(alts) > 1 else alts[0],
+                      tuple(a for _, args in cond.alts for a in args)))
+    return Cond("idx_composite", (_and(*parts),))
 
 
 # --- dispatch -------------------------------------------------------------------------------------
 
-def compile_pred(param: str, param_type: str, pred: Any, checks: list) -> Cond:
-    """The Cond of one value predicate of a clause on `param` (composite checks are appended to `checks`)."""
+_LEAVES: dict[type, Callable[[Any, Column], Cond]] = {
+    TokenPred: _token, TokenTextPred: _token_text, OfTypePred: _of_type, StringPred: _string,
+    DatePred: lambda pred, col: Cond("idx_date", range_alts(pred.ranges, {"lo": col("lo"), "hi": col("hi")})),
+    NumberPred: lambda pred, col: Cond("idx_number", range_alts(pred.ranges, {"value": col("value")})),
+    QuantityPred: _quantity, ReferencePred: _reference, UriPred: _uri,
+}
+
+
+def _leaf(pred: Any, col: Column) -> Cond:
+    return _LEAVES[type(pred)](pred, col)
+
+
+def compile_pred(param: str, param_type: str, pred: Any) -> Cond:
+    """The Cond of one value predicate of a clause on `param`."""
     if param == "_id":
         return _id(pred)
     if isinstance(pred, MissingPred):
         if param == "_lastUpdated":
             return Cond(RESOURCE, () if pred.missing else (_TRUE,))
         return Cond(TABLES[param_type], (_TRUE,), negated=pred.missing)
-    if param == "_lastUpdated" and isinstance(pred, DatePred):
-        return Cond(RESOURCE, date_alts(pred, "{r}.last_updated", "{r}.last_updated"))
-    if isinstance(pred, TokenPred):
-        return _token(pred)
-    if isinstance(pred, StringPred):
-        return _string(pred)
-    if isinstance(pred, DatePred):
-        return Cond("idx_date", date_alts(pred, "e.lo", "e.hi"))
-    if isinstance(pred, NumberPred):
-        return Cond("idx_number", _value_alts(pred))
-    if isinstance(pred, QuantityPred):
-        return _quantity(pred)
-    if isinstance(pred, ReferencePred):
-        return _reference(pred)
-    if isinstance(pred, UriPred):
-        return _uri(pred)
+    if param == "_lastUpdated" and isinstance(pred, DatePred):  # the resource row's one instant: lo = hi
+        return Cond(RESOURCE, range_alts(pred.ranges, {"lo": "{r}.last_updated", "hi": "{r}.last_updated"}))
     if isinstance(pred, CompositePred):
-        return _composite(param, pred, checks)
-    raise ValueError(f"unsupported predicate {type(pred).__name__}")
+        return _composite(pred)
+    return _leaf(pred, _entry_column)

@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from capability.outcome import FhirError
-from search.ir import SortKey
-from storage.sqlite.search_preds import TABLES, joined
+from hearth.search.ir import SortKey
+from hearth.storage.sqlite.search_preds import TABLES, joined
 
 # the column a parameter type sorts by: (ascending, descending); all but the reference one lead an index
 # after `param`, so a page can be read off that index in order
@@ -53,10 +52,7 @@ def _key(key: SortKey, alias: str) -> Key:
     column = _RESOURCE_COLUMNS.get(key.param)
     if column is not None:
         return Key(f"{alias}.{column}", (), key.descending, False)
-    columns = _COLUMNS.get(key.param_type)
-    if columns is None:
-        raise FhirError(400, "not-supported", f"Cannot sort by {key.param} (a {key.param_type} parameter)",
-                        ("_sort",))
+    columns = _COLUMNS[key.param_type]  # the parser takes no other type's sort (search/parse.py)
     table = TABLES[key.param_type]
     function, column = ("max", columns[1]) if key.descending else ("min", columns[0])
     walkable = column.isidentifier()

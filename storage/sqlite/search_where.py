@@ -32,10 +32,9 @@ from typing import Any, Sequence
 
 import orjson
 
-from search.ir import AnyOfPred, ChainPred, Clause, HasPred
-from storage.sqlite.search_dates import group_single_dates, single_date_cond
-from storage.sqlite.search_preds import (FUNCTION, RESOURCE, Cond, compile_pred, composite_function, joined,
-                                         set_checks, tabled, tabled_joins, union_all)
+from hearth.search.ir import AnyOfPred, ChainPred, Clause, HasPred
+from hearth.storage.sqlite.search_dates import group_single_dates, single_date_cond
+from hearth.storage.sqlite.search_preds import RESOURCE, Cond, compile_pred, joined, tabled, tabled_joins, union_all
 
 ESTIMATE_CAP = 5000  # rows counted at most per clause when choosing the driver
 _SMALL = ESTIMATE_CAP // 5  # a plain clause this selective drives without measuring chains and _has
@@ -120,22 +119,14 @@ def _list_key(part: Part, parts: Sequence[Part]) -> tuple:
             tuple((p.test, p.args) for p in parts if p is not part and p.rid_only))
 
 
-def ensure_function(conn: sqlite3.Connection) -> None:
-    """Register the composite check function on `conn` once (re-registering would expire its statements)."""
-    if not conn.execute("SELECT 1 FROM pragma_function_list WHERE name = ?", (FUNCTION,)).fetchone():
-        conn.create_function(FUNCTION, 3, composite_function)
-
-
 class WhereCompiler:
     """Compiles the `where` of one query on one connection (it measures candidate drivers there)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.checks: list = []  # composite checks, referenced by index from the SQL
         self._sizes: dict[tuple[str, tuple], int] = {}
         self._lists: dict[tuple, Part] = {}  # drivers read into a list, by _list_key (see _listed)
         self._parts: dict[tuple, Part] = {}  # compiled clauses, by (clause, alias, depth, types)
-        set_checks(self.checks)
 
     def condition(self, types: Sequence[str], where: Sequence[Clause], alias: str = "r0", ordered: bool = False,
                   depth: int = 0, drive: bool = True) -> tuple[str, tuple, bool]:
@@ -230,8 +221,6 @@ class WhereCompiler:
 
     def _read(self, sql: str, args: tuple) -> list[Any]:
         """The first column of `sql`'s rows (a part's rids or ids), up to ESTIMATE_CAP of them."""
-        if self.checks:
-            ensure_function(self.conn)
         return [row[0] for row in self.conn.execute(f"SELECT * FROM ({sql}) LIMIT {ESTIMATE_CAP}", args)]
 
     def _keyed(self, driver: Part, parts: list[Part], alias: str, resource_type: str, ids: list[str]) -> Part:
@@ -251,8 +240,6 @@ class WhereCompiler:
         tests = [p for p in parts if p is not driver and p.rid_only]
         rids = sorted(set(rids))
         if tests and rids:
-            if self.checks:
-                ensure_function(self.conn)
             # the tests name the resource alias; here that is the list, which has the rid and nothing else
             rows = self.conn.execute(f"SELECT {alias}.rid FROM ({_LISTED}) {alias} WHERE "
                                      + joined(" AND ", [test.test for test in tests]),
@@ -266,8 +253,6 @@ class WhereCompiler:
     def _measure(self, parts: list[Part]) -> list[int]:
         """Each part's number of rids, counted up to ESTIMATE_CAP, in one statement."""
         todo = [p for p in parts if (p.rids, p.rid_args) not in self._sizes]
-        if todo and self.checks:
-            ensure_function(self.conn)
         for start in range(0, len(todo), _MEASURED):
             batch = todo[start:start + _MEASURED]
             sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM (SELECT 1 FROM ({p.rids}) LIMIT {ESTIMATE_CAP}))"
@@ -287,7 +272,7 @@ class WhereCompiler:
     def _compile(self, clause: Clause, alias: str, depth: int, types: Sequence[str]) -> Part:
         if all(isinstance(pred, (ChainPred, HasPred, AnyOfPred)) for pred in clause.preds):
             return _any([self._nested(clause, pred, alias, depth, types) for pred in clause.preds])
-        conds = [compile_pred(clause.param, clause.param_type, pred, self.checks) for pred in clause.preds]
+        conds = [compile_pred(clause.param, clause.param_type, pred) for pred in clause.preds]
         if len({(cond.table, cond.negated) for cond in conds}) == 1 and not conds[0].negated:
             # one value's entry or another's: one entry meeting any of their alternatives (so they can be tabled)
             conds = [Cond(conds[0].table, tuple(alt for cond in conds for alt in cond.alts))]

@@ -12,15 +12,15 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from search.entries import Entry
-from search.ir import Query
-from storage import clock
-from storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, Version, VersionConflict,
+from hearth.search.entries import Entry
+from hearth.search.ir import Query
+from hearth.storage import clock
+from hearth.storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, Version, VersionConflict,
                           Write)
-from storage.sqlite import index, schema
-from storage.sqlite.readers import Readers
-from storage.sqlite.writer import Writer
-from storage.sqlite.writer_process import connect
+from hearth.storage.sqlite import index, schema
+from hearth.storage.sqlite.readers import Readers
+from hearth.storage.sqlite.writer import Writer
+from hearth.storage.sqlite.writer_process import connect
 
 log = logging.getLogger("hearth.storage.sqlite")
 
@@ -77,7 +77,7 @@ class SqliteStore:
         return conn
 
     async def run_read(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run `work(connection)` on a reader thread, stopped past the search deadline (FhirError 400)."""
+        """Run `work(connection)` on a reader thread, stopped past the search deadline (SearchTimedOut)."""
         return await self._readers.run(work)
 
     async def cursor_key(self) -> bytes:
@@ -141,19 +141,15 @@ class SqliteStore:
         return await self.run_read(work)
 
     async def search(self, query: Query) -> SearchPage:
-        from storage.sqlite import search  # the IR compiler; imported late to keep start-up light
-        return await self.run_read(lambda conn: search.execute(conn, query, self._cursor_key))
+        from hearth.storage.sqlite import search  # the IR compiler; imported late to keep start-up light
+        return await self.run_read(lambda conn: search.execute(conn, query))
 
     # -- writing ---------------------------------------------------------------------------------
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
         rows = [(w.type, w.id, w.version_id, clock.to_text(w.last_updated), w.body,
                  None if w.body is None else index.entry_rows(w.entries), w.previous, w.interaction) for w in writes]
-        from storage.sqlite.search import Refused
-        try:
-            seqs = await self._writer.submit(_apply, rows, assertions, self.search_timeout)
-        except Refused as refused:
-            raise refused.error() from None
+        seqs = await self._writer.submit(_apply, rows, assertions, self.search_timeout)
         return [Change(seq, w.type, w.id, w.version_id, w.interaction, w.last_updated) for seq, w in zip(seqs, writes)]
 
     async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
@@ -189,10 +185,10 @@ _WriteRow = tuple[str, str, int, str, "bytes | None", "index.Rows | None", int, 
 def _apply(conn: sqlite3.Connection, writes: Sequence[_WriteRow], assertions: Sequence[Assertion],
            timeout: float) -> list[int]:
     """Apply one commit inside the writer's open transaction (its savepoint undoes it on error); the
-    change-log sequence number of each write. An assertion's search may take `timeout` seconds (search.Refused):
+    change-log sequence number of each write. An assertion's search may take `timeout` seconds (SearchTimedOut):
     every write waits on the writer."""
     for assertion in assertions:
-        from storage.sqlite import search
+        from hearth.storage.sqlite import search
         ids = search.match_ids(conn, assertion.query, timeout)
         if ids != assertion.ids:
             raise AssertionFailed(assertion, ids)

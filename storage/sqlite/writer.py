@@ -32,13 +32,13 @@ class Writer:
 
     def _spawn(self) -> None:
         self.socket, child = socket.socketpair()
-        # a fresh interpreter (`python -m storage.sqlite.writer_process`), not a fork: forking a process with threads
+        # a fresh interpreter (`python -m hearth.storage.sqlite.writer_process`), not a fork: forking a process with threads
         # can leave the child holding locks no thread will release, and multiprocessing's spawn re-runs __main__
         root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         with child:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "storage.sqlite.writer_process", str(child.fileno()), self.path,
+                [sys.executable, "-m", "hearth.storage.sqlite.writer_process", str(child.fileno()), self.path,
                  self.synchronous], pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.connecting: asyncio.Task | None = None

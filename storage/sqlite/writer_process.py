@@ -153,5 +153,5 @@ def _dumps(outcomes: list[tuple[int, Any, BaseException | None]]) -> bytes:
                              for number, result, error in outcomes], protocol=pickle.HIGHEST_PROTOCOL)
 
 
-if __name__ == "__main__":  # started by storage/sqlite/writer.py: python -m storage.sqlite.writer_process FD PATH SYNC
+if __name__ == "__main__":  # started by storage/sqlite/writer.py: python -m hearth.storage.sqlite.writer_process FD PATH SYNC
     _serve(Connection(int(sys.argv[1])), sys.argv[2], sys.argv[3])

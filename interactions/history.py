@@ -6,21 +6,24 @@ import re
 from datetime import datetime
 from urllib.parse import urlencode
 
-from capability.outcome import invalid
-from search.normalize import date_range, whole_number
-from server.interactions.bundles import bundle, entry, full_url, response_fields
-from server.interactions.context import Context
-from server.interactions.crud import check_id_known
-from server.interactions.resources import check_type
-from storage.base import Version
-from storage.clock import from_text
+from hearth.capability.outcome import invalid
+from hearth.search.normalize import date_range, whole_number
+from hearth.interactions.bundles import bundle, entry, full_url, response_fields
+from hearth.interactions.context import Context, released
+from hearth.interactions.request import Request
+from hearth.interactions.crud import check_id_known
+from hearth.interactions.resources import check_type
+from hearth.interactions.refusals import answered
+from hearth.storage.base import Version
+from hearth.storage.clock import from_text
 
 _SEQ = re.compile(r"[0-9]{1,18}")  # a change sequence number from a next link (SQLite and MongoDB take 64 bits)
 
 
-async def history(ctx: Context, resource_type: str | None, resource_id: str | None,
+async def history(ctx: Context, request: Request, resource_type: str | None, resource_id: str | None,
                   params: list[tuple[str, str]]) -> bytes:
-    """A `history` Bundle; params: `_since`, `_at`, `_count`, `_cursor` (from a next link)."""
+    """A `history` Bundle of what the policy lets `request`'s caller see; params: `_since`, `_at`, `_count`,
+    `_cursor` (from a next link)."""
     if resource_type is not None:
         check_type(resource_type)
     if resource_id is not None:
@@ -33,7 +36,8 @@ async def history(ctx: Context, resource_type: str | None, resource_id: str | No
     if cursor is not None and _SEQ.fullmatch(cursor) is None:
         raise invalid(f"Invalid _cursor '{cursor[:40]}'", ("_cursor",))
     before = int(cursor) if cursor is not None else None
-    page = await ctx.store.history(resource_type, resource_id, since, before, count, at)
+    with answered():
+        page = await ctx.store.history(resource_type, resource_id, since, before, count, at)
     if resource_id is not None and page.total == 0:
         await _require_exists(ctx, resource_type, resource_id)
     path = "/".join(part for part in (resource_type, resource_id, "_history") if part)
@@ -41,11 +45,12 @@ async def history(ctx: Context, resource_type: str | None, resource_id: str | No
     links = [("self", _url(ctx, path, kept + ([("_cursor", cursor)] if cursor else [])))]
     if len(page.entries) == count and page.entries:
         links.append(("next", _url(ctx, path, kept + [("_cursor", str(page.entries[-1][0]))])))
-    return bundle("history", (_entry(ctx, version) for _, version in page.entries), page.total, links)
+    shown = released(ctx, request, [version for _, version in page.entries])
+    return bundle("history", (_entry(ctx, version) for version in shown), page.total, links)
 
 
 async def _require_exists(ctx: Context, resource_type: str | None, resource_id: str) -> None:
-    from capability.outcome import not_found
+    from hearth.capability.outcome import not_found
     if resource_type is not None and await ctx.store.read(resource_type, resource_id) is None:
         raise not_found(resource_type, resource_id)
 

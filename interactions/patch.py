@@ -17,16 +17,17 @@ from typing import Any, Callable
 import jsonpatch
 from jsonpatch import JsonPointer  # jsonpatch's own pointers (the jsonpointer package)
 
-from capability import fhir_json
-from capability.outcome import FhirError, invalid
-from server.interactions import conditional
-from server.interactions.context import Context
-from server.interactions.crud import check_id_known, read, version_mismatch, write_new
-from server.interactions.fhirpath_patch import compile_fhirpath_patch, unprocessable
-from server.interactions.limits import Limits
-from server.interactions.patch_budget import NOTHING, Budget, Patcher, measure
-from server.interactions.resources import OFF_LOOP_BYTES, check_type, off_loop, parse_resource
-from storage.base import Assertion, AssertionFailed, Version, VersionConflict
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError, invalid
+from hearth.interactions import conditional
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller
+from hearth.interactions.crud import check_id_known, read, version_mismatch, write_new
+from hearth.interactions.fhirpath_patch import compile_fhirpath_patch, unprocessable
+from hearth.interactions.limits import Limits
+from hearth.interactions.patch_budget import NOTHING, Budget, Patcher, measure
+from hearth.interactions.resources import OFF_LOOP_BYTES, check_type, off_loop, parse_resource
+from hearth.storage.base import Assertion, AssertionFailed, Version, VersionConflict
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -211,7 +212,7 @@ def patched(current: Version, patcher: Patcher, limits: Limits) -> dict[str, Any
         raise FhirError(422, "processing", "", issues=error.issues) from None
 
 
-async def patch(ctx: Context, resource_type: str, resource_id: str, patcher: Patcher,
+async def patch(ctx: Context, caller: Caller, resource_type: str, resource_id: str, patcher: Patcher,
                 if_match: int | None = None) -> Version:
     """PATCH Type/id: the new version (the current one when the patch changes nothing)."""
     check_type(resource_type)
@@ -219,13 +220,13 @@ async def patch(ctx: Context, resource_type: str, resource_id: str, patcher: Pat
     for _ in range(_RETRIES):
         current = await read(ctx, resource_type, resource_id)
         try:
-            return await _write_patched(ctx, current, patcher, if_match)
+            return await _write_patched(ctx, caller, current, patcher, if_match)
         except VersionConflict:
             continue
     raise FhirError(409, "conflict", f"{resource_type}/{resource_id} is being updated concurrently; try again")
 
 
-async def patch_conditional(ctx: Context, resource_type: str, criteria: str, patcher: Patcher,
+async def patch_conditional(ctx: Context, caller: Caller, resource_type: str, criteria: str, patcher: Patcher,
                             if_match: int | None = None) -> Version:
     """PATCH Type?criteria: patch the one match (none: 404, several: 412)."""
     check_type(resource_type)
@@ -235,14 +236,14 @@ async def patch_conditional(ctx: Context, resource_type: str, criteria: str, pat
         if not found:
             raise FhirError(404, "not-found", f"No {resource_type} matches {criteria}; nothing to patch")
         try:
-            return await _write_patched(ctx, found[0], patcher, if_match,
+            return await _write_patched(ctx, caller, found[0], patcher, if_match,
                                         (Assertion(query, conditional.ids(found)),))
         except (VersionConflict, AssertionFailed):
             continue
     raise conditional.lost_race(resource_type, criteria)
 
 
-async def _write_patched(ctx: Context, current: Version, patcher: Patcher, if_match: int | None,
+async def _write_patched(ctx: Context, caller: Caller, current: Version, patcher: Patcher, if_match: int | None,
                          assertions: tuple[Assertion, ...] = ()) -> Version:
     if if_match is not None and current.version_id != if_match:
         raise version_mismatch(current.type, current.id, if_match, current)
@@ -251,7 +252,7 @@ async def _write_patched(ctx: Context, current: Version, patcher: Patcher, if_ma
     if not patcher.changes:  # R4: a patch without operations changes nothing, so no new version
         return current
     try:
-        return await write_new(ctx, current.type, current.id, resource, current.version_id, assertions, large)
+        return await write_new(ctx, caller, current.type, current.id, resource, current.version_id, assertions, large)
     except VersionConflict as conflict:
         if if_match is not None:
             raise version_mismatch(current.type, current.id, if_match, None, conflict.actual) from None

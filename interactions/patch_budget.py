@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from capability.outcome import FhirError
-from server.interactions.limits import Limits
+from hearth.capability.outcome import FhirError
+from hearth.interactions.limits import Limits
 
 NOTHING: Any = object()  # no value: an operation that adds nothing, or takes nothing away
 _UNBOUNDED = 1 << 62

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from search.limits import SearchLimits
+from hearth.search.limits import SearchLimits
 
 
 @dataclass(frozen=True)

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
-from capability.outcome import FhirError, invalid
-from server.interactions import conditional, crud
-from server.interactions import patch as patching
-from server.interactions.bundle_entries import (Request, Result, at_entry, error_result, get, interaction_of,
-                                                load_bundle, parse_request, patcher_of, response_entry)
-from server.interactions.bundles import bundle as bundle_bytes
-from server.interactions.context import Context
-from server.interactions.crud import tombstone_write, version_mismatch, version_write, written
-from server.interactions.patch import Patcher
-from server.interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
-from server.interactions.resources import check_id, is_large, large_parts, new_id, off_loop, parse_resource
-from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict, Write
+from hearth.capability.outcome import FhirError, invalid
+from hearth.interactions import conditional
+from hearth.interactions import patch as patching
+from hearth.interactions.bundle_entries import (EntryRequest, Result, at_entry, dispatched, error_result, load_bundle,
+                                         interaction_of, parse_request, patcher_of, response_entry, result_of)
+from hearth.interactions.bundles import bundle as bundle_bytes
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller, Outcome, Request
+from hearth.interactions.crud import tombstone_write, version_mismatch, version_write, written
+from hearth.interactions.patch import Patcher
+from hearth.interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
+from hearth.interactions.resources import check_id, is_large, large_parts, new_id, off_loop, parse_resource
+from hearth.storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict, Write
 
 RETRIES = 10  # a retry means a concurrent write changed what a condition matched; plans are cheap to redo
 OFF_LOOP_ENTRIES = 50  # bundles with this many entries are checked on a worker thread, as large ones are
@@ -46,25 +47,28 @@ class Processed:
         return bundle_bytes(self.kind, self.entries)
 
 
-async def process_bundle(ctx: Context, body: bytes | dict[str, Any], prefer_return: str | None = None,
-                         large: bool = False) -> Processed:
-    """Process a batch or transaction Bundle (bytes or parsed with capability.fhir_json; a dict is modified).
+Dispatch = Callable[[Context, Request], Awaitable[Outcome]]
 
-    For callers other than HTTP (`hearth import`): a transaction either applies every entry or raises
-    FhirError naming the failing entry (nothing written); a batch never raises for an entry: each Result has
-    its status, the Version written or read, or an OperationOutcome. `Processed.body()` is the response
-    Bundle. `prefer_return` is the Prefer header's return= ("minimal" leaves resources out of the response).
-    The work on a large Bundle (bytes past resources.OFF_LOOP_BYTES, or a dict whose caller says `large`) runs on
-    worker threads: parsing, and checking, stamping, serialising and indexing its entries (a batch's large ones).
-    """
-    large = large or is_large(body)
-    bundle = await off_loop(large, load_bundle, body)
+
+async def process_bundle(ctx: Context, request: Request, dispatch: Dispatch) -> Processed:
+    """Process the batch or transaction Bundle `request.body` (bytes, or parsed with capability.fhir_json: then it
+    is modified), each entry asked by `request.caller` through `dispatch`.
+
+    A transaction either applies every entry or raises FhirError naming the failing entry (nothing written); a
+    batch never raises for an entry: each Result has its status, the Version written or read, or an
+    OperationOutcome. `Processed.body()` is the response Bundle; `request.prefer_return` "minimal" leaves resources
+    out of it. The work on a large Bundle (bytes past resources.OFF_LOOP_BYTES, or a parsed one `request.large`
+    marks) runs on worker threads: parsing, and checking, stamping, serialising and indexing its entries (a batch's
+    large ones)."""
+    large = request.large or is_large(request.body or b"")
+    bundle = await off_loop(large, load_bundle, request.body or b"")
     raw_entries = bundle.get("entry") or []
     if bundle["type"] == "transaction":
-        return await transaction(ctx, raw_entries, prefer_return, large)
+        request.interaction = "transaction"  # a REST request cannot tell before its Bundle is read
+        return await transaction(ctx, raw_entries, request.caller, request.prefer_return, large, dispatch)
     resources = [raw.get("resource") if isinstance(raw, dict) else None for raw in raw_entries]
     parts_large = await asyncio.to_thread(large_parts, resources) if large else ()
-    return await batch(ctx, raw_entries, prefer_return, parts_large)
+    return await batch(ctx, raw_entries, request.caller, request.prefer_return, parts_large, dispatch)
 
 
 # --- transaction ----------------------------------------------------------------------------------------------
@@ -73,7 +77,8 @@ async def process_bundle(ctx: Context, body: bytes | dict[str, Any], prefer_retu
 class _Entry:
     """A transaction entry, checked, with what it needs at commit time."""
 
-    request: Request
+    request: EntryRequest
+    asked: Request  # the same, as the dispatcher's request (caller, interaction, target)
     interaction: str = "read"
     resource: dict[str, Any] | None = None
     links: list[Link] = field(default_factory=list)
@@ -96,22 +101,27 @@ class _Replan(Exception):
     """A condition or a version changed under the transaction: plan it again."""
 
 
-async def transaction(ctx: Context, raw_entries: list[Any], prefer_return: str | None = None,
-                      large: bool = False) -> Processed:
-    entries = await off_loop(large or len(raw_entries) > OFF_LOOP_ENTRIES, _check, ctx, raw_entries)
+async def transaction(ctx: Context, raw_entries: list[Any], caller: Caller, prefer_return: str | None,
+                      large: bool, dispatch: Dispatch) -> Processed:
+    entries = await off_loop(large or len(raw_entries) > OFF_LOOP_ENTRIES, _check, ctx, raw_entries, caller)
     for _ in range(RETRIES):
         try:
-            results = await _attempt(ctx, entries, large)
+            results = await _attempt(ctx, entries, large, dispatch)
         except _Replan:
             continue
+        for entry in entries:  # what the writes answer with leaves as the policy shows it (GETs were dispatched)
+            result = results[entry.request.index]
+            if entry.interaction != "read" and result.version is not None:
+                result.version = ctx.policy.after(entry.asked, result.version)
         responses = [response_entry(ctx, results[e.request.index], prefer_return, e.request.method)
                      for e in entries]
         return Processed("transaction-response", [results[e.request.index] for e in entries], responses)
     raise FhirError(409, "conflict", "The transaction's conditions keep changing under concurrent writes; try again")
 
 
-def _check(ctx: Context, raw_entries: list[Any]) -> list[_Entry]:
-    """Parse and validate every entry (FhirError naming the first bad one); find the references to rewrite."""
+def _check(ctx: Context, raw_entries: list[Any], caller: Caller) -> list[_Entry]:
+    """Parse and validate every entry, each asked by `caller` as the policy allows (FhirError naming the first bad
+    or refused one); find the references to rewrite."""
     entries: list[_Entry] = []
     full_urls: dict[str, int] = {}
     # A POST entry with a real fullUrl (not urn:) gets a new id: literal references to it must follow.
@@ -121,7 +131,8 @@ def _check(ctx: Context, raw_entries: list[Any]) -> list[_Entry]:
         request = None
         try:
             request = parse_request(index, raw, ctx.base_url)
-            entry = _Entry(request)
+            entry = _Entry(request, dispatched(request, caller))
+            ctx.policy.before(entry.asked)
             if request.method not in ("GET", "HEAD"):
                 entry.interaction = interaction_of(request)
             if request.full_url:
@@ -142,14 +153,14 @@ def _check(ctx: Context, raw_entries: list[Any]) -> list[_Entry]:
     return entries
 
 
-def _check_body_id(request: Request, resource: dict[str, Any]) -> None:
+def _check_body_id(request: EntryRequest, resource: dict[str, Any]) -> None:
     check_id(request.id or "")
     if resource.get("id") != request.id:
         raise invalid(f"The resource's id ('{resource.get('id')}') must be the id in the URL ('{request.id}')",
                       (f"{request.type}.id",))
 
 
-async def _attempt(ctx: Context, entries: list[_Entry], large: bool) -> dict[int, Result]:
+async def _attempt(ctx: Context, entries: list[_Entry], large: bool, dispatch: Dispatch) -> dict[int, Result]:
     """One try at the whole transaction: plan, rewrite, commit, then answer the GETs."""
     ordered = sorted(entries, key=lambda e: _ORDER[e.request.method])
     assertions: list[Assertion] = []
@@ -184,7 +195,7 @@ async def _attempt(ctx: Context, entries: list[_Entry], large: bool) -> dict[int
     for entry in reads:  # a GET that fails before the commit fails the transaction (and leaves no trace)
         if (entry.request.type, entry.request.id) not in claimed:
             try:
-                await get(ctx, entry.request)
+                await dispatch(ctx, entry.asked)
             except FhirError as error:
                 raise at_entry(error, entry.request, entry.request.index) from None
     await _commit(ctx, writes, assertions, targets)
@@ -193,7 +204,7 @@ async def _attempt(ctx: Context, entries: list[_Entry], large: bool) -> dict[int
             results[entry.request.index] = Result(204)
     for entry in reads:  # after the commit, GETs see the writes; a failure now is the entry's own
         try:
-            results[entry.request.index] = await get(ctx, entry.request)
+            results[entry.request.index] = result_of(await dispatch(ctx, entry.asked))
         except FhirError as error:
             results[entry.request.index] = error_result(at_entry(error, entry.request, entry.request.index))
     return results
@@ -215,7 +226,7 @@ async def _targets(ctx: Context, entry: _Entry, assertions: list[Assertion]) -> 
         return [_Target(entry, resource_type, resource_id, await ctx.store.read(resource_type, resource_id))]
     criteria = request.criteria or ""
     query = conditional.parse_criteria(ctx, resource_type, criteria)
-    multiple = interaction == "conditional-delete" and ctx.extras.get("conditional_delete_multiple", False)
+    multiple = interaction == "conditional-delete" and ctx.conditional_delete_multiple
     found = await _find(ctx, query, resource_type, criteria, interaction, assertions, multiple)
     if interaction == "conditional-delete":
         return [_Target(entry, resource_type, version.id, version) for version in found]
@@ -346,10 +357,11 @@ def _write(ctx: Context, target: _Target) -> tuple[Write | None, int]:
         if not entry.patcher.changes:  # no new version: the entry answers with the current one
             target.existing = True
             return None, 200
-        return version_write(ctx, target.type, target.id, resource, current.version_id), 200
+        return version_write(ctx, entry.asked.caller, target.type, target.id, resource, current.version_id), 200
     assert entry.resource is not None
     previous = current.version_id if current else 0
-    return version_write(ctx, target.type, target.id, entry.resource, previous), 200 if live else 201
+    return version_write(ctx, entry.asked.caller, target.type, target.id, entry.resource, previous), \
+        200 if live else 201
 
 
 async def _commit(ctx: Context, writes: list[Write], assertions: list[Assertion], targets: list[_Target]) -> None:
@@ -375,12 +387,12 @@ async def _commit(ctx: Context, writes: list[Write], assertions: list[Assertion]
 
 # --- batch ----------------------------------------------------------------------------------------------------
 
-async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None = None,
-                large: Sequence[bool] = ()) -> Processed:
-    """Every entry on its own (R4 order by method; entries of one method concurrently; those `large` marks, by
-    index, on worker threads)."""
+async def batch(ctx: Context, raw_entries: list[Any], caller: Caller, prefer_return: str | None,
+                large: Sequence[bool], dispatch: Dispatch) -> Processed:
+    """Every entry on its own through the dispatcher (R4 order by method; entries of one method concurrently;
+    those `large` marks, by index, on worker threads)."""
     limit = asyncio.Semaphore(BATCH_CONCURRENCY)
-    requests: list[Request | None] = [None] * len(raw_entries)
+    requests: list[EntryRequest | None] = [None] * len(raw_entries)
     results: list[Result | None] = [None] * len(raw_entries)
     for index, raw in enumerate(raw_entries):
         try:
@@ -388,10 +400,11 @@ async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None 
         except FhirError as error:
             results[index] = error_result(error)
 
-    async def run(request: Request) -> None:
+    async def run(request: EntryRequest) -> None:
         async with limit:
             try:
-                results[request.index] = await _batch_entry(ctx, request, bool(large) and large[request.index])
+                asked = dispatched(request, caller, bool(large) and large[request.index])
+                results[request.index] = result_of(await dispatch(ctx, asked))
             except FhirError as error:
                 results[request.index] = error_result(at_entry(error, request, request.index))
     for group in range(4):
@@ -400,35 +413,3 @@ async def batch(ctx: Context, raw_entries: list[Any], prefer_return: str | None 
     responses = [response_entry(ctx, result, prefer_return, request.method if request else "")
                  for request, result in zip(requests, done)]
     return Processed("batch-response", done, responses)
-
-
-async def _batch_entry(ctx: Context, request: Request, large: bool) -> Result:
-    """One batch entry through the ordinary interactions."""
-    if request.method in ("GET", "HEAD"):
-        return await get(ctx, request)
-    interaction = interaction_of(request)
-    resource_type, resource = request.type or "", request.resource or {}
-    if interaction == "create":
-        if request.if_none_exist:
-            version, created = await conditional.create(ctx, resource_type, resource, request.if_none_exist, large)
-            return Result(201 if created else 200, version)
-        return Result(201, await crud.create(ctx, resource_type, resource, large))
-    if interaction == "update":
-        version, created = await crud.update(ctx, resource_type, request.id or "", resource, request.if_match,
-                                             large)
-        return Result(201 if created else 200, version)
-    if interaction == "conditional-update":
-        version, created = await conditional.update(ctx, resource_type, request.criteria or "", resource,
-                                                    request.if_match, large)
-        return Result(201 if created else 200, version)
-    if interaction == "delete":
-        return Result(204, await crud.delete(ctx, resource_type, request.id or ""))
-    if interaction == "conditional-delete":
-        multiple = ctx.extras.get("conditional_delete_multiple", False)
-        deleted = await conditional.delete(ctx, resource_type, request.criteria or "", multiple)
-        return Result(204, deleted[0] if len(deleted) == 1 else None)
-    patcher = patcher_of(request)
-    if interaction == "patch":
-        return Result(200, await patching.patch(ctx, resource_type, request.id or "", patcher, request.if_match))
-    return Result(200, await patching.patch_conditional(ctx, resource_type, request.criteria or "", patcher,
-                                                        request.if_match))

@@ -7,15 +7,15 @@ import uuid
 from datetime import datetime
 from typing import Any, Callable, TypeVar
 
-from capability import fhir_json
-from capability.outcome import FhirError, invalid
-from capability.resource_types import is_resource_type, is_valid_id
-from capability.validation import TooManyElements, validate_resource
-from search.entries import Entry
-from search.extract import extract
-from server.interactions.context import Context
-from server.interactions.limits import Limits
-from storage.clock import to_instant
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError, invalid
+from hearth.capability.resource_types import is_resource_type, is_valid_id
+from hearth.capability.validation import TooManyElements, validate_resource
+from hearth.search.entries import Entry
+from hearth.search.extract import extract
+from hearth.interactions.context import Context
+from hearth.interactions.limits import Limits
+from hearth.storage.clock import to_instant
 
 # Bodies past this size are parsed, validated, stamped, serialised and indexed on a worker thread: on the event loop
 # that work would stall every other request. Smaller ones stay here (a thread hop costs ~50-100 us).

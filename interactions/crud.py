@@ -4,38 +4,42 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from capability.outcome import FhirError, gone, invalid, not_found
-from server.interactions.context import Context
-from server.interactions.resources import (check_id, check_type, index_entries, new_id, off_loop, parse_body,
+from hearth.capability.outcome import FhirError, gone, invalid, not_found
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller
+from hearth.interactions.resources import (check_id, check_type, index_entries, new_id, off_loop, parse_body,
                                            serialise, stamp)
-from storage.base import Assertion, Version, VersionConflict, Write
-from storage.clock import utc_now
+from hearth.storage.base import Assertion, Version, VersionConflict, Write
+from hearth.storage.clock import utc_now
 
 _RETRIES = 20  # an unconditional update racing other writers re-reads and tries again
 
 
-async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any], large: bool = False) -> Version:
+async def create(ctx: Context, caller: Caller, resource_type: str, body: bytes | dict[str, Any],
+                 large: bool = False) -> Version:
     """Create with a server-assigned id (any client id in the body is ignored, per R4).
 
     `large`: a parsed body came from a large Bundle or file, so its work goes to a worker thread (bytes tell by
     their own size); likewise for the other writes."""
     check_type(resource_type)
     resource, large = await parse_body(ctx, body, resource_type, large)
-    return await write_new(ctx, resource_type, new_id(), resource, previous=0, large=large)
+    return await write_new(ctx, caller, resource_type, new_id(), resource, previous=0, large=large)
 
 
-async def write_new(ctx: Context, resource_type: str, resource_id: str, resource: dict[str, Any],
+async def write_new(ctx: Context, caller: Caller, resource_type: str, resource_id: str, resource: dict[str, Any],
                     previous: int, assertions: Sequence[Assertion] = (), large: bool = False) -> Version:
     """Commit the version after `previous` (0: the first) of a parsed and validated resource,
     provided the `assertions` still hold inside the commit (stamped, serialised and indexed off the loop if `large`)."""
-    write = await off_loop(large, version_write, ctx, resource_type, resource_id, resource, previous)
+    write = await off_loop(large, version_write, ctx, caller, resource_type, resource_id, resource, previous)
     await ctx.commit([write], assertions)
     return written(write)
 
 
-def version_write(ctx: Context, resource_type: str, resource_id: str, resource: dict[str, Any],
+def version_write(ctx: Context, caller: Caller, resource_type: str, resource_id: str, resource: dict[str, Any],
                   previous: int) -> Write:
-    """The Write of the version after `previous` (0: the first): stamped, serialised and indexed."""
+    """The Write of the version after `previous` (0: the first), as `caller` writes it: through the write hooks,
+    stamped, serialised and indexed."""
+    resource = ctx.prepare(caller, resource_type, resource, previous)
     now = utc_now()
     version_id = previous + 1
     stamped = stamp(resource, resource_id, version_id, now)
@@ -87,7 +91,7 @@ def check_id_known(resource_id: str) -> None:
         raise FhirError(404, "not-found", f"No resource has the id '{resource_id}'") from None
 
 
-async def update(ctx: Context, resource_type: str, resource_id: str, body: bytes | dict[str, Any],
+async def update(ctx: Context, caller: Caller, resource_type: str, resource_id: str, body: bytes | dict[str, Any],
                  if_match: int | None = None, large: bool = False) -> tuple[Version, bool]:
     """Update (or create at a client-chosen id). Returns the new version and whether it was created.
     `large` as for create."""
@@ -106,7 +110,7 @@ async def update(ctx: Context, resource_type: str, resource_id: str, body: bytes
         if if_match is not None and (current is None or current.deleted or previous != if_match):
             raise version_mismatch(resource_type, resource_id, if_match, current)
         try:
-            version = await write_new(ctx, resource_type, resource_id, resource, previous, large=large)
+            version = await write_new(ctx, caller, resource_type, resource_id, resource, previous, large=large)
         except VersionConflict as conflict:
             if if_match is not None:
                 raise version_mismatch(resource_type, resource_id, if_match, None, conflict.actual) from None

@@ -7,8 +7,8 @@ from typing import Any, Iterable
 
 import orjson
 
-from storage.base import Version
-from storage.clock import to_instant, utc_now
+from hearth.storage.base import Version
+from hearth.storage.clock import to_instant, utc_now
 
 
 def etag(version_id: int) -> str:

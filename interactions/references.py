@@ -1,7 +1,7 @@
 """Finding the references a transaction must rewrite: `urn:uuid:`/`urn:oid:` placeholders and conditional
 references (`Patient?identifier=…`), in Reference.reference, in uri/url/canonical/oid/uuid elements and in
-narrative links. One typed walk per resource collects them; the transaction rewrites them in place once the
-targets are known.
+narrative links. One walk per resource, typed by the R4 element model (capability/elements.py), collects them;
+the transaction rewrites them in place once the targets are known.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable, Literal, Union
 
-from server.interactions.elements import URI_TYPES, elements, is_primitive
+from hearth.capability.elements import URI_TYPES, element_model
 
 _NARRATIVE_LINK = re.compile(r'((?:href|src)=")(urn:(?:uuid|oid):[^"]+)(")')
 
@@ -75,8 +75,9 @@ def _plan(type_name: str) -> dict[str, tuple[bool, str]]:
 
     The resources inside a Bundle that is itself being stored (a document, say) keep their references:
     those are resolved within that Bundle, not within the transaction."""
-    return {key: (element.type in URI_TYPES, element.type) for key, element in elements(type_name).items()
-            if (element.type in URI_TYPES or not is_primitive(element.type))
+    model = element_model()
+    return {key: (element.type in URI_TYPES, element.type) for key, element in model.elements(type_name).items()
+            if (element.type in URI_TYPES or not model.is_primitive(element.type))
             and not (type_name == "Bundle" and key == "entry")}
 
 

@@ -9,18 +9,18 @@ At start-up the stored definitions are loaded again.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from capability import fhir_json
-from capability.outcome import FhirError
-from capability.resource_types import RESOURCE_TYPES
-from capability.terminology import default_terminology
-from search.extract import extract
-from search.ir import Query
-from storage.base import Write
-
-if TYPE_CHECKING:
-    from server.interactions.context import Context
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
+from hearth.capability.resource_types import RESOURCE_TYPES
+from hearth.capability.terminology import default_terminology
+from hearth.search.extract import extract
+from hearth.interactions.context import Context, WriteHook
+from hearth.interactions.request import Caller
+from hearth.search.ir import Query
+from hearth.search.paging import following
+from hearth.storage.base import Change, Write
 
 log = logging.getLogger("hearth.definitions")
 
@@ -32,31 +32,31 @@ def _in_force(resource: dict[str, Any]) -> bool:
     return resource.get("status") != "retired"
 
 
-def check(ctx: Context, writes: Sequence[Write]) -> None:
-    """Refuse (FhirError 400) a SearchParameter in `writes` that the registry could not index."""
-    for write in writes:
-        if write.type == "SearchParameter" and write.body is not None:
-            resource = fhir_json.loads(write.body)
-            if _in_force(resource):
-                ctx.registry.check(resource)
+class Definitions(WriteHook):
+    """The write hook keeping the registry and terminology in line with the definitions stored."""
 
+    types = DEFINITION_TYPES
 
-async def apply(ctx: Context, writes: Sequence[Write]) -> None:
-    """Bring the registry and terminology in line with committed `writes` (creates, updates, deletes)."""
-    changed = False
-    for write in writes:
-        if write.type not in DEFINITION_TYPES:
-            continue
-        changed = True
-        resource = fhir_json.loads(write.body) if write.body is not None else None
-        old = await ctx.store.vread(write.type, write.id, write.previous) if write.previous else None
-        old_url = fhir_json.loads(old.body).get("url") if old is not None and not old.deleted else None
-        if write.type == "SearchParameter":
-            await _apply_search_parameter(ctx, resource, old_url)
-        else:
-            _apply_terminology(write.type, resource, old_url)
-    if changed:
-        ctx.extras.pop("capability_statement", None)  # it lists the search parameters
+    def prepare(self, ctx: Context, caller: Caller, resource_type: str, resource: dict[str, Any],
+                previous: int) -> dict[str, Any]:
+        """Refuse (FhirError 400) a SearchParameter the registry could not index."""
+        if resource_type == "SearchParameter" and _in_force(resource):
+            ctx.registry.check(resource)
+        return resource
+
+    async def committed(self, ctx: Context, writes: Sequence[Write], changes: Sequence[Change]) -> None:
+        """Bring the registry and terminology in line with committed `writes` (creates, updates, deletes)."""
+        for write in writes:
+            if write.type not in DEFINITION_TYPES:
+                continue
+            resource = fhir_json.loads(write.body) if write.body is not None else None
+            old = await ctx.store.vread(write.type, write.id, write.previous) if write.previous else None
+            old_url = fhir_json.loads(old.body).get("url") if old is not None and not old.deleted else None
+            if write.type == "SearchParameter":
+                await _apply_search_parameter(ctx, resource, old_url)
+            else:
+                _apply_terminology(write.type, resource, old_url)
+        ctx.capability_statement = None  # it lists the search parameters
 
 
 async def _apply_search_parameter(ctx: Context, resource: dict[str, Any] | None, old_url: str | None) -> None:
@@ -83,25 +83,24 @@ def _apply_terminology(resource_type: str, resource: dict[str, Any] | None, old_
 
 async def reindex(ctx: Context, resource_type: str) -> int:
     """Re-extract the index entries of every current resource of `resource_type`; returns how many."""
-    done, cursor = 0, None
-    while True:
-        page = await ctx.store.search(Query(types=(resource_type,), count=_PAGE, cursor=cursor))
+    done, query = 0, Query(types=(resource_type,), count=_PAGE)
+    while query is not None:
+        page = await ctx.store.search(query)
         items = [(v.type, v.id, extract(fhir_json.loads(v.body), ctx.registry, base_url=ctx.base_url))
                  for v in page.matches]
         if items:
             await ctx.store.reindex(items)
         done += len(items)
-        if not page.next_cursor:
-            return done
-        cursor = page.next_cursor
+        query = following(query, page)
+    return done
 
 
 async def load(ctx: Context) -> None:
     """Register the stored SearchParameters, ValueSets and CodeSystems (at start-up)."""
     for resource_type in ("CodeSystem", "ValueSet", "SearchParameter"):
-        cursor = None
-        while True:
-            page = await ctx.store.search(Query(types=(resource_type,), count=_PAGE, cursor=cursor))
+        query: Query | None = Query(types=(resource_type,), count=_PAGE)
+        while query is not None:
+            page = await ctx.store.search(query)
             for version in page.matches:
                 resource = fhir_json.loads(version.body)
                 try:
@@ -112,6 +111,4 @@ async def load(ctx: Context) -> None:
                         _apply_terminology(resource_type, resource, None)
                 except FhirError as error:
                     log.warning("stored %s/%s not applied: %s", resource_type, version.id, error.diagnostics)
-            if not page.next_cursor:
-                break
-            cursor = page.next_cursor
+            query = following(query, page)

@@ -1,4 +1,5 @@
-"""Bundle entries of a batch or transaction: reading their requests, answering GET entries, writing responses."""
+"""Bundle entries of a batch or transaction: reading their requests, turning them into the dispatcher's requests,
+writing the responses."""
 
 from __future__ import annotations
 
@@ -9,22 +10,22 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from capability import fhir_json
-from capability.outcome import FhirError, Issue, invalid
-from search.normalize import date_range
-from server.interactions import crud, history
-from server.interactions.bundles import entry, etag, parse_etag
-from server.interactions.context import Context
-from server.interactions.resources import check_type
-from server.interactions.patch import JSON_PATCH, MERGE_PATCH, Patcher, compile_patch
-from storage.base import Version
-from storage.clock import from_text, to_instant
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError, Issue, invalid
+from hearth.search.normalize import date_range
+from hearth.interactions.bundles import entry, etag, parse_etag
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller, Interaction, Outcome, Request
+from hearth.interactions.resources import check_type
+from hearth.interactions.patch import JSON_PATCH, MERGE_PATCH, Patcher, compile_patch
+from hearth.storage.base import Version
+from hearth.storage.clock import from_text, to_instant
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 @dataclass(slots=True)
-class Request:
+class EntryRequest:
     """One entry's request, checked: the method, the target the URL names, its conditions."""
 
     index: int
@@ -63,7 +64,7 @@ class Result:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def parse_request(index: int, raw: Any, base_url: str) -> Request:
+def parse_request(index: int, raw: Any, base_url: str) -> EntryRequest:
     """Check entry `index` of a batch/transaction Bundle and read its request (FhirError naming the entry)."""
     where = f"Bundle.entry[{index}]"
     if not isinstance(raw, dict):
@@ -89,7 +90,7 @@ def parse_request(index: int, raw: Any, base_url: str) -> Request:
     full_url = raw.get("fullUrl")
     if full_url is not None and not isinstance(full_url, str):
         raise invalid(f"{where}.fullUrl must be a string", (f"{where}.fullUrl",))
-    parsed = Request(index, method, url, [s for s in path.strip("/").split("/") if s], query or None, full_url,
+    parsed = EntryRequest(index, method, url, [s for s in path.strip("/").split("/") if s], query or None, full_url,
                      resource, request.get("ifNoneExist") or None)
     parsed.if_match = _etag(request.get("ifMatch"), f"{where}.request.ifMatch")
     parsed.if_none_match = _etag(request.get("ifNoneMatch"), f"{where}.request.ifNoneMatch")
@@ -108,7 +109,7 @@ def parse_request(index: int, raw: Any, base_url: str) -> Request:
 _VERBS = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
 
 
-def interaction_of(request: Request) -> str:
+def interaction_of(request: EntryRequest) -> Interaction:
     """What a write entry asks for: create, update, delete or patch, the last three maybe "conditional-"."""
     verb = _VERBS[request.method]
     resource_type = request.type
@@ -118,11 +119,11 @@ def interaction_of(request: Request) -> str:
     check_type(resource_type)
     if request.method == "POST":
         if len(request.segments) == 1 and not request.criteria:
-            return verb
+            return verb  # type: ignore[return-value]
     elif len(request.segments) == 2 and request.id and not request.criteria:
-        return verb
+        return verb  # type: ignore[return-value]
     elif len(request.segments) == 1 and request.criteria:
-        return "conditional-" + verb
+        return "conditional-" + verb  # type: ignore[return-value]
     expected = "Type" if request.method == "POST" else "Type/id or Type?criteria"
     raise invalid(f"{request.method} takes a URL like {expected}, not '{request.url}'",
                   (f"Bundle.entry[{request.index}].request.url",))
@@ -137,61 +138,79 @@ def _etag(value: Any, where: str) -> int | None:
     return version
 
 
-def patcher_of(request: Request) -> Patcher:
-    """The patch an entry carries: a Binary holding a JSON Patch or a JSON Merge Patch (base64), or a FHIRPath
-    Patch Parameters."""
+def patch_document(request: EntryRequest) -> tuple[bytes | dict[str, Any], str]:
+    """The patch an entry carries, and its media type: a Binary holding a JSON Patch or a JSON Merge Patch
+    (base64), or a FHIRPath Patch Parameters."""
     resource = request.resource
     if resource is None:
         raise invalid("A PATCH entry needs a resource: a Binary holding a JSON Patch or a JSON Merge Patch, or a "
                       "Parameters (FHIRPath Patch)")
-    if resource.get("resourceType") == "Binary":
-        content_type = str(resource.get("contentType") or "").split(";")[0].strip().lower()
-        if content_type not in (JSON_PATCH, MERGE_PATCH):
-            raise invalid(f"A Binary patch must have contentType {JSON_PATCH} or {MERGE_PATCH}, not "
-                          f"'{resource.get('contentType')}'", ("Binary.contentType",))
-        try:
-            document = base64.b64decode(resource.get("data") or "", validate=True)
-        except (ValueError, TypeError):
-            raise invalid("The Binary patch's data is not base64") from None
-        return compile_patch(document, content_type)
-    return compile_patch(resource, "application/fhir+json")
+    if resource.get("resourceType") != "Binary":
+        return resource, "application/fhir+json"
+    content_type = str(resource.get("contentType") or "").split(";")[0].strip().lower()
+    if content_type not in (JSON_PATCH, MERGE_PATCH):
+        raise invalid(f"A Binary patch must have contentType {JSON_PATCH} or {MERGE_PATCH}, not "
+                      f"'{resource.get('contentType')}'", ("Binary.contentType",))
+    try:
+        return base64.b64decode(resource.get("data") or "", validate=True), content_type
+    except (ValueError, TypeError):
+        raise invalid("The Binary patch's data is not base64") from None
 
 
-async def get(ctx: Context, request: Request) -> Result:
-    """A GET/HEAD entry: read, vread, history, or search (with ifNoneMatch / ifModifiedSince on reads)."""
-    segments, params = request.segments, parse_qsl(request.criteria or "", keep_blank_values=True)
+def patcher_of(request: EntryRequest) -> Patcher:
+    return compile_patch(*patch_document(request))
+
+
+def dispatched(request: EntryRequest, caller: Caller, large: bool = False) -> Request:
+    """The dispatcher's request for an entry, asked by `caller` (`large`: its resource is big)."""
+    query = request.criteria or ""
+    target = Request(_interaction(request), caller, request.type, request.id, large=large,
+                     if_match=request.if_match, if_none_match=request.if_none_match,
+                     if_modified_since=request.if_modified_since)
+    if target.interaction == "conditional-create":
+        query = (request.if_none_exist or "").split("?", 1)[-1]  # `identifier=…` or `Patient?identifier=…`
+    elif target.interaction == "vread":
+        target.version_id = request.segments[3]
+    elif target.interaction == "search-compartment":
+        target.compartment, target.type, target.id = (request.segments[0], request.segments[1]), request.segments[2], None
+    elif target.interaction in ("search-system", "history-system"):
+        target.type, target.id = None, None
+    if request.method == "PATCH":
+        target.body, target.media_type = patch_document(request)
+    elif request.method in ("POST", "PUT"):
+        target.body = request.resource
+    target.params = tuple(parse_qsl(query, keep_blank_values=True))
+    return target
+
+
+def _interaction(request: EntryRequest) -> Interaction:
+    """What an entry asks for, from its method and URL."""
+    if request.method not in ("GET", "HEAD"):
+        interaction = interaction_of(request)
+        return "conditional-create" if interaction == "create" and request.if_none_exist else interaction
+    segments = request.segments
     if len(segments) == 2 and request.id:
-        version = await crud.read(ctx, segments[0], segments[1])
-        if _not_modified(request, version):
-            return Result(304, version)
-        return Result(200, version)
-    if len(segments) == 4 and segments[2] == "_history":
-        return Result(200, await crud.vread(ctx, segments[0], segments[1], segments[3]))
+        return "read"
+    if len(segments) == 4 and segments[2] == "_history" and request.id:
+        return "vread"
     if segments and segments[-1] == "_history" and len(segments) <= 3:
-        resource_type = request.type if len(segments) >= 2 else None
-        resource_id = segments[1] if len(segments) == 3 else None
-        return Result(200, body=await history.history(ctx, resource_type, resource_id, params))
-    if len(segments) <= 1 or (len(segments) == 3 and request.id):
-        from server.interactions import search  # the search interaction, when a GET entry searches
-        compartment = (segments[0], segments[1]) if len(segments) == 3 else None
-        types = (segments[-1],) if segments else ()
-        return Result(200, body=await search.search(ctx, types, params, compartment=compartment))
+        return ("history-system", "history-type", "history-instance")[len(segments) - 1]
+    if len(segments) == 3 and request.id:
+        return "search-compartment"
+    if len(segments) <= 1:
+        return "search-type" if segments else "search-system"
     raise FhirError(400, "not-supported", f"GET {request.url} is not supported in a Bundle entry")
 
 
-def _not_modified(request: Request, version: Version) -> bool:
-    if request.if_none_match is not None:
-        return request.if_none_match == version.version_id
-    if request.if_modified_since is not None:
-        return version.last_updated <= request.if_modified_since
-    return False
+def result_of(outcome: Outcome) -> Result:
+    return Result(outcome.status, outcome.version, outcome.body, headers=outcome.headers)
 
 
 def error_result(error: FhirError) -> Result:
     return Result(error.status, outcome=error.outcome(), headers=error.headers)
 
 
-def at_entry(error: FhirError, request: Request | None, index: int) -> FhirError:
+def at_entry(error: FhirError, request: EntryRequest | None, index: int) -> FhirError:
     """`error` raised by entry `index`, restated so the Bundle's OperationOutcome names the entry."""
     label = request.label if request is not None else f"Bundle.entry[{index}]"
     issues = [Issue(issue.severity, issue.code, f"{label}: {issue.diagnostics}",

@@ -5,22 +5,26 @@ from __future__ import annotations
 from dataclasses import replace
 from urllib.parse import urlencode
 
-from capability import fhir_json
-from capability.outcome import Issue, operation_outcome
-from capability.summary import check_summary, subset
-from capability.terminology import default_terminology
-from search.compartments import compartment_clause
-from search.ir import Query
-from search.parse import parse_search
-from server.interactions.bundles import bundle, entry, full_url
-from server.interactions.context import Context
-from server.interactions.resources import check_id, check_type
-from storage.base import Version
+from hearth.capability import fhir_json
+from hearth.capability.outcome import Issue, operation_outcome
+from hearth.capability.summary import check_summary, subset
+from hearth.capability.terminology import default_terminology
+from hearth.search import paging
+from hearth.search.compartments import compartment_clause
+from hearth.search.ir import Query
+from hearth.search.parse import parse_search
+from hearth.interactions.bundles import bundle, entry, full_url
+from hearth.interactions.context import Context, released
+from hearth.interactions.refusals import answered
+from hearth.interactions.request import Request
+from hearth.interactions.resources import check_id, check_type
+from hearth.storage.base import Version
 
 
-async def search(ctx: Context, types: tuple[str, ...], params: list[tuple[str, str]], *, strict: bool = False,
-                 compartment: tuple[str, str] | None = None) -> bytes:
-    """Search `types` (empty: every type, or those `_type` names) with the request's `params`.
+async def search(ctx: Context, request: Request, types: tuple[str, ...], params: list[tuple[str, str]], *,
+                 strict: bool = False, compartment: tuple[str, str] | None = None) -> bytes:
+    """Search `types` (empty: every type, or those `_type` names) with the request's `params`, matching and
+    showing only what the policy lets `request`'s caller see.
 
     `compartment` (type, id) restricts the search to that compartment (`GET Patient/123/Observation`).
     """
@@ -34,21 +38,29 @@ async def search(ctx: Context, types: tuple[str, ...], params: list[tuple[str, s
         check_id(compartment_id)
         clauses = tuple(compartment_clause(compartment_type, compartment_id, t) for t in types)
         query = replace(query, where=query.where + clauses)
-    page = await ctx.store.search(query)
     path = _path(types, compartment)
+    key = await ctx.store.cursor_key()
+    query = paging.opened(query, key, path)
+    with answered():
+        page = await ctx.store.search(ctx.policy.restrict(request, query))
+    following, preceding = paging.cursors(query, page, key, path)
     links = [("self", _link(ctx, path, query.used, query.cursor))]
-    if page.next_cursor:
-        links.append(("next", _link(ctx, path, query.used, page.next_cursor)))
-    if page.previous_cursor:
-        links.append(("previous", _link(ctx, path, query.used, page.previous_cursor)))
+    if following:
+        links.append(("next", _link(ctx, path, query.used, following)))
+    if preceding:
+        links.append(("previous", _link(ctx, path, query.used, preceding)))
     entries = [] if query.summary == "count" else [
-        *(_entry(ctx, version, "match", query) for version in page.matches),
-        *(_entry(ctx, version, "include", query) for version in page.included),
+        *(_entry(ctx, version, "match", query) for version in released(ctx, request, page.matches)),
+        *(_entry(ctx, version, "include", query) for version in released(ctx, request, page.included)),
     ]
-    if query.ignored:
-        entries.append(_outcome_entry(query.ignored))
+    issues = [Issue("warning", "not-supported", f"Parameter ignored: {reason}") for reason in query.ignored]
+    if page.included_cut:
+        issues.append(Issue("warning", "too-costly", f"The included resources were cut at HEARTH_MAX_COUNT "
+                                                     f"({query.include_limit}): the rest are left out"))
+    if issues:
+        entries.append(entry(None, fhir_json.dumps(operation_outcome(issues)), search={"mode": "outcome"}))
     total = page.total
-    if total is None and query.cursor is None and page.next_cursor is None and query.summary != "count":
+    if total is None and query.cursor is None and following is None and query.summary != "count":
         total = len(page.matches)  # the whole result is on this page: the total is known for free
     return bundle("searchset", entries, total, links)
 
@@ -65,11 +77,6 @@ def _entry(ctx: Context, version: Version, mode: str, query: Query) -> bytes:
     if query.summary in ("true", "text", "data") or query.elements:
         body = fhir_json.dumps(subset(fhir_json.loads(body), query.summary, query.elements))
     return entry(full_url(ctx.base_url, version), body, search={"mode": mode})
-
-
-def _outcome_entry(ignored: tuple[str, ...]) -> bytes:
-    issues = [Issue("warning", "not-supported", f"Parameter ignored: {reason}") for reason in ignored]
-    return entry(None, fhir_json.dumps(operation_outcome(issues)), search={"mode": "outcome"})
 
 
 def _path(types: tuple[str, ...], compartment: tuple[str, str] | None) -> str:

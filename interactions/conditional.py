@@ -12,14 +12,16 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
-from capability.outcome import FhirError, invalid
-from capability.terminology import default_terminology
-from search.ir import Query
-from search.parse import parse_search
-from server.interactions.context import Context
-from server.interactions.crud import tombstone_write, version_mismatch, write_new, written
-from server.interactions.resources import check_id, check_type, new_id, parse_body
-from storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict
+from hearth.capability.outcome import FhirError, invalid
+from hearth.capability.terminology import default_terminology
+from hearth.search.ir import Query
+from hearth.search.parse import parse_search
+from hearth.interactions.context import Context
+from hearth.interactions.request import Caller
+from hearth.interactions.crud import tombstone_write, version_mismatch, write_new, written
+from hearth.interactions.resources import check_id, check_type, new_id, parse_body
+from hearth.interactions.refusals import answered
+from hearth.storage.base import Assertion, AssertionFailed, TransactionsUnsupported, Version, VersionConflict
 
 RETRIES = 20  # each retry means a concurrent writer changed what the condition matches; it settles fast
 
@@ -47,7 +49,8 @@ def parse_criteria(ctx: Context, resource_type: str, criteria: str) -> Query:
 
 async def find(ctx: Context, query: Query, limit: int = 2) -> list[Version]:
     """Up to `limit` current resources matching `query` (2 is enough to tell one match from several)."""
-    page = await ctx.store.search(replace(query, count=limit, cursor=None))
+    with answered():
+        page = await ctx.store.search(replace(query, count=limit, cursor=None, after=None))
     return page.matches[:limit]
 
 
@@ -77,7 +80,7 @@ def ids(versions: list[Version]) -> frozenset[str]:
     return frozenset(version.id for version in versions)
 
 
-async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any], criteria: str,
+async def create(ctx: Context, caller: Caller, resource_type: str, body: bytes | dict[str, Any], criteria: str,
                  large: bool = False) -> tuple[Version, bool]:
     """Create unless `criteria` match (If-None-Exist). Returns (the new or the matching version, created).
     `large` as for crud.create."""
@@ -89,14 +92,14 @@ async def create(ctx: Context, resource_type: str, body: bytes | dict[str, Any],
         if found:
             return found[0], False
         try:
-            return await write_new(ctx, resource_type, new_id(), resource, 0, (Assertion(query, frozenset()),),
+            return await write_new(ctx, caller, resource_type, new_id(), resource, 0, (Assertion(query, frozenset()),),
                                    large), True
         except AssertionFailed:
             continue
     raise lost_race(resource_type, criteria)
 
 
-async def update(ctx: Context, resource_type: str, criteria: str, body: bytes | dict[str, Any],
+async def update(ctx: Context, caller: Caller, resource_type: str, criteria: str, body: bytes | dict[str, Any],
                  if_match: int | None = None, large: bool = False) -> tuple[Version, bool]:
     """`PUT Type?criteria`: update the one match, or create when none matches. Returns (version, created).
     `large` as for crud.create."""
@@ -122,7 +125,7 @@ async def update(ctx: Context, resource_type: str, criteria: str, body: bytes | 
             raise version_mismatch(resource_type, target, if_match, current)
         previous = current.version_id if current else 0
         try:
-            version = await write_new(ctx, resource_type, target, resource, previous,
+            version = await write_new(ctx, caller, resource_type, target, resource, previous,
                                       (Assertion(query, ids(found)),), large)
         except VersionConflict as conflict:
             if if_match is not None:

@@ -1,0 +1,35 @@
+"""What storage refuses, as the OperationOutcomes clients see."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hearth.capability.outcome import FhirError
+from hearth.search import paging
+from hearth.search.limits import timed_out
+from hearth.storage.base import KeysetMismatch, SearchRefused, SearchTimedOut, SearchTooNested, StoreClosing
+
+
+def refusal(error: SearchRefused | StoreClosing) -> FhirError:
+    """The OperationOutcome a client sees for a search (or a commit's assertion, a history read) storage refused."""
+    if isinstance(error, SearchTimedOut):
+        return timed_out(error.seconds)
+    if isinstance(error, SearchTooNested):
+        return FhirError(400, "too-costly", f"The search nests chains and _has {error.depth} levels deep, more than "
+                                            f"{error.backend} compiles: lower HEARTH_SEARCH_MAX_CHAIN_DEPTH (at most "
+                                            f"{error.most} on {error.backend})")
+    if isinstance(error, KeysetMismatch):
+        return paging.not_this_search()
+    if isinstance(error, StoreClosing):
+        return FhirError(503, "transient", "Hearth is shutting down")
+    raise TypeError(f"no answer for {error!r}")
+
+
+@contextmanager
+def answered() -> Iterator[None]:
+    """Storage's refusals raised inside, as the FhirErrors clients see (`refusal`)."""
+    try:
+        yield
+    except (SearchRefused, StoreClosing) as error:
+        raise refusal(error) from None
