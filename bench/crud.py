@@ -93,9 +93,9 @@ def seed(server: HearthProcess, patients: list[dict]) -> list[int]:
     return sizes
 
 
-def get_requests(paths: list[str]) -> Callable[[], bytes]:
-    requests = itertools.cycle([f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/fhir+json\r\n\r\n"
-                                .encode() for path in paths])
+def get_requests(paths: list[str], headers: str = "") -> Callable[[], bytes]:
+    requests = itertools.cycle([f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/fhir+json\r\n"
+                                f"{headers}\r\n".encode() for path in paths])
     return requests.__next__
 
 
@@ -179,12 +179,16 @@ def build_rows(samples: list[Sample], inserts: dict[int, float], patient_size: i
     rows = []
     for concurrency in concurrencies:
         of = {name: [s for s in samples if s.scenario == name and s.concurrency == concurrency]
-              for name in ("static", "read", "create")}
+              for name in ("static", "read", "gzip", "create")}
         static = median_row(of["static"])
-        read = {**median_row(of["read"]), "label": "GET Patient/{id}", "concurrency": concurrency,
-                "floor": f"static {patient_size} B", "floor_rate": static["rate"], "floor_p50_ms": static["p50_ms"],
-                "floor_client_cpu": static["client_cpu"]}
-        read["ratio"] = read["rate"] / static["rate"]
+        reads = []
+        for name, label in (("read", "GET Patient/{id}"), ("gzip", "GET Patient/{id}, gzip")):
+            row = {**median_row(of[name]), "label": label, "concurrency": concurrency,
+                   "floor": f"static {patient_size} B", "floor_rate": static["rate"],
+                   "floor_p50_ms": static["p50_ms"], "floor_client_cpu": static["client_cpu"]}
+            row["ratio"] = row["rate"] / static["rate"]
+            reads.append(row)
+        read, gzip = reads
         create = {**median_row(of["create"]), "label": "POST Observation", "concurrency": concurrency,
                   "floor": f"SQLite insert, {concurrency}/txn", "floor_rate": inserts[concurrency],
                   "floor_p50_ms": None}
@@ -193,7 +197,7 @@ def build_rows(samples: list[Sample], inserts: dict[int, float], patient_size: i
             target = TARGETS.get((kind, concurrency))
             if target:
                 row["target"] = f"{target[0]}: {'met' if target[1](row) else 'MISSED'}"
-        rows += [read, create]
+        rows += [read, gzip, create]
     return rows
 
 
@@ -213,6 +217,7 @@ async def main(args: argparse.Namespace) -> int:
             patient_size = int(statistics.median(sizes))
             scenarios = {"static": get_requests([f"/_bench/static?size={patient_size}"]),
                          "read": get_requests([f"/Patient/{p['id']}" for p in patients]),
+                         "gzip": get_requests([f"/Patient/{p['id']}" for p in patients], "Accept-Encoding: gzip\r\n"),
                          "create": post_requests("/Observation", observations)}
             print(f"hearth serve at {server.base_url}; {len(patients)} Patients (median {patient_size} B); "
                   f"{args.runs} runs of {args.seconds} s", file=sys.stderr)
