@@ -30,8 +30,9 @@ _RESULT_PARAMETERS = frozenset({"_count", "_sort", "_include", "_revinclude", "_
                                 "_format", "_pretty", "_contained", "_containedType", "_cursor"})
 
 
-def parse_criteria(ctx: Context, resource_type: str, criteria: str) -> Query:
-    """`identifier=http://x|1&active=true` (a query string without '?') -> the Query the condition means.
+def parse_criteria(ctx: Context, caller: Caller, resource_type: str, criteria: str) -> Query:
+    """`identifier=http://x|1&active=true` (a query string without '?') -> the Query the condition means, matching
+    only what `caller` may search (a condition never reveals what the caller may not see).
 
     Conditions are parsed strictly: an unknown parameter would silently widen the match (400 instead)."""
     criteria = criteria.removeprefix(f"{resource_type}?").lstrip("?")  # `Patient?identifier=…` or `identifier=…`
@@ -44,7 +45,7 @@ def parse_criteria(ctx: Context, resource_type: str, criteria: str) -> Query:
     query = parse_search((resource_type,), params, registry=ctx.registry, strict=True,
                          default_count=ctx.default_count, max_count=ctx.max_count, base_url=ctx.base_url,
                          terminology=default_terminology(), limits=ctx.limits.search)
-    return replace(query, sort=(), includes=(), total="none", summary=None, elements=())
+    return ctx.policy.restrict(caller, replace(query, sort=(), includes=(), total="none", summary=None, elements=()))
 
 
 async def find(ctx: Context, query: Query, limit: int = 2) -> list[Version]:
@@ -86,7 +87,7 @@ async def create(ctx: Context, caller: Caller, resource_type: str, body: bytes |
     `large` as for crud.create."""
     check_type(resource_type)
     resource, large = await parse_body(ctx, body, resource_type, large)
-    query = parse_criteria(ctx, resource_type, criteria)
+    query = parse_criteria(ctx, caller, resource_type, criteria)
     for _ in range(RETRIES):
         found = await matches(ctx, query, resource_type, criteria, "a conditional create")
         if found:
@@ -108,7 +109,7 @@ async def update(ctx: Context, caller: Caller, resource_type: str, criteria: str
     body_id = resource.get("id")
     if body_id is not None:
         check_id(body_id)
-    query = parse_criteria(ctx, resource_type, criteria)
+    query = parse_criteria(ctx, caller, resource_type, criteria)
     for _ in range(RETRIES):
         found = await matches(ctx, query, resource_type, criteria, "a conditional update")
         if found:
@@ -137,10 +138,11 @@ async def update(ctx: Context, caller: Caller, resource_type: str, criteria: str
     raise lost_race(resource_type, criteria)
 
 
-async def delete(ctx: Context, resource_type: str, criteria: str, multiple: bool = False) -> list[Version]:
+async def delete(ctx: Context, caller: Caller, resource_type: str, criteria: str, multiple: bool = False
+                 ) -> list[Version]:
     """`DELETE Type?criteria`: the tombstones written (none when nothing matched)."""
     check_type(resource_type)
-    query = parse_criteria(ctx, resource_type, criteria)
+    query = parse_criteria(ctx, caller, resource_type, criteria)
     for _ in range(RETRIES):
         found = await matches(ctx, query, resource_type, criteria,
                               "a conditional delete (multiple deletes are disabled)", multiple)
@@ -148,22 +150,22 @@ async def delete(ctx: Context, resource_type: str, criteria: str, multiple: bool
             return []
         writes = [tombstone_write(version) for version in found]
         try:
-            await ctx.commit(writes, (Assertion(query, ids(found)),))
+            await ctx.commit(writes, (Assertion(query, ids(found)),), caller)
         except (AssertionFailed, VersionConflict):
             continue
         except TransactionsUnsupported:
-            return await _delete_each(ctx, found)
+            return await _delete_each(ctx, caller, found)
         return [written(write) for write in writes]
     raise lost_race(resource_type, criteria)
 
 
-async def _delete_each(ctx: Context, found: list[Version]) -> list[Version]:
+async def _delete_each(ctx: Context, caller: Caller, found: list[Version]) -> list[Version]:
     """Without transactions, delete the matches one by one (each a single-document write)."""
     deleted = []
     for version in found:
         write = tombstone_write(version)
         try:
-            await ctx.commit([write])
+            await ctx.commit([write], (), caller)
         except VersionConflict:  # changed meanwhile: it is someone else's now
             continue
         deleted.append(written(write))

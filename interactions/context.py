@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 from hearth.interactions.limits import Limits
 from hearth.interactions.policy import OpenPolicy, Policy
 from hearth.interactions.refusals import answered
-from hearth.interactions.request import Caller, Outcome, Request
+from hearth.interactions.request import SYSTEM, Caller, Outcome, Request
 from hearth.storage.base import Assertion, Change, Store, Version, Write
 
 if TYPE_CHECKING:
@@ -76,9 +76,11 @@ class Context:
                 resource = hook.prepare(self, caller, resource_type, resource, previous)
         return resource
 
-    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
-        """Commit through the store, with the write hooks' checks before and their follow-up after. Every write
-        path goes through here."""
+    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = (),
+                     caller: Caller = SYSTEM) -> list[Change]:
+        """Commit through the store, as `caller` writes: admitted by the policy, with the write hooks' checks before
+        and their follow-up after. Every write path goes through here."""
+        await self.policy.admit(caller, writes)
         concerned = [hook for hook in self.hooks if any(hook.concerns(write.type) for write in writes)]
         for hook in concerned:
             await hook.check(self, writes)

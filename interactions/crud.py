@@ -31,7 +31,7 @@ async def write_new(ctx: Context, caller: Caller, resource_type: str, resource_i
     """Commit the version after `previous` (0: the first) of a parsed and validated resource,
     provided the `assertions` still hold inside the commit (stamped, serialised and indexed off the loop if `large`)."""
     write = await off_loop(large, version_write, ctx, caller, resource_type, resource_id, resource, previous)
-    await ctx.commit([write], assertions)
+    await ctx.commit([write], assertions, caller)
     return written(write)
 
 
@@ -127,7 +127,7 @@ def version_mismatch(resource_type: str, resource_id: str, expected: int, curren
                                       f"but it has {state}")
 
 
-async def delete(ctx: Context, resource_type: str, resource_id: str) -> Version | None:
+async def delete(ctx: Context, caller: Caller, resource_type: str, resource_id: str) -> Version | None:
     """Delete (tombstone). Returns the tombstone, or None when there was nothing current to delete."""
     check_type(resource_type)
     check_id_known(resource_id)
@@ -137,7 +137,7 @@ async def delete(ctx: Context, resource_type: str, resource_id: str) -> Version 
             return None
         tombstone = tombstone_write(current)
         try:
-            await ctx.commit([tombstone])
+            await ctx.commit([tombstone], (), caller)
         except VersionConflict:
             continue
         return written(tombstone)

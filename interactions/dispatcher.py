@@ -89,7 +89,8 @@ async def _capabilities(ctx: Context, request: Request) -> Outcome:
         statement = capability_statement(
             ctx.base_url, _PUBLISHED, ctx.registry, transactions=ctx.store.supports_transactions,
             conditional_delete_multiple=ctx.conditional_delete_multiple,
-            subscription_topics=ctx.capability_extras.get("subscription_topics", ()))
+            subscription_topics=ctx.capability_extras.get("subscription_topics", ()),
+            security=ctx.capability_extras.get("security"))
         ctx.capability_statement = fhir_json.dumps(statement)
     return Outcome(200, body=ctx.capability_statement)
 
@@ -148,11 +149,11 @@ async def _patcher(request: Request) -> patching.Patcher:
 
 
 async def _delete(ctx: Context, request: Request) -> Outcome:
-    return Outcome(204, await crud.delete(ctx, request.type or "", request.id or ""))
+    return Outcome(204, await crud.delete(ctx, request.caller, request.type or "", request.id or ""))
 
 
 async def _conditional_delete(ctx: Context, request: Request) -> Outcome:
-    deleted = await conditional.delete(ctx, request.type or "", request.criteria, ctx.conditional_delete_multiple)
+    deleted = await conditional.delete(ctx, request.caller, request.type or "", request.criteria, ctx.conditional_delete_multiple)
     return Outcome(204, deleted[0] if len(deleted) == 1 else None)
 
 

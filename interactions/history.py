@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from urllib.parse import urlencode
 
-from hearth.capability.outcome import invalid
+from hearth.capability.outcome import invalid, not_found
 from hearth.search.normalize import date_range, whole_number
 from hearth.interactions.bundles import bundle, entry, full_url, response_fields
 from hearth.interactions.context import Context, released
@@ -46,7 +46,10 @@ async def history(ctx: Context, request: Request, resource_type: str | None, res
     if len(page.entries) == count and page.entries:
         links.append(("next", _url(ctx, path, kept + [("_cursor", str(page.entries[-1][0]))])))
     shown = released(ctx, request, [version for _, version in page.entries])
-    return bundle("history", (_entry(ctx, version) for version in shown), page.total, links)
+    if resource_id is not None and page.entries and not shown:  # a resource the caller may not see: as if absent
+        raise not_found(resource_type or "", resource_id)
+    total = page.total if ctx.policy.sees_all(request) else None  # a total would count what is hidden
+    return bundle("history", (_entry(ctx, version) for version in shown), total, links)
 
 
 async def _require_exists(ctx: Context, resource_type: str | None, resource_id: str) -> None:

@@ -230,7 +230,7 @@ async def patch_conditional(ctx: Context, caller: Caller, resource_type: str, cr
                             if_match: int | None = None) -> Version:
     """PATCH Type?criteria: patch the one match (none: 404, several: 412)."""
     check_type(resource_type)
-    query = conditional.parse_criteria(ctx, resource_type, criteria)
+    query = conditional.parse_criteria(ctx, caller, resource_type, criteria)
     for _ in range(conditional.RETRIES):
         found = await conditional.matches(ctx, query, resource_type, criteria, "a conditional patch")
         if not found:

@@ -18,12 +18,18 @@ CallerKind = Literal["anonymous", "client", "connector", "subscription", "system
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who asks. `system`: Hearth itself (its own status writes, reindexing); `subscription`: the reads that build
-    one Subscription's notifications (`id` the Subscription's); `connector`: an inbound connector (`id` its name).
+    """Who asks. `client`: an application with an access token (`id` its client_id); `system`: Hearth itself (its
+    own status writes, reindexing, `hearth import`); `subscription`: the reads that build one Subscription's
+    notifications (`id` the Subscription's); `connector`: an inbound connector (`id` its name).
+
+    `grant` is what the caller was granted (security/grant.py: scopes, launch context, roles, element mask), which
+    the policy holds it to; None: a caller the policy does not restrict (Hearth itself, or anonymous callers where
+    authorization is not required).
     """
 
     kind: CallerKind
     id: str = ""
+    grant: Any = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id}".strip()

@@ -42,7 +42,7 @@ async def search(ctx: Context, request: Request, types: tuple[str, ...], params:
     key = await ctx.store.cursor_key()
     query = paging.opened(query, key, path)
     with answered():
-        page = await ctx.store.search(ctx.policy.restrict(request, query))
+        page = await ctx.store.search(ctx.policy.restrict(request.caller, query))
     following, preceding = paging.cursors(query, page, key, path)
     links = [("self", _link(ctx, path, query.used, query.cursor))]
     if following:

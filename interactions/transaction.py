@@ -106,7 +106,7 @@ async def transaction(ctx: Context, raw_entries: list[Any], caller: Caller, pref
     entries = await off_loop(large or len(raw_entries) > OFF_LOOP_ENTRIES, _check, ctx, raw_entries, caller)
     for _ in range(RETRIES):
         try:
-            results = await _attempt(ctx, entries, large, dispatch)
+            results = await _attempt(ctx, caller, entries, large, dispatch)
         except _Replan:
             continue
         for entry in entries:  # what the writes answer with leaves as the policy shows it (GETs were dispatched)
@@ -160,7 +160,8 @@ def _check_body_id(request: EntryRequest, resource: dict[str, Any]) -> None:
                       (f"{request.type}.id",))
 
 
-async def _attempt(ctx: Context, entries: list[_Entry], large: bool, dispatch: Dispatch) -> dict[int, Result]:
+async def _attempt(ctx: Context, caller: Caller, entries: list[_Entry], large: bool, dispatch: Dispatch
+                   ) -> dict[int, Result]:
     """One try at the whole transaction: plan, rewrite, commit, then answer the GETs."""
     ordered = sorted(entries, key=lambda e: _ORDER[e.request.method])
     assertions: list[Assertion] = []
@@ -177,7 +178,7 @@ async def _attempt(ctx: Context, entries: list[_Entry], large: bool, dispatch: D
                                    twin=None if twin.existing else twin))
             continue
         try:
-            for target in await _targets(ctx, entry, assertions):
+            for target in await _targets(ctx, caller, entry, assertions):
                 if not target.existing:
                     other = claimed.setdefault((target.type, target.id), entry.request.index)
                     if other != entry.request.index:
@@ -188,7 +189,7 @@ async def _attempt(ctx: Context, entries: list[_Entry], large: bool, dispatch: D
                 targets.append(target)
         except FhirError as error:
             raise at_entry(error, entry.request, entry.request.index) from None
-    resolved = await _resolve_all(ctx, entries, assertions)
+    resolved = await _resolve_all(ctx, caller, entries, assertions)
     # rewriting, stamping, serialising and indexing
     writes, results = await off_loop(large or len(targets) > OFF_LOOP_ENTRIES, _build, ctx, entries, targets, resolved)
     reads = [entry for entry in ordered if entry.interaction == "read"]
@@ -198,7 +199,7 @@ async def _attempt(ctx: Context, entries: list[_Entry], large: bool, dispatch: D
                 await dispatch(ctx, entry.asked)
             except FhirError as error:
                 raise at_entry(error, entry.request, entry.request.index) from None
-    await _commit(ctx, writes, assertions, targets)
+    await _commit(ctx, caller, writes, assertions, targets)
     for entry in ordered:  # a conditional delete that matched nothing
         if entry.interaction != "read" and entry.request.index not in results:
             results[entry.request.index] = Result(204)
@@ -210,13 +211,13 @@ async def _attempt(ctx: Context, entries: list[_Entry], large: bool, dispatch: D
     return results
 
 
-async def _targets(ctx: Context, entry: _Entry, assertions: list[Assertion]) -> list[_Target]:
+async def _targets(ctx: Context, caller: Caller, entry: _Entry, assertions: list[Assertion]) -> list[_Target]:
     """The resources a write entry lands on (a conditional delete may match none or, if enabled, several)."""
     request, interaction = entry.request, entry.interaction
     resource_type = request.type or ""
     if interaction == "create":
         if request.if_none_exist:
-            query = conditional.parse_criteria(ctx, resource_type, request.if_none_exist)
+            query = conditional.parse_criteria(ctx, caller, resource_type, request.if_none_exist)
             found = await _find(ctx, query, resource_type, request.if_none_exist, "ifNoneExist", assertions)
             if found:
                 return [_Target(entry, resource_type, found[0].id, found[0], existing=True)]
@@ -225,7 +226,7 @@ async def _targets(ctx: Context, entry: _Entry, assertions: list[Assertion]) -> 
         resource_id = request.id or ""
         return [_Target(entry, resource_type, resource_id, await ctx.store.read(resource_type, resource_id))]
     criteria = request.criteria or ""
-    query = conditional.parse_criteria(ctx, resource_type, criteria)
+    query = conditional.parse_criteria(ctx, caller, resource_type, criteria)
     multiple = interaction == "conditional-delete" and ctx.conditional_delete_multiple
     found = await _find(ctx, query, resource_type, criteria, interaction, assertions, multiple)
     if interaction == "conditional-delete":
@@ -252,7 +253,8 @@ async def _find(ctx: Context, query: Any, resource_type: str, criteria: str, wha
     return found
 
 
-async def _resolve_all(ctx: Context, entries: list[_Entry], assertions: list[Assertion]) -> dict[str, str]:
+async def _resolve_all(ctx: Context, caller: Caller, entries: list[_Entry], assertions: list[Assertion]
+                       ) -> dict[str, str]:
     """Every distinct conditional reference of the transaction -> `Type/id`, searched concurrently
     (FhirError naming the first entry that holds a reference that does not resolve)."""
     first_holder: dict[str, _Entry] = {}
@@ -260,7 +262,7 @@ async def _resolve_all(ctx: Context, entries: list[_Entry], assertions: list[Ass
         for link in entry.links:
             if link.kind == "reference" and is_conditional(link.original):
                 first_holder.setdefault(link.original, entry)
-    outcomes = await asyncio.gather(*(_resolve(ctx, reference, assertions) for reference in first_holder),
+    outcomes = await asyncio.gather(*(_resolve(ctx, caller, reference, assertions) for reference in first_holder),
                                     return_exceptions=True)
     for entry, outcome in zip(first_holder.values(), outcomes):
         if isinstance(outcome, FhirError):
@@ -270,10 +272,10 @@ async def _resolve_all(ctx: Context, entries: list[_Entry], assertions: list[Ass
     return dict(zip(first_holder, outcomes))  # type: ignore[arg-type]
 
 
-async def _resolve(ctx: Context, reference: str, assertions: list[Assertion]) -> str:
+async def _resolve(ctx: Context, caller: Caller, reference: str, assertions: list[Assertion]) -> str:
     """A conditional reference `Type?criteria` -> `Type/id` of its one match (none: 404, several: 412)."""
     resource_type, _, criteria = reference.partition("?")
-    query = conditional.parse_criteria(ctx, resource_type, criteria)
+    query = conditional.parse_criteria(ctx, caller, resource_type, criteria)
     found = await _find(ctx, query, resource_type, criteria, "a conditional reference", assertions)
     if not found:
         raise FhirError(404, "not-found", f"The conditional reference {reference} matches no resource")
@@ -364,11 +366,12 @@ def _write(ctx: Context, target: _Target) -> tuple[Write | None, int]:
         200 if live else 201
 
 
-async def _commit(ctx: Context, writes: list[Write], assertions: list[Assertion], targets: list[_Target]) -> None:
+async def _commit(ctx: Context, caller: Caller, writes: list[Write], assertions: list[Assertion],
+                  targets: list[_Target]) -> None:
     if not writes:
         return
     try:
-        await ctx.commit(writes, assertions)
+        await ctx.commit(writes, assertions, caller)
     except AssertionFailed:
         raise _Replan() from None
     except VersionConflict as conflict:
