@@ -40,11 +40,13 @@ def _subscription_fields(topics: Sequence[dict[str, str]]) -> dict[str, Any]:
 
 def capability_statement(base_url: str, published: str, registry: Any, *, transactions: bool = True,
                          conditional_delete_multiple: bool = False,
-                         subscription_topics: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+                         subscription_topics: Sequence[dict[str, str]] = (),
+                         security: dict[str, Any] | None = None) -> dict[str, Any]:
     """The server's CapabilityStatement; `registry` (search/registry.py) gives each type's search.
 
     `transactions`: the store commits several writes atomically (else transaction Bundles are refused).
-    `subscription_topics`: the SubscriptionTopics ({url, title}) Subscriptions may use (Backport IG)."""
+    `subscription_topics`: the SubscriptionTopics ({url, title}) Subscriptions may use (Backport IG).
+    `security`: `rest.security` (SMART on FHIR: security/capability.py)."""
     resources = []
     for resource_type in sorted(RESOURCE_TYPES):
         interactions = list(TYPE_INTERACTIONS)
@@ -82,6 +84,7 @@ def capability_statement(base_url: str, published: str, registry: Any, *, transa
             **({"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket",
                                "valueUrl": "ws" + base_url.removeprefix("http") + "/$subscription-ws"}]}
                if subscription_topics else {}),
+            **({"security": security} if security else {}),
             "resource": resources,
             "interaction": [{"code": code}
                             for code in SYSTEM_INTERACTIONS + (("transaction",) if transactions else ())],

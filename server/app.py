@@ -8,17 +8,22 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 from typing import Any, Awaitable, Callable
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from hearth.capability.outcome import FhirError
+from hearth.interactions.context import Context
+from hearth.interactions.request import ANONYMOUS, Caller
+from hearth.security.authority import AuthError, Authority
+from hearth.security.launch import Launches
 from hearth.server import http, rest
 from hearth.server.hosts import TrustedHosts, allowed_hosts
+from hearth.server.oauth import OAuthEndpoints
 from hearth.server.proxies import ProxyHeaders, parse_networks
-from hearth.server.wiring import close_context, open_context
-from hearth.interactions.context import Context
+from hearth.server.wiring import close_context, open_authority, open_context
 from hearth.server.settings import Settings
 from hearth.storage.base import Store
 from hearth.subscriptions.config import SubscriptionConfig
@@ -121,19 +126,27 @@ class HearthApp:
         self.settings = settings
         self.store = store  # a store made by the caller (tests); otherwise opened from settings at start-up
         self.ctx: Context | None = None
+        self.authority: Authority | None = None
+        self.oauth: OAuthEndpoints | None = None
         self.subscriptions = SubscriptionService(SubscriptionConfig.from_settings(settings))
         # requests may carry the public base URL's path (http://host/fhir/Patient): routes start after it
         self.base_path = urlsplit(settings.public_base_url).path.rstrip("/")
         # what every request and websocket passes before it is answered (outermost first)
         self.pipeline = ProxyHeaders(
-            TrustedHosts(GZipMiddleware(self._endpoint, minimum_size=GZIP_MIN_BYTES, compresslevel=GZIP_LEVEL),
+            TrustedHosts(cors(GZipMiddleware(self._endpoint, minimum_size=GZIP_MIN_BYTES, compresslevel=GZIP_LEVEL),
+                              settings),
                          allowed_hosts(settings.public_base_url, settings.allowed_hosts)),
             parse_networks(settings.trusted_proxies))
 
     async def startup(self) -> None:
         ctx, _ = await open_context(self.settings, self.store, self.subscriptions)
+        self.authority = await open_authority(ctx)
+        self.oauth = OAuthEndpoints(self.authority, Launches(self.authority, ctx.base_url), ctx.base_url)
         await self.subscriptions.start()
         self.ctx = ctx
+        if not self.settings.auth_required:
+            log.warning("AUTHORIZATION IS OFF: requests without a token may read and write everything "
+                        "(HEARTH_AUTH=open, the default on loopback); set HEARTH_AUTH=required to require tokens")
 
     async def shutdown(self) -> None:
         if self.ctx is not None:
@@ -163,6 +176,9 @@ class HearthApp:
             path = request.scope["path"]  # not request.url: building a URL object costs ~4% of a read
             if self.base_path and (path == self.base_path or path.startswith(self.base_path + "/")):
                 path = path[len(self.base_path):]
+            if path.startswith(("/auth/", "/.well-known/")):  # the authorization server: OAuth, not FHIR
+                return await self._oauth(request, path)
+            request.scope["hearth.caller"] = await self._caller(request)
             handler, captured = resolve(request.method, path)
             request.scope["hearth.interaction"] = handler.__name__  # the label server/metrics.py counts by
             response = await handler(request, self.ctx, *captured)
@@ -174,6 +190,31 @@ class HearthApp:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
             response = http.error_response(FhirError(500, "exception", "Internal server error"))
         return http.as_xml(response) if xml else response  # JSON stays the fast path: XML only when asked
+
+    async def _oauth(self, request: Request, path: str) -> Response:
+        assert self.oauth is not None
+        endpoint = self.oauth.find(request.method, path)
+        if endpoint is None:
+            raise FhirError(404, "not-found", f"No endpoint at {path}")
+        return await endpoint(request)
+
+    async def _caller(self, request: Request) -> Caller:
+        """Who asks: the client (and user) of a valid bearer token, or anonymous without one (401 for a token
+        that is not valid: a client must know its token was refused, not get what anonymous callers get)."""
+        header = request.headers.get("authorization")
+        if header is None:
+            return ANONYMOUS
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise FhirError(401, "login", "Authorization must be a Bearer access token",
+                            headers={"WWW-Authenticate": 'Bearer realm="hearth"'})
+        assert self.authority is not None
+        try:
+            grant = await self.authority.grant_for(token.strip())
+        except AuthError as error:
+            raise FhirError(401, "login", error.description,
+                            headers={"WWW-Authenticate": 'Bearer realm="hearth", error="invalid_token"'}) from None
+        return Caller("client", grant.client, grant)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Websocket subscription channel at [base]/$subscription-ws; anything else is refused."""
@@ -198,6 +239,20 @@ class HearthApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def cors(app: Any, settings: Settings) -> Any:
+    """CORS for browser SMART apps from the origins HEARTH_CORS_ORIGINS names (`*`: any, on loopback only)."""
+    origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
+    if not origins:
+        return app
+    if "*" in origins and not settings.loopback:
+        raise ValueError("HEARTH_CORS_ORIGINS='*' is allowed only when listening on loopback: list the origins")
+    return CORSMiddleware(app, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+                          allow_headers=["Authorization", "Content-Type", "Accept", "Prefer", "If-Match",
+                                         "If-None-Match", "If-None-Exist", "If-Modified-Since", "X-Request-Id"],
+                          expose_headers=["Location", "Content-Location", "ETag", "Last-Modified", "X-Progress",
+                                          "Retry-After", "WWW-Authenticate"], max_age=600)
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> HearthApp:

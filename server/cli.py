@@ -1,4 +1,4 @@
-"""`hearth`: the command line (serve, import)."""
+"""`hearth`: the command line (serve, import, and operating security: clients, users, tokens, keys, launch)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     from hearth.server.protocol import bounded_protocol
 
     settings = Settings.from_env(host=args.host, port=args.port, storage=args.storage, base_url=args.base_url,
-                                 max_body_bytes=args.max_body_bytes, log_level=args.log_level)
+                                 max_body_bytes=args.max_body_bytes, log_level=args.log_level, auth=args.auth)
     configure(settings.log_level)
     print(f"Hearth serving FHIR R4 at {settings.public_base_url} (storage: {settings.storage})", file=sys.stderr)
     if not settings.base_url and settings.host in ("", "0.0.0.0", "::"):
@@ -32,7 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
                 http=bounded_protocol(settings.header_timeout, settings.body_timeout, settings.max_header_bytes,
                                       settings.max_connections),
                 proxy_headers=False,  # server/proxies.py reads them, from HEARTH_TRUSTED_PROXIES only
-                timeout_graceful_shutdown=SHUTDOWN_SECONDS)
+                timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+                ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     return 0
 
 
@@ -68,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--base-url", help="public base URL (HEARTH_BASE_URL, default http://HOST:PORT)")
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (HEARTH_MAX_BODY_BYTES, 16 MiB)")
     serve.add_argument("--log-level", help="debug, info, warning, error (HEARTH_LOG_LEVEL, default warning)")
+    serve.add_argument("--auth", choices=("required", "open"),
+                       help="require bearer tokens (HEARTH_AUTH; default: required unless on loopback)")
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     serve.set_defaults(run=_serve)
     load = commands.add_parser("import", help="load NDJSON files and Bundles (.json, .ndjson; .gz, .bz2; folders)")
     load.add_argument("paths", nargs="+", metavar="PATH", help="files or folders; 0-* files are loaded first")
@@ -79,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hearth.conformance.cli import add_parser as add_conformance_parser  # argparse only; the runner loads on use
 
     add_conformance_parser(commands)
+    from hearth.server.security_cli import add_parsers as add_security_parsers
+
+    add_security_parsers(commands)
     return parser
 
 

@@ -23,13 +23,13 @@ _WRITES_WITH_LOCATION = frozenset({"create", "conditional-create", "update", "co
 
 
 def _asked(request: Request, interaction: Interaction, **fields: Any) -> FhirRequest:
-    """The dispatcher's request for an HTTP one (the caller is anonymous until authentication exists)."""
+    """The dispatcher's request for an HTTP one, for the caller the app authenticated (server/app.py)."""
     fields.setdefault("params", tuple((name, value) for name, value in request.query_params.multi_items()
                                       if name not in _FORMATTING))
     headers = request.headers
     since = headers.get("if-modified-since")
     none_match = headers.get("if-none-match")
-    return FhirRequest(interaction, ANONYMOUS, if_match=_if_match(request),
+    return FhirRequest(interaction, request.scope.get("hearth.caller", ANONYMOUS), if_match=_if_match(request),
                        if_none_match=parse_etag(none_match) if none_match is not None else None,
                        if_modified_since=http.parse_http_date(since) if since is not None else None,
                        prefer_return=http.prefer(request, "return"),

@@ -38,6 +38,9 @@ class Settings:
     body_timeout: float = 60.0  # seconds a client has to send a request's body
     max_header_bytes: int = 65536  # a request's line and headers together
     max_connections: int = 1000  # concurrent connections and requests; beyond, 503
+    # security (docs/security.md)
+    auth: str = ""  # required | open; empty: required unless listening on a loopback address
+    cors_origins: str = ""  # browser origins allowed (comma-separated); `*` only on loopback
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -52,6 +55,19 @@ class Settings:
                                       else float(raw) if field.type in ("float", float) else raw)
         values.update({name: value for name, value in overrides.items() if value is not None})
         return replace(cls(), **values)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the server listens on a loopback address only."""
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether every FHIR request needs a bearer token (HEARTH_AUTH; by default, unless on loopback)."""
+        mode = self.auth.strip().lower()
+        if mode not in ("", "required", "open"):
+            raise ValueError(f"HEARTH_AUTH must be 'required' or 'open', not {self.auth!r}")
+        return mode == "required" or (mode == "" and not self.loopback)
 
     @property
     def public_base_url(self) -> str:

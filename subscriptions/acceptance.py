@@ -7,6 +7,10 @@ rest-hook subscriptions stay `requested` until their handshake is delivered; `of
 clears `error`. Statuses Hearth records itself (active after a handshake; error, also for a subscription it can no
 longer accept) are stored as written. A rest-hook endpoint whose host name resolves now to an address the egress
 policy refuses is refused before the commit.
+
+A client's Subscription records who owns it (the owner extension, subscriptions/model.py): the grant of the token
+that wrote it, which its matching and notifications are held to. Only Hearth sets it: whatever a client writes
+there is replaced.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from hearth.interactions.request import Caller
 from hearth.storage.base import Write
 from hearth.subscriptions.channels import endpoint_url, refused
 from hearth.subscriptions.config import SubscriptionConfig
-from hearth.subscriptions.model import Subscription, parse_subscription
+from hearth.subscriptions.model import Subscription, parse_subscription, with_owner
 
 
 class Acceptance(WriteHook):
@@ -42,6 +46,8 @@ class Acceptance(WriteHook):
             if resource.get("status") != "error":  # one in error runs nothing: it need not be servable
                 parse_subscription(ctx, identified, previous + 1, self.config.egress)
             return resource
+        resource = with_owner(resource, caller.grant)
+        identified = {**resource, "id": resource.get("id", "")}
         subscription = parse_subscription(ctx, identified, previous + 1, self.config.egress)
         status = resource["status"]
         if status != "off":

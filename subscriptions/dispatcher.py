@@ -25,9 +25,10 @@ from hearth.capability.outcome import FhirError
 from hearth.search.ir import Query
 from hearth.search.matcher import Prepared
 from hearth.interactions.context import Context
+from hearth.interactions.request import Request
 from hearth.interactions.resources import index_entries
-from hearth.storage.base import Change
-from hearth.subscriptions.model import MATCHING_STOPPED
+from hearth.storage.base import Change, Version
+from hearth.subscriptions.model import MATCHING_STOPPED, Subscription
 from hearth.subscriptions.queue import NewEvent, NotificationQueue
 from hearth.subscriptions.registry import Registry, Target
 
@@ -116,11 +117,20 @@ class Dispatcher:
             if change.seq <= self.registry.since(subscription.id) or subscription.expired(change.last_updated) \
                     or not self._topic_fires(target, change, previous, current):
                 continue
-            if await self._matches(target, prepared):
+            if await self._matches(target, prepared) and self._visible(subscription, change, subject):
                 deliver = subscription.channel.type == "rest-hook" and subscription.status in ("requested", "active")
                 events.append(NewEvent(subscription.id, change.seq, change.type, change.id, change.version_id,
                                        change.interaction, change.last_updated, deliver))
         return events
+
+    def _visible(self, subscription: Subscription, change: Change, subject: dict) -> bool:
+        """Whether the subscription's owner may read what changed (a subscription matches nothing else)."""
+        if subscription.owner is None:
+            return True
+        version = Version(change.type, change.id, change.version_id, change.last_updated, False,
+                          fhir_json.dumps(subject))
+        request = Request("vread", subscription.caller, change.type, change.id, version_id=str(change.version_id))
+        return self.ctx.policy.after(request, version) is not None
 
     @staticmethod
     def _topic_fires(target: Target, change: Change, previous: Any, current: Any) -> bool:
@@ -172,16 +182,19 @@ class Dispatcher:
         for filter_ in target.filters:
             matcher = filter_.matcher
             if matcher.needs_resolver:
-                if not await matcher.evaluate(prepared, resolver=self._resolve):
+                if not await matcher.evaluate(prepared, resolver=self._resolver(target.subscription)):
                     return False
             elif not matcher(prepared):
                 return False
         return True
 
-    async def _resolve(self, types: tuple[str, ...], where: tuple) -> bool:
-        """Chains and `_has` in criteria: is there a current resource matching `where`?"""
-        page = await self.ctx.store.search(Query(types=types, where=where, count=1))
-        return bool(page.matches)
+    def _resolver(self, subscription: Subscription) -> Callable[[tuple[str, ...], tuple], Awaitable[bool]]:
+        """Chains and `_has` in criteria: is there a current resource matching `where` that the subscription's
+        owner may search?"""
+        async def resolve(types: tuple[str, ...], where: tuple) -> bool:
+            query = self.ctx.policy.restrict(subscription.caller, Query(types=types, where=where, count=1))
+            return bool((await self.ctx.store.search(query)).matches)
+        return resolve
 
     async def _body(self, resource_type: str, resource_id: str, version_id: int) -> dict | None:
         version = await self.ctx.store.vread(resource_type, resource_id, version_id)

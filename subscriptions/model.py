@@ -6,8 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from hearth.capability.outcome import FhirError
 from hearth.interactions.context import Context
+from hearth.interactions.request import Caller
+from hearth.security.grant import Grant
 from hearth.subscriptions.channels import Channel, parse_channel
 from hearth.subscriptions.criteria import Filter, compile_criteria
 from hearth.subscriptions.egress import EgressPolicy
@@ -20,6 +24,7 @@ HEARTBEAT_PERIOD = f"{BACKPORT}/backport-heartbeat-period"
 TIMEOUT = f"{BACKPORT}/backport-timeout"
 MAX_COUNT = f"{BACKPORT}/backport-max-count"
 PAYLOAD_CONTENT = f"{BACKPORT}/backport-payload-content"
+OWNER = "http://hearth.dev/fhir/StructureDefinition/subscription-owner"  # JSON of the owner's grant
 
 STATUSES = ("requested", "active", "error", "off")
 # How `Subscription.error` starts when Hearth stopped matching a subscription (its criteria failed or overran
@@ -42,6 +47,12 @@ class Subscription:
     max_count: int  # events per notification (backport)
     end: datetime | None = None  # no events for changes after this instant
     matching_stopped: bool = False  # see MATCHING_STOPPED
+    owner: Grant | None = None  # the grant of the client that wrote it; None: Hearth's own or an open server's
+
+    @property
+    def caller(self) -> Caller:
+        """Who the subscription's own reads (matching, notifications, `$events`) are made as."""
+        return Caller("subscription", self.id, self.owner)
 
     def expired(self, moment: datetime) -> bool:
         return self.end is not None and moment > self.end
@@ -102,7 +113,27 @@ def parse_subscription(ctx: Context, resource: dict[str, Any], version_id: int, 
     return Subscription(resource["id"], version_id, status, backport, topic, filters, channel,
                         int(heartbeat) if heartbeat else None, float(timeout) if timeout else 10.0,
                         int(max_count) if max_count else 1, _end(resource.get("end")),
-                        status == "error" and str(resource.get("error") or "").startswith(MATCHING_STOPPED))
+                        status == "error" and str(resource.get("error") or "").startswith(MATCHING_STOPPED),
+                        _owner(resource))
+
+
+def with_owner(resource: dict[str, Any], grant: Grant | None) -> dict[str, Any]:
+    """`resource` owned by `grant` (its owner extension replaced; none without a grant)."""
+    extensions = [e for e in resource.get("extension") or () if e.get("url") != OWNER]
+    if grant is not None:
+        extensions.append({"url": OWNER, "valueString": orjson.dumps(grant.record()).decode()})
+    owned = {key: value for key, value in resource.items() if key != "extension"}
+    return {**owned, "extension": extensions} if extensions else owned
+
+
+def _owner(resource: dict[str, Any]) -> Grant | None:
+    recorded = next(iter(_extension(resource, OWNER)), None)
+    if not isinstance(recorded, str):
+        return None
+    try:
+        return Grant.from_record(orjson.loads(recorded))
+    except (orjson.JSONDecodeError, AttributeError):
+        return Grant("")  # unreadable: an owner that may see nothing
 
 
 def _end(value: Any) -> datetime | None:

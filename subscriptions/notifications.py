@@ -18,7 +18,7 @@ from hearth.capability.outcome import FhirError
 from hearth.interactions.bundles import bundle, entry
 from hearth.interactions.context import Context
 from hearth.interactions.dispatcher import dispatch
-from hearth.interactions.request import Caller, Request
+from hearth.interactions.request import Request
 from hearth.storage.base import Version
 from hearth.storage.clock import to_instant, utc_now
 from hearth.subscriptions.channels import Outgoing
@@ -79,7 +79,7 @@ async def shown(ctx: Context, subscription: Subscription, events: Sequence[Event
     an event whose resource it hides is left out of the notification altogether."""
     visible = []
     for event in events:
-        request = Request("vread", Caller("subscription", subscription.id), event.type, event.id,
+        request = Request("vread", subscription.caller, event.type, event.id,
                           version_id=str(event.version_id))
         try:
             visible.append((event, (await dispatch(ctx, request)).version))

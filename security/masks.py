@@ -1,0 +1,57 @@
+"""Element masks (data minimisation): elements a client is never shown, such as `Patient.name`.
+
+A mask is a list of paths `Type.element[.child…]`; a resource leaving for that client loses them (through lists
+too) and is marked as subsetted (meta.tag SUBSETTED, as `_summary` marks it) and redacted (meta.security
+REDACTED), so the receiver knows it is not the whole record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from hearth.capability import fhir_json
+from hearth.storage.base import Version
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+REDACTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "REDACTED",
+            "display": "redacted"}
+
+
+def masked(version: Version, mask: tuple[str, ...]) -> Version:
+    """`version` without the elements `mask` names for its type (unchanged when it holds none of them)."""
+    paths = [path.split(".")[1:] for path in mask if path.split(".", 1)[0] == version.type and "." in path]
+    if not paths or version.deleted:
+        return version
+    resource = fhir_json.loads(version.body, trusted=True)
+    removed = False
+    for path in paths:
+        removed |= _remove(resource, path)
+    if not removed:
+        return version
+    meta = resource.setdefault("meta", {})
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    meta["security"] = [*meta.get("security", []), REDACTED]
+    return replace(version, body=fhir_json.dumps(resource))
+
+
+def _remove(node: Any, path: list[str]) -> bool:
+    if isinstance(node, list):
+        return any([_remove(item, path) for item in node])
+    if not isinstance(node, dict):
+        return False
+    name, rest = path[0], path[1:]
+    if not rest:
+        found = name in node or f"_{name}" in node
+        node.pop(name, None)
+        node.pop(f"_{name}", None)
+        return found
+    return name in node and _remove(node[name], rest)
+
+
+def check_mask(mask: tuple[str, ...]) -> None:
+    """ValueError for a path that is not `Type.element…`."""
+    for path in mask:
+        parts = path.split(".")
+        if len(parts) < 2 or not all(part.isidentifier() for part in parts) or not parts[0][:1].isupper():
+            raise ValueError(f"Invalid mask path {path!r}: expected Type.element, such as Patient.name")

@@ -1,0 +1,53 @@
+"""The authorization server's records (security/records.py) in one MongoDB collection, `_id` = "kind|name".
+
+`add` is an insert that fails on a duplicate key and `take` a find-and-delete: both atomic across replicas."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+
+class MongoSecurityRecords:
+    def __init__(self, store: Any) -> None:
+        self.records = store.db.get_collection("security_records")
+
+    async def open(self) -> None:
+        await self.records.create_index([("kind", ASCENDING), ("name", ASCENDING)])
+
+    async def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        found = await self.records.find_one({"_id": f"{kind}|{name}"})
+        return None if found is None or _expired(found) else found["document"]
+
+    async def put(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None) -> None:
+        await self.records.replace_one({"_id": f"{kind}|{name}"}, _record(kind, name, document, expires), upsert=True)
+
+    async def add(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None) -> bool:
+        await self.records.delete_many({"kind": kind, "expires": {"$lt": time.time()}})
+        try:
+            await self.records.insert_one({"_id": f"{kind}|{name}", **_record(kind, name, document, expires)})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def take(self, kind: str, name: str) -> dict[str, Any] | None:
+        found = await self.records.find_one_and_delete({"_id": f"{kind}|{name}"})
+        return None if found is None or _expired(found) else found["document"]
+
+    async def delete(self, kind: str, name: str) -> bool:
+        return (await self.records.delete_one({"_id": f"{kind}|{name}"})).deleted_count == 1
+
+    async def list(self, kind: str) -> list[dict[str, Any]]:
+        found = self.records.find({"kind": kind}).sort("name", ASCENDING)
+        return [record["document"] async for record in found if not _expired(record)]
+
+
+def _record(kind: str, name: str, document: dict[str, Any], expires: float | None) -> dict[str, Any]:
+    return {"kind": kind, "name": name, "document": document, "expires": expires}
+
+
+def _expired(record: dict[str, Any]) -> bool:
+    return record.get("expires") is not None and record["expires"] < time.time()
