@@ -7,7 +7,10 @@ then, run after run (interleaved, so that drift on a shared machine hits all sce
 - `GET /_bench/static?size=N`: the read floor, N the median stored Patient size, through the same app and
   dispatch (enabled by HEARTH_BENCH_FLOOR=1) but without the interaction (storage, headers);
 - `GET /Patient/{id}`: reads of the stored Patients;
-- `POST /Observation`: creates of Synthea Observations (references rewritten to Type/id).
+- `POST /Observation`: creates of Synthea Observations (references rewritten to Type/id);
+- the same read and create with a bearer token (`system/*.cruds`, from Hearth's own authorization server): the
+  cost of authorization (token check, the policy's checks), reported as a ratio to the same run without a token;
+- the same read asking for gzip (`Accept-Encoding: gzip`): the cost of compressing a 3.5 KB Patient.
 The create floor is raw SQLite inserts of the same bodies with the store's pragmas, as many rows per
 transaction as there are connections: one commit per insert for 1 connection, 16 rows per commit for 16
 (the most the store's group commit can gather from 16 clients with one request in flight each).
@@ -50,6 +53,8 @@ TARGETS = {  # issue 2
     ("read", 16): ("ratio to floor >= 0.40", lambda row: row["ratio"] >= 0.40),
     ("read", 1): ("p50 < 2 ms", lambda row: row["p50_ms"] < 2.0),
     ("create", 16): (">= 1000 resources/s", lambda row: row["rate"] >= 1000),
+    ("read+token", 16): (">= 0.70 of reads without", lambda row: row["ratio"] >= 0.70),  # issue 14
+    ("create+token", 16): (">= 0.80 of creates without", lambda row: row["ratio"] >= 0.80),
 }
 
 
@@ -99,8 +104,9 @@ def get_requests(paths: list[str], headers: str = "") -> Callable[[], bytes]:
     return requests.__next__
 
 
-def post_requests(path: str, bodies: list[bytes]) -> Callable[[], bytes]:
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\nContent-Length: "
+def post_requests(path: str, bodies: list[bytes], headers: str = "") -> Callable[[], bytes]:
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n{headers}"
+            "Content-Length: ")
     requests = itertools.cycle([f"{head}{len(body)}\r\n\r\n".encode() + body for body in bodies])
     return requests.__next__
 
@@ -179,7 +185,7 @@ def build_rows(samples: list[Sample], inserts: dict[int, float], patient_size: i
     rows = []
     for concurrency in concurrencies:
         of = {name: [s for s in samples if s.scenario == name and s.concurrency == concurrency]
-              for name in ("static", "read", "gzip", "create")}
+              for name in ("static", "read", "gzip", "read+token", "create", "create+token")}
         static = median_row(of["static"])
         reads = []
         for name, label in (("read", "GET Patient/{id}"), ("gzip", "GET Patient/{id}, gzip")):
@@ -189,15 +195,24 @@ def build_rows(samples: list[Sample], inserts: dict[int, float], patient_size: i
             row["ratio"] = row["rate"] / static["rate"]
             reads.append(row)
         read, gzip = reads
+        read_token = {**median_row(of["read+token"]), "label": "GET Patient/{id}, token", "concurrency": concurrency,
+                      "floor": "the same read without a token", "floor_rate": read["rate"],
+                      "floor_p50_ms": read["p50_ms"]}
+        read_token["ratio"] = read_token["rate"] / read["rate"]
         create = {**median_row(of["create"]), "label": "POST Observation", "concurrency": concurrency,
                   "floor": f"SQLite insert, {concurrency}/txn", "floor_rate": inserts[concurrency],
                   "floor_p50_ms": None}
         create["ratio"] = create["rate"] / inserts[concurrency]
-        for kind, row in (("read", read), ("create", create)):
+        create_token = {**median_row(of["create+token"]), "label": "POST Observation, token",
+                        "concurrency": concurrency, "floor": "the same create without a token",
+                        "floor_rate": create["rate"], "floor_p50_ms": create["p50_ms"]}
+        create_token["ratio"] = create_token["rate"] / create["rate"]
+        for kind, row in (("read", read), ("read+token", read_token), ("create", create),
+                          ("create+token", create_token)):
             target = TARGETS.get((kind, concurrency))
             if target:
                 row["target"] = f"{target[0]}: {'met' if target[1](row) else 'MISSED'}"
-        rows += [read, gzip, create]
+        rows += [read, gzip, read_token, create, create_token]
     return rows
 
 
@@ -215,10 +230,14 @@ async def main(args: argparse.Namespace) -> int:
         try:
             sizes = seed(server, patients)
             patient_size = int(statistics.median(sizes))
+            bearer = f"Authorization: Bearer {server.token('system/*.cruds')}\r\n"
+            reads = [f"/Patient/{p['id']}" for p in patients]
             scenarios = {"static": get_requests([f"/_bench/static?size={patient_size}"]),
-                         "read": get_requests([f"/Patient/{p['id']}" for p in patients]),
-                         "gzip": get_requests([f"/Patient/{p['id']}" for p in patients], "Accept-Encoding: gzip\r\n"),
-                         "create": post_requests("/Observation", observations)}
+                         "read": get_requests(reads),
+                         "gzip": get_requests(reads, "Accept-Encoding: gzip\r\n"),
+                         "read+token": get_requests(reads, bearer),
+                         "create": post_requests("/Observation", observations),
+                         "create+token": post_requests("/Observation", observations, bearer)}
             print(f"hearth serve at {server.base_url}; {len(patients)} Patients (median {patient_size} B); "
                   f"{args.runs} runs of {args.seconds} s", file=sys.stderr)
             samples = await http_runs(server, args, scenarios)

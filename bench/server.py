@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -72,6 +73,15 @@ class HearthProcess:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"hearth serve did not become ready in {timeout} s; see {self.log}")
+
+    def token(self, scope: str) -> str:
+        """A bearer token for `scope`, issued by the server's own authorization server (`hearth tokens issue`)."""
+        def hearth(*args: str) -> dict:
+            command = [sys.executable, "-m", "hearth.server.cli", *args, "--storage", str(self.database),
+                       "--base-url", self.base_url]
+            return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        hearth("clients", "add", "bench", "--scope", scope, "--secret")
+        return hearth("tokens", "issue", "--client", "bench", "--scope", scope)["access_token"]
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far of the server process and its children (the SQLite writer process), in
