@@ -28,13 +28,3 @@ class SecurityRecords(Protocol):
 
     async def list(self, kind: str) -> list[dict[str, Any]]: ...
 
-
-def security_records(store: Any) -> SecurityRecords:
-    """The security records in `store`'s own database."""
-    if store.name == "sqlite":
-        from hearth.storage.sqlite.security_records import SqliteSecurityRecords
-        return SqliteSecurityRecords(store)
-    if store.name == "mongodb":
-        from hearth.storage.mongo.security_records import MongoSecurityRecords
-        return MongoSecurityRecords(store)
-    raise ValueError(f"no security records for storage '{store.name}'")

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from hearth.security.authority import AuthError, Authority
-from hearth.security.records import security_records
 from hearth.server.settings import Settings
-from hearth.storage import open_store
+from hearth.storage import open_store, security_records
 
 Action = Callable[[Authority, argparse.Namespace], Awaitable[Any]]
 

@@ -10,9 +10,8 @@ from hearth.interactions.limits import Limits
 from hearth.security.authority import Authority
 from hearth.security.capability import rest_security
 from hearth.security.policy import SmartPolicy
-from hearth.security.records import security_records
 from hearth.server.settings import Settings
-from hearth.storage import open_store
+from hearth.storage import open_store, security_records
 from hearth.storage.base import Store
 from hearth.subscriptions.config import SubscriptionConfig
 from hearth.subscriptions.service import SubscriptionService

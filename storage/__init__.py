@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from hearth.storage.base import Store
@@ -22,11 +23,18 @@ def open_store(url: str, **options: object) -> Store:
 
 def notification_queue(store: Store) -> Any:
     """The durable notification queue (its protocol: subscriptions/queue.py) in `store`'s own database."""
-    if store.name == "sqlite":
-        from hearth.storage.sqlite.notification_queue import SqliteNotificationQueue
-        return SqliteNotificationQueue(store)
-    if store.name == "mongodb":
-        from hearth.storage.mongo.notification_queue import MongoNotificationQueue
-        return MongoNotificationQueue(store)
-    raise ValueError(f"no notification queue for storage '{store.name}'")
+    return _backend_part(store, "notification_queue", "NotificationQueue")
 
+
+def security_records(store: Store) -> Any:
+    """The authorization server's records (their protocol: security/records.py) in `store`'s own database."""
+    return _backend_part(store, "security_records", "SecurityRecords")
+
+
+def _backend_part(store: Store, module: str, kind: str) -> Any:
+    """`storage/<backend>/<module>.py`'s `<Backend><kind>` on `store` (SqliteNotificationQueue, …)."""
+    backend = {"sqlite": ("sqlite", "Sqlite"), "mongodb": ("mongo", "Mongo")}.get(store.name)
+    if backend is None:
+        raise ValueError(f"no {module.replace('_', ' ')} for storage '{store.name}'")
+    folder, prefix = backend
+    return getattr(import_module(f"hearth.storage.{folder}.{module}"), prefix + kind)(store)
