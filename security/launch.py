@@ -1,6 +1,6 @@
-"""SMART App Launch: the authorization code flow with PKCE (S256), for standalone and EHR launch, with a minimal
-server-rendered login, patient picker and consent page; id tokens (`openid fhirUser`) and refresh tokens
-(`offline_access`, `online_access`).
+"""SMART App Launch: the authorization code flow with PKCE (S256), for standalone and EHR launch (its pages, a
+minimal login, patient picker and consent page, are server/launch_pages.py); id tokens (`openid fhirUser`) and
+refresh tokens (`offline_access`, `online_access`).
 
 1. `GET /auth/authorize?response_type=code&client_id&redirect_uri&scope&state&aud&code_challenge…[&launch]`:
    checked (registered redirect URI, audience = the base URL, S256), then the login page.
@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlencode
 
 import jwt
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
-
 from hearth.security.authority import AuthError, Authority
 from hearth.security.scopes import split
 
@@ -40,38 +35,11 @@ class Launches:
         self.authority = authority
         self.base_url = base_url
 
-    # -- the browser side --------------------------------------------------------------------------------
+    # -- the browser side's steps (the pages are server/launch_pages.py) ----------------------------------
 
-    async def authorize(self, request: Request) -> Response:
-        from hearth.server.oauth import _form  # the one form reader, bounded
-        try:
-            form = await _form(request)
-        except AuthError as error:
-            return _page("Error", f"<p>{html.escape(error.description)}</p>", 400)
-        if "session" in form:
-            return await self._decide(form)
-        try:
-            asked, client = await self._checked(form)
-        except AuthError as error:  # no trustworthy redirect URI: tell the user, not the app
-            return _page("Error", f"<p>{html.escape(error.description)}</p>", 400)
-        if "username" not in form:
-            return _login_page(asked)
-        user = await self.authority.check_password(form.get("username", ""), form.get("password", ""))
-        if user is None:
-            return _login_page(asked, "Wrong user name or password.")
-        session = secrets.token_urlsafe(24)
-        launch = await self.authority.records.get("launch", asked["launch"]) if asked.get("launch") else None
-        if asked.get("launch") and launch is None:
-            return _redirect(asked, {"error": "invalid_request", "error_description": "Unknown launch"})
-        patient = (launch or {}).get("patient") or user.get("patient")
-        await self.authority.records.put("session", session, {"asked": asked, "user": user["name"],
-                                                              "patient": patient,
-                                                              "encounter": (launch or {}).get("encounter")},
-                                         time.time() + SESSION_LIFETIME)
-        pick = "launch/patient" in split(asked["scope"]) and patient is None
-        return _consent_page(session, client, asked, user, pick)
-
-    async def _checked(self, form: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    async def checked(self, form: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+        """The authorization request's parameters and its client; AuthError when the request cannot be trusted
+        (then nothing may be sent to its redirect URI)."""
         asked = {name: form[name] for name in _AUTHORIZE_PARAMS if form.get(name)}
         client = await self.authority.client(asked.get("client_id", ""))
         if client is None:
@@ -87,20 +55,37 @@ class Launches:
         asked.setdefault("scope", "")
         return asked, client
 
-    async def _decide(self, form: dict[str, str]) -> Response:
-        session = await self.authority.records.take("session", form["session"])
+    async def signed_in(self, asked: dict[str, str], user: dict[str, Any]) -> tuple[str, bool]:
+        """A single-use consent session for a user who signed in, and whether a patient must be picked;
+        AuthError for an unknown launch."""
+        launch = await self.authority.records.get("launch", asked["launch"]) if asked.get("launch") else None
+        if asked.get("launch") and launch is None:
+            raise AuthError("invalid_request", "Unknown launch")
+        patient = (launch or {}).get("patient") or user.get("patient")
+        session = secrets.token_urlsafe(24)
+        await self.authority.records.put("session", session, {"asked": asked, "user": user["name"],
+                                                              "patient": patient,
+                                                              "encounter": (launch or {}).get("encounter")},
+                                         time.time() + SESSION_LIFETIME)
+        return session, "launch/patient" in split(asked["scope"]) and patient is None
+
+    async def decided(self, session_id: str, approved: bool, picked: str | None) -> tuple[dict[str, str] | None,
+                                                                                         dict[str, str]]:
+        """(the authorization request, the parameters to redirect with: a code, or an error); (None, {}) for a
+        session that expired or was used."""
+        session = await self.authority.records.take("session", session_id)
         if session is None:
-            return _page("Error", "<p>This page has expired; start again from the app.</p>", 400)
+            return None, {}
         asked = session["asked"]
-        if form.get("decision") != "approve":
-            return _redirect(asked, {"error": "access_denied", "error_description": "The user denied access"})
-        patient = session["patient"] or form.get("patient", "").removeprefix("Patient/").strip() or None
+        if not approved:
+            return asked, {"error": "access_denied", "error_description": "The user denied access"}
+        patient = session["patient"] or (picked or "").removeprefix("Patient/").strip() or None
         if "launch/patient" in split(asked["scope"]) and patient is None:
-            return _redirect(asked, {"error": "invalid_request", "error_description": "No patient was chosen"})
+            return asked, {"error": "invalid_request", "error_description": "No patient was chosen"}
         code = secrets.token_urlsafe(32)
         await self.authority.records.put("code", code, {**session, "patient": patient, "asked": asked},
                                          time.time() + CODE_LIFETIME)
-        return _redirect(asked, {"code": code})
+        return asked, {"code": code}
 
     # -- the token endpoint's side -----------------------------------------------------------------------
 
@@ -177,46 +162,3 @@ class Launches:
             return
         if claims.get("client_id") == client["client_id"]:
             await self.authority.revoke(claims["jti"], float(claims["exp"]) + 60)
-
-
-def _redirect(asked: dict[str, str], params: dict[str, str]) -> Response:
-    if asked.get("state"):
-        params = {**params, "state": asked["state"]}
-    separator = "&" if "?" in asked["redirect_uri"] else "?"
-    return RedirectResponse(f"{asked['redirect_uri']}{separator}{urlencode(params)}", 302,
-                            headers={"Cache-Control": "no-store"})
-
-
-def _hidden(asked: dict[str, str]) -> str:
-    return "".join(f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
-                   for name, value in asked.items())
-
-
-def _login_page(asked: dict[str, str], problem: str = "") -> Response:
-    warning = f'<p class="problem">{html.escape(problem)}</p>' if problem else ""
-    body = (f'{warning}<form method="post" action="authorize">{_hidden(asked)}'
-            '<label>User name <input name="username" autocomplete="username" required></label>'
-            '<label>Password <input name="password" type="password" autocomplete="current-password" required>'
-            '</label><button type="submit">Sign in</button></form>')
-    return _page("Sign in to Hearth", body, 401 if problem else 200)
-
-
-def _consent_page(session: str, client: dict[str, Any], asked: dict[str, str], user: dict[str, Any],
-                  pick: bool) -> Response:
-    scopes = "".join(f"<li><code>{html.escape(scope)}</code></li>" for scope in split(asked["scope"]))
-    picker = ('<label>Patient (Patient id) <input name="patient" required></label>' if pick else "")
-    body = (f'<p>{html.escape(client["client_id"])} asks, for {html.escape(user["name"])}:</p><ul>{scopes}</ul>'
-            f'<form method="post" action="authorize"><input type="hidden" name="session" '
-            f'value="{html.escape(session)}">{picker}<button name="decision" value="approve">Allow</button>'
-            '<button name="decision" value="deny" formnovalidate>Deny</button></form>')
-    return _page("Allow access?", body)
-
-
-def _page(title: str, body: str, status: int = 200) -> Response:
-    document = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-                '<meta name="viewport" content="width=device-width"><style>body{font-family:sans-serif;'
-                'max-width:28em;margin:3em auto}label{display:block;margin:.6em 0}.problem{color:#a00}</style>'
-                f'</head><body><h1>{html.escape(title)}</h1>{body}</body></html>')
-    return HTMLResponse(document, status, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                                  "Content-Security-Policy": "default-src 'none'; "
-                                                  "style-src 'unsafe-inline'; form-action 'self'"})

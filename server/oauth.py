@@ -5,7 +5,6 @@ OAuth JSON (`{"error": …}`), not OperationOutcomes, as OAuth clients expect.""
 from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
@@ -14,9 +13,10 @@ from starlette.responses import Response
 from hearth.security.assertions import ALGORITHMS, ASSERTION_TYPE, authenticate_assertion
 from hearth.security.authority import AuthError, Authority, basic_credentials
 from hearth.security.launch import Launches
+from hearth.server import launch_pages
+from hearth.server.forms import read_form
 
 BACKEND_TOKEN_LIFETIME = 300  # seconds (SMART Backend Services: at most five minutes)
-_FORM_LIMIT = 64 * 1024
 CAPABILITIES = ["launch-ehr", "launch-standalone", "client-public", "client-confidential-symmetric",
                 "client-confidential-asymmetric", "context-ehr-patient", "context-standalone-patient",
                 "context-ehr-encounter", "permission-offline", "permission-online", "permission-patient",
@@ -39,8 +39,8 @@ class OAuthEndpoints:
             ("POST", "/auth/token"): self.token,
             ("POST", "/auth/introspect"): self.introspect,
             ("POST", "/auth/revoke"): self.revoke,
-            ("GET", "/auth/authorize"): launches.authorize,
-            ("POST", "/auth/authorize"): launches.authorize,
+            ("GET", "/auth/authorize"): self.authorize,
+            ("POST", "/auth/authorize"): self.authorize,
         }
 
     def find(self, method: str, path: str) -> Endpoint | None:
@@ -62,13 +62,16 @@ class OAuthEndpoints:
     async def smart_configuration_response(self, request: Request) -> Response:
         return _json(self.smart_configuration())
 
+    async def authorize(self, request: Request) -> Response:
+        return await launch_pages.authorize(self.launches, request)
+
     async def jwks(self, request: Request) -> Response:
         await self.authority.keys.load()
         return _json(self.authority.keys.jwks())
 
     async def token(self, request: Request) -> Response:
         try:
-            form = await _form(request)
+            form = await read_form(request)
             grant_type = form.get("grant_type")
             if grant_type == "client_credentials":
                 client = await self.client(request, form, confidential=True)
@@ -84,7 +87,7 @@ class OAuthEndpoints:
     async def introspect(self, request: Request) -> Response:
         """RFC 7662, for confidential clients (authenticated as at the token endpoint)."""
         try:
-            form = await _form(request)
+            form = await read_form(request)
             await self.client(request, form, confidential=True)
             token = form.get("token", "")
             try:
@@ -102,7 +105,7 @@ class OAuthEndpoints:
     async def revoke(self, request: Request) -> Response:
         """RFC 7009: the token (access or refresh) stops working; unknown tokens are not an error."""
         try:
-            form = await _form(request)
+            form = await read_form(request)
             client = await self.client(request, form, confidential=False)
             await self.launches.revoke(client, form.get("token", ""))
             return Response(b"", 200, {"Cache-Control": "no-store"})
@@ -135,24 +138,6 @@ def _token_answer(issued: Any) -> dict[str, Any]:
         if claim in issued.claims:
             answer[claim] = issued.claims[claim]
     return answer
-
-
-async def _form(request: Request) -> dict[str, str]:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if request.method == "POST" and media != "application/x-www-form-urlencoded":
-        raise AuthError("invalid_request", "Send the parameters as application/x-www-form-urlencoded")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _FORM_LIMIT:
-            raise AuthError("invalid_request", f"The form is larger than {_FORM_LIMIT} bytes")
-    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-    form: dict[str, str] = dict(request.query_params) if request.method == "GET" else {}
-    for name, value in pairs:
-        if name in form and request.method == "POST":
-            raise AuthError("invalid_request", f"Parameter {name!r} given twice")
-        form[name] = value
-    return form
 
 
 def _json(value: Any, status: int = 200) -> Response:
