@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
+from hearth.interactions.audit import AuditTrail, NoAudit, noted
 from hearth.interactions.limits import Limits
 from hearth.interactions.policy import OpenPolicy, Policy
 from hearth.interactions.refusals import answered
@@ -56,6 +57,7 @@ class Context:
     limits: Limits = field(default_factory=Limits)
     conditional_delete_multiple: bool = False  # DELETE Type?criteria may delete several matches
     policy: Policy = field(default_factory=OpenPolicy)
+    audit: AuditTrail = field(default_factory=NoAudit)
     hooks: list[WriteHook] = field(default_factory=list)
     # (resource type or None for the system level, "$name") -> the operation
     operations: dict[tuple[str | None, str], Operation] = field(default_factory=dict)
@@ -85,7 +87,10 @@ class Context:
         for hook in concerned:
             await hook.check(self, writes)
         with answered():  # an assertion's search past its deadline
-            changes = await self.store.commit(writes, assertions)
+            changes = await self.store.commit(writes, assertions, self.audit.for_writes(caller, writes))
+        interaction = noted()
+        if interaction is not None:
+            interaction.committed = True
         for hook in concerned:
             await hook.committed(self, writes, changes)
         return changes
@@ -94,4 +99,8 @@ class Context:
 def released(ctx: Context, request: Request, versions: Sequence[Version]) -> list[Version]:
     """The versions `request`'s caller may see, as the policy shows them (what leaves in a Bundle)."""
     shown = (ctx.policy.after(request, version) for version in versions)
-    return [version for version in shown if version is not None]
+    released = [version for version in shown if version is not None]
+    interaction = noted()
+    if interaction is not None:
+        interaction.shown.extend(released)
+    return released

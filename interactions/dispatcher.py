@@ -16,6 +16,7 @@ from hearth.capability.outcome import FhirError, not_found
 from hearth.capability.summary import check_summary, parse_elements, subset
 from hearth.interactions import conditional, crud, history, search, transaction
 from hearth.interactions import patch as patching
+from hearth.interactions.audit import Noted, noting, stop_noting
 from hearth.interactions.context import Context
 from hearth.interactions.request import WRITES, Outcome, Request
 from hearth.interactions.resources import is_large, off_loop
@@ -28,15 +29,41 @@ _PUBLISHED = to_instant(utc_now())
 
 
 async def dispatch(ctx: Context, request: Request) -> Outcome:
-    """Run `request` for its caller: refused, answered, or answered with what the caller may see."""
+    """Run `request` for its caller: refused, answered, or answered with what the caller may see; recorded in
+    the audit trail either way, before the answer leaves."""
+    noted, token = noting()
+    try:
+        outcome = await _run(ctx, request, noted)
+    except FhirError as error:
+        await ctx.audit.accessed(request, None, error, noted)
+        raise
+    finally:
+        stop_noting(token)
+    await ctx.audit.accessed(request, outcome, None, noted)
+    return outcome
+
+
+async def _run(ctx: Context, request: Request, noted: Noted) -> Outcome:
     ctx.policy.before(request)
+    if request.type == "AuditEvent" and request.interaction not in ("batch", "transaction", "capabilities"):
+        return await _audit_events(ctx, request)
     outcome = await _HANDLERS[request.interaction](ctx, request)
     if outcome.version is not None:
         shown = ctx.policy.after(request, outcome.version)
         if shown is None and request.interaction not in WRITES:
             raise not_found(outcome.version.type, outcome.version.id)
         outcome.version = shown
+        if shown is not None:
+            noted.shown.append(shown)
     return outcome
+
+
+async def _audit_events(ctx: Context, request: Request) -> Outcome:
+    """AuditEvents live in the audit log, append-only: read and searched, never written through the API."""
+    if request.interaction in WRITES:
+        raise FhirError(405, "not-supported", "AuditEvents are recorded by Hearth and cannot be written, changed or "
+                                              "deleted through the API", headers={"Allow": "GET"})
+    return await ctx.audit.answer(request)
 
 
 # --- reading ------------------------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ def security_records(store: Store) -> Any:
     return _backend_part(store, "security_records", "SecurityRecords")
 
 
+def audit_log(store: Store) -> Any:
+    """The append-only audit log (security/audit.py) in `store`'s own database."""
+    return _backend_part(store, "audit_log", "AuditLog")
+
+
 def _backend_part(store: Store, module: str, kind: str) -> Any:
     """`storage/<backend>/<module>.py`'s `<Backend><kind>` on `store` (SqliteNotificationQueue, …)."""
     backend = {"sqlite": ("sqlite", "Sqlite"), "mongodb": ("mongo", "Mongo")}.get(store.name)

@@ -43,6 +43,35 @@ class Write:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One AuditEvent (security/audit.py), appended to the audit log, never changed; the columns it is searched by
+    beside its body. `recorded` is an instant as text (`2026-12-03T10:00:00.123456Z`: it sorts as it reads)."""
+
+    id: str
+    recorded: str
+    agent: str  # the client (or "anonymous", "subscription/ID", "connector/NAME"), and the user after a space
+    outcome: str  # "0" success, "4" refused or failed on the client's account, "8" failed on Hearth's
+    patients: tuple[str, ...]  # ids of the Patients whose data was accessed
+    entities: tuple[str, ...]  # `Type/id` of every resource accessed
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """A search of the audit log: every given condition holds; newest first (by `recorded`, then id), `count` at
+    most, after `before` (the (recorded, id) of the previous page's last record) in that order."""
+
+    since: str | None = None  # recorded >= since
+    until: str | None = None  # recorded <= until
+    agent: str | None = None  # a word of `agent` (the client or the user)
+    entity: str | None = None
+    patient: str | None = None
+    outcome: str | None = None
+    count: int = 20
+    before: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Assertion:
     """A condition checked inside the commit: `query` must match exactly `ids` (empty: nothing)."""
 
@@ -154,10 +183,11 @@ class Store(Protocol):
 
     async def vread(self, resource_type: str, resource_id: str, version_id: int) -> Version | None: ...
 
-    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
-        """Commit all writes atomically, or none. Raises VersionConflict / AssertionFailed /
-        TransactionsUnsupported (more than one write on a backend without transactions) / SearchRefused (an
-        assertion's search)."""
+    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = (),
+                     audit: Sequence[AuditRecord] = ()) -> list[Change]:
+        """Commit all writes atomically, or none, and the `audit` records with them (storage/*/audit_log.py).
+        Raises VersionConflict / AssertionFailed / TransactionsUnsupported (more than one write on a backend
+        without transactions) / SearchRefused (an assertion's search)."""
 
     async def history(self, resource_type: str | None, resource_id: str | None, since: datetime | None,
                       before_seq: int | None, count: int, at: datetime | None = None) -> HistoryPage:

@@ -40,15 +40,20 @@ class Secured:
         self.app, self.client = app, client
 
     async def token(self, scope: str, patient: str | None = None, mask: tuple[str, ...] = (),
-                    name: str | None = None) -> dict[str, str]:
-        """Authorization headers with a token granting exactly `scope` (to a client registered for it)."""
+                    name: str | None = None, role: str | None = None) -> dict[str, str]:
+        """Authorization headers with a token granting exactly `scope` (to a client registered for it), for a
+        user of `role` if given."""
         authority = self.app.authority
         name = name or f"client-{abs(hash((scope, patient, mask)))}"
         client = await authority.client(name)
         if client is None:
             await authority.add_client(name, scope, secret=True, mask=mask)
             client = await authority.client(name)
-        issued = await authority.issue(client, scope, patient=patient)
+        user = None
+        if role is not None:
+            await authority.add_user(f"{role}-user", role, patient=patient and f"Patient/{patient}", password="pw")
+            user = await authority.records.get("user", f"{role}-user")
+        issued = await authority.issue(client, scope, patient=patient, user=user)
         return {"Authorization": f"Bearer {issued.token}"}
 
 

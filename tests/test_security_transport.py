@@ -97,6 +97,11 @@ async def test_the_cli_registers_clients_and_issues_tokens_the_server_accepts(tm
             assert (await http.get("/Observation", headers=bearer)).status_code == 403
     finally:
         await app.shutdown()
+    command = [sys.executable, "-m", "hearth.server.cli", "audit", "export", "--storage", str(tmp_path / "cli.db")]
+    exported = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    events = [json.loads(line) for line in exported]
+    assert len(events) == 2 and all(e["resourceType"] == "AuditEvent" for e in events)
+    assert [e["outcome"] for e in events] == ["0", "4"]  # the search, then the refused one
     assert hearth(tmp_path, "keys", "rotate")["kid"]
     assert len(hearth(tmp_path, "keys", "list")) == 2
     assert hearth(tmp_path, "clients", "remove", "ops") == {"removed": True}

@@ -35,9 +35,10 @@ from pymongo.errors import CollectionInvalid, DuplicateKeyError, ExecutionTimeou
 from hearth.search.entries import Entry
 from hearth.search.ir import Query
 from hearth.storage import clock
-from hearth.storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, SearchTimedOut,
+from hearth.storage.base import (Assertion, AssertionFailed, AuditRecord, Change, HistoryPage, SearchPage, SearchTimedOut,
                           TransactionsUnsupported, Version, VersionConflict, Write)
 from hearth.storage.mongo import search
+from hearth.storage.mongo.audit_log import audit_documents
 from hearth.storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, current_document,
                                      history_document, index_fields, resource_key, to_change, to_version)
 
@@ -84,6 +85,7 @@ class MongoStore:
         self.counters = self.db.get_collection("counters")
         self.locks = self.db.get_collection("locks")
         self.secrets = self.db.get_collection("secrets")
+        self.audit_events = self.db.get_collection("audit_events")
         self._cursor_key: bytes | None = None
         self.supports_transactions = False
         self._owns_client = owns_client
@@ -193,17 +195,19 @@ class MongoStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
+    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = (),
+                     audit: Sequence[AuditRecord] = ()) -> list[Change]:
         try:
-            return await self._commit(writes, assertions)
+            return await self._commit(writes, assertions, audit)
         except ExecutionTimeout:  # an assertion's search: past its deadline it would hold up the writes after it
             raise SearchTimedOut(self.search_timeout) from None
 
-    async def _commit(self, writes: Sequence[Write], assertions: Sequence[Assertion]) -> list[Change]:
+    async def _commit(self, writes: Sequence[Write], assertions: Sequence[Assertion],
+                      audit: Sequence[AuditRecord]) -> list[Change]:
         if self.supports_transactions:
             try:
                 async with self.client.start_session() as session:
-                    return await session.with_transaction(lambda s: self._apply(writes, assertions, s))
+                    return await session.with_transaction(lambda s: self._apply(writes, assertions, s, audit))
             except _Taken as taken:
                 raise await self._conflict(taken.write) from None
         if len(writes) > 1:
@@ -211,12 +215,14 @@ class MongoStore:
                 "this MongoDB server has no transactions (run a replica set): one write per commit")
         async with self._serial:
             try:
-                return await self._apply(writes, assertions, None)
+                return await self._apply(writes, assertions, None, audit)
             except _Taken as taken:
                 raise await self._conflict(taken.write) from None
 
-    async def _apply(self, writes: Sequence[Write], assertions: Sequence[Assertion], session: Any) -> list[Change]:
-        """All of a commit's reads and writes; inside a transaction when `session` is given."""
+    async def _apply(self, writes: Sequence[Write], assertions: Sequence[Assertion], session: Any,
+                     audit: Sequence[AuditRecord] = ()) -> list[Change]:
+        """All of a commit's reads and writes, and its audit records; inside a transaction when `session` is
+        given."""
         for assertion in assertions:
             if session is not None:  # two transactions asserting the same condition now conflict
                 await self.locks.update_one({"_id": _condition_key(assertion)}, {"$inc": {"n": 1}}, upsert=True,
@@ -240,6 +246,8 @@ class MongoStore:
             await self.history_versions.insert_one(history_document(write, seq), session=session)
             await self.change_log.insert_one(change_document(write, seq), session=session)
             changes.append(Change(seq, write.type, write.id, write.version_id, write.interaction, write.last_updated))
+        if audit:
+            await self.audit_events.insert_many(audit_documents(audit), session=session)
         return changes
 
     async def _swap_current(self, write: Write, session: Any) -> None:

@@ -32,6 +32,17 @@ SCHEMA = (
         interaction TEXT NOT NULL,
         last_updated TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS changes_type_seq ON changes (type, seq)""",
+    # the audit log: append-only (storage/sqlite/audit_log.py); `seq` is a record's place, newest highest
+    """CREATE TABLE IF NOT EXISTS audit_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        recorded TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        patients TEXT NOT NULL,
+        entities TEXT NOT NULL,
+        body BLOB NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS audit_events_recorded ON audit_events (recorded)""",
     # the database's own random secrets, made once (the paging cursors' MAC key: search/paging.py)
     "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
     "INSERT OR IGNORE INTO secrets VALUES ('cursor', randomblob(32))",

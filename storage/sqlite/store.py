@@ -15,9 +15,10 @@ from typing import Any, Callable, Sequence
 from hearth.search.entries import Entry
 from hearth.search.ir import Query
 from hearth.storage import clock
-from hearth.storage.base import (Assertion, AssertionFailed, Change, HistoryPage, SearchPage, Version, VersionConflict,
+from hearth.storage.base import (Assertion, AssertionFailed, AuditRecord, Change, HistoryPage, SearchPage, Version, VersionConflict,
                           Write)
 from hearth.storage.sqlite import index, schema
+from hearth.storage.sqlite.audit_log import append_audit, audit_rows
 from hearth.storage.sqlite.readers import Readers
 from hearth.storage.sqlite.writer import Writer
 from hearth.storage.sqlite.writer_process import connect
@@ -146,10 +147,11 @@ class SqliteStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = ()) -> list[Change]:
+    async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = (),
+                     audit: Sequence[AuditRecord] = ()) -> list[Change]:
         rows = [(w.type, w.id, w.version_id, clock.to_text(w.last_updated), w.body,
                  None if w.body is None else index.entry_rows(w.entries), w.previous, w.interaction) for w in writes]
-        seqs = await self._writer.submit(_apply, rows, assertions, self.search_timeout)
+        seqs = await self._writer.submit(_apply, rows, assertions, self.search_timeout, audit_rows(audit))
         return [Change(seq, w.type, w.id, w.version_id, w.interaction, w.last_updated) for seq, w in zip(seqs, writes)]
 
     async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
@@ -183,7 +185,7 @@ _WriteRow = tuple[str, str, int, str, "bytes | None", "index.Rows | None", int, 
 
 
 def _apply(conn: sqlite3.Connection, writes: Sequence[_WriteRow], assertions: Sequence[Assertion],
-           timeout: float) -> list[int]:
+           timeout: float, audit: Sequence[tuple] = ()) -> list[int]:
     """Apply one commit inside the writer's open transaction (its savepoint undoes it on error); the
     change-log sequence number of each write. An assertion's search may take `timeout` seconds (SearchTimedOut):
     every write waits on the writer."""
@@ -212,4 +214,5 @@ def _apply(conn: sqlite3.Connection, writes: Sequence[_WriteRow], assertions: Se
                      (type_, id_, version_id, seq, updated, deleted, body or b""))
         index.replace_entries(conn, rid, type_, rows or {}, existed=row is not None)
         seqs.append(seq)
+    append_audit(conn, audit)
     return seqs
