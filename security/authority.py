@@ -20,6 +20,7 @@ from typing import Any
 import jwt
 
 from hearth.security.grant import ROLES, Grant
+from hearth.security.issuers import ExternalTokens, IssuerError
 from hearth.security.keys import ALGORITHM, SigningKeys
 from hearth.security.masks import check_mask
 from hearth.security.records import SecurityRecords
@@ -58,9 +59,10 @@ class Issued:
 
 
 class Authority:
-    def __init__(self, records: SecurityRecords, base_url: str) -> None:
+    def __init__(self, records: SecurityRecords, base_url: str, external: ExternalTokens | None = None) -> None:
         self.records = records
         self.base_url = base_url
+        self.external = external  # other issuers' tokens (security/issuers.py)
         self.keys = SigningKeys(records)
         self._checked: dict[str, tuple[Grant, float, dict[str, Any]]] = {}  # token -> (grant, until, claims)
         self._clients: dict[str, tuple[dict[str, Any] | None, float]] = {}  # client_id -> (record, read at)
@@ -182,8 +184,8 @@ class Authority:
         now = time.time()
         checked = self._checked.get(token)
         if checked is None:
-            claims = await self._verify(token)
-            grant = await self._grant(claims)
+            claims, own = await self._verified(token)
+            grant = await (self._grant(claims) if own else self._external_grant(claims))
             checked = (grant, float(claims["exp"]) + LEEWAY, claims)
             if len(self._checked) >= _CHECKED_MAX:
                 self._checked.clear()
@@ -200,6 +202,39 @@ class Authority:
         """The claims of a token `grant_for` accepted."""
         await self.grant_for(token)
         return self._checked[token][2]
+
+    async def _verified(self, token: str) -> tuple[dict[str, Any], bool]:
+        """The token's claims, and whether Hearth issued it."""
+        if token.count(".") != 2:  # not a JWT: an opaque token of the site's IdP
+            if self.external is None:
+                raise AuthError("invalid_token", "The access token is not a JWT Hearth issued", 401)
+            return await self._outside(self.external.introspected(token)), False
+        try:
+            issuer = str(jwt.decode(token, options={"verify_signature": False}).get("iss", ""))
+        except jwt.PyJWTError:
+            raise AuthError("invalid_token", "The access token is not a JWT", 401) from None
+        if issuer != self.base_url and self.external is not None and self.external.trusts(issuer):
+            return await self._outside(self.external.claims(token)), False
+        return await self._verify(token), True
+
+    @staticmethod
+    async def _outside(checking: Any) -> dict[str, Any]:
+        try:
+            return await checking
+        except IssuerError as error:
+            raise AuthError("invalid_token", f"The access token is not valid: {error}", 401) from None
+
+    async def _external_grant(self, claims: dict[str, Any]) -> Grant:
+        """The grant of another issuer's token: its scopes (`scope`, or a `scp` list) and launch context; a client
+        registered here under the same client_id adds its element mask."""
+        client_id = str(claims.get("client_id") or claims.get("azp") or claims.get("sub") or "")
+        scope = claims.get("scope") if isinstance(claims.get("scope"), str) else " ".join(claims.get("scp") or ())
+        registered = await self.client(client_id) if client_id else None
+        roles = claims.get("roles") if isinstance(claims.get("roles"), list) else ()
+        return Grant(scope, client=client_id, user=claims.get("sub") if claims.get("sub") != client_id else None,
+                     fhir_user=claims.get("fhirUser"), patient=claims.get("patient"),
+                     roles=frozenset(str(role) for role in roles),
+                     mask=tuple((registered or {}).get("mask", ())), token_id=str(claims.get("jti", "")))
 
     async def _verify(self, token: str) -> dict[str, Any]:
         try:
@@ -223,7 +258,7 @@ class Authority:
         client = await self.client(str(claims.get("client_id", "")))
         if client is None:
             raise AuthError("invalid_token", "The access token's client is no longer registered", 401)
-        return Grant(claims["scope"], client=client["client_id"], user=claims.get("sub"),
+        return Grant(claims["scope"], client=client["client_id"], user=claims.get("sub") if "roles" in claims else None,
                      fhir_user=claims.get("fhirUser"), patient=claims.get("patient"),
                      roles=frozenset(claims.get("roles", ())), mask=tuple(client.get("mask", ())),
                      token_id=claims["jti"])
