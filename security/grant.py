@@ -17,6 +17,8 @@ from hearth.search.ir import Clause
 from hearth.security.scopes import Scope, resource_scopes
 
 ROLES = ("admin", "clinician", "integration", "auditor", "patient")
+# the extension a Subscription records its owner's grant in (subscriptions/model.py), as JSON (`Grant.record`)
+OWNER_EXTENSION = "http://hearth.dev/fhir/StructureDefinition/subscription-owner"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
+import orjson
+
 from hearth.capability import fhir_json
 from hearth.capability.outcome import FhirError
 from hearth.interactions.request import Caller, Request
 from hearth.search.extract import extract
 from hearth.search.ir import AnyOfPred, ChainPred, Clause, HasPred, Query, TokenPred
 from hearth.search.matcher import matches
-from hearth.security.grant import Grant, Rule
+from hearth.security.grant import OWNER_EXTENSION, Grant, Rule
 from hearth.security.masks import masked
 from hearth.storage.base import Version, Write
 
@@ -64,6 +66,10 @@ class SmartPolicy:
         if grant is None or request.interaction in ("batch", "transaction"):  # each entry is asked on its own
             return
         action = _ACTION[request.interaction]
+        if request.type == "AuditEvent" and not grant.roles & {"auditor", "admin"}:
+            raise forbidden("AuditEvents are for the auditor and admin roles")
+        if request.type == "Subscription" and action == "s" and _owned_only(grant):
+            raise forbidden("With patient/ scopes a client sees only its own Subscriptions: read them by id")
         for resource_type in self._types(request, grant, action):
             if not grant.covers(resource_type, action):
                 raise forbidden(f"The access token grants no '{action}' access to {resource_type}")
@@ -123,6 +129,9 @@ class SmartPolicy:
 
     def visible(self, grant: Grant, version: Version) -> bool:
         """Whether a read or search scope admits this version (a deleted one: only an unrestricted scope)."""
+        if version.type == "Subscription" and _owned_only(grant) and (
+                version.deleted or not _owns(grant, fhir_json.loads(version.body, trusted=True))):
+            return False
         rules = [grant.rules(version.type, action, self._restriction) for action in "rs"]
         if any(found is None for found in rules):
             return True
@@ -171,6 +180,24 @@ class SmartPolicy:
         entries = extract(resource, self.ctx.registry, self.ctx.base_url)
         return any(matches(rule.where, entries, resource_id=resource_id, resource_type=resource_type)
                    for rule in rules)
+
+
+def _owned_only(grant: Grant) -> bool:
+    """Whether the grant reaches Subscriptions through patient/ scopes only: then it sees only its own (their
+    channels name other apps' endpoints and headers)."""
+    return not any(scope.context != "patient" and scope.type in ("*", "Subscription") and not scope.restriction
+                   and scope.actions & {"r", "s"} for scope in grant.scopes)
+
+
+def _owns(grant: Grant, subscription: dict[str, Any]) -> bool:
+    for extension in subscription.get("extension") or ():
+        if extension.get("url") == OWNER_EXTENSION and isinstance(extension.get("valueString"), str):
+            try:
+                owner = orjson.loads(extension["valueString"])
+            except orjson.JSONDecodeError:
+                return False
+            return owner.get("client") == grant.client and owner.get("patient") == grant.patient
+    return False
 
 
 def _one_of(rules: tuple[Rule, ...]) -> tuple[Clause, ...]:

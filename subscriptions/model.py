@@ -11,7 +11,7 @@ import orjson
 from hearth.capability.outcome import FhirError
 from hearth.interactions.context import Context
 from hearth.interactions.request import Caller
-from hearth.security.grant import Grant
+from hearth.security.grant import OWNER_EXTENSION as OWNER, Grant
 from hearth.subscriptions.channels import Channel, parse_channel
 from hearth.subscriptions.criteria import Filter, compile_criteria
 from hearth.subscriptions.egress import EgressPolicy
@@ -24,7 +24,6 @@ HEARTBEAT_PERIOD = f"{BACKPORT}/backport-heartbeat-period"
 TIMEOUT = f"{BACKPORT}/backport-timeout"
 MAX_COUNT = f"{BACKPORT}/backport-max-count"
 PAYLOAD_CONTENT = f"{BACKPORT}/backport-payload-content"
-OWNER = "http://hearth.dev/fhir/StructureDefinition/subscription-owner"  # JSON of the owner's grant
 
 STATUSES = ("requested", "active", "error", "off")
 # How `Subscription.error` starts when Hearth stopped matching a subscription (its criteria failed or overran

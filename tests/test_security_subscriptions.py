@@ -46,3 +46,40 @@ async def test_a_client_cannot_claim_another_owner(secured, receiver):
     [owner] = [e for e in created["extension"] if e["url"] == OWNER]
     recorded = json.loads(owner["valueString"])
     assert recorded["scope"] == "patient/Subscription.cr" and recorded["patient"] == "p1"
+
+
+async def test_a_patient_app_sees_only_its_own_subscriptions(secured, receiver):
+    client = secured.client
+    mine = await secured.token("patient/Subscription.cr patient/Observation.rs", patient="p1", name="app-one")
+    theirs = await secured.token("patient/Subscription.cr patient/Observation.rs", patient="p2", name="app-two")
+    body = r4_subscription("Observation?code=8867-4", receiver.url + "/hook", headers=["Authorization: Bearer x"])
+    created = (await client.post("/Subscription", json=body, headers={**FHIR_JSON, **mine})).json()
+    assert (await client.get(f"/Subscription/{created['id']}", headers=mine)).status_code == 200
+    assert (await client.get(f"/Subscription/{created['id']}", headers=theirs)).status_code == 404
+    assert (await client.get(f"/Subscription/{created['id']}/$status", headers=theirs)).status_code == 404
+    assert (await client.get("/Subscription", headers=theirs)).status_code == 403
+    admin = await secured.token("system/*.rs", name="reader")
+    assert (await client.get(f"/Subscription/{created['id']}", headers=admin)).status_code == 200
+
+
+async def test_websocket_binding_tokens_need_an_access_token_and_masks_reach_notifications(secured, receiver):
+    client = secured.client
+    owner = await secured.token("patient/Subscription.cr patient/Observation.rs patient/Patient.rs", patient="p1",
+                                name="ws-app")
+    body = r4_subscription("Observation?code=8867-4", "", channel_type="websocket")
+    created = (await client.post("/Subscription", json=body, headers={**FHIR_JSON, **owner})).json()
+    url = f"/Subscription/{created['id']}/$get-ws-binding-token"
+    assert (await client.get(url)).status_code == 401
+    granted = await client.get(url, headers=owner)
+    assert granted.status_code == 200 and granted.json()["parameter"][0]["name"] == "token"
+    # a masked client's full-resource notifications lose the masked elements
+    masked = await secured.token("patient/Subscription.cr patient/Patient.rs", patient="p1", name="masked-app",
+                                 mask=("Patient.name",))
+    hook = r4_subscription("Patient?gender=female", receiver.url + "/fhir", payload="application/fhir+json")
+    assert (await client.post("/Subscription", json=hook, headers={**FHIR_JSON, **masked})).status_code == 201
+    admin = {**FHIR_JSON, **await secured.token("system/*.cruds", name="seeder")}
+    changed = {"resourceType": "Patient", "id": "p1", "gender": "female", "name": [{"family": "Renamed"}]}
+    assert (await client.put("/Patient/p1", json=changed, headers=admin)).status_code == 200
+    [notification] = await receiver.wait_for(1)
+    delivered = json.loads(notification.body)
+    assert notification.path == "/fhir/Patient/p1" and "name" not in delivered and delivered["gender"] == "female"
