@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from functools import lru_cache
@@ -17,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from hearth.capability.outcome import FhirError
 from hearth.interactions.context import Context
 from hearth.interactions.request import ANONYMOUS, Caller
+from hearth.security.audit import keep_for
 from hearth.security.authority import AuthError, Authority
 from hearth.security.launch import Launches
 from hearth.server import http, rest
@@ -127,6 +129,7 @@ class HearthApp:
         self.store = store  # a store made by the caller (tests); otherwise opened from settings at start-up
         self.ctx: Context | None = None
         self.authority: Authority | None = None
+        self._retention: asyncio.Task | None = None
         self.oauth: OAuthEndpoints | None = None
         self.subscriptions = SubscriptionService(SubscriptionConfig.from_settings(settings))
         # requests may carry the public base URL's path (http://host/fhir/Patient): routes start after it
@@ -140,7 +143,9 @@ class HearthApp:
 
     async def startup(self) -> None:
         ctx, _ = await open_context(self.settings, self.store, self.subscriptions)
-        self.authority = await open_authority(ctx)
+        self.authority = await open_authority(ctx, self.settings)
+        if self.settings.audit and self.settings.audit_retention_days > 0:
+            self._retention = asyncio.create_task(keep_for(ctx.audit.log, self.settings.audit_retention_days))
         self.oauth = OAuthEndpoints(self.authority, Launches(self.authority, ctx.base_url), ctx.base_url)
         await self.subscriptions.start()
         self.ctx = ctx
@@ -149,6 +154,8 @@ class HearthApp:
                         "(HEARTH_AUTH=open, the default on loopback); set HEARTH_AUTH=required to require tokens")
 
     async def shutdown(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
         if self.ctx is not None:
             await close_context(self.ctx, self.subscriptions)
             self.ctx = None

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 
 from hearth.security.authority import AuthError, Authority
 from hearth.server.settings import Settings
-from hearth.storage import open_store, security_records
+from hearth.storage import audit_log, open_store, security_records
 
 Action = Callable[[Authority, argparse.Namespace], Awaitable[Any]]
 
@@ -59,6 +59,12 @@ def add_parsers(commands: Any) -> None:
         a.keys.remove(args.kid)))
     remove.add_argument("kid")
 
+    audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    export = audit.add_parser("export", help="every AuditEvent as NDJSON on stdout, oldest first")
+    _common(export)
+    export.add_argument("--since", help="only those recorded at or after this instant or date (2026-12-01)")
+    export.set_defaults(run=_export_audit)
+
     launch = commands.add_parser("launch", help="make an EHR launch context; prints its launch id")
     _common(launch)
     launch.add_argument("--patient", required=True, help="the patient in context (id)")
@@ -103,6 +109,23 @@ def _run(args: argparse.Namespace, action: Action) -> int:
         print(f"hearth {args.command}: {getattr(error, 'description', error)}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _export_audit(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(storage=args.storage, base_url=args.base_url)
+
+    async def run() -> None:
+        store = open_store(settings.storage, synchronous=settings.sqlite_synchronous)
+        if hasattr(store, "open"):
+            await store.open()
+        try:
+            async for body in audit_log(store).export(args.since):
+                sys.stdout.buffer.write(body + b"\n")
+        finally:
+            await store.close()
+
+    asyncio.run(run())
     return 0
 
 

@@ -41,6 +41,11 @@ class Settings:
     # security (docs/security.md)
     auth: str = ""  # required | open; empty: required unless listening on a loopback address
     cors_origins: str = ""  # browser origins allowed (comma-separated); `*` only on loopback
+    auth_issuers: str = ""  # other authorization servers whose JWTs are accepted (security/issuers.py)
+    auth_introspection: str = ""  # the IdP's RFC 7662 endpoint, for its opaque tokens
+    auth_introspection_client: str = ""  # client_id:secret Hearth introspects as
+    audit: bool = True  # false: no AuditEvents are recorded (benchmark floors, development; never in production)
+    audit_retention_days: float = 0  # AuditEvents older than this are removed (checked hourly); 0: kept forever
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

@@ -7,11 +7,13 @@ from __future__ import annotations
 from hearth.interactions.context import Context
 from hearth.interactions.definitions import Definitions, load
 from hearth.interactions.limits import Limits
+from hearth.security.audit import Audit
 from hearth.security.authority import Authority
 from hearth.security.capability import rest_security
+from hearth.security.issuers import ExternalTokens, parse_issuers
 from hearth.security.policy import SmartPolicy
 from hearth.server.settings import Settings
-from hearth.storage import open_store, security_records
+from hearth.storage import audit_log, open_store, security_records
 from hearth.storage.base import Store
 from hearth.subscriptions.config import SubscriptionConfig
 from hearth.subscriptions.service import SubscriptionService
@@ -31,6 +33,11 @@ async def open_context(settings: Settings, store: Store | None = None,
     ctx = Context(store, settings.public_base_url, settings.default_count, settings.max_count,
                   Limits.from_settings(settings), settings.conditional_delete_multiple, hooks=[Definitions()])
     ctx.policy = SmartPolicy(ctx, settings.auth_required)
+    if settings.audit:
+        log = audit_log(store)
+        if hasattr(log, "open"):
+            await log.open()
+        ctx.audit = Audit(ctx, log)
     ctx.capability_extras["security"] = rest_security(ctx.base_url, settings.auth_required)
     await load(ctx)
     subscriptions = subscriptions or SubscriptionService(SubscriptionConfig.from_settings(settings))
@@ -38,9 +45,14 @@ async def open_context(settings: Settings, store: Store | None = None,
     return ctx, subscriptions
 
 
-async def open_authority(ctx: Context) -> Authority:
-    """The authorization server's records and keys in the context's database (made on first use)."""
-    authority = Authority(security_records(ctx.store), ctx.base_url)
+async def open_authority(ctx: Context, settings: Settings) -> Authority:
+    """The authorization server's records and keys in the context's database (made on first use), trusting the
+    other issuers the settings name."""
+    external = None
+    if settings.auth_issuers or settings.auth_introspection:
+        external = ExternalTokens(parse_issuers(settings.auth_issuers), ctx.base_url, settings.auth_introspection,
+                                  settings.auth_introspection_client)
+    authority = Authority(security_records(ctx.store), ctx.base_url, external)
     await authority.open()
     return authority
 
