@@ -8,8 +8,9 @@ then, run after run (interleaved, so that drift on a shared machine hits all sce
   dispatch (enabled by HEARTH_BENCH_FLOOR=1) but without the interaction (storage, headers);
 - `GET /Patient/{id}`: reads of the stored Patients;
 - `POST /Observation`: creates of Synthea Observations (references rewritten to Type/id);
-- the same read and create with a bearer token (`system/*.cruds`, from Hearth's own authorization server): the
-  cost of authorization (token check, the policy's checks), reported as a ratio to the same run without a token;
+- the same read and create on a second server with authorization required and AuditEvents recorded, with a
+  bearer token (`system/*.cruds`, from Hearth's own authorization server), as a ratio to the first server's, which
+  runs without audit (`HEARTH_AUDIT=false`) and takes no token: the cost of security as a whole;
 - the same read asking for gzip (`Accept-Encoding: gzip`): the cost of compressing a 3.5 KB Patient.
 The create floor is raw SQLite inserts of the same bodies with the store's pragmas, as many rows per
 transaction as there are connections: one commit per insert for 1 connection, 16 rows per commit for 16
@@ -82,13 +83,13 @@ def synthea_bodies(folder: Path, observations: int) -> tuple[list[dict], list[by
     return patients, bodies
 
 
-def seed(server: HearthProcess, patients: list[dict]) -> list[int]:
+def seed(server: HearthProcess, patients: list[dict], headers: dict[str, str] | None = None) -> list[int]:
     """PUT the Patients at their ids; the sizes of the stored bodies as served."""
     conn = http.client.HTTPConnection(server.host, server.port)
     sizes = []
     for patient in patients:
         conn.request("PUT", f"/Patient/{patient['id']}", fhir_json.dumps(patient),
-                     {"Content-Type": "application/fhir+json"})
+                     {"Content-Type": "application/fhir+json", **(headers or {})})
         response = conn.getresponse()
         body = response.read()
         if response.status not in (200, 201):
@@ -141,14 +142,16 @@ def median_row(samples: list[Sample]) -> dict[str, Any]:
             "server_cpu": statistics.median(s.server_cpu for s in samples)}
 
 
-async def http_runs(server: HearthProcess, args: argparse.Namespace, scenarios: dict[str, Callable[[], bytes]]
-                    ) -> list[Sample]:
-    for requests in scenarios.values():  # warm-up: caches, the registry, connections' first requests
+Scenarios = dict[str, tuple[HearthProcess, Callable[[], bytes]]]
+
+
+async def http_runs(args: argparse.Namespace, scenarios: Scenarios) -> list[Sample]:
+    for server, requests in scenarios.values():  # warm-up: caches, the registry, connections' first requests
         await run_load(server.host, server.port, max(args.concurrency), 1.0, requests)
     samples = []
     for run in range(args.runs):
         for concurrency in args.concurrency:
-            for scenario, requests in scenarios.items():
+            for scenario, (server, requests) in scenarios.items():
                 sample = await measure(server, scenario, concurrency, args.seconds, requests)
                 samples.append(sample)
                 print(f"  run {run + 1}/{args.runs} {scenario:<6} c={concurrency:<3} {sample.rate:>8,.0f}/s "
@@ -195,16 +198,16 @@ def build_rows(samples: list[Sample], inserts: dict[int, float], patient_size: i
             row["ratio"] = row["rate"] / static["rate"]
             reads.append(row)
         read, gzip = reads
-        read_token = {**median_row(of["read+token"]), "label": "GET Patient/{id}, token", "concurrency": concurrency,
-                      "floor": "the same read without a token", "floor_rate": read["rate"],
+        read_token = {**median_row(of["read+token"]), "label": "GET Patient/{id}, token + audit",
+                      "concurrency": concurrency, "floor": "the read without either", "floor_rate": read["rate"],
                       "floor_p50_ms": read["p50_ms"]}
         read_token["ratio"] = read_token["rate"] / read["rate"]
         create = {**median_row(of["create"]), "label": "POST Observation", "concurrency": concurrency,
                   "floor": f"SQLite insert, {concurrency}/txn", "floor_rate": inserts[concurrency],
                   "floor_p50_ms": None}
         create["ratio"] = create["rate"] / inserts[concurrency]
-        create_token = {**median_row(of["create+token"]), "label": "POST Observation, token",
-                        "concurrency": concurrency, "floor": "the same create without a token",
+        create_token = {**median_row(of["create+token"]), "label": "POST Observation, token + audit",
+                        "concurrency": concurrency, "floor": "the create without either",
                         "floor_rate": create["rate"], "floor_p50_ms": create["p50_ms"]}
         create_token["ratio"] = create_token["rate"] / create["rate"]
         for kind, row in (("read", read), ("read+token", read_token), ("create", create),
@@ -225,24 +228,30 @@ async def main(args: argparse.Namespace) -> int:
     patients, observations = synthea_bodies(args.data, OBSERVATIONS)
     with tempfile.TemporaryDirectory(prefix="hearth-bench-") as temp:
         folder = Path(temp)
-        server = HearthProcess(folder / "hearth.db", folder / "server.log")
+        server = HearthProcess(folder / "hearth.db", folder / "server.log", {"HEARTH_AUDIT": "false"})
+        secured = HearthProcess(folder / "secured.db", folder / "secured.log", {"HEARTH_AUTH": "required"})
         server.start()
+        secured.start()
         try:
+            token = secured.token("system/*.cruds")
             sizes = seed(server, patients)
+            seed(secured, patients, {"Authorization": f"Bearer {token}"})
             patient_size = int(statistics.median(sizes))
-            bearer = f"Authorization: Bearer {server.token('system/*.cruds')}\r\n"
+            bearer = f"Authorization: Bearer {token}\r\n"
             reads = [f"/Patient/{p['id']}" for p in patients]
-            scenarios = {"static": get_requests([f"/_bench/static?size={patient_size}"]),
-                         "read": get_requests(reads),
-                         "gzip": get_requests(reads, "Accept-Encoding: gzip\r\n"),
-                         "read+token": get_requests(reads, bearer),
-                         "create": post_requests("/Observation", observations),
-                         "create+token": post_requests("/Observation", observations, bearer)}
-            print(f"hearth serve at {server.base_url}; {len(patients)} Patients (median {patient_size} B); "
-                  f"{args.runs} runs of {args.seconds} s", file=sys.stderr)
-            samples = await http_runs(server, args, scenarios)
+            scenarios: Scenarios = {
+                "static": (server, get_requests([f"/_bench/static?size={patient_size}"])),
+                "read": (server, get_requests(reads)),
+                "gzip": (server, get_requests(reads, "Accept-Encoding: gzip\r\n")),
+                "read+token": (secured, get_requests(reads, bearer)),
+                "create": (server, post_requests("/Observation", observations)),
+                "create+token": (secured, post_requests("/Observation", observations, bearer))}
+            print(f"hearth serve at {server.base_url} and {secured.base_url} (auth, audit); {len(patients)} "
+                  f"Patients (median {patient_size} B); {args.runs} runs of {args.seconds} s", file=sys.stderr)
+            samples = await http_runs(args, scenarios)
         finally:
             server.stop()
+            secured.stop()
         print("  SQLite insert floor ...", file=sys.stderr)
         inserts = floor_runs(folder, observations, args)
     rows = build_rows(samples, inserts, patient_size, args.concurrency)

@@ -44,19 +44,20 @@ def _cpu_seconds(pid: int) -> float:
 class HearthProcess:
     """`hearth serve` with the benchmark floor route enabled (HEARTH_BENCH_FLOOR=1)."""
 
-    def __init__(self, database: Path, log: Path) -> None:
+    def __init__(self, database: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.database = database
         self.log = log
         self.process: subprocess.Popen | None = None
+        self.env = env or {}  # HEARTH_* settings of this server
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "HEARTH_BENCH_FLOOR": "1"}
+        env = {**os.environ, "HEARTH_BENCH_FLOOR": "1", **self.env}
         command = [sys.executable, "-m", "hearth.server.cli", "serve", "--host", self.host, "--port", str(self.port),
                    "--storage", str(self.database), "--log-level", "warning"]
         with open(self.log, "ab") as log:
