@@ -52,6 +52,8 @@ class AuditTrail(Protocol):
 
     async def answer(self, request: Request) -> Outcome: ...
 
+    async def close(self) -> None: ...
+
 
 class NoAudit:
     """Nothing is recorded (tests of the interactions alone, the benchmarks' floors)."""
@@ -65,3 +67,6 @@ class NoAudit:
 
     async def answer(self, request: Request) -> Outcome:
         raise FhirError(404, "not-found", "There is no audit log here")
+
+    async def close(self) -> None:
+        return None

@@ -126,14 +126,17 @@ class Audit:
             return []
         return [self._record(caller, write.interaction, write.type,
                              [Version(write.type, write.id, write.version_id, write.last_updated, write.body is None,
-                                      write.body or b"")], None)
+                                      write.body or b"")], None, patients=_patients(write.type, write.id, write.entries))
                 for write in writes]
 
     def _record(self, caller: Caller, interaction: str, resource_type: str | None, versions: Sequence[Version],
-                error: FhirError | None, query: str | None = None, asked: Request | None = None) -> AuditRecord:
+                error: FhirError | None, query: str | None = None, asked: Request | None = None,
+                patients: set[str] | None = None) -> AuditRecord:
         now = to_instant(utc_now())
         record_id = str(uuid.uuid4())
-        patients = sorted({patient for version in versions for patient in self.patients_of(version)})
+        if patients is None:
+            patients = {patient for version in versions for patient in self.patients_of(version)}
+        patients = sorted(patients)
         entities = [f"{v.type}/{v.id}" for v in versions]
         client, user = _who(caller)
         outcome = "0" if error is None else "8" if error.status >= 500 else "4"
@@ -175,14 +178,13 @@ class Audit:
 
     def patients_of(self, version: Version) -> set[str]:
         """The Patients a version belongs to: itself, or those its Patient-compartment references name."""
-        if version.type == "Patient":
-            return {version.id}
-        params = set(compartment_params("Patient", version.type))
-        if not params or not version.body:
-            return set()
+        if version.type == "Patient" or not version.body or not compartment_params("Patient", version.type):
+            return _patients(version.type, version.id, ())
         entries = extract(fhir_json.loads(version.body, trusted=True), self.ctx.registry, self.ctx.base_url)
-        return {e.target_id for e in entries if isinstance(e, ReferenceEntry) and e.param in params
-                and e.target_type == "Patient" and e.target_id}
+        return _patients(version.type, version.id, entries)
+
+    async def close(self) -> None:
+        await self.log.close()
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -205,6 +207,16 @@ class Audit:
             cursor = f"{found[-1][0]}|{found[-1][1]}"
             links.append(("next", f"{self.ctx.base_url}/AuditEvent?{urlencode([*kept, ('_cursor', cursor)])}"))
         return Outcome(200, body=bundle("searchset", entries, None, links))
+
+
+def _patients(resource_type: str, resource_id: str, entries: Sequence[Any]) -> set[str]:
+    """The Patients a resource with these index entries belongs to: itself, or those its Patient-compartment
+    references name."""
+    if resource_type == "Patient":
+        return {resource_id}
+    params = compartment_params("Patient", resource_type)
+    return {e.target_id for e in entries if isinstance(e, ReferenceEntry) and e.param in params
+            and e.target_type == "Patient" and e.target_id}
 
 
 def _audit_query(request: Request, max_count: int, default_count: int) -> AuditQuery:

@@ -119,10 +119,12 @@ def _export_audit(args: argparse.Namespace) -> int:
         store = open_store(settings.storage, synchronous=settings.sqlite_synchronous)
         if hasattr(store, "open"):
             await store.open()
+        log = audit_log(store)
         try:
-            async for body in audit_log(store).export(args.since):
+            async for body in log.export(args.since):
                 sys.stdout.buffer.write(body + b"\n")
         finally:
+            await log.close()
             await store.close()
 
     asyncio.run(run())

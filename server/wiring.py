@@ -59,4 +59,5 @@ async def open_authority(ctx: Context, settings: Settings) -> Authority:
 
 async def close_context(ctx: Context, subscriptions: SubscriptionService) -> None:
     await subscriptions.stop()
+    await ctx.audit.close()
     await ctx.store.close()

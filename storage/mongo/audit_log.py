@@ -26,6 +26,9 @@ class MongoAuditLog:
                      [("entities", ASCENDING)], [("agent", ASCENDING)]):
             await self.events.create_index(keys)
 
+    async def close(self) -> None:
+        return None  # the store's client is closed with the store
+
     async def append(self, records: Sequence[AuditRecord]) -> None:
         await self.events.insert_many(audit_documents(records), ordered=False)
 

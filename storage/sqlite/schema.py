@@ -1,5 +1,19 @@
 """The SQLite schema for versions, current state and the change log (index tables: storage/sqlite/index.py)."""
 
+# the audit log: append-only (storage/sqlite/audit_log.py), in the main database (records of writes) and in one of
+# its own (records of every other access)
+AUDIT_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS audit_events (
+        id TEXT NOT NULL UNIQUE,
+        recorded TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        patients TEXT NOT NULL,
+        entities TEXT NOT NULL,
+        body BLOB NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS audit_events_recorded ON audit_events (recorded, id)""",
+)
+
 SCHEMA = (
     # current state: one row per resource; the body lives in `history` (stored once)
     """CREATE TABLE IF NOT EXISTS resources (
@@ -32,17 +46,7 @@ SCHEMA = (
         interaction TEXT NOT NULL,
         last_updated TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS changes_type_seq ON changes (type, seq)""",
-    # the audit log: append-only (storage/sqlite/audit_log.py); `seq` is a record's place, newest highest
-    """CREATE TABLE IF NOT EXISTS audit_events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        recorded TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        patients TEXT NOT NULL,
-        entities TEXT NOT NULL,
-        body BLOB NOT NULL)""",
-    """CREATE INDEX IF NOT EXISTS audit_events_recorded ON audit_events (recorded)""",
+    *AUDIT_SCHEMA,  # the audit records of writes, committed with them (storage/sqlite/audit_log.py)
     # the database's own random secrets, made once (the paging cursors' MAC key: search/paging.py)
     "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
     "INSERT OR IGNORE INTO secrets VALUES ('cursor', randomblob(32))",
