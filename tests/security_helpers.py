@@ -65,13 +65,17 @@ async def secured(backend: str, tmp_path: Path):
     await app.startup()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
         world = Secured(app, client)
-        admin = await world.token("system/*.cruds", name="seeder")
-        for resource in SEED:
-            response = await client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource,
-                                        headers={**FHIR_JSON, **admin})
-            assert response.status_code == 201, response.text
+        await seed(client, await world.token("system/*.cruds", name="seeder"))
         yield world
     await app.shutdown()
+
+
+async def seed(client: httpx.AsyncClient, authorization: dict[str, str]) -> None:
+    """Store the SEED resources, as a caller allowed to write them."""
+    for resource in SEED:
+        response = await client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource,
+                                    headers={**FHIR_JSON, **authorization})
+        assert response.status_code == 201, response.text
 
 
 def ids(bundle: dict) -> set[str]:

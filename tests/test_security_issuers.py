@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from conftest import BASE, make_store
 from hearth.server.app import create_app
 from hearth.server.settings import Settings
-from security_helpers import FHIR_JSON, SEED
+from security_helpers import seed
 
 INTROSPECTION_CLIENT = ("hearth", "s3cret")
 
@@ -82,11 +82,7 @@ async def hearth(backend: str, tmp_path: Path, idp):
     app = create_app(settings, make_store(backend, tmp_path))
     await app.startup()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
-        seeder = {"Authorization": f"Bearer {idp.token({'scope': 'system/*.cruds'})}"}
-        for resource in SEED:
-            response = await client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource,
-                                        headers={**FHIR_JSON, **seeder})
-            assert response.status_code == 201, response.text
+        await seed(client, {"Authorization": f"Bearer {idp.token({'scope': 'system/*.cruds'})}"})
         yield client
     await app.shutdown()
 
