@@ -47,7 +47,12 @@ async def _run(ctx: Context, request: Request, noted: Noted) -> Outcome:
     ctx.policy.before(request)
     if request.type == "AuditEvent" and request.interaction not in ("batch", "transaction", "capabilities"):
         return await _audit_events(ctx, request)
-    outcome = await _HANDLERS[request.interaction](ctx, request)
+    try:
+        outcome = await _HANDLERS[request.interaction](ctx, request)
+    except FhirError as error:
+        if error.status == 410 and not ctx.policy.sees_all(request):  # whose it was cannot be told: as if absent
+            raise not_found(request.type or "", request.id or "") from None
+        raise
     if outcome.version is not None:
         shown = ctx.policy.after(request, outcome.version)
         if shown is None and request.interaction not in WRITES:

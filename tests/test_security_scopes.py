@@ -201,3 +201,26 @@ async def test_an_element_mask_applies_to_everything_the_client_receives(secured
     assert patients and all("name" not in p for p in patients)
     history = (await client.get("/Patient/p1/_history", headers=auth)).json()
     assert all("name" not in e["resource"] for e in history["entry"])
+
+
+async def test_each_write_interaction_within_the_compartment(secured):
+    client = secured.client
+    auth = await secured.token("patient/Observation.cruds", patient="p1")
+    headers = {**FHIR_JSON, **auth}
+    assert (await client.get("/Observation/o1-lab/_history/1", headers=auth)).status_code == 200
+    amended = {**observation("o1-lab", "p1", "laboratory"), "status": "amended"}
+    assert (await client.put("/Observation/o1-lab", json=amended, headers=headers)).status_code == 200
+    patch = [{"op": "replace", "path": "/status", "value": "corrected"}]
+    patched = await client.patch("/Observation/o1-lab", json=patch,
+                                 headers={**auth, "Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 200 and patched.json()["status"] == "corrected"
+    history = (await client.get("/Observation/o1-lab/_history", headers=auth)).json()
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["3", "2", "1"]
+    # a conditional delete matches only what the caller may search: o2-vital has the code too, and stays
+    assert (await client.delete("/Observation", params={"code": "8310-5"}, headers=auth)).status_code == 204
+    admin = await secured.token("system/*.rs", name="reader")
+    assert (await client.get("/Observation/o1-vital", headers=admin)).status_code == 410
+    # a deleted resource's owner cannot be told from its tombstone: a restricted caller gets 404, like a stranger
+    assert (await client.get("/Observation/o1-vital", headers=auth)).status_code == 404
+    assert (await client.get("/Observation/o2-vital", headers=admin)).status_code == 200
+    assert (await client.delete("/Observation/o1-lab", headers=auth)).status_code == 204
