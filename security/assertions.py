@@ -3,14 +3,13 @@ JWT with its own key, registered as a JWKS (inline, or at a URL the operator gav
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-import aiohttp
 import jwt
 
 from hearth.security.authority import LEEWAY, AuthError, Authority
+from hearth.security.jwks import JwksError, fetch_json, find_key
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALGORITHMS = ["RS384", "ES384", "RS256", "ES256"]
@@ -47,33 +46,22 @@ async def authenticate_assertion(authority: Authority, assertion: str, audience:
 
 
 async def _key(client: dict[str, Any], kid: str | None, alg: str) -> Any:
-    keys = (await _jwks(client)).get("keys", [])
-    for jwk in keys:
-        if kid is not None and jwk.get("kid") != kid:
-            continue
-        if jwk.get("alg") not in (None, alg):
-            continue
-        try:
-            return jwt.PyJWK(jwk, alg).key
-        except jwt.PyJWTError:
-            continue
-    raise AuthError("invalid_client", f"No key in the client's JWKS matches kid {kid!r} and {alg}", 401)
+    key = find_key(await _jwks(client), kid, alg)
+    if key is None:
+        raise AuthError("invalid_client", f"No key in the client's JWKS matches kid {kid!r} and {alg}", 401)
+    return key
 
 
 async def _jwks(client: dict[str, Any]) -> dict[str, Any]:
     if "jwks" in client:
         return client["jwks"]
-    url = client["jwks_url"]  # set by the operator, so it may be on a private network (an on-premises app)
+    url = client["jwks_url"]
     cached = _jwks_cache.get(url)
     if cached is not None and time.monotonic() - cached[1] < _JWKS_TTL:
         return cached[0]
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            async with session.get(url, allow_redirects=False) as response:
-                if response.status != 200:
-                    raise AuthError("invalid_client", f"The client's JWKS URL answered {response.status}", 401)
-                jwks = json.loads(await response.content.read(1_000_000))
-    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+        jwks = await fetch_json(url)
+    except JwksError as error:
         raise AuthError("invalid_client", f"The client's JWKS could not be read: {error}", 401) from None
     _jwks_cache[url] = (jwks, time.monotonic())
     return jwks

@@ -248,8 +248,7 @@ def _audit_query(request: Request, max_count: int, default_count: int) -> AuditQ
 def _who(caller: Caller) -> tuple[str, str | None]:
     grant = caller.grant
     if caller.kind in ("subscription", "connector"):
-        owner = f" (for {grant.client})" if grant is not None and grant.client else ""
-        return f"{caller.kind}/{caller.id}{owner}".split(" ")[0], grant.user if grant else None
+        return f"{caller.kind}/{caller.id}", grant.user if grant else None
     if grant is None:
         return "anonymous", None
     return grant.client, grant.fhir_user or grant.user

@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 import jwt
 
+from hearth.security.jwks import JwksError, fetch_json, find_key
+
 ALGORITHMS = ["RS256", "RS384", "ES256", "ES384"]
 _KEYS_TTL = 300.0
 _INTROSPECTION_TTL = 60.0
@@ -108,19 +110,16 @@ class ExternalTokens:
     async def _key(self, issuer: Issuer, kid: str | None, alg: str) -> Any:
         jwks_url = issuer.jwks_url or await self._discover(issuer.url)
         for fresh in (False, True):  # a key the cache does not know: the issuer may have rotated
-            for jwk in (await self._jwks(jwks_url, fresh)).get("keys", []):
-                if (kid is None or jwk.get("kid") == kid) and jwk.get("alg") in (None, alg):
-                    try:
-                        return jwt.PyJWK(jwk, alg).key
-                    except jwt.PyJWTError:
-                        continue
+            key = find_key(await self._jwks(jwks_url, fresh), kid, alg)
+            if key is not None:
+                return key
         raise IssuerError(f"no key of the issuer matches kid {kid!r}")
 
     async def _discover(self, issuer: str) -> str:
         for path in ("/.well-known/openid-configuration", "/.well-known/smart-configuration"):
             try:
-                configuration = await _get_json(issuer + path)
-            except IssuerError:
+                configuration = await fetch_json(issuer + path)
+            except JwksError:
                 continue
             if isinstance(configuration.get("jwks_uri"), str):
                 return configuration["jwks_uri"]
@@ -136,20 +135,10 @@ class ExternalTokens:
             if len(self._rereads) >= _REREADS_A_MINUTE:
                 return cached[0]
             self._rereads.append(now)
-        jwks = await _get_json(url)
+        try:
+            jwks = await fetch_json(url)
+        except JwksError as error:
+            raise IssuerError(str(error)) from None
         self._keys[url] = (jwks, time.monotonic())
         return jwks
 
-
-async def _get_json(url: str) -> dict[str, Any]:
-    try:
-        async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
-            async with session.get(url, allow_redirects=False) as response:
-                if response.status != 200:
-                    raise IssuerError(f"{url} answered {response.status}")
-                found = json.loads(await response.content.read(1_000_000))
-    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-        raise IssuerError(f"{url}: {error}") from None
-    if not isinstance(found, dict):
-        raise IssuerError(f"{url} did not answer a JSON object")
-    return found

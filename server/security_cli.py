@@ -7,7 +7,8 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from hearth.security.authority import AuthError, Authority
 from hearth.server.settings import Settings
@@ -93,15 +94,10 @@ def _run(args: argparse.Namespace, action: Action) -> int:
     settings = Settings.from_env(storage=args.storage, base_url=args.base_url)
 
     async def run() -> Any:
-        store = open_store(settings.storage, synchronous=settings.sqlite_synchronous)
-        if hasattr(store, "open"):
-            await store.open()
-        try:
+        async with _opened(settings) as store:
             authority = Authority(security_records(store), settings.public_base_url)
             await authority.open()
             return await action(authority, args)
-        finally:
-            await store.close()
 
     try:
         result = asyncio.run(run())
@@ -112,20 +108,29 @@ def _run(args: argparse.Namespace, action: Action) -> int:
     return 0
 
 
+@asynccontextmanager
+async def _opened(settings: Settings) -> AsyncIterator[Any]:
+    """The store the settings name, open for one command."""
+    store = open_store(settings.storage, synchronous=settings.sqlite_synchronous)
+    if hasattr(store, "open"):
+        await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 def _export_audit(args: argparse.Namespace) -> int:
     settings = Settings.from_env(storage=args.storage, base_url=args.base_url)
 
     async def run() -> None:
-        store = open_store(settings.storage, synchronous=settings.sqlite_synchronous)
-        if hasattr(store, "open"):
-            await store.open()
-        log = audit_log(store)
-        try:
-            async for body in log.export(args.since):
-                sys.stdout.buffer.write(body + b"\n")
-        finally:
-            await log.close()
-            await store.close()
+        async with _opened(settings) as store:
+            log = audit_log(store)
+            try:
+                async for body in log.export(args.since):
+                    sys.stdout.buffer.write(body + b"\n")
+            finally:
+                await log.close()
 
     asyncio.run(run())
     return 0
