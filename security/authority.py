@@ -1,5 +1,10 @@
 """The security service: registered clients and users, access tokens issued and checked, in the database's
-security records (security/records.py). The HTTP side of the authorization server is server/oauth.py.
+security records (storage/*/records.py). The HTTP side of the authorization server is server/oauth.py.
+
+Kinds of security record, each a JSON document under a name: `client` (registered applications), `user` (people
+who log in, with their role), `key` (the signing keys, the newest first), `code` (authorization codes, once),
+`refresh` (refresh tokens), `jti` (client assertion ids seen, so a replay is refused) and `revoked` (revoked token
+ids).
 
 An access token Hearth issues is a JWT signed with the database's current key (security/keys.py): `iss` and `aud`
 the base URL, `sub` the user (or the client), `client_id`, `scope`, the launch context (`patient`, `fhirUser`),
@@ -23,8 +28,8 @@ from hearth.security.grant import ROLES, Grant
 from hearth.security.issuers import ExternalTokens, IssuerError
 from hearth.security.keys import ALGORITHM, SigningKeys
 from hearth.security.masks import check_mask
-from hearth.security.records import SecurityRecords
 from hearth.security.scopes import narrowed, split
+from hearth.storage.base import Records
 
 LEEWAY = 60  # seconds of clock skew allowed on exp, nbf and iat
 _REVOKED_REFRESH = 5.0
@@ -59,7 +64,7 @@ class Issued:
 
 
 class Authority:
-    def __init__(self, records: SecurityRecords, base_url: str, external: ExternalTokens | None = None) -> None:
+    def __init__(self, records: Records, base_url: str, external: ExternalTokens | None = None) -> None:
         self.records = records
         self.base_url = base_url
         self.external = external  # other issuers' tokens (security/issuers.py)

@@ -12,13 +12,13 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hearth.security.records import SecurityRecords
+from hearth.storage.base import Records
 
 ALGORITHM = "RS384"
 
 
 class SigningKeys:
-    def __init__(self, records: SecurityRecords) -> None:
+    def __init__(self, records: Records) -> None:
         self.records = records
         self._keys: list[dict[str, Any]] = []  # newest first
         self._private: list[Any] = []  # their key objects, parsed once

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from hearth.storage.base import Store
+from hearth.storage.base import Records, Store
 
 
 def open_store(url: str, **options: object) -> Store:
@@ -26,9 +26,14 @@ def notification_queue(store: Store) -> Any:
     return _backend_part(store, "notification_queue", "NotificationQueue")
 
 
-def security_records(store: Store) -> Any:
-    """The authorization server's records (their protocol: security/records.py) in `store`'s own database."""
-    return _backend_part(store, "security_records", "SecurityRecords")
+def security_records(store: Store) -> Records:
+    """The authorization server's records (security/authority.py) in `store`'s own database."""
+    return _backend_part(store, "records", "Records", "security_records")
+
+
+def connector_records(store: Store) -> Records:
+    """The inbound connectors' records (connectors/state.py) in `store`'s own database."""
+    return _backend_part(store, "records", "Records", "connector_records")
 
 
 def audit_log(store: Store) -> Any:
@@ -36,10 +41,10 @@ def audit_log(store: Store) -> Any:
     return _backend_part(store, "audit_log", "AuditLog")
 
 
-def _backend_part(store: Store, module: str, kind: str) -> Any:
+def _backend_part(store: Store, module: str, kind: str, *args: Any) -> Any:
     """`storage/<backend>/<module>.py`'s `<Backend><kind>` on `store` (SqliteNotificationQueue, …)."""
     backend = {"sqlite": ("sqlite", "Sqlite"), "mongodb": ("mongo", "Mongo")}.get(store.name)
     if backend is None:
         raise ValueError(f"no {module.replace('_', ' ')} for storage '{store.name}'")
     folder, prefix = backend
-    return getattr(import_module(f"hearth.storage.{folder}.{module}"), prefix + kind)(store)
+    return getattr(import_module(f"hearth.storage.{folder}.{module}"), prefix + kind)(store, *args)

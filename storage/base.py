@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from hearth.search.entries import Entry
 from hearth.search.ir import Query
@@ -209,3 +209,33 @@ class Store(Protocol):
         for search parameters added or changed at run time. Unknown or deleted resources are skipped."""
 
     async def close(self) -> None: ...
+
+
+class Records(Protocol):
+    """Small durable records kept beside the data, each a JSON document under (kind, name), in a table or
+    collection of their own (storage/*/records.py): the authorization server's (clients, keys, codes…) in
+    `security_records`, the connectors' (checkpoints, sync state, dead letters, leases) in `connector_records`."""
+
+    async def open(self) -> None: ...
+
+    async def get(self, kind: str, name: str) -> dict[str, Any] | None: ...
+
+    async def get_many(self, kind: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records found among `names`, by name."""
+
+    async def put(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None) -> None:
+        """Store (or replace) a record; `expires` (epoch seconds) lets it be purged after."""
+
+    async def put_many(self, kind: str, documents: dict[str, dict[str, Any]]) -> None:
+        """Store (or replace) several records of one kind at once, by name."""
+
+    async def add(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None) -> bool:
+        """Store a record only if none lives under that name (False: one did): single use, across processes."""
+
+    async def take(self, kind: str, name: str) -> dict[str, Any] | None:
+        """Remove a record and return it (None if absent): at most one caller gets it."""
+
+    async def delete(self, kind: str, name: str) -> bool: ...
+
+    async def list(self, kind: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The records of a kind, by name (the first `limit`)."""

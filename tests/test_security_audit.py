@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from security_helpers import FHIR_JSON, observation, secured  # noqa: F401 (fixture)
 
 
@@ -112,3 +114,22 @@ async def test_retention_removes_old_records_only(secured):
     assert await audit_events(secured, agent="old-reader")
     assert await purge_older(log, days=0) > 0  # everything made before now
     assert not await audit_events(secured, agent="old-reader")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # a file lock: MongoDB has none to be busy on
+async def test_a_read_waits_for_a_busy_sqlite_audit_log_and_is_recorded(secured):
+    """The SQLite log appends on the event loop; a database someone else is writing sends the batch to the log's
+    thread, which waits its turn: the read is answered once recorded, never unrecorded."""
+    import asyncio
+    import sqlite3
+    log = secured.app.ctx.audit.log
+    holder = sqlite3.connect(log.path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    reader = await secured.token("system/*.rs", name="patient-reader")
+    read = asyncio.ensure_future(secured.client.get("/Patient/p1", headers=reader))
+    await asyncio.sleep(0.3)
+    assert not read.done()  # not answered while its record cannot be written
+    holder.execute("COMMIT")
+    holder.close()
+    assert (await read).status_code == 200
+    assert len(await audit_events(secured, agent="patient-reader", entity="Patient/p1")) == 1

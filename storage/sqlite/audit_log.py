@@ -2,13 +2,19 @@
 
 - records of writes are inserted in the writes' own transaction, in the main database (store.commit);
 - records of every other access are appended in batches to a database file of their own beside it
-  (`hearth.audit.db` for `hearth.db`), on a thread of this process: auditing reads never waits for, nor holds
-  up, the writer process that commits clinical writes (a batch costs ~0.2 ms against ~0.8 ms through it).
-Reading, searching, exporting and purging see both as one log."""
+  (`hearth.audit.db` for `hearth.db`): auditing reads never waits for, nor holds up, the writer process that
+  commits clinical writes.
+A batch is appended on the calling (event loop) thread, as primary-key reads are (storage/sqlite/store.py): at
+`synchronous=NORMAL` a WAL commit is a write() into the page cache, ~30 us, while a trip to a thread costs the loop
+~100 us and a GIL hand-over per batch (bench/crud.py: audited reads at 16 connections went from 0.55 to ~0.8 of
+unaudited ones). What may block runs on the log's own thread instead: checkpoints (they fsync), purges, reads,
+a batch that finds the database busy, and every batch at `synchronous=FULL` (an fsync per commit).
+Reading, searching, exporting and purging see both tables as one log."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +29,8 @@ from hearth.storage.sqlite.writer_process import connect
 _INSERT = ("INSERT INTO audit_events (id, recorded, agent, outcome, patients, entities, body) "
            "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _EXPORT_BATCH = 1000
+_PURGE_BATCH = 5000  # rows per purge statement: appends that find the database busy wait for one chunk, not all
+_CHECKPOINT_EVERY = 2000  # records appended between two checkpoints (then ~1000 pages of WAL or less)
 Row = tuple[str, str, bytes]  # recorded, id, body
 
 
@@ -47,7 +55,10 @@ class SqliteAuditLog:
         self.store = store  # a SqliteStore: run_read / run_write on the main database
         self.path = audit_path(store.path)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="hearth-audit")
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # the thread's
+        self._inline: sqlite3.Connection | None = None  # the event loop's, for appends (not at synchronous=FULL)
+        self._appended = 0  # records since the last checkpoint
+        self._checkpoint: asyncio.Future | None = None
 
     async def _own(self, work: Callable[..., Any], *args: Any) -> Any:
         """`work(connection, *args)` on the audit database, on its thread."""
@@ -56,7 +67,6 @@ class SqliteAuditLog:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = connect(self.path, self.store.synchronous)
-            conn.execute("PRAGMA wal_autocheckpoint=1000")  # no checkpointer process here: SQLite's own
             for statement in AUDIT_SCHEMA:
                 conn.execute(statement)
             self._conn = conn
@@ -67,22 +77,49 @@ class SqliteAuditLog:
         return await self.store.run_read(lambda conn: work(conn, *args))
 
     async def open(self) -> None:
-        await self._own(lambda conn: None)
+        await self._own(lambda conn: None)  # the schema, made on the thread
+        if self.store.synchronous.upper() not in ("FULL", "EXTRA", "2", "3"):
+            self._inline = connect(self.path, self.store.synchronous)
+            self._inline.execute("PRAGMA busy_timeout=0")  # busy: hand the batch to the thread, never wait here
 
     async def close(self) -> None:
         def finish(conn: sqlite3.Connection) -> None:
             conn.close()
             self._conn = None
+        if self._checkpoint is not None:
+            await self._checkpoint
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._conn is not None:
             await self._own(finish)
         self._thread.shutdown(wait=True)
 
     async def append(self, records: Sequence[AuditRecord]) -> None:
-        await self._own(_committed, audit_rows(records))
+        rows = audit_rows(records)
+        try:
+            if self._inline is None:
+                raise sqlite3.OperationalError("appends run on the thread")
+            _committed(self._inline, rows)
+        except sqlite3.OperationalError:  # busy (a purge, another process) or FULL: the thread waits its turn
+            await self._own(_committed, rows)
+        self._appended += len(rows)
+        if self._appended >= _CHECKPOINT_EVERY and self._checkpoint is None:
+            self._appended = 0
+            self._checkpoint = asyncio.ensure_future(self._own(_checkpointed))
+            self._checkpoint.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, done: asyncio.Future) -> None:
+        self._checkpoint = None
+        if not done.cancelled() and done.exception() is not None:
+            logging.getLogger("hearth.audit").warning("audit log checkpoint failed: %s", done.exception())
 
     async def purge(self, before: str) -> int:
         """Remove the records made before `before` (the retention setting's); how many."""
-        return await self.store.run_write(_purge, before) + await self._own(_purge, before)
+        removed = await self.store.run_write(_purge, before)
+        while chunk := await self._own(_purge_some, before):
+            removed += chunk
+        return removed
 
     async def read(self, record_id: str) -> bytes | None:
         for reading in (self._own, self._main):
@@ -132,9 +169,20 @@ def _committed(conn: sqlite3.Connection, rows: Sequence[tuple]) -> None:
     conn.execute("COMMIT")
 
 
+def _checkpointed(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database file; PASSIVE: appends go on meanwhile."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
 def _purge(conn: sqlite3.Connection, before: str) -> int:
-    """In the writer's transaction, or on its own (the audit database's connection commits each statement)."""
+    """In the writer's transaction."""
     return conn.execute("DELETE FROM audit_events WHERE recorded < ?", (before,)).rowcount
+
+
+def _purge_some(conn: sqlite3.Connection, before: str) -> int:
+    """One chunk, committed on its own (the audit database's connection commits each statement)."""
+    return conn.execute("DELETE FROM audit_events WHERE rowid IN (SELECT rowid FROM audit_events WHERE "
+                        "recorded < ? LIMIT ?)", (before, _PURGE_BATCH)).rowcount
 
 
 def _read(conn: sqlite3.Connection, record_id: str) -> Any:

@@ -1,19 +1,20 @@
-"""The authorization server's records (security/records.py) in one MongoDB collection, `_id` = "kind|name".
+"""Records (storage/base.py) in one MongoDB collection (`security_records`, `connector_records`), `_id` =
+"kind|name".
 
 `add` is an insert that fails on a duplicate key and `take` a find-and-delete: both atomic across replicas."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReplaceOne
 from pymongo.errors import DuplicateKeyError
 
 
-class MongoSecurityRecords:
-    def __init__(self, store: Any) -> None:
-        self.records = store.db.get_collection("security_records")
+class MongoRecords:
+    def __init__(self, store: Any, collection: str) -> None:
+        self.records = store.db.get_collection(collection)
 
     async def open(self) -> None:
         await self.records.create_index([("kind", ASCENDING), ("name", ASCENDING)])
@@ -22,8 +23,19 @@ class MongoSecurityRecords:
         found = await self.records.find_one({"_id": f"{kind}|{name}"})
         return None if found is None or _expired(found) else found["document"]
 
+    async def get_many(self, kind: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not names:
+            return {}
+        found = self.records.find({"_id": {"$in": [f"{kind}|{name}" for name in names]}})
+        return {record["name"]: record["document"] async for record in found if not _expired(record)}
+
     async def put(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None) -> None:
         await self.records.replace_one({"_id": f"{kind}|{name}"}, _record(kind, name, document, expires), upsert=True)
+
+    async def put_many(self, kind: str, documents: dict[str, dict[str, Any]]) -> None:
+        if documents:
+            await self.records.bulk_write([ReplaceOne({"_id": f"{kind}|{name}"}, _record(kind, name, document, None),
+                                                      upsert=True) for name, document in documents.items()])
 
     async def add(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None) -> bool:
         await self.records.delete_many({"kind": kind, "expires": {"$lt": time.time()}})
@@ -40,8 +52,10 @@ class MongoSecurityRecords:
     async def delete(self, kind: str, name: str) -> bool:
         return (await self.records.delete_one({"_id": f"{kind}|{name}"})).deleted_count == 1
 
-    async def list(self, kind: str) -> list[dict[str, Any]]:
+    async def list(self, kind: str, limit: int | None = None) -> list[dict[str, Any]]:
         found = self.records.find({"kind": kind}).sort("name", ASCENDING)
+        if limit:
+            found = found.limit(limit)
         return [record["document"] async for record in found if not _expired(record)]
 
 
