@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from hearth.capability import fhir_json
 from hearth.capability.outcome import FhirError, gone, invalid, not_found
 from hearth.interactions.context import Context
 from hearth.interactions.request import Caller
@@ -92,9 +93,11 @@ def check_id_known(resource_id: str) -> None:
 
 
 async def update(ctx: Context, caller: Caller, resource_type: str, resource_id: str, body: bytes | dict[str, Any],
-                 if_match: int | None = None, large: bool = False) -> tuple[Version, bool]:
-    """Update (or create at a client-chosen id). Returns the new version and whether it was created.
-    `large` as for create."""
+                 if_match: int | None = None, large: bool = False,
+                 keep_unchanged: bool = False) -> tuple[Version, bool, bool]:
+    """Update (or create at a client-chosen id). Returns the new version, whether it was created, and whether it
+    was not written: with `keep_unchanged`, content equal to the current version's (meta.versionId and
+    meta.lastUpdated aside) leaves that version current. `large` as for create."""
     check_type(resource_type)
     check_id(resource_id)
     resource, large = await parse_body(ctx, body, resource_type, large)
@@ -109,14 +112,30 @@ async def update(ctx: Context, caller: Caller, resource_type: str, resource_id: 
         previous = current.version_id if current else 0
         if if_match is not None and (current is None or current.deleted or previous != if_match):
             raise version_mismatch(resource_type, resource_id, if_match, current)
+        if keep_unchanged and current is not None and not current.deleted and same_content(current, resource):
+            return current, False, True
         try:
             version = await write_new(ctx, caller, resource_type, resource_id, resource, previous, large=large)
         except VersionConflict as conflict:
             if if_match is not None:
                 raise version_mismatch(resource_type, resource_id, if_match, None, conflict.actual) from None
             continue
-        return version, current is None or current.deleted
+        return version, current is None or current.deleted, False
     raise FhirError(409, "conflict", f"{resource_type}/{resource_id} is being updated concurrently; try again")
+
+
+def same_content(current: Version, resource: dict[str, Any]) -> bool:
+    """Whether `resource` says what the stored version says, the server's meta.versionId and lastUpdated aside."""
+    return _content(fhir_json.loads(current.body, trusted=True)) == _content(resource)
+
+
+def _content(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = {key: value for key, value in (resource.get("meta") or {}).items()
+            if key not in ("versionId", "lastUpdated")}
+    content = {key: value for key, value in resource.items() if key != "meta"}
+    if meta:
+        content["meta"] = meta
+    return content
 
 
 def version_mismatch(resource_type: str, resource_id: str, expected: int, current: Version | None,

@@ -148,9 +148,10 @@ async def _conditional_create(ctx: Context, request: Request) -> Outcome:
 
 
 async def _update(ctx: Context, request: Request) -> Outcome:
-    version, created = await crud.update(ctx, request.caller, request.type or "", request.id or "", _body(request),
-                                         request.if_match, request.large)
-    return Outcome(201 if created else 200, version)
+    version, created, unchanged = await crud.update(ctx, request.caller, request.type or "", request.id or "",
+                                                    _body(request), request.if_match, request.large,
+                                                    request.keep_unchanged)
+    return Outcome(201 if created else 200, version, unchanged=unchanged)
 
 
 async def _conditional_update(ctx: Context, request: Request) -> Outcome:

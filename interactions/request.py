@@ -70,6 +70,7 @@ class Request:
     if_modified_since: datetime | None = None
     prefer_return: str | None = None  # "minimal" | "representation" | "OperationOutcome"
     strict: bool = False  # Prefer: handling=strict
+    keep_unchanged: bool = False  # an update equal to the current version makes none (connectors' re-syncs)
 
     @property
     def criteria(self) -> str:
@@ -90,3 +91,4 @@ class Outcome:
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     entries: list[Any] = field(default_factory=list)  # a batch's or transaction's per-entry results, request order
+    unchanged: bool = False  # an update with `keep_unchanged` found the content already current: no new version

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from hearth.capability.outcome import FhirError
+from hearth.connectors.runner import Connectors
 from hearth.interactions.context import Context
 from hearth.interactions.request import ANONYMOUS, Caller
 from hearth.security.audit import keep_for
@@ -25,7 +26,7 @@ from hearth.server import http, rest
 from hearth.server.hosts import TrustedHosts, allowed_hosts
 from hearth.server.oauth import OAuthEndpoints
 from hearth.server.proxies import ProxyHeaders, parse_networks
-from hearth.server.wiring import close_context, open_authority, open_context
+from hearth.server.wiring import close_context, open_authority, open_connectors, open_context
 from hearth.server.settings import Settings
 from hearth.storage.base import Store
 from hearth.subscriptions.config import SubscriptionConfig
@@ -131,6 +132,7 @@ class HearthApp:
         self.authority: Authority | None = None
         self._retention: asyncio.Task | None = None
         self.oauth: OAuthEndpoints | None = None
+        self.connectors: Connectors | None = None
         self.subscriptions = SubscriptionService(SubscriptionConfig.from_settings(settings))
         # requests may carry the public base URL's path (http://host/fhir/Patient): routes start after it
         self.base_path = urlsplit(settings.public_base_url).path.rstrip("/")
@@ -148,6 +150,9 @@ class HearthApp:
             self._retention = asyncio.create_task(keep_for(ctx.audit.log, self.settings.audit_retention_days))
         self.oauth = OAuthEndpoints(self.authority, Launches(self.authority, ctx.base_url), ctx.base_url)
         await self.subscriptions.start()
+        self.connectors = await open_connectors(ctx, self.settings)
+        if self.connectors is not None:
+            self.connectors.start()
         self.ctx = ctx
         if not self.settings.auth_required:
             log.warning("AUTHORIZATION IS OFF: requests without a token may read and write everything "
@@ -156,6 +161,9 @@ class HearthApp:
     async def shutdown(self) -> None:
         if self._retention is not None:
             self._retention.cancel()
+        if self.connectors is not None:
+            await self.connectors.stop()
+            self.connectors = None
         if self.ctx is not None:
             await close_context(self.ctx, self.subscriptions)
             self.ctx = None

@@ -20,10 +20,11 @@ def _serve(args: argparse.Namespace) -> int:
     from hearth.server.protocol import bounded_protocol
 
     settings = Settings.from_env(host=args.host, port=args.port, storage=args.storage, base_url=args.base_url,
-                                 max_body_bytes=args.max_body_bytes, log_level=args.log_level, auth=args.auth)
+                                 max_body_bytes=args.max_body_bytes, log_level=args.log_level, auth=args.auth,
+                                 connectors=args.connectors)
     configure(settings.log_level)
-    # threads of this process (the audit log's writer, the SQLite readers) get the GIL within 0.5 ms instead of
-    # Python's 5 ms: an answer waits for its audit record's batch, so a thread kept waiting halves read throughput
+    # threads of this process (the SQLite readers, the audit log's) get the GIL within 0.5 ms instead of Python's
+    # 5 ms: a search waits for its reader thread, and a thread kept waiting behind the event loop halves throughput
     sys.setswitchinterval(0.0005)
     print(f"Hearth serving FHIR R4 at {settings.public_base_url} (storage: {settings.storage})", file=sys.stderr)
     if not settings.base_url and settings.host in ("", "0.0.0.0", "::"):
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require bearer tokens (HEARTH_AUTH; default: required unless on loopback)")
     serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    serve.add_argument("--connectors", metavar="FILE", help="run the connectors this TOML file declares "
+                                                            "(HEARTH_CONNECTORS; docs/connectors.md)")
     serve.set_defaults(run=_serve)
     load = commands.add_parser("import", help="load NDJSON files and Bundles (.json, .ndjson; .gz, .bz2; folders)")
     load.add_argument("paths", nargs="+", metavar="PATH", help="files or folders; 0-* files are loaded first")
@@ -87,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     from hearth.conformance.cli import add_parser as add_conformance_parser  # argparse only; the runner loads on use
 
     add_conformance_parser(commands)
+    from hearth.server.connector_cli import add_parser as add_connector_parser
+    add_connector_parser(commands)
     from hearth.server.security_cli import add_parsers as add_security_parsers
 
     add_security_parsers(commands)

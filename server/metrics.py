@@ -9,6 +9,10 @@ Metrics:
 - hearth_http_request_duration_seconds{interaction}             histogram (whole request, as the client sees it)
 - hearth_storage_operation_duration_seconds{operation}          histogram (Store.read/vread/commit/search/...)
 - hearth_subscription_dispatch_backlog                          gauge: changes not yet matched to subscriptions
+- hearth_connector_resources_total{connector, outcome}           counter (fetched, stored, unchanged, rejected, …)
+- hearth_connector_lag_seconds{connector}                        gauge: since the last successful pass
+- hearth_connector_circuit_open{connector, state}                gauge: 1 while the upstream's circuit is not closed
+- hearth_connector_request_seconds{connector}                    summary: upstream request latency
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.storage: dict[str, Histogram] = {}
         self.gauges: dict[str, Callable[[], Awaitable[float | None]]] = {}
+        self.sections: list[Callable[[], Awaitable[list[str]]]] = []  # whole series families (connectors)
 
     def observe_request(self, interaction: str, method: str, status: int, seconds: float) -> None:
         key = (interaction, method, status)
@@ -104,6 +109,8 @@ class Metrics:
             value = await gauge()
             if value is not None:
                 lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        for section in self.sections:
+            lines += await section()
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -192,18 +199,21 @@ class Observability:
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                self.attach(getattr(self.app, "ctx", None), getattr(self.app, "subscriptions", None))
+                self.attach(getattr(self.app, "ctx", None), getattr(self.app, "subscriptions", None),
+                            getattr(self.app, "connectors", None))
             await send(message)
 
         return lifespan_send
 
-    def attach(self, ctx: Any, subscriptions: Any) -> None:
-        """Instrument a started app's store and register its gauges."""
+    def attach(self, ctx: Any, subscriptions: Any, connectors: Any = None) -> None:
+        """Instrument a started app's store and register its gauges and its connectors' series."""
         if ctx is None:
             return
         instrument_store(ctx.store, self.metrics)
         if subscriptions is not None:
             self.metrics.gauges["hearth_subscription_dispatch_backlog"] = _backlog_gauge(ctx, subscriptions)
+        if connectors is not None:
+            self.metrics.sections.append(connectors.metric_lines)
 
     async def _serve_metrics(self, send: Send) -> None:
         body = await self.metrics.render()

@@ -46,6 +46,8 @@ class Settings:
     auth_introspection_client: str = ""  # client_id:secret Hearth introspects as
     audit: bool = True  # false: no AuditEvents are recorded (benchmark floors, development; never in production)
     audit_retention_days: float = 0  # AuditEvents older than this are removed (checked hourly); 0: kept forever
+    # inbound connectors (docs/connectors.md)
+    connectors: str = ""  # the TOML file declaring them; empty: none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

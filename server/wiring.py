@@ -4,6 +4,9 @@ service's hooks, and the authorization server's records."""
 
 from __future__ import annotations
 
+from hearth.connectors.config import load as load_connectors
+from hearth.connectors.operations import install as install_operations
+from hearth.connectors.runner import Connectors
 from hearth.interactions.context import Context
 from hearth.interactions.definitions import Definitions, load
 from hearth.interactions.limits import Limits
@@ -13,7 +16,7 @@ from hearth.security.capability import rest_security
 from hearth.security.issuers import ExternalTokens, parse_issuers
 from hearth.security.policy import SmartPolicy
 from hearth.server.settings import Settings
-from hearth.storage import audit_log, open_store, security_records
+from hearth.storage import audit_log, connector_records, open_store, security_records
 from hearth.storage.base import Store
 from hearth.subscriptions.config import SubscriptionConfig
 from hearth.subscriptions.service import SubscriptionService
@@ -55,6 +58,16 @@ async def open_authority(ctx: Context, settings: Settings) -> Authority:
     authority = Authority(security_records(ctx.store), ctx.base_url, external)
     await authority.open()
     return authority
+
+
+async def open_connectors(ctx: Context, settings: Settings) -> Connectors | None:
+    """The connectors `settings.connectors` declares (None: no file), their operations registered; not started."""
+    if not settings.connectors:
+        return None
+    connectors = Connectors(ctx, load_connectors(settings.connectors), connector_records(ctx.store))
+    await connectors.open()
+    install_operations(ctx, connectors)
+    return connectors
 
 
 async def close_context(ctx: Context, subscriptions: SubscriptionService) -> None:

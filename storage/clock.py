@@ -22,3 +22,10 @@ def from_text(text: str) -> datetime:
 def to_instant(moment: datetime) -> str:
     """FHIR instant as served in meta.lastUpdated: `2026-11-24T18:42:07.123456Z`."""
     return to_text(moment) + "Z"
+
+
+def parse_instant(text: str) -> datetime:
+    """A FHIR instant (`2026-11-24T18:42:07.1Z`, `…+02:00`; a date alone is its midnight, UTC) as an aware datetime;
+    ValueError if it is none."""
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

@@ -1,0 +1,88 @@
+"""Where an upstream resource lives in Hearth: a stable local id per (connector, upstream type/id), references
+rewritten to it, and `meta.source` naming the upstream version it came from.
+
+The local id is a function of the connector's name and the upstream id (`ehr-123`; a hash where that would not
+be a valid FHIR id), so it needs no lookup table, a reference can be rewritten before its target arrives, a
+re-sync after a crash lands on the same resource, and two connectors bringing the same patient from two EHRs
+never collide.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Any
+
+from hearth.security.masks import SUBSETTED, strip_path
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
+
+
+def local_id(connector: str, upstream_id: str) -> str:
+    """The local id of an upstream resource (of any type: ids are per type in FHIR, and so are these)."""
+    readable = f"{connector}-{upstream_id}"
+    if _ID.match(readable):
+        return readable
+    digest = base64.b32encode(hashlib.sha256(upstream_id.encode()).digest()).decode().rstrip("=").lower()
+    return f"{connector}-h{digest[:40]}"
+
+
+class Localizer:
+    """Turns upstream resources into the ones Hearth stores for one connector."""
+
+    def __init__(self, connector: str, base: str, types: tuple[str, ...], mask: tuple[str, ...]) -> None:
+        self.connector = connector
+        self.base = base.rstrip("/")
+        self.types = frozenset(types)
+        self.mask = [(path.split(".", 1)[0], path.split(".")[1:]) for path in mask]
+
+    def source(self, resource: dict[str, Any]) -> str:
+        """The upstream resource's URL, versioned where the upstream gives a version."""
+        url = f"{self.base}/{resource['resourceType']}/{resource.get('id', '')}"
+        version = (resource.get("meta") or {}).get("versionId")
+        return f"{url}/_history/{version}" if version else url
+
+    def localized(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A copy with the local id, `meta.source`, references to synced types rewritten to their local ids (to
+        other types: absolute upstream URLs), masked elements removed; the upstream's versionId and lastUpdated
+        go (Hearth versions it), its other meta stays."""
+        upstream_meta = dict(resource.get("meta") or {})
+        meta = {key: value for key, value in upstream_meta.items() if key not in ("versionId", "lastUpdated", "source")}
+        meta["source"] = self.source(resource)
+        local = {"resourceType": resource["resourceType"], "id": local_id(self.connector, str(resource.get("id"))),
+                 "meta": meta}
+        for key, value in resource.items():
+            if key not in local:
+                local[key] = self._rewritten(value)
+        removed = False
+        for resource_type, path in self.mask:
+            if resource_type == local["resourceType"]:
+                removed |= strip_path(local, path)
+        if removed:
+            meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+        return local
+
+    def _rewritten(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [self._rewritten(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        copy = {key: self._rewritten(value) for key, value in node.items()}
+        reference = copy.get("reference")
+        if isinstance(reference, str):
+            copy["reference"] = self.reference(reference)
+        return copy
+
+    def reference(self, reference: str) -> str:
+        """A reference as Hearth stores it: `Patient/ehr-123` for a synced type, the upstream URL otherwise;
+        contained (`#x`), `urn:` and other servers' references unchanged."""
+        relative = reference[len(self.base) + 1:] if reference.startswith(self.base + "/") else reference
+        match = _RELATIVE.match(relative)
+        if match is None:
+            return reference
+        resource_type, upstream_id = match.group(1), match.group(2)
+        if resource_type in self.types:
+            return f"{resource_type}/{local_id(self.connector, upstream_id)}"
+        return f"{self.base}/{relative}"

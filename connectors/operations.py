@@ -1,0 +1,105 @@
+"""The connectors over HTTP, for the `admin` role (and anyone while authorization is open), through the dispatcher
+(audited like every operation):
+
+- `GET [base]/$connectors[?name=NAME]`: each connector's status, as `hearth connector status` prints it;
+- `GET [base]/$connector-dead-letters?connector=NAME[&id=ID]`: its dead letters (or one);
+- `POST [base]/$connector-dead-letters` with a Parameters body (`connector`, `action` retry | discard, and `id`,
+  or `all` = true to retry them all), or the same as query parameters.
+Answers are Parameters resources (one `connector` or `dead-letter` parameter each, its fields as parts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
+from hearth.interactions.context import Context
+from hearth.interactions.request import Outcome, Request
+
+
+def install(ctx: Context, connectors: Any) -> None:
+    """Register the operations for the process's Connectors (connectors/runner.py)."""
+
+    async def status(ctx: Context, request: Request) -> Outcome:
+        _admin(request)
+        name = _arguments(request).get("name")
+        try:
+            found = await connectors.status(name)
+        except KeyError as error:
+            raise FhirError(404, "not-found", str(error.args[0])) from None
+        return _parameters("connector", found)
+
+    async def dead_letters(ctx: Context, request: Request) -> Outcome:
+        _admin(request)
+        arguments = _arguments(request)
+        name = arguments.get("connector")
+        if not name:
+            raise FhirError(400, "required", "Name the connector: connector=NAME")
+        try:
+            if request.body is None:
+                return _parameters("dead-letter", await connectors.dead_letters(name, arguments.get("id")))
+            action, letter = arguments.get("action"), arguments.get("id")
+            if action == "retry" and (letter or arguments.get("all") == "true"):
+                return _parameters("result", await connectors.retry(name, letter))
+            if action == "discard" and letter:
+                if not await connectors.discard(name, letter):
+                    raise FhirError(404, "not-found", f"No dead letter {letter} for connector {name}")
+                return _parameters("result", [{"id": letter, "result": "discarded"}])
+        except KeyError as error:
+            raise FhirError(404, "not-found", str(error.args[0])) from None
+        raise FhirError(400, "invalid", "action is retry (with id, or all=true) or discard (with id)")
+
+    ctx.operations[(None, "$connectors")] = status
+    ctx.operations[(None, "$connector-dead-letters")] = dead_letters
+
+
+def _admin(request: Request) -> None:
+    grant = request.caller.grant
+    if grant is not None and "admin" not in grant.roles:
+        raise FhirError(403, "forbidden", "The connectors are for the admin role")
+
+
+def _arguments(request: Request) -> dict[str, str]:
+    arguments = dict(request.params)
+    body = request.body
+    if isinstance(body, (bytes, bytearray)) and body:
+        body = fhir_json.loads(body)
+    if isinstance(body, dict):
+        if body.get("resourceType") != "Parameters":
+            raise FhirError(400, "invalid", "The body of this operation is a Parameters resource")
+        for parameter in body.get("parameter") or []:
+            value = next((v for k, v in parameter.items() if k.startswith("value")), None)
+            if isinstance(parameter.get("name"), str) and value is not None:
+                arguments[parameter["name"]] = str(value).lower() if isinstance(value, bool) else str(value)
+    return arguments
+
+
+def _parameters(name: str, items: list[dict[str, Any]]) -> Outcome:
+    resource = {"resourceType": "Parameters", "parameter": [{"name": name, "part": _parts(item)} for item in items]}
+    return Outcome(200, body=fhir_json.dumps(resource))
+
+
+def _parts(document: dict[str, Any]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for key, value in document.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            parts.append({"name": key, "part": _parts(value)})
+        elif isinstance(value, list):
+            parts += [{"name": key, "part": _parts(item)} if isinstance(item, dict) else
+                      {"name": key, **_value(item)} for item in value]
+        else:
+            parts.append({"name": key, **_value(value)})
+    return parts
+
+
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"valueBoolean": value}
+    if isinstance(value, int):
+        return {"valueInteger": value}
+    if isinstance(value, float):
+        return {"valueDecimal": value}
+    return {"valueString": str(value)}

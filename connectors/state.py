@@ -1,0 +1,136 @@
+"""What a connector keeps between passes and across restarts, in the store's `connector_records` (both backends):
+
+- `checkpoint`: how far it has synced, per resource type (and a bulk export in progress);
+- `sync:NAME`: per upstream resource (`Type/id`), the local version it wrote and a digest of what it wrote, so
+  an unchanged resource costs no write and a resource changed in Hearth since is a conflict;
+- `dead:NAME`: what could not be stored (invalid, refused, conflicting), with the raw upstream JSON, the error
+  and the upstream URL, for a person to see, retry or discard; one per upstream resource (the latest);
+- `status`: counters, last success and error, circuit state, for `hearth connector status` in any process;
+- `lease`: which process runs the connector's passes now (the server, or `hearth connector run --once`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+from hearth.storage.base import Records
+from hearth.storage.clock import to_instant, utc_now
+
+COUNTERS = ("fetched", "stored", "unchanged", "rejected", "dead_lettered", "conflicts", "deleted")
+LEASE_SECONDS = 60.0
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ConnectorState:
+    def __init__(self, records: Records, name: str) -> None:
+        self.records = records
+        self.name = name
+        self.holder = holder_name()
+
+    # -- checkpoint -------------------------------------------------------------------------------------------
+
+    async def checkpoint(self) -> dict[str, Any]:
+        return await self.records.get("checkpoint", self.name) or {}
+
+    async def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        await self.records.put("checkpoint", self.name, checkpoint)
+
+    # -- per-resource sync state ------------------------------------------------------------------------------
+
+    async def synced(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        return await self.records.get_many(f"sync:{self.name}", keys)
+
+    async def save_synced(self, documents: dict[str, dict[str, Any]]) -> None:
+        await self.records.put_many(f"sync:{self.name}", documents)
+
+    async def forget_synced(self, key: str) -> None:
+        await self.records.delete(f"sync:{self.name}", key)
+
+    # -- dead letters -----------------------------------------------------------------------------------------
+
+    async def dead_letter(self, key: str, reason: str, error: str, url: str, raw: str,
+                          local: str | None = None) -> dict[str, Any]:
+        """Keep what could not be stored under `key` (`Type/id` upstream: the latest replaces an earlier one):
+        `raw` the upstream resource's JSON text, `local` Hearth's version's (a conflict)."""
+        letter = {"id": dead_letter_id(key), "connector": self.name, "key": key, "reason": reason, "error": error,
+                  "url": url, "time": to_instant(utc_now()), "raw": raw}
+        if local is not None:
+            letter["local"] = local
+        await self.records.put(f"dead:{self.name}", letter["id"], letter)
+        return letter
+
+    async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return await self.records.list(f"dead:{self.name}", limit)
+
+    async def dead_letter_by_id(self, letter_id: str) -> dict[str, Any] | None:
+        return await self.records.get(f"dead:{self.name}", letter_id)
+
+    async def remove_dead_letter(self, letter_id: str) -> bool:
+        return await self.records.delete(f"dead:{self.name}", letter_id)
+
+    # -- status -----------------------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        return await self.records.get("status", self.name) or {"counters": {key: 0 for key in COUNTERS}}
+
+    async def record_pass(self, counts: Counter[str], error: str | None, circuit: str) -> dict[str, Any]:
+        """Add a pass's counts; note its success or its error."""
+        status = await self.add_counts(counts, save=False)
+        now = to_instant(utc_now())
+        if error is None:
+            status["last_success"] = now
+            status["state"] = "ok"
+        else:
+            status["last_error"] = {"time": now, "message": error[:2000]}
+            status["state"] = "failing"
+        status["circuit"] = circuit
+        await self.records.put("status", self.name, status)
+        return status
+
+    async def mark_stopped(self) -> None:
+        status = await self.status()
+        status["state"] = "stopped"
+        await self.records.put("status", self.name, status)
+
+    async def add_counts(self, counts: Counter[str], save: bool = True) -> dict[str, Any]:
+        """Add counts made outside a pass (a dead letter retried)."""
+        status = await self.status()
+        counters = status.setdefault("counters", {})
+        for key in COUNTERS:
+            counters[key] = counters.get(key, 0) + counts.get(key, 0)
+        if save:
+            await self.records.put("status", self.name, status)
+        return status
+
+    # -- lease ------------------------------------------------------------------------------------------------
+
+    async def lease(self, seconds: float = LEASE_SECONDS) -> bool:
+        """Take (or renew) the lease on this connector's passes; False while another process holds it."""
+        until = time.time() + seconds
+        if await self.records.add("lease", self.name, {"holder": self.holder, "until": until}, expires=until):
+            return True
+        current = await self.records.get("lease", self.name)
+        if current is None or current.get("holder") == self.holder:
+            await self.records.put("lease", self.name, {"holder": self.holder, "until": until}, expires=until)
+            return True
+        return False
+
+    async def release(self) -> None:
+        current = await self.records.get("lease", self.name)
+        if current is not None and current.get("holder") == self.holder:
+            await self.records.delete("lease", self.name)
+
+    async def lease_holder(self) -> dict[str, Any] | None:
+        return await self.records.get("lease", self.name)
+
+
+def dead_letter_id(key: str) -> str:
+    """`Observation/abc` -> `Observation-abc` (a type has no '-', so it splits back at the first one)."""
+    return key.replace("/", "-", 1)

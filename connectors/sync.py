@@ -1,0 +1,194 @@
+"""Storing what a connector brings, through the dispatcher as the caller `connector NAME` (so every resource is
+validated, versioned, indexed, announced to Subscriptions and audited like any other write):
+
+- a resource is localized (connectors/identity.py) and written at its local id (update-as-create) unless its
+  digest says it is what this connector last wrote (`unchanged`, no request at all); a re-sync after a crash
+  finds the content current and makes no new version either;
+- it is written only if Hearth's copy is still the version this connector last wrote (If-Match): otherwise it
+  was changed in Hearth meanwhile and the connector's conflict policy decides (`upstream-wins`, `local-wins`,
+  `newest-wins`, `manual`: a dead letter holding both versions), each decision logged;
+- what Hearth refuses (invalid: 400/422; refused: 403) is not stored: it becomes a dead letter with the raw
+  upstream JSON, the error and the upstream URL; a failure of Hearth itself (5xx) stops the pass, so the
+  checkpoint does not move past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import Counter
+from typing import Any, Iterable
+
+from hearth.capability import fhir_json
+from hearth.capability.outcome import FhirError
+from hearth.connectors.identity import Localizer, local_id
+from hearth.connectors.state import ConnectorState
+from hearth.interactions.context import Context
+from hearth.interactions.dispatcher import dispatch
+from hearth.interactions.request import Caller, Request
+from hearth.security.grant import Grant
+
+log = logging.getLogger("hearth.connectors")
+_WRITES_IN_FLIGHT = 64  # a page's writes run together, so that the store commits them in groups
+
+
+def connector_caller(name: str, types: Iterable[str]) -> Caller:
+    """The connector as the dispatcher knows it: allowed to read and write its own types, nothing else."""
+    scope = " ".join(f"system/{resource_type}.cruds" for resource_type in types)
+    return Caller("connector", name, Grant(scope, client=f"connector/{name}"))
+
+
+class StoreFailed(Exception):
+    """Hearth could not store a resource for a reason of its own (a 5xx): the pass stops where it is."""
+
+
+class Sink:
+    def __init__(self, ctx: Context, state: ConnectorState, localizer: Localizer, conflict: str) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.localizer = localizer
+        self.conflict = conflict
+        self.caller = connector_caller(state.name, sorted(localizer.types))
+        self.counts: Counter[str] = Counter()
+
+    async def store(self, resources: list[dict[str, Any]]) -> None:
+        """Store a page of upstream resources (of the connector's types; others are dropped unstored)."""
+        wanted = [r for r in resources if isinstance(r, dict) and r.get("resourceType") in self.localizer.types]
+        self.counts["fetched"] += len(resources)
+        keys = [f"{r['resourceType']}/{r.get('id')}" for r in wanted]
+        known = await self.state.synced(keys)
+        gate = asyncio.Semaphore(_WRITES_IN_FLIGHT)
+        synced: dict[str, dict[str, Any]] = {}
+
+        async def one(key: str, resource: dict[str, Any]) -> None:
+            async with gate:
+                done = await self._one(key, resource, known.get(key))
+            if done is not None:
+                synced[key] = done
+
+        latest = dict(zip(keys, wanted))  # a page naming a resource twice: its last (newest) version
+        await asyncio.gather(*(one(key, resource) for key, resource in latest.items()))
+        await self.state.save_synced(synced)
+
+    async def _one(self, key: str, resource: dict[str, Any], known: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Store one resource; the sync record to keep for it (None: keep what there is)."""
+        url = self.localizer.source(resource)
+        if not isinstance(resource.get("id"), str):
+            await self._dead(key, "invalid", "the upstream resource has no id", url, resource)
+            return None
+        local = self.localizer.localized(resource)
+        digest = _digest(local)
+        if known is not None and known.get("digest") == digest:
+            self.counts["unchanged"] += 1
+            return None
+        try:
+            return await self._write(local, digest, known.get("local") if known else None)
+        except _Conflict as conflict:
+            return await self._resolve(key, resource, local, digest, conflict.current)
+        except FhirError as error:
+            if error.status >= 500:
+                raise StoreFailed(f"{local['resourceType']}/{local['id']}: {error.diagnostics}") from None
+            reason = "refused" if error.status in (401, 403) else "invalid"
+            self.counts["rejected"] += 1
+            await self._dead(key, reason, f"{error.status}: {error.diagnostics}", url, resource)
+            return None
+
+    async def _write(self, local: dict[str, Any], digest: str, expected: int | None,
+                     force: bool = False) -> dict[str, Any]:
+        request = Request("update", self.caller, local["resourceType"], local["id"], body=local,
+                          if_match=None if force else expected, keep_unchanged=True)
+        try:
+            outcome = await dispatch(self.ctx, request)
+        except FhirError as error:
+            if error.status == 412:
+                raise _Conflict(await self._current(local["resourceType"], local["id"])) from None
+            raise
+        assert outcome.version is not None
+        self.counts["unchanged" if outcome.unchanged else "stored"] += 1
+        return {"local": outcome.version.version_id, "digest": digest}
+
+    async def _current(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        """Hearth's current version (None: deleted in Hearth)."""
+        try:
+            outcome = await dispatch(self.ctx, Request("read", self.caller, resource_type, resource_id))
+        except FhirError as error:
+            if error.status in (404, 410):
+                return None
+            raise
+        assert outcome.version is not None
+        return fhir_json.loads(outcome.version.body, trusted=True)
+
+    async def _resolve(self, key: str, upstream: dict[str, Any], local: dict[str, Any], digest: str,
+                       current: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Changed upstream and in Hearth since the last sync: the conflict policy decides."""
+        self.counts["conflicts"] += 1
+        where = f"{local['resourceType']}/{local['id']}"
+        policy = self.conflict
+        if policy == "newest-wins":
+            upstream_time = str((upstream.get("meta") or {}).get("lastUpdated", ""))
+            local_time = str(((current or {}).get("meta") or {}).get("lastUpdated", ""))
+            policy = "upstream-wins" if current is None or upstream_time > local_time else "local-wins"
+        if policy == "upstream-wins":
+            log.info("connector %s: conflict on %s: the upstream version replaces Hearth's (%s)",
+                     self.state.name, where, self.conflict)
+            return await self._write(local, digest, None, force=True)
+        if policy == "local-wins":
+            log.info("connector %s: conflict on %s: Hearth's version is kept (%s)", self.state.name, where,
+                     self.conflict)
+            version = int(((current or {}).get("meta") or {}).get("versionId", 0))
+            return {"local": version, "digest": digest}
+        log.info("connector %s: conflict on %s: kept aside for a person to decide (manual)", self.state.name, where)
+        await self._dead(key, "conflict", f"{where} was changed in Hearth and upstream since the last sync",
+                         self.localizer.source(upstream), upstream, local=current)
+        return None
+
+    async def _dead(self, key: str, reason: str, error: str, url: str, raw: Any,
+                    local: dict[str, Any] | None = None) -> None:
+        self.counts["dead_lettered"] += 1
+        log.warning("connector %s: %s %s kept as a dead letter: %s", self.state.name, reason, key, error)
+        await self.state.dead_letter(key, reason, error, url, _text(raw), _text(local) if local is not None else None)
+
+    async def dead_line(self, url: str, text: str, error: str) -> None:
+        """A line of an NDJSON file that is not JSON: kept as a dead letter (it names no resource to fetch again)."""
+        self.counts["fetched"] += 1
+        self.counts["rejected"] += 1
+        key = f"NDJSON/{hashlib.sha256((url + text).encode()).hexdigest()[:20]}"
+        await self._dead(key, "malformed", f"not JSON: {error}", url, text)
+
+    async def delete(self, resource_type: str, upstream_id: str) -> None:
+        """The upstream deleted a resource: so does Hearth, if this connector brought it."""
+        key = f"{resource_type}/{upstream_id}"
+        if not (await self.state.synced([key])):
+            return
+        try:
+            await dispatch(self.ctx, Request("delete", self.caller, resource_type,
+                                             local_id(self.state.name, upstream_id)))
+        except FhirError as error:
+            if error.status >= 500:
+                raise StoreFailed(f"{key}: {error.diagnostics}") from None
+            raise
+        await self.state.forget_synced(key)
+        self.counts["deleted"] += 1
+
+    async def force(self, resource: dict[str, Any]) -> None:
+        """Store an upstream resource whatever Hearth holds (a dead letter a person retries)."""
+        key = f"{resource['resourceType']}/{resource.get('id')}"
+        local = self.localizer.localized(resource)
+        digest = _digest(local)
+        done = await self._write(local, digest, None, force=True)
+        await self.state.save_synced({key: done})
+
+
+class _Conflict(Exception):
+    def __init__(self, current: dict[str, Any] | None) -> None:
+        self.current = current
+
+
+def _digest(resource: dict[str, Any]) -> str:
+    return hashlib.sha256(fhir_json.dumps(resource)).hexdigest()[:32]
+
+
+def _text(resource: Any) -> str:
+    """JSON text, decimals as the upstream wrote them (dead letters keep the raw resource)."""
+    return resource if isinstance(resource, str) else fhir_json.dumps(resource).decode()
