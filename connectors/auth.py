@@ -5,10 +5,12 @@ upstream's token endpoint (found in its `.well-known/smart-configuration`) by SM
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import jwt
@@ -52,14 +54,13 @@ class Authenticator:
     async def _fetch(self, session: aiohttp.ClientSession) -> None:
         endpoint = await self._token_endpoint(session)
         form = {"grant_type": "client_credentials", "scope": self.config.scope}
-        auth = None
+        headers = {"Accept": "application/json"}
         if self.config.kind == "client-secret":
-            auth = aiohttp.BasicAuth(self.config.client_id, self.config.secret)
+            headers["Authorization"] = _basic(self.config.client_id, self.config.secret)
         else:
             form["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
             form["client_assertion"] = self._assertion(endpoint)
-        async with session.post(endpoint, data=form, auth=auth, timeout=self.timeout,
-                                headers={"Accept": "application/json"}) as response:
+        async with session.post(endpoint, data=form, timeout=self.timeout, headers=headers) as response:
             body = await response.json(content_type=None)
             if response.status != 200 or not isinstance(body, dict) or "access_token" not in body:
                 raise AuthError(f"token endpoint {endpoint} answered {response.status}: "
@@ -85,3 +86,9 @@ class Authenticator:
                   "exp": now + _ASSERTION_LIFETIME, "iat": now, "jti": str(uuid.uuid4())}
         headers = {"kid": self.config.key_id} if self.config.key_id else None
         return jwt.encode(claims, self._key, algorithm=self.config.alg, headers=headers)
+
+
+def _basic(client_id: str, secret: str) -> str:
+    """client_secret_basic: both parts form-encoded, then base64 (RFC 6749 section 2.3.1)."""
+    pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()

@@ -76,7 +76,9 @@ def _arguments(request: Request) -> dict[str, str]:
 
 
 def _parameters(name: str, items: list[dict[str, Any]]) -> Outcome:
-    resource = {"resourceType": "Parameters", "parameter": [{"name": name, "part": _parts(item)} for item in items]}
+    resource: dict[str, Any] = {"resourceType": "Parameters"}
+    if items:  # FHIR JSON has no empty arrays
+        resource["parameter"] = [{"name": name, "part": _parts(item)} for item in items]
     return Outcome(200, body=fhir_json.dumps(resource))
 
 

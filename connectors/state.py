@@ -117,7 +117,7 @@ class ConnectorState:
         if await self.records.add("lease", self.name, {"holder": self.holder, "until": until}, expires=until):
             return True
         current = await self.records.get("lease", self.name)
-        if current is None or current.get("holder") == self.holder:
+        if current is None or current.get("holder") == self.holder or _gone(str(current.get("holder", ""))):
             await self.records.put("lease", self.name, {"holder": self.holder, "until": until}, expires=until)
             return True
         return False
@@ -129,6 +129,21 @@ class ConnectorState:
 
     async def lease_holder(self) -> dict[str, Any] | None:
         return await self.records.get("lease", self.name)
+
+
+def _gone(holder: str) -> bool:
+    """Whether a lease's holder was a process of this host that no longer runs (it crashed: no need to wait for
+    its lease to expire)."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def dead_letter_id(key: str) -> str:

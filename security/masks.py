@@ -26,7 +26,7 @@ def masked(version: Version, mask: tuple[str, ...]) -> Version:
     resource = fhir_json.loads(version.body, trusted=True)
     removed = False
     for path in paths:
-        removed |= _remove(resource, path)
+        removed |= strip_path(resource, path)
     if not removed:
         return version
     meta = resource.setdefault("meta", {})
@@ -35,9 +35,10 @@ def masked(version: Version, mask: tuple[str, ...]) -> Version:
     return replace(version, body=fhir_json.dumps(resource))
 
 
-def _remove(node: Any, path: list[str]) -> bool:
+def strip_path(node: Any, path: list[str]) -> bool:
+    """Remove the element at `path` (names below the resource) from `node`, through lists; whether any was there."""
     if isinstance(node, list):
-        return any([_remove(item, path) for item in node])
+        return any([strip_path(item, path) for item in node])
     if not isinstance(node, dict):
         return False
     name, rest = path[0], path[1:]
@@ -46,7 +47,7 @@ def _remove(node: Any, path: list[str]) -> bool:
         node.pop(name, None)
         node.pop(f"_{name}", None)
         return found
-    return name in node and _remove(node[name], rest)
+    return name in node and strip_path(node[name], rest)
 
 
 def check_mask(mask: tuple[str, ...]) -> None:
