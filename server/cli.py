@@ -23,6 +23,13 @@ def _serve(args: argparse.Namespace) -> int:
                                  max_body_bytes=args.max_body_bytes, log_level=args.log_level, auth=args.auth,
                                  connectors=args.connectors)
     configure(settings.log_level)
+    if settings.connectors:  # a mistake in the file is said now, plainly, not as a failed start-up's traceback
+        from hearth.connectors.config import ConfigError, load
+        try:
+            load(settings.connectors)
+        except ConfigError as error:
+            print(f"hearth serve: {error}", file=sys.stderr)
+            return 2
     # threads of this process (the SQLite readers, the audit log's) get the GIL within 0.5 ms instead of Python's
     # 5 ms: a search waits for its reader thread, and a thread kept waiting behind the event loop halves throughput
     sys.setswitchinterval(0.0005)

@@ -84,7 +84,8 @@ async def _short_sleep(seconds: float) -> None:
 
 @pytest.fixture
 async def world(backend: str, tmp_path: Path):
-    settings = Settings(storage=str(tmp_path / "hearth.db"), base_url=BASE)
+    settings = Settings(storage=str(tmp_path / "hearth.db"), base_url=BASE,
+                        subscription_allowed_networks="127.0.0.0/8", subscription_retry_base=0.05)
     app = create_app(settings, make_store(backend, tmp_path))
     await app.startup()
     ehr = FakeEhr(page_size=5)

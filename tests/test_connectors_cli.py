@@ -78,3 +78,45 @@ async def test_a_bad_connectors_file_is_refused_naming_the_problem(tmp_path):
     (tmp_path / "c.toml").write_text('[connectors.ehr]\nkind = "fhir-poll"\nbase = "http://x"\ntypes = ["Patient"]\n')
     code, _, err = await _output(await _hearth("run", "nope", env=env))
     assert code == 2 and "no connector named 'nope'" in err
+
+
+async def test_hearth_serve_runs_the_declared_connectors_and_reports_them(tmp_path):
+    from server_process import free_port, start, stop
+    ehr = FakeEhr()
+    await ehr.start()
+    try:
+        ehr.put(patient("p1"))
+        (tmp_path / "c.toml").write_text(toml({"ehr": {"kind": "fhir-poll", "types": ["Patient"], "base": ehr.base,
+                                                      "every": "1s"}}))
+        (tmp_path / "bad.toml").write_text('[connectors.ehr]\nkind = "poll"\n')
+        failed = await asyncio.create_subprocess_exec(sys.executable, "-m", "hearth.server.cli", "serve",
+                                                      "--connectors", str(tmp_path / "bad.toml"),
+                                                      stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        code, _, err = await _output(failed)
+        assert code == 2 and "'kind' is one of" in err
+        port = free_port()
+        server = await asyncio.to_thread(start, tmp_path / "hearth.db", port, connectors=str(tmp_path / "c.toml"))
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                for _ in range(100):  # the first pass runs at start-up; then every second
+                    if (await client.get("/Patient/ehr-p1")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
+                assert (await client.get("/Patient/ehr-p1")).status_code == 200
+                ehr.put(patient("p2"))
+                for _ in range(100):
+                    if (await client.get("/Patient/ehr-p2")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
+                assert (await client.get("/Patient/ehr-p2")).status_code == 200
+                metrics = (await client.get("/metrics")).text
+                assert 'hearth_connector_resources_total{connector="ehr",outcome="stored"} 2' in metrics
+                assert 'hearth_connector_circuit_open{connector="ehr",state="closed"} 0' in metrics
+        finally:
+            await asyncio.to_thread(stop, server, False)
+        env = {"HEARTH_STORAGE": str(tmp_path / "hearth.db"), "HEARTH_CONNECTORS": str(tmp_path / "c.toml")}
+        code, out, _ = await _output(await _hearth("status", "ehr", env=env))
+        assert code == 0 and json.loads(out)[0]["state"] == "stopped"  # the server stopped it as it stopped
+        assert json.loads(out)[0]["counters"]["stored"] == 2
+    finally:
+        await ehr.stop()

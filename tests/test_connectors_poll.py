@@ -4,7 +4,8 @@ while paging, history when the search cannot be incremental, deletions, two conn
 
 from __future__ import annotations
 
-from connector_helpers import observation, patient, world  # noqa: F401 (fixture)
+from connector_helpers import FHIR_JSON, observation, patient, world  # noqa: F401 (fixture)
+from subscription_helpers import Receiver, r4_subscription
 
 
 async def test_a_pass_brings_the_declared_types_only_at_local_ids_with_references_rewritten(world):
@@ -127,3 +128,21 @@ async def test_two_connectors_bringing_the_same_patient_do_not_collide(world):
         assert (await world.get("/Patient/b-123")).json()["name"][0]["family"] == "FromB"
     finally:
         await other.stop()
+
+
+async def test_what_a_connector_stores_is_announced_to_subscriptions_and_audited(world):
+    receiver = await Receiver().start()
+    try:
+        subscription = r4_subscription("Patient?family=Doe", receiver.url + "/hook", payload="application/fhir+json")
+        assert (await world.client.post("/Subscription", json=subscription, headers=FHIR_JSON)).status_code == 201
+        world.ehr.put(patient("p1"))
+        connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"]})
+        await connectors.run_once("ehr")
+        [notification] = await receiver.wait_for(1)
+        assert notification.path == "/hook/Patient/ehr-p1"  # R4 rest-hook with a payload: the resource, PUT
+        assert notification.json()["meta"]["source"] == f"{world.ehr.base}/Patient/p1/_history/1"
+        audit = (await world.get("/AuditEvent", agent="connector/ehr", entity="Patient/ehr-p1")).json()
+        [event] = [e["resource"] for e in audit["entry"]]
+        assert event["subtype"][0]["code"] == "create" and event["outcome"] == "0"  # update-as-create
+    finally:
+        await receiver.stop()
