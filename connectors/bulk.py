@@ -6,6 +6,9 @@ the last export's `transactionTime`) with `Prefer: respond-async`; the status UR
 (with the token only when the manifest says `requiresAccessToken`) and stored in chunks. The job's status URL, the
 files done and the lines done of the current one are saved after every chunk, so a pass that crashes resumes
 where it was (or, if the upstream forgot the job, starts a new one: what is fetched again is found unchanged).
+A job the upstream says failed (a 500 whose OperationOutcome is not `transient`: Bulk Data's error status), or
+one whose files it no longer has (404/410), is dropped the same way: the pass fails, the next starts a new one.
+A line that is not one JSON resource is kept as a dead letter (`malformed`), the rest of the file is stored.
 When every file is stored the checkpoint becomes the export's `transactionTime` and the job is deleted upstream.
 With `then_poll`, later passes poll (connectors/poll.py) from that time instead of exporting again.
 """
@@ -19,7 +22,7 @@ from hearth.capability import fhir_json
 from hearth.connectors.config import ConnectorConfig
 from hearth.connectors.state import ConnectorState
 from hearth.connectors.sync import Sink
-from hearth.connectors.upstream import Upstream, UpstreamError, retry_after
+from hearth.connectors.upstream import Upstream, UpstreamError, backoff, retry_after
 from hearth.storage.clock import parse_instant, to_instant
 
 log = logging.getLogger("hearth.connectors")
@@ -43,12 +46,18 @@ class BulkExport:
         manifest = await self._manifest(job)
         authorized = bool(manifest.get("requiresAccessToken", True))
         for output in manifest.get("output") or []:
-            url = output.get("url")
-            if not isinstance(url, str) or url in job["done"]:
+            url = output["url"]
+            if url in job["done"]:
                 continue
-            await self._download(job, url, authorized)
+            try:
+                await self._download(job, url, authorized)
+            except UpstreamError as error:
+                if error.status in (404, 410):  # the file expired upstream: the job cannot be finished
+                    await self._save(None)
+                raise
         for error in manifest.get("error") or []:
-            log.warning("connector %s: the upstream export reported errors in %s", self.config.name, error.get("url"))
+            log.warning("connector %s: the upstream export reported errors in %s", self.config.name,
+                        error.get("url") if isinstance(error, dict) else error)
         await self._finish(job, manifest)
 
     async def _kick_off(self) -> dict[str, Any]:
@@ -68,18 +77,33 @@ class BulkExport:
         return job
 
     async def _manifest(self, job: dict[str, Any]) -> dict[str, Any]:
+        failures = 0
         while True:
-            try:
-                answer = await self.upstream.request("GET", job["status"], expect=(200, 202),
+            try:  # a 500 is the upstream's word on the export (Bulk Data: an OperationOutcome says if it failed)
+                answer = await self.upstream.request("GET", job["status"], expect=(200, 202, 500),
                                                      headers={"Accept": "application/json"})
             except UpstreamError as error:
                 if error.status in (404, 410) or (error.status is not None and error.status < 500):
                     await self._save(None)  # the job is gone or failed: the next pass starts a new one
                 raise
+            if answer.status == 500:
+                issues = _issues(answer)
+                if issues is not None and not (issues and all(code == "transient" for code, _ in issues)):
+                    await self._save(None)  # the export failed and will not complete: the next pass starts anew
+                    raise UpstreamError(f"the upstream's export {job['status']} failed: "
+                                        f"{'; '.join(text for _, text in issues) or 'no diagnostics'}", 500)
+                self.upstream.circuit.failed()  # a polling failure, not the export's: asked again as any request
+                failures += 1
+                if failures > self.config.retries:
+                    raise UpstreamError(f"GET {job['status']} answered 500 (after {failures} attempts)")
+                wait = retry_after(answer.headers.get("Retry-After"))
+                await self.upstream.sleep(backoff(failures) if wait is None else wait)
+                continue
             if answer.status == 200:
                 manifest = answer.json()
-                if not isinstance(manifest, dict) or "transactionTime" not in manifest:
-                    raise UpstreamError("the upstream's export manifest has no transactionTime")
+                problem = _manifest_problem(manifest)
+                if problem is not None:  # a pass that fails, not one that crashes after storing every file
+                    raise UpstreamError(f"the upstream's export manifest {problem}")
                 return manifest
             progress = answer.headers.get("X-Progress")
             if progress:
@@ -93,9 +117,12 @@ class BulkExport:
         chunk: list[Any] = []
         async for line in self.upstream.lines(url, skip=skip, authorized=authorized):
             try:
-                chunk.append(fhir_json.loads(line))
+                resource = fhir_json.loads(line)
+                if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+                    raise fhir_json.JsonSyntaxError("a line of a Bulk Data file is one resource (a JSON object)")
+                chunk.append(resource)
             except fhir_json.JsonSyntaxError as error:
-                chunk.append(None)
+                chunk.append(None)  # counted in the position all the same
                 await self.sink.dead_line(url, line.decode("utf-8", "replace"), str(error))
             if len(chunk) >= _CHUNK:
                 await self._store(job, chunk)
@@ -129,3 +156,30 @@ class BulkExport:
         else:
             self.checkpoint["export"] = job
         await self.state.save_checkpoint(self.checkpoint)
+
+
+def _issues(answer: Any) -> list[tuple[str, str]] | None:
+    """(code, diagnostics) of the issues of an OperationOutcome answer; None when the body is not one."""
+    try:
+        body = fhir_json.loads(answer.body)
+    except fhir_json.JsonSyntaxError:
+        return None
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return None
+    issues = [issue for issue in body.get("issue") or [] if isinstance(issue, dict)]
+    return [(str(issue.get("code", "")), str(issue.get("diagnostics") or issue.get("code", ""))) for issue in issues]
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What makes an export manifest unusable (None: nothing)."""
+    if not isinstance(manifest, dict):
+        return "is not a JSON object"
+    try:
+        parse_instant(str(manifest.get("transactionTime")))
+    except ValueError:
+        return f"has no transactionTime instant (found {manifest.get('transactionTime')!r})"
+    outputs = manifest.get("output") or []
+    if not isinstance(outputs, list) or not all(isinstance(output, dict) and isinstance(output.get("url"), str)
+                                                for output in outputs):
+        return "does not list its files as objects with a url"
+    return None

@@ -150,11 +150,12 @@ class Sink:
         await self.state.dead_letter(key, reason, error, url, _text(raw), _text(local) if local is not None else None)
 
     async def dead_line(self, url: str, text: str, error: str) -> None:
-        """A line of an NDJSON file that is not JSON: kept as a dead letter (it names no resource to fetch again)."""
+        """A line of an NDJSON file that is not one JSON resource: kept as a dead letter (it names no resource to
+        fetch again)."""
         self.counts["fetched"] += 1
         self.counts["rejected"] += 1
         key = f"NDJSON/{hashlib.sha256((url + text).encode()).hexdigest()[:20]}"
-        await self._dead(key, "malformed", f"not JSON: {error}", url, text)
+        await self._dead(key, "malformed", f"malformed line: {error}", url, text)
 
     async def delete(self, resource_type: str, upstream_id: str) -> None:
         """The upstream deleted a resource: so does Hearth, if this connector brought it."""

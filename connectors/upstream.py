@@ -122,6 +122,7 @@ class Upstream:
         url = self.url(path_or_url)
         renewed = False
         attempt = 0
+        status: int | None = None  # the last answer's, for the caller to tell a refusal from a network failure
         while True:
             self.circuit.admit()
             try:
@@ -129,7 +130,7 @@ class Upstream:
             except (aiohttp.ClientError, asyncio.TimeoutError, AuthError) as error:
                 self.circuit.failed()
                 problem = f"{method} {url}: {type(error).__name__} {error}".strip()
-                delay = None
+                delay, status = None, None
             else:
                 if answer.status == 401 and self.auth.renewable and not renewed:
                     self.auth.renew()  # an expired token: one new one, not counted as an attempt
@@ -145,9 +146,9 @@ class Upstream:
                 if answer.status != 429:  # being told to slow down is not the upstream failing
                     self.circuit.failed()
                 problem = f"{method} {url} answered {answer.status}"
-                delay = retry_after(answer.headers.get("Retry-After"))
+                delay, status = retry_after(answer.headers.get("Retry-After")), answer.status
             if attempt >= self.config.retries:
-                raise UpstreamError(f"{problem} (after {attempt + 1} attempts)")
+                raise UpstreamError(f"{problem} (after {attempt + 1} attempts)", status)
             attempt += 1
             await self.sleep(delay if delay is not None else backoff(attempt))
 
@@ -201,9 +202,9 @@ class Upstream:
                 problem = f"GET {url} answered {status}"
             except (aiohttp.ClientError, asyncio.TimeoutError, AuthError) as error:
                 self.circuit.failed()
-                problem, wait = f"GET {url}: {type(error).__name__} {error}", None
+                problem, wait, status = f"GET {url}: {type(error).__name__} {error}", None, None
             if attempt >= self.config.retries:
-                raise UpstreamError(f"{problem} (after {attempt + 1} attempts)")
+                raise UpstreamError(f"{problem} (after {attempt + 1} attempts)", status)
             attempt += 1
             await self.sleep(wait if wait is not None else backoff(attempt))
 
