@@ -61,7 +61,7 @@ class Authenticator:
             form["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
             form["client_assertion"] = self._assertion(endpoint)
         async with session.post(endpoint, data=form, timeout=self.timeout, headers=headers) as response:
-            body = await response.json(content_type=None)
+            body = await _json(response)
             if response.status != 200 or not isinstance(body, dict) or "access_token" not in body:
                 raise AuthError(f"token endpoint {endpoint} answered {response.status}: "
                                 f"{body.get('error', '') if isinstance(body, dict) else ''}")
@@ -72,20 +72,32 @@ class Authenticator:
         if self._endpoint is None:
             url = f"{self.base}/.well-known/smart-configuration"
             async with session.get(url, timeout=self.timeout, headers={"Accept": "application/json"}) as response:
-                document = await response.json(content_type=None) if response.status == 200 else None
+                document = await _json(response) if response.status == 200 else None
             if not isinstance(document, dict) or not isinstance(document.get("token_endpoint"), str):
                 raise AuthError(f"no token_endpoint in {url}")
             self._endpoint = document["token_endpoint"]
         return self._endpoint
 
     def _assertion(self, endpoint: str) -> str:
-        if self._key is None:
-            self._key = Path(self.config.key_file).read_bytes()
-        now = int(time.time())
-        claims = {"iss": self.config.client_id, "sub": self.config.client_id, "aud": endpoint,
-                  "exp": now + _ASSERTION_LIFETIME, "iat": now, "jti": str(uuid.uuid4())}
-        headers = {"kid": self.config.key_id} if self.config.key_id else None
-        return jwt.encode(claims, self._key, algorithm=self.config.alg, headers=headers)
+        try:
+            if self._key is None:
+                self._key = Path(self.config.key_file).read_bytes()
+            now = int(time.time())
+            claims = {"iss": self.config.client_id, "sub": self.config.client_id, "aud": endpoint,
+                      "exp": now + _ASSERTION_LIFETIME, "iat": now, "jti": str(uuid.uuid4())}
+            headers = {"kid": self.config.key_id} if self.config.key_id else None
+            return jwt.encode(claims, self._key, algorithm=self.config.alg, headers=headers)
+        except (OSError, ValueError, TypeError, jwt.PyJWTError) as error:
+            self._key = None
+            raise AuthError(f"cannot sign a client assertion with {self.config.key_file}: {error}") from None
+
+
+async def _json(response: aiohttp.ClientResponse) -> Any:
+    """The answer's JSON; None when it is not JSON (said as an AuthError by the caller)."""
+    try:
+        return await response.json(content_type=None)
+    except ValueError:
+        return None
 
 
 def _basic(client_id: str, secret: str) -> str:

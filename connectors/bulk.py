@@ -83,8 +83,8 @@ class BulkExport:
                 answer = await self.upstream.request("GET", job["status"], expect=(200, 202, 500),
                                                      headers={"Accept": "application/json"})
             except UpstreamError as error:
-                if error.status in (404, 410) or (error.status is not None and error.status < 500):
-                    await self._save(None)  # the job is gone or failed: the next pass starts a new one
+                if error.status is not None and error.status < 500 and error.status not in (408, 429):
+                    await self._save(None)  # the job is gone or refused: the next pass starts a new one
                 raise
             if answer.status == 500:
                 issues = _issues(answer)
@@ -102,7 +102,8 @@ class BulkExport:
             if answer.status == 200:
                 manifest = answer.json()
                 problem = _manifest_problem(manifest)
-                if problem is not None:  # a pass that fails, not one that crashes after storing every file
+                if problem is not None:  # a pass that fails, not one that crashes after storing every file;
+                    await self._save(None)  # and the next asks for a new export, not this one's manifest again
                     raise UpstreamError(f"the upstream's export manifest {problem}")
                 return manifest
             progress = answer.headers.get("X-Progress")

@@ -13,8 +13,9 @@ State = Literal["closed", "open", "half-open"]
 class CircuitOpen(Exception):
     """The upstream's circuit is open: no request is sent until `retry_at` (monotonic seconds)."""
 
-    def __init__(self, upstream: str, retry_in: float) -> None:
-        super().__init__(f"circuit open for {upstream}: the upstream failed repeatedly; next probe in {retry_in:.0f} s")
+    def __init__(self, upstream: str, retry_in: float, last_failure: str) -> None:
+        super().__init__(f"circuit open for {upstream}: the upstream failed repeatedly (last: {last_failure}); "
+                         f"next probe in {retry_in:.0f} s")
         self.retry_in = retry_in
 
 
@@ -30,6 +31,7 @@ class Circuit:
         self.cooldown = cooldown
         self.opened_at: float | None = None
         self.probing = False
+        self.last_failure = ""  # what the last failed request met, said while the circuit is open
 
     @property
     def state(self) -> State:
@@ -46,7 +48,7 @@ class Circuit:
             self.probing = True
             return
         assert self.opened_at is not None
-        raise CircuitOpen(self.upstream, max(0.0, self.opened_at + self.cooldown - self.clock()))
+        raise CircuitOpen(self.upstream, max(0.0, self.opened_at + self.cooldown - self.clock()), self.last_failure)
 
     def succeeded(self) -> None:
         self.failures = 0

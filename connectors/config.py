@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +113,13 @@ def _connector(name: str, table: Any) -> ConnectorConfig:
     mask = table.get("mask", [])
     if not isinstance(mask, list) or not all(isinstance(m, str) and "." in m for m in mask):
         raise ConfigError(f"{where}: 'mask' lists elements as Type.element")
+    wrong_mask = sorted({m.split(".", 1)[0] for m in mask} - set(types))
+    if wrong_mask:
+        raise ConfigError(f"{where}: 'mask' names types the connector does not bring: {', '.join(wrong_mask)}")
     since = table.get("since")
-    try:
-        since_at = parse_instant(since.isoformat() if isinstance(since, datetime) else since) if since else None
+    try:  # TOML may give a date or datetime of its own, or a string
+        since_at = parse_instant(since.isoformat() if isinstance(since, (date, datetime)) else str(since)) \
+            if since else None
     except ValueError:
         raise ConfigError(f"{where}: 'since' must be an instant such as 2024-01-01T00:00:00Z") from None
     export_level = table.get("export_level", "system")
@@ -126,11 +130,12 @@ def _connector(name: str, table: Any) -> ConnectorConfig:
         every=_every(where, table.get("every", "60s")), since=since_at,
         conflict=_choice(where, "conflict", table.get("conflict", "upstream-wins"), CONFLICTS),
         rate=_positive(where, "rate", table.get("rate", 10.0)),
-        concurrency=int(_positive(where, "concurrency", table.get("concurrency", 4))),
+        concurrency=_whole(where, "concurrency", table.get("concurrency", 4), least=1),
         auth=_auth(where, table.get("auth", "none")),
         timeout=_positive(where, "timeout", _seconds(where, "timeout", table.get("timeout", 30.0))),
-        retries=int(table.get("retries", 5)), page_size=int(_positive(where, "page_size", table.get("page_size", 100))),
-        export_level=export_level, then_poll=bool(table.get("then_poll", False)))
+        retries=_whole(where, "retries", table.get("retries", 5), least=0),
+        page_size=_whole(where, "page_size", table.get("page_size", 100), least=1),
+        export_level=export_level, then_poll=_flag(where, "then_poll", table.get("then_poll", False)))
 
 
 def _auth(where: str, value: Any) -> AuthConfig:
@@ -170,9 +175,21 @@ def _seconds(where: str, key: str, value: Any) -> float:
 
 
 def _positive(where: str, key: str, value: Any) -> float:
-    if not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigError(f"{where}: '{key}' must be a positive number")
     return float(value)
+
+
+def _whole(where: str, key: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{where}: '{key}' must be a whole number of at least {least}")
+    return value
+
+
+def _flag(where: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' is true or false")
+    return value
 
 
 def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> str:

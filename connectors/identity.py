@@ -1,8 +1,9 @@
 """Where an upstream resource lives in Hearth: a stable local id per (connector, upstream type/id), references
 rewritten to it, and `meta.source` naming the upstream version it came from.
 
-The local id is a function of the connector's name and the upstream id (`ehr-123`; a hash where that would not
-be a valid FHIR id), so it needs no lookup table, a reference can be rewritten before its target arrives, a
+The local id is a function of the connector's name and the upstream id (`ehr.123`; a hash where that would not
+be a valid FHIR id). Names have no `.`, so the name ends at the first one and no two connectors' ids can meet. It
+needs no lookup table, a reference can be rewritten before its target arrives, a
 re-sync after a crash lands on the same resource, and two connectors bringing the same patient from two EHRs
 never collide.
 """
@@ -10,6 +11,7 @@ never collide.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import re
 from typing import Any
@@ -22,11 +24,11 @@ _RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Z
 
 def local_id(connector: str, upstream_id: str) -> str:
     """The local id of an upstream resource (of any type: ids are per type in FHIR, and so are these)."""
-    readable = f"{connector}-{upstream_id}"
+    readable = f"{connector}.{upstream_id}"
     if _ID.match(readable):
         return readable
     digest = base64.b32encode(hashlib.sha256(upstream_id.encode()).digest()).decode().rstrip("=").lower()
-    return f"{connector}-h{digest[:40]}"
+    return f"{connector}.h{digest[:40]}"  # to meet a readable id, an upstream id would have to be this digest
 
 
 class Localizer:
@@ -56,13 +58,22 @@ class Localizer:
         for key, value in resource.items():
             if key not in local:
                 local[key] = self._rewritten(value)
-        removed = False
-        for resource_type, path in self.mask:
-            if resource_type == local["resourceType"]:
-                removed |= strip_path(local, path)
-        if removed:
+        if self._strip(local):
             meta["tag"] = [*meta.get("tag", []), SUBSETTED]
         return local
+
+    def masked(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A copy without the masked elements (what a dead letter may keep of an upstream resource)."""
+        stripped = copy.deepcopy(resource)
+        self._strip(stripped)
+        return stripped
+
+    def _strip(self, resource: dict[str, Any]) -> bool:
+        removed = False
+        for resource_type, path in self.mask:
+            if resource_type == resource.get("resourceType"):
+                removed |= strip_path(resource, path)
+        return removed
 
     def _rewritten(self, node: Any) -> Any:
         if isinstance(node, list):

@@ -4,7 +4,7 @@
 - `GET [base]/$connectors[?name=NAME]`: each connector's status, as `hearth connector status` prints it;
 - `GET [base]/$connector-dead-letters?connector=NAME[&id=ID]`: its dead letters (or one);
 - `POST [base]/$connector-dead-letters` with a Parameters body (`connector`, `action` retry | discard, and `id`,
-  or `all` = true to retry them all), or the same as query parameters.
+  or `all` = true to retry them all).
 Answers are Parameters resources (one `connector` or `dead-letter` parameter each, its fields as parts).
 """
 
@@ -37,9 +37,11 @@ def install(ctx: Context, connectors: Any) -> None:
         if not name:
             raise FhirError(400, "required", "Name the connector: connector=NAME")
         try:
-            if request.body is None:
-                return _parameters("dead-letter", await connectors.dead_letters(name, arguments.get("id")))
             action, letter = arguments.get("action"), arguments.get("id")
+            if request.body is None:  # GET (a POST without a body too): reading only
+                if action is not None:
+                    raise FhirError(400, "invalid", "Retry and discard are a POST with a Parameters body")
+                return _parameters("dead-letter", await connectors.dead_letters(name, letter))
             if action == "retry" and (letter or arguments.get("all") == "true"):
                 return _parameters("result", await connectors.retry(name, letter))
             if action == "discard" and letter:

@@ -47,7 +47,14 @@ class Poller:
             async with gate:
                 await self.sync_type(resource_type)
 
-        await asyncio.gather(*(one(resource_type) for resource_type in self.config.types))
+        tasks = [asyncio.ensure_future(one(resource_type)) for resource_type in self.config.types]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # one type failed: the others stop too, so nothing is stored after the pass ends
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def sync_type(self, resource_type: str) -> None:
         since = self._since("types", resource_type)
@@ -133,12 +140,12 @@ class Poller:
                 if moment is not None:
                     high = max(high, moment) if high else moment
                 if method == "DELETE":
-                    deleted.append(resource_id)
+                    deleted.append((resource_id, moment))
                 elif not deletions_only and isinstance(entry.get("resource"), dict):
                     stored.append(entry["resource"])
             await self.sink.store(stored)
-            for resource_id in deleted:
-                await self.sink.delete(resource_type, resource_id)
+            for resource_id, moment in deleted:
+                await self.sink.delete(resource_type, resource_id, moment)
             page = await self.upstream.get_json(following) if following else None
         if high is not None:
             await self._advance("deletes" if deletions_only else "types", resource_type, high)

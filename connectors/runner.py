@@ -135,6 +135,10 @@ class Connectors:
             await connector.state.release()
         return await self._status(connector)
 
+    async def run_forever(self, name: str) -> None:
+        """`name`'s schedule in this process (`hearth connector run NAME`), until cancelled."""
+        await self._loop(self.get(name))
+
     async def _loop(self, connector: Connector) -> None:
         every = connector.config.every
         while True:
@@ -197,78 +201,85 @@ class Connectors:
         return [letter] if letter else []
 
     async def discard(self, name: str, letter_id: str) -> bool:
-        """Drop a dead letter; a conflict's Hearth version stays (the sync state now starts from it)."""
+        """Drop a dead letter; in a conflict Hearth's version stays (the sync state now starts from it)."""
         connector = self.get(name)
         letter = await connector.state.dead_letter_by_id(letter_id)
         if letter is None:
             return False
-        if letter.get("reason") == "conflict" and letter.get("local"):
+        if letter.get("reason") in ("conflict", "deleted-conflict") and letter.get("local"):
             version = int((fhir_json.loads(letter["local"], trusted=True).get("meta") or {}).get("versionId", 0))
             await connector.state.save_synced({letter["key"]: {"local": version, "digest": ""}})
         return await connector.state.remove_dead_letter(letter_id)
 
     async def retry(self, name: str, letter_id: str | None = None) -> list[dict[str, Any]]:
-        """Try dead letters again (one, or all): a conflict applies the upstream version; anything else is fetched
-        again from the upstream (fixed there, it is stored; still wrong, it stays, with the new error)."""
+        """Try dead letters again (one, or all): a conflict applies the upstream's side (its version, or its
+        deletion); anything else is fetched again from the upstream (fixed there, it is stored; still wrong, it
+        stays, with the new error). A letter is removed only once what it held is settled."""
         connector = self.get(name)
-        letters = (await self.dead_letters(name, letter_id))
         results = []
-        for letter in letters:
+        for letter in await self.dead_letters(name, letter_id):
             results.append({"id": letter["id"], "result": await self._retry(connector, letter)})
         return results
 
     async def _retry(self, connector: Connector, letter: dict[str, Any]) -> str:
         sink = connector.sink()
-        await connector.state.remove_dead_letter(letter["id"])
+        reason = letter.get("reason")
+        if reason == "malformed":
+            return "kept: a line that is not a resource cannot be fetched again; fix it upstream and export again"
+        resource_type, _, upstream_id = letter["key"].partition("/")
         try:
-            if letter.get("reason") == "malformed":
-                await connector.state.dead_letter(letter["key"], "malformed", letter["error"], letter["url"],
-                                                  letter["raw"])
-                return "kept: a line that is not JSON cannot be fetched again; fix it upstream and export again"
-            if letter.get("reason") == "conflict":
+            if reason == "conflict":
                 await sink.force(fhir_json.loads(letter["raw"], trusted=True))
-                result = "stored"
+            elif reason == "deleted-conflict":
+                await sink.remove(resource_type, upstream_id)
             else:
-                resource_type, _, upstream_id = letter["key"].partition("/")
                 try:
                     resource = await connector.upstream.get_json(f"{resource_type}/{upstream_id}")
                 except UpstreamError as error:
-                    if error.status in (404, 410):
-                        return "gone upstream: dead letter removed"
-                    raise
-                await sink.store([resource])
-                result = "stored" if not sink.counts["dead_lettered"] else "failed again: kept"
+                    if error.status not in (404, 410):
+                        raise
+                    await connector.state.remove_dead_letter(letter["id"])
+                    return "gone upstream: dead letter removed"
+                await sink.store([resource])  # failing again, it replaces this letter with the new error
+                if sink.counts["dead_lettered"]:
+                    return "failed again: kept"
         except FAILURES as failure:
-            await connector.state.dead_letter(letter["key"], letter["reason"], str(failure), letter["url"],
-                                              letter["raw"], letter.get("local"))
-            result = f"failed again: kept ({failure})"
-        await connector.state.add_counts(sink.counts)
-        return result
+            return f"failed again: kept ({failure})"
+        finally:
+            await connector.state.add_counts(sink.counts)
+        await connector.state.remove_dead_letter(letter["id"])
+        return "stored" if reason != "deleted-conflict" else "deleted"
 
     # -- metrics ---------------------------------------------------------------------------------------------
 
     async def metric_lines(self) -> list[str]:
-        """Prometheus series per connector (server/metrics.py renders them with the others)."""
-        lines = ["# HELP hearth_connector_resources_total Resources by connector and outcome (fetched, stored, "
-                 "unchanged, rejected, dead_lettered, conflicts, deleted).",
-                 "# TYPE hearth_connector_resources_total counter"]
-        rest = ["# HELP hearth_connector_lag_seconds Seconds since the connector's last successful pass.",
-                "# TYPE hearth_connector_lag_seconds gauge",
-                "# HELP hearth_connector_circuit_open 1 while the upstream's circuit is open or half-open.",
-                "# TYPE hearth_connector_circuit_open gauge",
-                "# HELP hearth_connector_request_seconds Upstream request latency.",
-                "# TYPE hearth_connector_request_seconds summary"]
-        for status in await self.status():
+        """Prometheus series per connector (server/metrics.py renders them with the others), each family's
+        HELP and TYPE right before its samples."""
+        statuses = await self.status()
+        families = {
+            "hearth_connector_resources_total": ("counter", "Resources by connector and outcome (fetched, stored, "
+                                                 "unchanged, rejected, dead_lettered, conflicts, deleted)."),
+            "hearth_connector_lag_seconds": ("gauge", "Seconds since the connector's last successful pass."),
+            "hearth_connector_circuit_open": ("gauge", "1 while the upstream's circuit is open or half-open."),
+            "hearth_connector_request_seconds": ("summary", "Upstream request latency."),
+        }
+        samples: dict[str, list[str]] = {family: [] for family in families}
+        for status in statuses:
             name = status["name"]
-            for key, value in status["counters"].items():
-                lines.append(f'hearth_connector_resources_total{{connector="{name}",outcome="{key}"}} {value}')
+            samples["hearth_connector_resources_total"] += [
+                f'hearth_connector_resources_total{{connector="{name}",outcome="{key}"}} {value}'
+                for key, value in status["counters"].items()]
             if status["lag_seconds"] is not None:
-                rest.append(f'hearth_connector_lag_seconds{{connector="{name}"}} {status["lag_seconds"]}')
-            rest.append(f'hearth_connector_circuit_open{{connector="{name}",state="{status["circuit"]}"}} '
-                        f'{0 if status["circuit"] == "closed" else 1}')
+                samples["hearth_connector_lag_seconds"].append(
+                    f'hearth_connector_lag_seconds{{connector="{name}"}} {status["lag_seconds"]}')
+            samples["hearth_connector_circuit_open"].append(
+                f'hearth_connector_circuit_open{{connector="{name}",state="{status["circuit"]}"}} '
+                f'{0 if status["circuit"] == "closed" else 1}')
             total, count = self.get(name).latency
-            rest += [f'hearth_connector_request_seconds_sum{{connector="{name}"}} {total!r}',
-                     f'hearth_connector_request_seconds_count{{connector="{name}"}} {count}']
-        return lines + rest
-
-
+            samples["hearth_connector_request_seconds"] += [
+                f'hearth_connector_request_seconds_sum{{connector="{name}"}} {total!r}',
+                f'hearth_connector_request_seconds_count{{connector="{name}"}} {count}']
+        lines: list[str] = []
+        for family, (kind, text) in families.items():
+            lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}", *samples[family]]
+        return lines

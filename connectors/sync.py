@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 from collections import Counter
+from datetime import datetime
 from typing import Any, Iterable
 
 from hearth.capability import fhir_json
@@ -25,9 +26,11 @@ from hearth.capability.outcome import FhirError
 from hearth.connectors.identity import Localizer, local_id
 from hearth.connectors.state import ConnectorState
 from hearth.interactions.context import Context
+from hearth.interactions.crud import equal_content
 from hearth.interactions.dispatcher import dispatch
 from hearth.interactions.request import Caller, Request
 from hearth.security.grant import Grant
+from hearth.storage.clock import parse_instant
 
 log = logging.getLogger("hearth.connectors")
 _WRITES_IN_FLIGHT = 64  # a page's writes run together, so that the store commits them in groups
@@ -68,8 +71,12 @@ class Sink:
                 synced[key] = done
 
         latest = dict(zip(keys, wanted))  # a page naming a resource twice: its last (newest) version
-        await asyncio.gather(*(one(key, resource) for key, resource in latest.items()))
-        await self.state.save_synced(synced)
+        outcomes = await asyncio.gather(*(one(key, resource) for key, resource in latest.items()),
+                                        return_exceptions=True)
+        await self.state.save_synced(synced)  # what was written is recorded, even when something else failed
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _one(self, key: str, resource: dict[str, Any], known: dict[str, Any] | None) -> dict[str, Any] | None:
         """Store one resource; the sync record to keep for it (None: keep what there is)."""
@@ -85,6 +92,10 @@ class Sink:
         try:
             return await self._write(local, digest, known.get("local") if known else None)
         except _Conflict as conflict:
+            if conflict.current is not None and equal_content(conflict.current, local):
+                # what Hearth holds is what this connector would write (written before a crash kept its record)
+                self.counts["unchanged"] += 1
+                return {"local": int(conflict.current["meta"]["versionId"]), "digest": digest}
             return await self._resolve(key, resource, local, digest, conflict.current)
         except FhirError as error:
             if error.status >= 500:
@@ -126,9 +137,9 @@ class Sink:
         where = f"{local['resourceType']}/{local['id']}"
         policy = self.conflict
         if policy == "newest-wins":
-            upstream_time = str((upstream.get("meta") or {}).get("lastUpdated", ""))
-            local_time = str(((current or {}).get("meta") or {}).get("lastUpdated", ""))
-            policy = "upstream-wins" if current is None or upstream_time > local_time else "local-wins"
+            upstream_time, local_time = _updated(upstream), _updated(current or {})
+            newer = current is None or local_time is None or (upstream_time is not None and upstream_time > local_time)
+            policy = "upstream-wins" if newer else "local-wins"
         if policy == "upstream-wins":
             log.info("connector %s: conflict on %s: the upstream version replaces Hearth's (%s)",
                      self.state.name, where, self.conflict)
@@ -147,6 +158,8 @@ class Sink:
                     local: dict[str, Any] | None = None) -> None:
         self.counts["dead_lettered"] += 1
         log.warning("connector %s: %s %s kept as a dead letter: %s", self.state.name, reason, key, error)
+        if isinstance(raw, dict):  # a dead letter shows no more than Hearth would have stored
+            raw = self.localizer.masked(raw)
         await self.state.dead_letter(key, reason, error, url, _text(raw), _text(local) if local is not None else None)
 
     async def dead_line(self, url: str, text: str, error: str) -> None:
@@ -157,11 +170,40 @@ class Sink:
         key = f"NDJSON/{hashlib.sha256((url + text).encode()).hexdigest()[:20]}"
         await self._dead(key, "malformed", f"malformed line: {error}", url, text)
 
-    async def delete(self, resource_type: str, upstream_id: str) -> None:
-        """The upstream deleted a resource: so does Hearth, if this connector brought it."""
+    async def delete(self, resource_type: str, upstream_id: str, when: datetime | None = None) -> None:
+        """The upstream deleted a resource (at `when`, if it says): so does Hearth, if this connector brought it
+        and nobody changed it in Hearth since; if someone did, the conflict policy decides."""
         key = f"{resource_type}/{upstream_id}"
-        if not (await self.state.synced([key])):
+        known = (await self.state.synced([key])).get(key)
+        if known is None:
             return
+        resource_id = local_id(self.state.name, upstream_id)
+        current = await self._current(resource_type, resource_id)
+        if current is not None and int(current["meta"]["versionId"]) != known.get("local"):
+            self.counts["conflicts"] += 1
+            policy = self.conflict
+            if policy == "newest-wins":
+                local_time = _updated(current)
+                policy = "upstream-wins" if when is None or local_time is None or when > local_time else "local-wins"
+            where = f"{resource_type}/{resource_id}"
+            if policy == "local-wins":
+                log.info("connector %s: %s deleted upstream but changed in Hearth: kept (%s)", self.state.name,
+                         where, self.conflict)
+                await self.state.save_synced({key: {"local": int(current["meta"]["versionId"]), "digest": ""}})
+                return
+            if policy == "manual":
+                log.info("connector %s: %s deleted upstream but changed in Hearth: kept aside (manual)",
+                         self.state.name, where)
+                await self._dead(key, "deleted-conflict", f"{where} was deleted upstream and changed in Hearth "
+                                 "since the last sync", f"{self.localizer.base}/{key}", "", local=current)
+                return
+            log.info("connector %s: %s deleted upstream but changed in Hearth: deleted (%s)", self.state.name,
+                     where, self.conflict)
+        await self.remove(resource_type, upstream_id)
+
+    async def remove(self, resource_type: str, upstream_id: str) -> None:
+        """Delete the local copy of an upstream resource and forget its sync state."""
+        key = f"{resource_type}/{upstream_id}"
         try:
             await dispatch(self.ctx, Request("delete", self.caller, resource_type,
                                              local_id(self.state.name, upstream_id)))
@@ -184,6 +226,13 @@ class Sink:
 class _Conflict(Exception):
     def __init__(self, current: dict[str, Any] | None) -> None:
         self.current = current
+
+
+def _updated(resource: dict[str, Any]) -> datetime | None:
+    try:
+        return parse_instant(str((resource.get("meta") or {})["lastUpdated"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _digest(resource: dict[str, Any]) -> str:

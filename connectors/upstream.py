@@ -6,6 +6,7 @@ upstream's circuit breaker; a rate limit and a bound on requests in flight; an e
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from hearth.connectors.auth import AuthError, Authenticator
 from hearth.connectors.circuit import Circuit
 from hearth.connectors.config import ConnectorConfig
 
+log = logging.getLogger("hearth.connectors")
 _RETRIED = frozenset({408, 429, 500, 502, 503, 504})
 _BACKOFF_BASE = 0.5  # seconds before the first retry, doubling
 _BACKOFF_CAP = 30.0
@@ -147,9 +149,11 @@ class Upstream:
                     self.circuit.failed()
                 problem = f"{method} {url} answered {answer.status}"
                 delay, status = retry_after(answer.headers.get("Retry-After")), answer.status
+            self.circuit.last_failure = problem
             if attempt >= self.config.retries:
                 raise UpstreamError(f"{problem} (after {attempt + 1} attempts)", status)
             attempt += 1
+            log.info("connector %s: %s; retry %d of %d", self.config.name, problem, attempt, self.config.retries)
             await self.sleep(delay if delay is not None else backoff(attempt))
 
     async def _send(self, method: str, url: str, params: Mapping[str, str] | None,
@@ -198,14 +202,17 @@ class Upstream:
                 if status not in _RETRIED and status != 401:
                     self.circuit.succeeded()
                     raise UpstreamError(f"GET {url} answered {status}", status)
-                self.circuit.failed()
+                if status not in (401, 429):  # as for any request: neither is the upstream failing
+                    self.circuit.failed()
                 problem = f"GET {url} answered {status}"
             except (aiohttp.ClientError, asyncio.TimeoutError, AuthError) as error:
                 self.circuit.failed()
                 problem, wait, status = f"GET {url}: {type(error).__name__} {error}", None, None
+            self.circuit.last_failure = problem
             if attempt >= self.config.retries:
                 raise UpstreamError(f"{problem} (after {attempt + 1} attempts)", status)
             attempt += 1
+            log.info("connector %s: %s; retry %d of %d", self.config.name, problem, attempt, self.config.retries)
             await self.sleep(wait if wait is not None else backoff(attempt))
 
 

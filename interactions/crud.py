@@ -126,7 +126,12 @@ async def update(ctx: Context, caller: Caller, resource_type: str, resource_id: 
 
 def same_content(current: Version, resource: dict[str, Any]) -> bool:
     """Whether `resource` says what the stored version says, the server's meta.versionId and lastUpdated aside."""
-    return _content(fhir_json.loads(current.body, trusted=True)) == _content(resource)
+    return equal_content(fhir_json.loads(current.body, trusted=True), resource)
+
+
+def equal_content(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two resources say the same, their meta.versionId and lastUpdated aside."""
+    return _content(one) == _content(other)
 
 
 def _content(resource: dict[str, Any]) -> dict[str, Any]:

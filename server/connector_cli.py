@@ -20,11 +20,10 @@ Action = Callable[[Connectors, argparse.Namespace], Awaitable[Any]]
 def add_parser(commands: Any) -> None:
     group = commands.add_parser("connector", help="run connectors, see their status and dead letters")
     actions = group.add_subparsers(dest="action", required=True)
-    run = _command(actions, "run", "one pass of a connector now (waits for nothing: refused while another "
-                                   "process holds its lease)", _run_pass)
+    run = _command(actions, "run", "run a connector on its schedule here until interrupted, or one pass with "
+                                   "--once (refused while another process holds its lease)", _run_pass)
     run.add_argument("name")
-    run.add_argument("--once", action="store_true", help="one pass, then exit (the only mode: the server runs "
-                                                         "the schedule)")
+    run.add_argument("--once", action="store_true", help="one pass now, then exit")
     status = _command(actions, "status", "each connector's state, circuit, last success and error, lag, "
                                          "checkpoint and counters", lambda c, a: c.status(a.name))
     status.add_argument("name", nargs="?")
@@ -66,6 +65,8 @@ def _run(args: argparse.Namespace, action: Action) -> int:
 
     try:
         result = asyncio.run(run())
+    except KeyboardInterrupt:  # `run` without --once ends so: the pass under way stopped, its lease released
+        return 130
     except (ConfigError, KeyError, OSError) as error:
         print(f"hearth connector: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 2
@@ -76,6 +77,8 @@ def _run(args: argparse.Namespace, action: Action) -> int:
 
 
 async def _run_pass(connectors: Connectors, args: argparse.Namespace) -> Any:
+    if not args.once:  # the schedule in the foreground (a pass whenever the lease is free), until Ctrl-C
+        await connectors.run_forever(args.name)
     status = await connectors.run_once(args.name)
     if status is None:
         holder = await connectors.get(args.name).state.lease_holder()

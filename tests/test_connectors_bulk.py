@@ -86,14 +86,14 @@ async def test_a_system_export_brings_the_declared_types_only_and_the_next_asks_
     assert manifest["requiresAccessToken"] is False  # so the files are fetched without the token
     files = downloads(ehr)
     assert len(files) == 2 and not any("Authorization" in request.headers for request in files)
-    stored = (await world.get("/Observation/ehr-o1")).json()
-    assert stored["subject"]["reference"] == "Patient/ehr-p1"
+    stored = (await world.get("/Observation/ehr.o1")).json()
+    assert stored["subject"]["reference"] == "Patient/ehr.p1"
     assert stored["performer"][0]["reference"] == f"{ehr.base}/Practitioner/dr"  # a type not synced: upstream's
     assert stored["meta"]["source"] == f"{ehr.base}/Observation/o1/_history/1"
-    assert '"value":72.50' in (await world.get("/Observation/ehr-o1")).text  # decimals exactly as upstream
-    assert sorted(p["id"] for p in await world.resources("Patient")) == ["ehr-p1", "ehr-p2"]
-    assert (await world.get("/Patient/ehr-p2")).json()["name"][0]["family"] == "Roe"
-    assert (await world.get("/Encounter/ehr-e1")).status_code == 404
+    assert '"value":72.50' in (await world.get("/Observation/ehr.o1")).text  # decimals exactly as upstream
+    assert sorted(p["id"] for p in await world.resources("Patient")) == ["ehr.p1", "ehr.p2"]
+    assert (await world.get("/Patient/ehr.p2")).json()["name"][0]["family"] == "Roe"
+    assert (await world.get("/Encounter/ehr.e1")).status_code == 404
     assert await world.resources("Encounter") == []
     assert status["counters"]["stored"] == 3 and status["counters"]["fetched"] == 3
 
@@ -107,14 +107,14 @@ async def test_a_system_export_brings_the_declared_types_only_and_the_next_asks_
     assert kick_offs(ehr)[1].query["_since"] == [manifest["transactionTime"]]
     assert status["counters"]["fetched"] == 3 and status["counters"]["stored"] == 3
     assert all(p["meta"]["versionId"] == "1" for p in await world.resources("Patient"))
-    assert (await world.get("/Observation/ehr-o1")).json()["meta"]["versionId"] == "1"
+    assert (await world.get("/Observation/ehr.o1")).json()["meta"]["versionId"] == "1"
     assert len(ehr.deleted_exports) == 2
 
     ehr.put(patient("p2", family="Changed"))
     status = await connectors.run_once("ehr")  # only what changed since the last export comes
     assert status["counters"]["fetched"] == 4 and status["counters"]["stored"] == 4
-    assert (await world.get("/Patient/ehr-p2")).json()["meta"]["versionId"] == "2"
-    assert (await world.get("/Patient/ehr-p1")).json()["meta"]["versionId"] == "1"
+    assert (await world.get("/Patient/ehr.p2")).json()["meta"]["versionId"] == "2"
+    assert (await world.get("/Patient/ehr.p1")).json()["meta"]["versionId"] == "1"
 
 
 async def test_a_slow_export_is_polled_as_the_upstream_asks_in_seconds_or_by_date(world, caplog):
@@ -133,7 +133,7 @@ async def test_a_slow_export_is_polled_as_the_upstream_asks_in_seconds_or_by_dat
     connectors.get("ehr").upstream.sleep = sleep
     status = await connectors.run_once("ehr")
     assert status["state"] == "ok", status
-    assert (await world.get("/Patient/ehr-p1")).status_code == 200
+    assert (await world.get("/Patient/ehr.p1")).status_code == 200
 
     polls = status_polls(ehr)
     assert len(polls) == 4  # three "in progress", then the manifest
@@ -157,7 +157,7 @@ async def test_a_file_failing_twice_is_downloaded_again_and_everything_stored(wo
     status = await connectors.run_once("ehr")
     assert status["state"] == "ok", status
     stored = await world.resources("Patient")
-    assert sorted(p["id"] for p in stored) == [f"ehr-p{n}" for n in range(5)]
+    assert sorted(p["id"] for p in stored) == [f"ehr.p{n}" for n in range(5)]
     assert all(p["meta"]["versionId"] == "1" for p in stored)
     assert len(downloads(ehr)) == 3 + 2  # three files, the first asked three times
     assert status["counters"]["fetched"] == 5 and status["counters"]["unchanged"] == 0
@@ -216,7 +216,7 @@ async def test_a_pass_that_stops_in_the_middle_of_a_file_resumes_after_its_last_
     async def store(self: Sink, resources: list[dict[str, Any]]) -> None:
         calls.append(len(resources))
         if len(calls) == 3:
-            raise StoreFailed("Patient/ehr-p6: injected: the store is down")
+            raise StoreFailed("Patient/ehr.p6: injected: the store is down")
         await original(self, resources)
     monkeypatch.setattr(Sink, "store", store)
     connectors = await world.connectors(ehr=bulk("Patient"))
@@ -231,7 +231,7 @@ async def test_a_pass_that_stops_in_the_middle_of_a_file_resumes_after_its_last_
     status = await again.run_once("ehr")
     assert status["state"] == "ok", status
     stored = await world.resources("Patient")
-    assert sorted(p["id"] for p in stored) == sorted(f"ehr-p{n}" for n in range(10))
+    assert sorted(p["id"] for p in stored) == sorted(f"ehr.p{n}" for n in range(10))
     assert all(p["meta"]["versionId"] == "1" for p in stored)
     assert len(kick_offs(ehr)) == 1 and len(downloads(ehr)) == 2  # the file again, its first 6 lines skipped
     assert calls[3:] == [3, 1]
@@ -261,7 +261,7 @@ async def test_a_failed_export_or_one_whose_file_is_gone_is_dropped_and_the_next
     status = await connectors.run_once("ehr")
     assert status["state"] == "ok", status
     assert len(kick_offs(ehr)) == 3
-    assert (await world.get("/Patient/ehr-p1")).json()["meta"]["versionId"] == "1"
+    assert (await world.get("/Patient/ehr.p1")).json()["meta"]["versionId"] == "1"
     status = await connectors.run_once("ehr")  # nothing left half done to trip on
     assert status["state"] == "ok", status
     assert status["counters"]["fetched"] == 1 and status["counters"]["stored"] == 1
@@ -277,10 +277,10 @@ async def test_a_transient_failure_of_the_status_request_keeps_the_job(world, mo
     status = await connectors.run_once("ehr")
     assert status["state"] == "ok", status
     assert len(kick_offs(ehr)) == 1 and len(status_polls(ehr)) == 2 + 3  # asked again, the same job
-    assert (await world.get("/Patient/ehr-p1")).status_code == 200
+    assert (await world.get("/Patient/ehr.p1")).status_code == 200
 
 
-async def test_an_unusable_manifest_fails_the_pass_and_a_usable_one_finishes_the_job(world):
+async def test_an_unusable_manifest_fails_the_pass_and_the_next_asks_for_a_new_export(world):
     ehr = world.ehr
     ehr.put(patient("p1"))
     connectors = await world.connectors(ehr=bulk("Patient"))
@@ -303,7 +303,7 @@ async def test_an_unusable_manifest_fails_the_pass_and_a_usable_one_finishes_the
 
     status = await connectors.run_once("ehr")
     assert status["state"] == "ok", status
-    assert len(kick_offs(ehr)) == 1 and (await world.get("/Patient/ehr-p1")).status_code == 200
+    assert len(kick_offs(ehr)) == 3 and (await world.get("/Patient/ehr.p1")).status_code == 200
 
 
 async def test_patient_and_group_exports_bring_their_patients_only(world):
@@ -327,9 +327,9 @@ async def test_patient_and_group_exports_bring_their_patients_only(world):
 
     ids = {resource["id"] for resource_type in ("Patient", "Observation")
            for resource in await world.resources(resource_type)}
-    assert ids == {"patients-p1", "patients-p2", "patients-o1", "patients-o2", "group-p1", "group-o1"}
-    assert (await world.get("/Observation/group-o1")).json()["subject"]["reference"] == "Patient/group-p1"
-    assert (await world.get("/Group/group-g1")).status_code == 404
+    assert ids == {"patients.p1", "patients.p2", "patients.o1", "patients.o2", "group.p1", "group.o1"}
+    assert (await world.get("/Observation/group.o1")).json()["subject"]["reference"] == "Patient/group.p1"
+    assert (await world.get("/Group/group.g1")).status_code == 404
 
 
 async def test_a_hybrid_connector_exports_once_then_polls(world):
@@ -352,10 +352,10 @@ async def test_a_hybrid_connector_exports_once_then_polls(world):
     assert not any(request.path.endswith("$export") for request in later)
     searches = [request for request in later if request.path == "/Patient" and "_lastUpdated" in request.query]
     assert searches and searches[0].query["_lastUpdated"] == [f"gt{exported_at}"]
-    changed = (await world.get("/Patient/ehr-p1")).json()
+    changed = (await world.get("/Patient/ehr.p1")).json()
     assert changed["name"][0]["family"] == "Changed" and changed["meta"]["versionId"] == "2"
-    assert (await world.get("/Patient/ehr-p3")).status_code == 200
-    assert (await world.get("/Patient/ehr-p2")).status_code == 410
+    assert (await world.get("/Patient/ehr.p3")).status_code == 200
+    assert (await world.get("/Patient/ehr.p2")).status_code == 410
     assert len(kick_offs(ehr)) == 1
 
 
@@ -374,7 +374,7 @@ async def test_files_are_downloaded_with_the_token_when_the_manifest_requires_it
         files = downloads(secured)
         assert files and all(request.headers.get("Authorization", "").startswith("Bearer ") for request in files)
         assert any(request.path == "/auth/token" for request in secured.requests)
-        assert sorted(p["id"] for p in await world.resources("Patient")) == ["ehr-p1", "ehr-p2"]
+        assert sorted(p["id"] for p in await world.resources("Patient")) == ["ehr.p1", "ehr.p2"]
     finally:
         await secured.stop()
 
@@ -397,7 +397,7 @@ async def test_a_line_that_is_not_a_resource_is_a_dead_letter_and_the_others_are
     connectors = await world.connectors(ehr=bulk("Patient"))
     status = await connectors.run_once("ehr")
     assert status["state"] == "ok", status
-    assert sorted(p["id"] for p in await world.resources("Patient")) == [f"ehr-p{n}" for n in range(3)]
+    assert sorted(p["id"] for p in await world.resources("Patient")) == [f"ehr.p{n}" for n in range(3)]
     letters = await connectors.dead_letters("ehr")
     assert sorted(letter["reason"] for letter in letters) == ["malformed", "malformed"]
     assert {letter["raw"] for letter in letters} == {'{"resourceType": "Patient", "id": "cut',

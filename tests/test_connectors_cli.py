@@ -61,7 +61,7 @@ async def test_a_pass_killed_mid_page_loses_and_duplicates_nothing(tmp_path):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
             found = (await client.get("/Patient", params={"_count": "100"})).json()
         ids = sorted(entry["resource"]["id"] for entry in found["entry"])
-        assert ids == sorted(f"ehr-p{n}" for n in range(45))
+        assert ids == sorted(f"ehr.p{n}" for n in range(45))
         assert {entry["resource"]["meta"]["versionId"] for entry in found["entry"]} == {"1"}
     finally:
         await app.shutdown()
@@ -99,16 +99,16 @@ async def test_hearth_serve_runs_the_declared_connectors_and_reports_them(tmp_pa
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 for _ in range(100):  # the first pass runs at start-up; then every second
-                    if (await client.get("/Patient/ehr-p1")).status_code == 200:
+                    if (await client.get("/Patient/ehr.p1")).status_code == 200:
                         break
                     await asyncio.sleep(0.1)
-                assert (await client.get("/Patient/ehr-p1")).status_code == 200
+                assert (await client.get("/Patient/ehr.p1")).status_code == 200
                 ehr.put(patient("p2"))
                 for _ in range(100):
-                    if (await client.get("/Patient/ehr-p2")).status_code == 200:
+                    if (await client.get("/Patient/ehr.p2")).status_code == 200:
                         break
                     await asyncio.sleep(0.1)
-                assert (await client.get("/Patient/ehr-p2")).status_code == 200
+                assert (await client.get("/Patient/ehr.p2")).status_code == 200
                 metrics = (await client.get("/metrics")).text
                 assert 'hearth_connector_resources_total{connector="ehr",outcome="stored"} 2' in metrics
                 assert 'hearth_connector_circuit_open{connector="ehr",state="closed"} 0' in metrics

@@ -21,8 +21,8 @@ async def test_an_invalid_resource_is_not_stored_but_kept_to_fix_upstream_and_re
     connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"]})
     status = await connectors.run_once("ehr")
     assert status["state"] == "ok" and status["counters"]["rejected"] == 1
-    assert (await world.get("/Patient/ehr-bad")).status_code == 404
-    assert (await world.get("/Patient/ehr-good")).status_code == 200
+    assert (await world.get("/Patient/ehr.bad")).status_code == 404
+    assert (await world.get("/Patient/ehr.good")).status_code == 200
     [letter] = await connectors.dead_letters("ehr")
     assert letter["reason"] == "invalid" and "gender" in letter["error"]
     assert letter["url"] == f"{ehr.base}/Patient/bad/_history/1"
@@ -32,7 +32,7 @@ async def test_an_invalid_resource_is_not_stored_but_kept_to_fix_upstream_and_re
     assert (await connectors.retry("ehr", letter["id"]))[0]["result"].startswith("failed again")
     ehr.put(patient("bad", gender="female"))  # fixed upstream
     assert (await connectors.retry("ehr", letter["id"])) == [{"id": letter["id"], "result": "stored"}]
-    assert (await world.get("/Patient/ehr-bad")).json()["gender"] == "female"
+    assert (await world.get("/Patient/ehr.bad")).json()["gender"] == "female"
     assert await connectors.dead_letters("ehr") == []
 
 
@@ -41,9 +41,9 @@ async def _changed_on_both_sides(world, policy: str):
     ehr.put(patient("p1", family="Original"))
     connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"], "conflict": policy})
     await connectors.run_once("ehr")
-    local = (await world.get("/Patient/ehr-p1")).json()
+    local = (await world.get("/Patient/ehr.p1")).json()
     local["name"][0]["family"] = "ChangedInHearth"
-    assert (await world.client.put("/Patient/ehr-p1", json=local, headers=FHIR_JSON)).status_code == 200
+    assert (await world.client.put("/Patient/ehr.p1", json=local, headers=FHIR_JSON)).status_code == 200
     return connectors
 
 
@@ -58,10 +58,10 @@ async def test_a_conflict_is_decided_by_the_connectors_policy(world, policy, ups
         await connectors.get("ehr").state.save_checkpoint({"types": {"Patient": "2000-01-01T00:00:00Z"}})
     status = await connectors.run_once("ehr")
     assert status["counters"]["conflicts"] == 1
-    assert (await world.get("/Patient/ehr-p1")).json()["name"][0]["family"] == kept
+    assert (await world.get("/Patient/ehr.p1")).json()["name"][0]["family"] == kept
     world.ehr.put(patient("p1", family="Later"), last_updated="2999-06-01T00:00:00.000000Z")
     await connectors.run_once("ehr")  # decided once: a later upstream change applies without a new conflict
-    assert (await world.get("/Patient/ehr-p1")).json()["name"][0]["family"] == "Later"
+    assert (await world.get("/Patient/ehr.p1")).json()["name"][0]["family"] == "Later"
     assert (await connectors.status("ehr"))[0]["counters"]["conflicts"] == 1
 
 
@@ -69,24 +69,24 @@ async def test_a_manual_conflict_waits_with_both_versions_and_is_settled_by_retr
     connectors = await _changed_on_both_sides(world, "manual")
     world.ehr.put(patient("p1", family="ChangedUpstream"))
     await connectors.run_once("ehr")
-    assert (await world.get("/Patient/ehr-p1")).json()["name"][0]["family"] == "ChangedInHearth"
+    assert (await world.get("/Patient/ehr.p1")).json()["name"][0]["family"] == "ChangedInHearth"
     [letter] = await connectors.dead_letters("ehr")
     assert letter["reason"] == "conflict"
     assert fhir_json.loads(letter["raw"])["name"][0]["family"] == "ChangedUpstream"
     assert fhir_json.loads(letter["local"])["name"][0]["family"] == "ChangedInHearth"
     assert await connectors.discard("ehr", letter["id"])  # Hearth's version stays
-    assert (await world.get("/Patient/ehr-p1")).json()["name"][0]["family"] == "ChangedInHearth"
+    assert (await world.get("/Patient/ehr.p1")).json()["name"][0]["family"] == "ChangedInHearth"
     world.ehr.put(patient("p1", family="Again"))
     await connectors.run_once("ehr")  # Hearth's unchanged since the decision: the upstream change applies
-    assert (await world.get("/Patient/ehr-p1")).json()["name"][0]["family"] == "Again"
-    local = (await world.get("/Patient/ehr-p1")).json()
+    assert (await world.get("/Patient/ehr.p1")).json()["name"][0]["family"] == "Again"
+    local = (await world.get("/Patient/ehr.p1")).json()
     local["name"][0]["family"] = "HearthAgain"
-    await world.client.put("/Patient/ehr-p1", json=local, headers=FHIR_JSON)
+    await world.client.put("/Patient/ehr.p1", json=local, headers=FHIR_JSON)
     world.ehr.put(patient("p1", family="UpstreamAgain"))
     await connectors.run_once("ehr")
     [letter] = await connectors.dead_letters("ehr")
     assert await connectors.retry("ehr", letter["id"]) == [{"id": letter["id"], "result": "stored"}]
-    assert (await world.get("/Patient/ehr-p1")).json()["name"][0]["family"] == "UpstreamAgain"
+    assert (await world.get("/Patient/ehr.p1")).json()["name"][0]["family"] == "UpstreamAgain"
 
 
 async def test_status_and_dead_letters_over_http(world):
@@ -135,3 +135,51 @@ async def fake_upstream():
     await ehr.start()
     yield ehr
     await ehr.stop()
+
+
+async def test_a_deletion_upstream_of_a_resource_changed_in_hearth_follows_the_policy(world):
+    connectors = await _changed_on_both_sides(world, "manual")
+    world.ehr.delete("Patient", "p1")
+    await connectors.run_once("ehr")
+    assert (await world.get("/Patient/ehr.p1")).json()["name"][0]["family"] == "ChangedInHearth"
+    [letter] = await connectors.dead_letters("ehr")
+    assert letter["reason"] == "deleted-conflict"
+    assert await connectors.retry("ehr", letter["id"]) == [{"id": letter["id"], "result": "deleted"}]
+    assert (await world.get("/Patient/ehr.p1")).status_code == 410
+
+
+async def test_a_local_wins_connector_keeps_hearths_edit_when_upstream_deletes(world):
+    connectors = await _changed_on_both_sides(world, "local-wins")
+    world.ehr.delete("Patient", "p1")
+    status = await connectors.run_once("ehr")
+    assert status["counters"]["conflicts"] == 1 and status["counters"]["deleted"] == 0
+    assert (await world.get("/Patient/ehr.p1")).json()["name"][0]["family"] == "ChangedInHearth"
+
+
+async def test_a_write_whose_sync_record_was_lost_is_not_a_conflict(world):
+    """A crash between a page's writes and its sync records: the next pass finds Hearth holding what it would
+    write, and records it, rather than calling the connector's own write a change made in Hearth."""
+    world.ehr.put(patient("p1"))
+    connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"], "conflict": "manual"})
+    await connectors.run_once("ehr")
+    state = connectors.get("ehr").state
+    before = await state.synced(["Patient/p1"])
+    world.ehr.put(patient("p1", family="Newer"))
+    await connectors.run_once("ehr")
+    await state.save_synced(before)  # as if the crash came before the record of version 2
+    await state.save_checkpoint({})  # and the pass is run again from the start
+    status = await connectors.run_once("ehr")
+    assert status["counters"]["conflicts"] == 0 and await connectors.dead_letters("ehr") == []
+    assert (await world.get("/Patient/ehr.p1")).json()["meta"]["versionId"] == "2"
+
+
+async def test_masked_elements_are_neither_stored_nor_kept_in_dead_letters(world):
+    world.ehr.put(patient("p1", telecom=[{"system": "phone", "value": "555"}]))
+    world.ehr.put(patient("bad", gender="robot", telecom=[{"system": "phone", "value": "556"}]))
+    connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"], "mask": ["Patient.telecom"]})
+    await connectors.run_once("ehr")
+    stored = (await world.get("/Patient/ehr.p1")).json()
+    assert "telecom" not in stored and {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                                        "code": "SUBSETTED"} in stored["meta"]["tag"]
+    [letter] = await connectors.dead_letters("ehr")
+    assert "556" not in letter["raw"] and "robot" in letter["raw"]

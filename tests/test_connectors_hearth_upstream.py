@@ -47,18 +47,18 @@ async def test_a_hearth_upstream_is_synced_until_both_hold_the_same_resources(wo
             assert local == expected[resource_type], resource_type
         [patient] = httpx.get(f"{base}/Patient").json()["entry"]
         upstream_patient = patient["resource"]
-        mine = (await world.get(f"/Patient/synthea-{upstream_patient['id']}")).json()
+        mine = (await world.get(f"/Patient/synthea.{upstream_patient['id']}")).json()
         assert {k: v for k, v in mine.items() if k not in ("id", "meta")} == \
             {k: v for k, v in upstream_patient.items() if k not in ("id", "meta")}
         observation = (await world.get("/Observation", _count="1")).json()["entry"][0]["resource"]
-        assert observation["subject"]["reference"] == f"Patient/synthea-{upstream_patient['id']}"
+        assert observation["subject"]["reference"] == f"Patient/synthea.{upstream_patient['id']}"
 
         upstream_patient["gender"] = "other" if upstream_patient.get("gender") != "other" else "unknown"
         httpx.put(f"{base}/Patient/{upstream_patient['id']}", json=upstream_patient,
                   headers={"Content-Type": "application/fhir+json"}).raise_for_status()
         status = await connectors.run_once("synthea")
         assert status["counters"]["stored"] == sum(expected.values()) + 1
-        mine = (await world.get(f"/Patient/synthea-{upstream_patient['id']}")).json()
+        mine = (await world.get(f"/Patient/synthea.{upstream_patient['id']}")).json()
         assert mine["gender"] == upstream_patient["gender"] and mine["meta"]["versionId"] == "2"
     finally:
         stop(upstream, hard=False)

@@ -17,13 +17,13 @@ async def test_a_pass_brings_the_declared_types_only_at_local_ids_with_reference
     connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient", "Observation"]})
     status = await connectors.run_once("ehr")
     assert status["state"] == "ok", status
-    stored = (await world.get("/Observation/ehr-o1")).json()
-    assert stored["subject"]["reference"] == "Patient/ehr-p1"
+    stored = (await world.get("/Observation/ehr.o1")).json()
+    assert stored["subject"]["reference"] == "Patient/ehr.p1"
     assert stored["performer"][0]["reference"] == f"{ehr.base}/Practitioner/dr"  # a type not synced: upstream's
     assert stored["meta"]["source"] == f"{ehr.base}/Observation/o1/_history/1"
-    assert '"value":72.50' in (await world.get("/Observation/ehr-o1")).text  # decimals exactly as upstream
-    assert (await world.get("/Patient/ehr-p1")).status_code == 200
-    assert (await world.get("/Encounter/ehr-e1")).status_code == 404
+    assert '"value":72.50' in (await world.get("/Observation/ehr.o1")).text  # decimals exactly as upstream
+    assert (await world.get("/Patient/ehr.p1")).status_code == 200
+    assert (await world.get("/Encounter/ehr.e1")).status_code == 404
     assert not any("Encounter" in request.path for request in ehr.requests)  # not even asked for
     assert status["counters"]["stored"] == 2
 
@@ -34,10 +34,10 @@ async def test_an_unchanged_resource_makes_no_new_version_and_a_changed_one_does
     connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"]})
     await connectors.run_once("ehr")
     await connectors.run_once("ehr")
-    assert (await world.get("/Patient/ehr-p1")).json()["meta"]["versionId"] == "1"
+    assert (await world.get("/Patient/ehr.p1")).json()["meta"]["versionId"] == "1"
     ehr.put(patient("p1", family="Roe"))
     status = await connectors.run_once("ehr")
-    stored = (await world.get("/Patient/ehr-p1")).json()
+    stored = (await world.get("/Patient/ehr.p1")).json()
     assert stored["meta"]["versionId"] == "2" and stored["name"][0]["family"] == "Roe"
     assert stored["meta"]["source"].endswith("/Patient/p1/_history/2")
     assert status["counters"]["stored"] == 2
@@ -50,7 +50,7 @@ async def test_pages_with_ties_and_opaque_links_bring_each_resource_once(world):
     connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"]})
     status = await connectors.run_once("ehr")
     stored = await world.resources("Patient")
-    assert sorted(p["id"] for p in stored) == sorted(f"ehr-p{n}" for n in range(23))
+    assert sorted(p["id"] for p in stored) == sorted(f"ehr.p{n}" for n in range(23))
     assert all(p["meta"]["versionId"] == "1" for p in stored)
     assert any("_getpages" in str(request.query) for request in ehr.requests)  # followed the upstream's links
     assert status["checkpoint"]["types"]["Patient"].startswith("2026-01-01T00:00:04")
@@ -72,7 +72,7 @@ async def test_a_resource_changed_while_paging_arrives_in_its_newest_version(wor
     await connectors.run_once("ehr")
     ehr.on_page = None
     await connectors.run_once("ehr")
-    assert (await world.get("/Patient/ehr-p0")).json()["name"][0]["family"] == "Changed"
+    assert (await world.get("/Patient/ehr.p0")).json()["name"][0]["family"] == "Changed"
     assert len(await world.resources("Patient")) == 12
 
 
@@ -84,8 +84,8 @@ async def test_deletions_upstream_delete_in_hearth(world):
     await connectors.run_once("ehr")
     ehr.delete("Patient", "p1")
     status = await connectors.run_once("ehr")
-    assert (await world.get("/Patient/ehr-p1")).status_code == 410
-    assert (await world.get("/Patient/ehr-p2")).status_code == 200
+    assert (await world.get("/Patient/ehr.p1")).status_code == 410
+    assert (await world.get("/Patient/ehr.p2")).status_code == 200
     assert status["counters"]["deleted"] == 1
 
 
@@ -102,13 +102,13 @@ async def test_an_upstream_without_incremental_search_is_synced_by_history(world
         status = await connectors.run_once("ehr")
         assert status["state"] == "ok", status
         stored = {p["id"]: p for p in await world.resources("Patient")}
-        assert len(stored) == 7 and stored["ehr-p3"]["name"][0]["family"] == "Newest"
-        assert stored["ehr-p3"]["meta"]["versionId"] == "1"  # only the newest version was stored
+        assert len(stored) == 7 and stored["ehr.p3"]["name"][0]["family"] == "Newest"
+        assert stored["ehr.p3"]["meta"]["versionId"] == "1"  # only the newest version was stored
         ehr_history.delete("Patient", "p2")
         ehr_history.put(patient("p4", family="Later"))
         await connectors.run_once("ehr")
-        assert (await world.get("/Patient/ehr-p2")).status_code == 410
-        assert (await world.get("/Patient/ehr-p4")).json()["name"][0]["family"] == "Later"
+        assert (await world.get("/Patient/ehr.p2")).status_code == 410
+        assert (await world.get("/Patient/ehr.p4")).json()["name"][0]["family"] == "Later"
         assert any(request.path.endswith("/_history") for request in ehr_history.requests)
     finally:
         await ehr_history.stop()
@@ -124,8 +124,8 @@ async def test_two_connectors_bringing_the_same_patient_do_not_collide(world):
                                             b={"kind": "fhir-poll", "types": ["Patient"], "base": other.base})
         await connectors.run_once("a")
         await connectors.run_once("b")
-        assert (await world.get("/Patient/a-123")).json()["name"][0]["family"] == "FromA"
-        assert (await world.get("/Patient/b-123")).json()["name"][0]["family"] == "FromB"
+        assert (await world.get("/Patient/a.123")).json()["name"][0]["family"] == "FromA"
+        assert (await world.get("/Patient/b.123")).json()["name"][0]["family"] == "FromB"
     finally:
         await other.stop()
 
@@ -139,9 +139,9 @@ async def test_what_a_connector_stores_is_announced_to_subscriptions_and_audited
         connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"]})
         await connectors.run_once("ehr")
         [notification] = await receiver.wait_for(1)
-        assert notification.path == "/hook/Patient/ehr-p1"  # R4 rest-hook with a payload: the resource, PUT
+        assert notification.path == "/hook/Patient/ehr.p1"  # R4 rest-hook with a payload: the resource, PUT
         assert notification.json()["meta"]["source"] == f"{world.ehr.base}/Patient/p1/_history/1"
-        audit = (await world.get("/AuditEvent", agent="connector/ehr", entity="Patient/ehr-p1")).json()
+        audit = (await world.get("/AuditEvent", agent="connector/ehr", entity="Patient/ehr.p1")).json()
         [event] = [e["resource"] for e in audit["entry"]]
         assert event["subtype"][0]["code"] == "create" and event["outcome"] == "0"  # update-as-create
     finally:

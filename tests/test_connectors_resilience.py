@@ -24,7 +24,7 @@ def _seed(ehr: FakeEhr, count: int = 12) -> None:
 
 async def _all_once(world, count: int = 12) -> None:
     stored = await world.resources("Patient")
-    assert sorted(p["id"] for p in stored) == sorted(f"ehr-p{n}" for n in range(count))
+    assert sorted(p["id"] for p in stored) == sorted(f"ehr.p{n}" for n in range(count))
     assert all(p["meta"]["versionId"] == "1" for p in stored)
 
 
@@ -88,15 +88,15 @@ async def test_an_upstream_that_keeps_failing_opens_its_circuit_and_others_carry
         assert (await connectors.run_once("ehr"))["state"] == "failing"
         assert len(world.ehr.requests) == sent  # while open, the upstream is not asked at all
         assert (await connectors.run_once("other"))["state"] == "ok"
-        assert (await world.get("/Patient/other-h1")).status_code == 200
-        assert (await world.get("/Patient/ehr-p1")).status_code == 404  # Hearth serves what it has meanwhile
+        assert (await world.get("/Patient/other.h1")).status_code == 200
+        assert (await world.get("/Patient/ehr.p1")).status_code == 404  # Hearth serves what it has meanwhile
         circuit = connectors.get("ehr").circuit
         circuit.opened_at -= circuit.cooldown  # the cool-down is over: one probe goes
         world.ehr.requests.clear()
         del world.ehr._faults[:]  # the upstream is back
         status = await connectors.run_once("ehr")
         assert status["state"] == "ok" and status["circuit"] == "closed", status
-        assert (await world.get("/Patient/ehr-p1")).status_code == 200
+        assert (await world.get("/Patient/ehr.p1")).status_code == 200
     finally:
         await healthy.stop()
 
