@@ -31,7 +31,8 @@ def add_parser(commands: Any) -> None:
                        _dead_letters)
     letters.add_argument("name")
     letters.add_argument("--show", metavar="ID", help="one dead letter in full")
-    letters.add_argument("--retry", metavar="ID", help="try one again (ID) or all of them (--retry all)")
+    letters.add_argument("--retry", metavar="ID", help="try one again")
+    letters.add_argument("--all", action="store_true", help="try them all again")
     letters.add_argument("--discard", metavar="ID", help="drop one (a conflict: Hearth's version stays)")
 
 
@@ -87,8 +88,8 @@ async def _run_pass(connectors: Connectors, args: argparse.Namespace) -> Any:
 
 
 async def _dead_letters(connectors: Connectors, args: argparse.Namespace) -> Any:
-    if args.retry:
-        return await connectors.retry(args.name, None if args.retry == "all" else args.retry)
+    if args.retry or args.all:
+        return await connectors.retry(args.name, None if args.all else args.retry)
     if args.discard:
         return {"id": args.discard, "discarded": await connectors.discard(args.name, args.discard)}
     letters = await connectors.dead_letters(args.name, args.show)

@@ -120,3 +120,75 @@ async def test_hearth_serve_runs_the_declared_connectors_and_reports_them(tmp_pa
         assert json.loads(out)[0]["counters"]["stored"] == 2
     finally:
         await ehr.stop()
+
+
+async def test_dead_letters_from_the_command_line(tmp_path):
+    ehr = FakeEhr()
+    await ehr.start()
+    try:
+        ehr.put(patient("bad", gender="robot"))
+        (tmp_path / "c.toml").write_text(toml({"ehr": {"kind": "fhir-poll", "types": ["Patient"], "base": ehr.base}}))
+        env = {"HEARTH_STORAGE": str(tmp_path / "hearth.db"), "HEARTH_CONNECTORS": str(tmp_path / "c.toml")}
+        code, out, _ = await _output(await _hearth("run", "ehr", "--once", env=env))
+        assert code == 0 and json.loads(out)["counters"]["dead_lettered"] == 1
+        code, out, _ = await _output(await _hearth("dead-letters", "ehr", env=env))
+        [letter] = json.loads(out)
+        assert letter["reason"] == "invalid" and letter["url"] == f"{ehr.base}/Patient/bad/_history/1"
+        code, out, _ = await _output(await _hearth("dead-letters", "ehr", "--show", letter["id"], env=env))
+        assert json.loads(json.loads(out)["raw"])["gender"] == "robot"
+        ehr.put(patient("bad", gender="male"))
+        code, out, _ = await _output(await _hearth("dead-letters", "ehr", "--all", env=env))
+        assert json.loads(out) == [{"id": letter["id"], "result": "stored"}]
+        code, out, _ = await _output(await _hearth("dead-letters", "ehr", env=env))
+        assert json.loads(out) == []
+    finally:
+        await ehr.stop()
+
+
+async def test_a_bulk_export_killed_mid_file_resumes_after_its_last_stored_chunk(tmp_path):
+    import sqlite3
+    ehr = FakeEhr()
+    ehr.export_file_lines = 5000
+    ehr.export_polls = 0
+    await ehr.start()
+    try:
+        for n in range(1500):  # one file of 1,500 lines: three chunks of 500
+            ehr.put(patient(f"p{n}"))
+        (tmp_path / "c.toml").write_text(toml({"ehr": {"kind": "bulk-export", "types": ["Patient"], "base": ehr.base,
+                                                      "rate": 1000}}))
+        db = tmp_path / "hearth.db"
+        env = {"HEARTH_STORAGE": str(db), "HEARTH_CONNECTORS": str(tmp_path / "c.toml"), "HEARTH_BASE_URL": BASE}
+        running = await _hearth("run", "ehr", "--once", env=env)
+
+        def lines_done() -> int:
+            try:
+                with sqlite3.connect(db, timeout=1) as conn:
+                    row = conn.execute("SELECT document FROM connector_records WHERE kind = 'checkpoint'").fetchone()
+            except sqlite3.Error:
+                return 0
+            return json.loads(row[0]).get("export", {}).get("lines", 0) if row else 0
+        for _ in range(600):
+            if lines_done() >= 500:
+                break
+            await asyncio.sleep(0.05)
+        os.kill(running.pid, signal.SIGKILL)
+        code, _, _ = await _output(running)
+        stored_before = lines_done()
+        assert code == -signal.SIGKILL and 500 <= stored_before < 1500  # killed in the middle of the file
+        code, out, err = await _output(await _hearth("run", "ehr", "--once", env=env))
+        assert code == 0, err
+        assert json.loads(out)["counters"]["fetched"] == 1500 - stored_before  # resumed after the stored lines
+        kick_offs = [r for r in ehr.requests if r.path.endswith("$export")]
+        assert len(kick_offs) == 1  # the same job resumed
+    finally:
+        await ehr.stop()
+    app = create_app(Settings(storage=str(db), base_url=BASE))
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            found = (await client.get("/Patient", params={"_summary": "count"})).json()
+            assert found["total"] == 1500
+            versions = (await client.get("/Patient/ehr.p0/_history")).json()
+            assert versions["total"] == 1
+    finally:
+        await app.shutdown()

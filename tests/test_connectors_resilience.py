@@ -142,3 +142,12 @@ async def test_backend_services_with_a_private_key_jwt(world, tmp_path):
         await _all_once(world)
     finally:
         await ehr.stop()
+
+
+async def test_the_rate_limit_spaces_requests(world):
+    _seed(world.ehr, 30)  # pages of 5: 6 pages, and the history request for deletions
+    connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"], "rate": 4})
+    status = await connectors.run_once("ehr")
+    assert status["state"] == "ok"
+    times = [r.time for r in world.ehr.requests]
+    assert len(times) >= 7 and times[-1] - times[0] >= (len(times) - 4) / 4 - 0.05  # 4 at once, then 4 per second
