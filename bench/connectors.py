@@ -6,7 +6,8 @@ The Synthea bundles (all of them with `--bundles 0`: ~92,000 resources) are load
 upstream database; that load is the floor (the same resources stored locally, with no upstream in between). Then,
 for a small and the full set, an empty Hearth is filled by `hearth connector run NAME --once` (its own process,
 so its peak memory is its own):
-- `fhir-poll` from a real `hearth serve` on the upstream database (pages of 1,000, every type present);
+- `fhir-poll` from a real `hearth serve` on the upstream database (pages of 1,000, every type present; the
+  upstream's CPU time is reported: it runs on the same 2 cores, which an EHR elsewhere would not);
 - `bulk-export` from the fake upstream EHR of the tests (tests/fake_ehr.py, which serves Bulk Data 2.0 from memory
   in this process): Hearth does not serve `$export` itself yet.
 Reported: resources/s of each sync and its ratio to the import floor, and the connector process's peak RSS at
@@ -135,7 +136,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             try:
                 loaded = stored_resources(database)
                 types = sorted({r["resourceType"] for r in loaded})
+                serving = upstream.cpu_seconds()
                 polled = await sync("fhir-poll", upstream.base_url, types, folder, f"poll{size}")
+                polled["upstream_cpu_s"] = upstream.cpu_seconds() - serving  # the upstream shares the 2 cores
             finally:
                 upstream.stop()
             ehr = FakeEhr(page_size=1000)
@@ -152,7 +155,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 row.update(size=label, resources=count, floor=floor, ratio=row["rate"] / floor)
                 print(f"  {label}: {row['kind']} {row['stored']:,} stored in {row['seconds']:.1f} s "
                       f"({row['rate']:,.0f}/s, {row['ratio']:.2f} of import), peak RSS {row['peak_rss_mb']:.0f} MB "
-                      f"({row['peak_anon_mb']:.0f} MB anonymous)",
+                      f"({row['peak_anon_mb']:.0f} MB anonymous)"
+                      + (f"; the upstream server used {row['upstream_cpu_s']:.0f} CPU s" if "upstream_cpu_s" in row
+                         else ""),
                       flush=True)
                 rows.append(row)
     stop.set()

@@ -25,6 +25,10 @@ class AuthError(Exception):
     """The upstream's token endpoint refused the connector's credentials (or cannot be found)."""
 
 
+class KeyProblem(AuthError):
+    """The connector's own key cannot sign (missing, unreadable, wrong kind): Hearth's side, not the upstream's."""
+
+
 class Authenticator:
     def __init__(self, config: AuthConfig, base: str, timeout: float = 30.0) -> None:
         self.config = config
@@ -66,7 +70,8 @@ class Authenticator:
                 raise AuthError(f"token endpoint {endpoint} answered {response.status}: "
                                 f"{body.get('error', '') if isinstance(body, dict) else ''}")
         self._token = str(body["access_token"])
-        self._expires = time.time() + float(body.get("expires_in", 300))
+        lifetime = body.get("expires_in", 300)
+        self._expires = time.time() + (float(lifetime) if isinstance(lifetime, (int, float)) else 300.0)
 
     async def _token_endpoint(self, session: aiohttp.ClientSession) -> str:
         if self._endpoint is None:
@@ -89,7 +94,7 @@ class Authenticator:
             return jwt.encode(claims, self._key, algorithm=self.config.alg, headers=headers)
         except (OSError, ValueError, TypeError, jwt.PyJWTError) as error:
             self._key = None
-            raise AuthError(f"cannot sign a client assertion with {self.config.key_file}: {error}") from None
+            raise KeyProblem(f"cannot sign a client assertion with {self.config.key_file}: {error}") from None
 
 
 async def _json(response: aiohttp.ClientResponse) -> Any:

@@ -93,6 +93,9 @@ class BulkExport:
                     raise UpstreamError(f"the upstream's export {job['status']} failed: "
                                         f"{'; '.join(text for _, text in issues) or 'no diagnostics'}", 500)
                 self.upstream.circuit.failed()  # a polling failure, not the export's: asked again as any request
+                self.upstream.circuit.last_failure = f"GET {job['status']} answered 500"
+                log.info("connector %s: GET %s answered 500; retry %d of %d", self.config.name, job["status"],
+                         failures + 1, self.config.retries)
                 failures += 1
                 if failures > self.config.retries:
                     raise UpstreamError(f"GET {job['status']} answered 500 (after {failures} attempts)")

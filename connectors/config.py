@@ -32,7 +32,7 @@ from hearth.storage.clock import parse_instant
 KINDS = ("fhir-poll", "bulk-export")
 CONFLICTS = ("upstream-wins", "local-wins", "newest-wins", "manual")
 AUTH_KINDS = ("none", "bearer", "client-secret", "backend-services")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")  # part of every local id the connector makes
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,21}$")  # part of every local id: NAME.h + 40 characters fits in 64
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -92,7 +92,7 @@ def parse(document: dict[str, Any]) -> dict[str, ConnectorConfig]:
 def _connector(name: str, table: Any) -> ConnectorConfig:
     where = f"connector {name!r}"
     if not _NAME.match(name):
-        raise ConfigError(f"{where}: names are 1-32 lower-case letters, digits and '-'")
+        raise ConfigError(f"{where}: names are 1-22 lower-case letters, digits and '-'")
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
     known = {"kind", "base", "types", "mask", "every", "since", "conflict", "rate", "concurrency", "auth", "timeout",
@@ -118,12 +118,13 @@ def _connector(name: str, table: Any) -> ConnectorConfig:
         raise ConfigError(f"{where}: 'mask' names types the connector does not bring: {', '.join(wrong_mask)}")
     since = table.get("since")
     try:  # TOML may give a date or datetime of its own, or a string
-        since_at = parse_instant(since.isoformat() if isinstance(since, (date, datetime)) else str(since)) \
-            if since else None
+        since_at = None if since is None else parse_instant(
+            since.isoformat() if isinstance(since, (date, datetime)) else str(since))
     except ValueError:
         raise ConfigError(f"{where}: 'since' must be an instant such as 2024-01-01T00:00:00Z") from None
     export_level = table.get("export_level", "system")
-    if export_level not in ("system", "patient") and not re.match(r"^group/[A-Za-z0-9\-.]{1,64}$", export_level):
+    if not isinstance(export_level, str) or (export_level not in ("system", "patient")
+                                             and not re.match(r"^group/[A-Za-z0-9\-.]{1,64}$", export_level)):
         raise ConfigError(f"{where}: 'export_level' is system, patient or group/ID")
     return ConnectorConfig(
         name=name, kind=kind, base=base.rstrip("/"), types=tuple(dict.fromkeys(types)), mask=tuple(mask),
@@ -166,6 +167,8 @@ def _every(where: str, value: Any) -> float | None:
 
 
 def _seconds(where: str, key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' is a duration such as \"30s\", \"5m\" or \"1h\"")
     if isinstance(value, (int, float)):
         return float(value)
     match = _DURATION.match(str(value).strip())

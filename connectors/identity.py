@@ -46,10 +46,11 @@ class Localizer:
         version = (resource.get("meta") or {}).get("versionId")
         return f"{url}/_history/{version}" if version else url
 
-    def localized(self, resource: dict[str, Any]) -> dict[str, Any]:
+    def localized(self, resource: dict[str, Any], masked: bool = False) -> dict[str, Any]:
         """A copy with the local id, `meta.source`, references to synced types rewritten to their local ids (to
         other types: absolute upstream URLs), masked elements removed; the upstream's versionId and lastUpdated
-        go (Hearth versions it), its other meta stays."""
+        go (Hearth versions it), its other meta stays. `masked`: its masked elements were removed already (a dead
+        letter's), so it is marked as subsetted whatever is left to remove."""
         upstream_meta = dict(resource.get("meta") or {})
         meta = {key: value for key, value in upstream_meta.items() if key not in ("versionId", "lastUpdated", "source")}
         meta["source"] = self.source(resource)
@@ -58,7 +59,7 @@ class Localizer:
         for key, value in resource.items():
             if key not in local:
                 local[key] = self._rewritten(value)
-        if self._strip(local):
+        if self._strip(local) or masked:
             meta["tag"] = [*meta.get("tag", []), SUBSETTED]
         return local
 
@@ -87,7 +88,7 @@ class Localizer:
         return copy
 
     def reference(self, reference: str) -> str:
-        """A reference as Hearth stores it: `Patient/ehr-123` for a synced type, the upstream URL otherwise;
+        """A reference as Hearth stores it: `Patient/ehr.123` for a synced type, the upstream URL otherwise;
         contained (`#x`), `urn:` and other servers' references unchanged."""
         relative = reference[len(self.base) + 1:] if reference.startswith(self.base + "/") else reference
         match = _RELATIVE.match(relative)

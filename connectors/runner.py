@@ -136,8 +136,15 @@ class Connectors:
         return await self._status(connector)
 
     async def run_forever(self, name: str) -> None:
-        """`name`'s schedule in this process (`hearth connector run NAME`), until cancelled."""
-        await self._loop(self.get(name))
+        """`name`'s schedule in this process (`hearth connector run NAME`), until cancelled: then its lease is
+        released and it says `stopped`."""
+        connector = self.get(name)
+        try:
+            await self._loop(connector)
+        finally:
+            with contextlib.suppress(Exception):
+                await connector.state.release()
+                await connector.state.mark_stopped()
 
     async def _loop(self, connector: Connector) -> None:
         every = connector.config.every
@@ -225,11 +232,11 @@ class Connectors:
         sink = connector.sink()
         reason = letter.get("reason")
         if reason == "malformed":
-            return "kept: a line that is not a resource cannot be fetched again; fix it upstream and export again"
+            return "kept: what names no resource cannot be fetched again; fix it upstream and sync again"
         resource_type, _, upstream_id = letter["key"].partition("/")
         try:
             if reason == "conflict":
-                await sink.force(fhir_json.loads(letter["raw"], trusted=True))
+                await sink.force(fhir_json.loads(letter["raw"], trusted=True), bool(letter.get("masked")))
             elif reason == "deleted-conflict":
                 await sink.remove(resource_type, upstream_id)
             else:

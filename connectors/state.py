@@ -55,14 +55,18 @@ class ConnectorState:
 
     # -- dead letters -----------------------------------------------------------------------------------------
 
-    async def dead_letter(self, key: str, reason: str, error: str, url: str, raw: str,
-                          local: str | None = None) -> dict[str, Any]:
+    async def dead_letter(self, key: str, reason: str, error: str, url: str, raw: str | None,
+                          local: str | None = None, masked: bool = False) -> dict[str, Any]:
         """Keep what could not be stored under `key` (`Type/id` upstream: the latest replaces an earlier one):
-        `raw` the upstream resource's JSON text, `local` Hearth's version's (a conflict)."""
-        letter = {"id": dead_letter_id(key), "connector": self.name, "key": key, "reason": reason, "error": error,
-                  "url": url, "time": to_instant(utc_now()), "raw": raw}
-        if local is not None:
-            letter["local"] = local
+        `raw` the upstream resource's JSON text (`masked`: without the connector's masked elements; none for a
+        deletion), `local` Hearth's version's (a conflict)."""
+        letter: dict[str, Any] = {"id": dead_letter_id(key), "connector": self.name, "key": key, "reason": reason,
+                                  "error": error, "url": url, "time": to_instant(utc_now())}
+        for name, value in (("raw", raw), ("local", local)):
+            if value is not None:
+                letter[name] = value
+        if masked:
+            letter["masked"] = True
         await self.records.put(f"dead:{self.name}", letter["id"], letter)
         return letter
 

@@ -59,7 +59,7 @@ class Sink:
         """Store a page of upstream resources (of the connector's types; others are dropped unstored)."""
         wanted = [r for r in resources if isinstance(r, dict) and r.get("resourceType") in self.localizer.types]
         self.counts["fetched"] += len(resources)
-        keys = [f"{r['resourceType']}/{r.get('id')}" for r in wanted]
+        keys = [_key(r) for r in wanted]
         known = await self.state.synced(keys)
         gate = asyncio.Semaphore(_WRITES_IN_FLIGHT)
         synced: dict[str, dict[str, Any]] = {}
@@ -81,8 +81,9 @@ class Sink:
     async def _one(self, key: str, resource: dict[str, Any], known: dict[str, Any] | None) -> dict[str, Any] | None:
         """Store one resource; the sync record to keep for it (None: keep what there is)."""
         url = self.localizer.source(resource)
-        if not isinstance(resource.get("id"), str):
-            await self._dead(key, "invalid", "the upstream resource has no id", url, resource)
+        if not isinstance(resource.get("id"), str):  # nothing to fetch again by: kept as a malformed one
+            self.counts["rejected"] += 1
+            await self._dead(key, "malformed", "the upstream resource has no id", url, resource)
             return None
         local = self.localizer.localized(resource)
         digest = _digest(local)
@@ -158,9 +159,13 @@ class Sink:
                     local: dict[str, Any] | None = None) -> None:
         self.counts["dead_lettered"] += 1
         log.warning("connector %s: %s %s kept as a dead letter: %s", self.state.name, reason, key, error)
+        masked = False
         if isinstance(raw, dict):  # a dead letter shows no more than Hearth would have stored
-            raw = self.localizer.masked(raw)
-        await self.state.dead_letter(key, reason, error, url, _text(raw), _text(local) if local is not None else None)
+            shown = self.localizer.masked(raw)
+            masked = shown != raw
+            raw = shown
+        await self.state.dead_letter(key, reason, error, url, _text(raw) if raw is not None else None,
+                                     _text(local) if local is not None else None, masked)
 
     async def dead_line(self, url: str, text: str, error: str) -> None:
         """A line of an NDJSON file that is not one JSON resource: kept as a dead letter (it names no resource to
@@ -195,7 +200,7 @@ class Sink:
                 log.info("connector %s: %s deleted upstream but changed in Hearth: kept aside (manual)",
                          self.state.name, where)
                 await self._dead(key, "deleted-conflict", f"{where} was deleted upstream and changed in Hearth "
-                                 "since the last sync", f"{self.localizer.base}/{key}", "", local=current)
+                                 "since the last sync", f"{self.localizer.base}/{key}", None, local=current)
                 return
             log.info("connector %s: %s deleted upstream but changed in Hearth: deleted (%s)", self.state.name,
                      where, self.conflict)
@@ -214,10 +219,11 @@ class Sink:
         await self.state.forget_synced(key)
         self.counts["deleted"] += 1
 
-    async def force(self, resource: dict[str, Any]) -> None:
-        """Store an upstream resource whatever Hearth holds (a dead letter a person retries)."""
-        key = f"{resource['resourceType']}/{resource.get('id')}"
-        local = self.localizer.localized(resource)
+    async def force(self, resource: dict[str, Any], masked: bool = False) -> None:
+        """Store an upstream resource whatever Hearth holds (a dead letter a person retries; `masked`: its masked
+        elements were removed already, so it is marked as subsetted all the same)."""
+        key = _key(resource)
+        local = self.localizer.localized(resource, masked)
         digest = _digest(local)
         done = await self._write(local, digest, None, force=True)
         await self.state.save_synced({key: done})
@@ -226,6 +232,14 @@ class Sink:
 class _Conflict(Exception):
     def __init__(self, current: dict[str, Any] | None) -> None:
         self.current = current
+
+
+def _key(resource: dict[str, Any]) -> str:
+    """`Type/id` upstream; for a resource without an id, one made of its content (it names nothing to fetch)."""
+    resource_id = resource.get("id")
+    if isinstance(resource_id, str):
+        return f"{resource['resourceType']}/{resource_id}"
+    return f"{resource['resourceType']}/~{_digest(resource)[:20]}"
 
 
 def _updated(resource: dict[str, Any]) -> datetime | None:

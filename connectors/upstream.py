@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 
 from hearth.capability import fhir_json
-from hearth.connectors.auth import AuthError, Authenticator
+from hearth.connectors.auth import AuthError, Authenticator, KeyProblem
 from hearth.connectors.circuit import Circuit
 from hearth.connectors.config import ConnectorConfig
 
@@ -110,11 +110,14 @@ class Upstream:
             answer = await self.request("GET", path_or_url, params=params, headers=headers)
             try:
                 return answer.json()
-            except UpstreamError:
+            except UpstreamError as error:
                 self.circuit.failed()
+                self.circuit.last_failure = f"GET {self.url(path_or_url)}: {error}"
                 if attempt >= self.config.retries:
                     raise
             attempt += 1
+            log.info("connector %s: %s; retry %d of %d", self.config.name, self.circuit.last_failure, attempt,
+                     self.config.retries)
             await self.sleep(backoff(attempt))
 
     async def request(self, method: str, path_or_url: str, *, params: Mapping[str, str] | None = None,
@@ -129,6 +132,8 @@ class Upstream:
             self.circuit.admit()
             try:
                 answer = await self._send(method, url, params, headers)
+            except KeyProblem:  # Hearth's own key: no upstream failure, nothing to retry
+                raise
             except (aiohttp.ClientError, asyncio.TimeoutError, AuthError) as error:
                 self.circuit.failed()
                 problem = f"{method} {url}: {type(error).__name__} {error}".strip()
@@ -205,6 +210,8 @@ class Upstream:
                 if status not in (401, 429):  # as for any request: neither is the upstream failing
                     self.circuit.failed()
                 problem = f"GET {url} answered {status}"
+            except KeyProblem:  # Hearth's own key: no upstream failure, nothing to retry
+                raise
             except (aiohttp.ClientError, asyncio.TimeoutError, AuthError) as error:
                 self.circuit.failed()
                 problem, wait, status = f"GET {url}: {type(error).__name__} {error}", None, None

@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable
 
 from hearth.connectors.config import ConfigError
 from hearth.connectors.runner import Connectors
+from hearth.server.logs import configure
 from hearth.server.settings import Settings
 from hearth.server.wiring import close_context, open_connectors, open_context
 
@@ -41,12 +42,16 @@ def _command(actions: Any, name: str, help_text: str, action: Action) -> argpars
     parser.add_argument("--connectors", metavar="FILE", help="the connectors' TOML file (HEARTH_CONNECTORS)")
     parser.add_argument("--storage", help="SQLite file or mongodb:// URL (HEARTH_STORAGE, default ./data/hearth.db)")
     parser.add_argument("--base-url", help="the server's public base URL (HEARTH_BASE_URL)")
+    parser.add_argument("--log-level", help="debug, info (each retry), warning, error (HEARTH_LOG_LEVEL, default "
+                                            "warning)")
     parser.set_defaults(run=lambda args: _run(args, action))
     return parser
 
 
 def _run(args: argparse.Namespace, action: Action) -> int:
-    settings = Settings.from_env(storage=args.storage, base_url=args.base_url, connectors=args.connectors)
+    settings = Settings.from_env(storage=args.storage, base_url=args.base_url, connectors=args.connectors,
+                                 log_level=args.log_level)
+    configure(settings.log_level)
     if not settings.connectors:
         print("hearth connector: name the connectors' file with --connectors FILE or HEARTH_CONNECTORS",
               file=sys.stderr)
