@@ -58,7 +58,7 @@ class Localizer:
                  "meta": meta}
         for key, value in resource.items():
             if key not in local:
-                local[key] = self._rewritten(value)
+                local[key] = self._rewritten(value) if type(value) in (dict, list) else value
         if self._strip(local) or masked:
             meta["tag"] = [*meta.get("tag", []), SUBSETTED]
         return local
@@ -77,14 +77,18 @@ class Localizer:
         return removed
 
     def _rewritten(self, node: Any) -> Any:
-        if isinstance(node, list):
-            return [self._rewritten(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        copy = {key: self._rewritten(value) for key, value in node.items()}
-        reference = copy.get("reference")
-        if isinstance(reference, str):
-            copy["reference"] = self.reference(reference)
+        """A copy of a dict or list with its references rewritten (only containers are visited: most values are
+        leaves, and a call per leaf was most of a sync's localizing)."""
+        if type(node) is list:
+            return [self._rewritten(item) if type(item) in (dict, list) else item for item in node]
+        copy = {}
+        for key, value in node.items():
+            kind = type(value)
+            if kind is dict or kind is list:
+                value = self._rewritten(value)
+            elif key == "reference" and kind is str:
+                value = self.reference(value)
+            copy[key] = value
         return copy
 
     def reference(self, reference: str) -> str:

@@ -166,13 +166,16 @@ class SmartPolicy:
                 if current is not None and not current.deleted:
                     if not self.visible(grant, current):
                         raise FhirError(404, "not-found", f"Resource {write.type}/{write.id} is not known")
-                    self._check(rules, current.type, current.id, fhir_json.loads(current.body, trusted=True), action)
+                    self._check(rules, current.type, current.id, current.body, action)
             if write.body is not None:
-                self._check(rules, write.type, write.id, fhir_json.loads(write.body, trusted=True), action)
+                self._check(rules, write.type, write.id, write.body, action)
 
-    def _check(self, rules: tuple[Rule, ...] | None, resource_type: str, resource_id: str,
-               resource: dict[str, Any], action: str) -> None:
-        if rules is not None and not self._admitted(rules, resource_type, resource_id, resource):
+    def _check(self, rules: tuple[Rule, ...] | None, resource_type: str, resource_id: str, body: bytes,
+               action: str) -> None:
+        if rules is None:  # a rule admits every resource of the type: nothing to parse (~0.1 ms a write)
+            return
+        resource = fhir_json.loads(body, trusted=True)
+        if not self._admitted(rules, resource_type, resource_id, resource):
             raise forbidden(f"{resource_type}/{resource_id} is outside what the access token grants ('{action}': "
                             f"{', '.join(str(rule.scope) for rule in rules)})")
 
