@@ -22,7 +22,7 @@ from hearth.capability import fhir_json
 from hearth.connectors.config import ConnectorConfig
 from hearth.connectors.state import ConnectorState
 from hearth.connectors.sync import Sink
-from hearth.connectors.upstream import Upstream, UpstreamError, backoff, retry_after
+from hearth.connectors.upstream import Upstream, UpstreamError, retry_after
 from hearth.storage.clock import parse_instant, to_instant
 
 log = logging.getLogger("hearth.connectors")
@@ -93,14 +93,8 @@ class BulkExport:
                     raise UpstreamError(f"the upstream's export {job['status']} failed: "
                                         f"{'; '.join(text for _, text in issues) or 'no diagnostics'}", 500)
                 self.upstream.circuit.failed()  # a polling failure, not the export's: asked again as any request
-                self.upstream.circuit.last_failure = f"GET {job['status']} answered 500"
-                log.info("connector %s: GET %s answered 500; retry %d of %d", self.config.name, job["status"],
-                         failures + 1, self.config.retries)
-                failures += 1
-                if failures > self.config.retries:
-                    raise UpstreamError(f"GET {job['status']} answered 500 (after {failures} attempts)")
-                wait = retry_after(answer.headers.get("Retry-After"))
-                await self.upstream.sleep(backoff(failures) if wait is None else wait)
+                failures = await self.upstream.again(f"GET {job['status']} answered 500", 500, failures,
+                                                     retry_after(answer.headers.get("Retry-After")))
                 continue
             if answer.status == 200:
                 manifest = answer.json()

@@ -112,13 +112,7 @@ class Upstream:
                 return answer.json()
             except UpstreamError as error:
                 self.circuit.failed()
-                self.circuit.last_failure = f"GET {self.url(path_or_url)}: {error}"
-                if attempt >= self.config.retries:
-                    raise
-            attempt += 1
-            log.info("connector %s: %s; retry %d of %d", self.config.name, self.circuit.last_failure, attempt,
-                     self.config.retries)
-            await self.sleep(backoff(attempt))
+                attempt = await self.again(f"GET {self.url(path_or_url)}: {error}", answer.status, attempt)
 
     async def request(self, method: str, path_or_url: str, *, params: Mapping[str, str] | None = None,
                       headers: Mapping[str, str] | None = None, expect: tuple[int, ...] = (200,)) -> Answer:
@@ -154,12 +148,18 @@ class Upstream:
                     self.circuit.failed()
                 problem = f"{method} {url} answered {answer.status}"
                 delay, status = retry_after(answer.headers.get("Retry-After")), answer.status
-            self.circuit.last_failure = problem
-            if attempt >= self.config.retries:
-                raise UpstreamError(f"{problem} (after {attempt + 1} attempts)", status)
-            attempt += 1
-            log.info("connector %s: %s; retry %d of %d", self.config.name, problem, attempt, self.config.retries)
-            await self.sleep(delay if delay is not None else backoff(attempt))
+            attempt = await self.again(problem, status, attempt, delay)
+
+    async def again(self, problem: str, status: int | None, attempt: int, delay: float | None = None) -> int:
+        """After failed attempt number `attempt` (0 the first): UpstreamError if it was the last; else wait
+        (`delay`, the upstream's Retry-After, or a backoff) and give the next attempt's number."""
+        self.circuit.last_failure = problem
+        if attempt >= self.config.retries:
+            raise UpstreamError(f"{problem} (after {attempt + 1} attempts)", status)
+        attempt += 1
+        log.info("connector %s: %s; retry %d of %d", self.config.name, problem, attempt, self.config.retries)
+        await self.sleep(delay if delay is not None else backoff(attempt))
+        return attempt
 
     async def _send(self, method: str, url: str, params: Mapping[str, str] | None,
                     headers: Mapping[str, str] | None) -> Answer:
@@ -215,12 +215,7 @@ class Upstream:
             except (aiohttp.ClientError, asyncio.TimeoutError, AuthError) as error:
                 self.circuit.failed()
                 problem, wait, status = f"GET {url}: {type(error).__name__} {error}", None, None
-            self.circuit.last_failure = problem
-            if attempt >= self.config.retries:
-                raise UpstreamError(f"{problem} (after {attempt + 1} attempts)", status)
-            attempt += 1
-            log.info("connector %s: %s; retry %d of %d", self.config.name, problem, attempt, self.config.retries)
-            await self.sleep(wait if wait is not None else backoff(attempt))
+            attempt = await self.again(problem, status, attempt, wait)
 
 
 def backoff(attempt: int) -> float:
