@@ -1,0 +1,855 @@
+"""Developer script: generate connectors/hl7v2/data/*.json from the HL7 v2-to-FHIR IG's mapping tables.
+
+Run `python -m hearth.connectors.hl7v2.generate [MAPPINGS_DIR]` (default ../shared/spec/v2-to-fhir next to the
+repository). It reads the message maps the supported events need, follows their segment, data type and
+vocabulary maps transitively, applies the reviewed corrections in `overrides.py`, and writes deterministic JSON
+(sorted keys, CSV order kept in lists, indent 1). The product reads only the generated files, never ../shared.
+
+Every record carries `src` = "<folder>/<file>.csv:<n>", n the 1-based CSV *record* (row 1 is the group header,
+row 2 the column names; a record may span several lines when a cell holds a newline).
+
+Data format
+-----------
+events.json      {"ADT^A01": {"structure": "ADT_A01", "tree": "ADT_A01", "map": "ADT_A01"|null,
+                               "handler"?: "merge", "note"?: str}, ...}   (only the supported events)
+structures.json  {"ADT_A01": [item, ...]}; item = {"seg": "PID", "min": 1, "max": 1, "follow"?: "PID"}
+                 or {"group": "NEXT_OF_KIN", "min": 0, "max": -1, "items": [item, ...]}; max -1 = unbounded
+messages.json    {"ADT_A01": [message rule, ...]} in CSV order; message rule =
+                 {"order": "15.1", "path": ["NEXT_OF_KIN", "NK1"], "follow"?: "PID", "when"?: cond,
+                  "target"?: {"type": "RelatedPerson", "n"?: 2|"PID", "path"?: [step, ...], "assign"?: value},
+                  "map"?: "NK1[RelatedPerson]",
+                  "links"?: [{"from": {"type", "n"?}, "path": "patient", "to": {"type", "n"?}}
+                             | {"from": {...}, "path": "entity.role", "const": "source"}], "src"}
+segments.json    {"PID[Patient]": {"resource": "Patient", "src": file, "rules": [rule, ...]}}
+datatypes.json   {"XPN[HumanName]": {"src": file, "rules": [rule, ...]}}
+                 rule = {"field": 3 (segment maps) | "comp": 1, "sub"?: 2 (data type maps), "v2"?: "CX",
+                         "when"?: cond, "path": [step, ...], "fhir"?: "Identifier", "dt"?: "CX[Identifier]",
+                         "vocab"?: "<vocabulary key>", "assign"?: value, "note"?: str, "src"}
+                 ("note": the row's only condition is prose such as 'If mapped to FHIR, …'; kept because no other
+                 row of the same field offers a different prose alternative; message rules may carry it too)
+                 step = [element] | [element, slot] | [element, slot, "Type"] | [element, slot, "Type", n]:
+                 slot null, an int, "each" (one per repetition) or [lo, hi]; a "Type" is a hop to a separate
+                 resource that the element references, the following steps apply inside it; element "" = a
+                 sibling slot of the element being filled ("[2].given"); path [] = the element itself
+                 ($this / $value).
+                 value = {"const": "text"} | {"concat": ["text" | {"ref": "OBX-5.1"}, ...]}
+vocabulary.json  {"administrativesex": {"name": "AdministrativeSex", "table"?: "HL70001", "src": file,
+                  "codes": {"F": {"code": "female", "display"?: "Female", "system"?: uri, "src"}
+                                 | {"code": null, "src"} (listed, no FHIR code)}}}; keys = normalised names
+tables.json      {"<vocabulary key>": {"name", "table"?, "status"}} from the Code System inventory
+skipped.json     [{"src", "why", "text"?}] every row (or reference) not turned into data, with the reason
+overrides.json   [{"src", "why"}] the overrides applied (a copy of overrides.py's reasons, for review)
+
+cond (conditions, parsed from the pseudo-code at generation time):
+  {"valued": op} | {"not": cond} | {"and": [cond, ...]} | {"or": [cond, ...]}
+  | {"eq"|"ne": [op, "lit" | op]} | {"in"|"not_in": [op, ["lit", ...]]}
+  | {"count_gt"|"count_lt"|"count_le"|"count_eq": [op, n]} | {"len_gt": [op, n]}
+  op = {"ref": "PID-11.9"} (segment field[.component[.sub]]) | {"ref": "XPN.12"} (component of the value being
+  mapped) | {"ref": "ORC"} (segment present). A bare subject ("IF NOT VALUED") becomes the row's own field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from hearth.connectors.hl7v2 import overrides
+
+DATA = Path(__file__).parent / "data"
+DEFAULT_MAPPINGS = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "v2-to-fhir"
+
+# The events Hearth converts (issue 16); everything else is answered AR 200/201.
+EVENTS = ("ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A06", "ADT^A08", "ADT^A11", "ADT^A13",
+          "ADT^A40", "ORU^R01", "VXU^V04", "SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15")
+
+# Column positions (the same in every file of a folder; the header names vary).
+M_ORDER, M_ID, M_SYNTAX, M_NAME, M_MIN, M_MAX, M_COND, M_NARR, M_TARGET, M_MAP, M_REFS = 0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11
+S_ID, S_V2, S_COND, S_NARR, S_TARGET, S_TARGET2, S_FHIR, S_DT, S_VOCAB, S_ASSIGN = 1, 3, 6, 8, 9, 10, 11, 14, 15, 16
+
+
+class Unparsed(ValueError):
+    """A cell the generator cannot turn into data (the message is the reason in skipped.json)."""
+
+
+def norm(name: str) -> str:
+    """Normalise a map name as the tables cite it: lower case, only a-z 0-9 [ ] - ."""
+    return re.sub(r"[^a-z0-9\[\]\-.]", "", name.lower())
+
+
+def map_name(file: Path) -> str:
+    """The map name in a CSV file name: between 'R4_ ' or 'Map_ ' and the last ' - '."""
+    stem = file.stem
+    start = stem.index("_ ") + 2
+    return stem[start:stem.rindex(" - ")].strip()
+
+
+# ---------------------------------------------------------------------------------------------- conditions
+
+TOKEN = re.compile(r"""\s*(?:("[^"]*"|'[^']*')|(<=|>=|!=|=|<|>|\(|\)|,)|([^\s()",=<>!]+))""")
+SEG_REF = re.compile(r"^[A-Z][A-Z0-9]{2}-\d+(?:\.\d+){0,2}$")
+COMP_REF = re.compile(r"^[A-Z]{2,3}\.\d+(?:\.\d+)?$")
+SEG_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+KEYWORDS = {"IF", "AND", "OR", "NOT", "IS", "IN", "VALUED", "VALUE", "EQUALS", "EQUAL", "TO", "DOES", "EXIST",
+            "EXISTS", "EMPTY", "GREATER", "LESS", "THAN", "LENGTH", "COUNT", "LST.COUNT"}
+
+
+class ConditionParser:
+    """Recursive descent over the IG's pseudo-code (see the module docstring for the output)."""
+
+    def __init__(self, text: str, self_ref: str, datatype: str | None = None):
+        self.text, self.self_ref, self.datatype = text, self_ref, datatype
+        self.toks: list[tuple[str, str]] = []  # (kind, text): kind s = string, p = punctuation, w = word
+        pos, text = 0, text.strip()
+        while pos < len(text):
+            m = TOKEN.match(text, pos)
+            if not m or m.end() == pos:
+                raise Unparsed(f"unparsed condition (bad character at {pos})")
+            if m.group(1):
+                self.toks.append(("s", m.group(1)[1:-1]))
+            elif m.group(2):
+                self.toks.append(("p", m.group(2)))
+            elif m.group(3):
+                self.toks.append(("w", m.group(3)))
+            pos = m.end()
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+        self.i = 0
+
+    def parse(self) -> dict:
+        node = self.or_expr()
+        if self.i != len(self.toks):
+            raise Unparsed(f"unparsed condition (unexpected {self.toks[self.i][1]!r})")
+        return node
+
+    def peek(self, k: int = 0) -> str:
+        j = self.i + k
+        if j >= len(self.toks):
+            return ""
+        kind, text = self.toks[j]
+        return text.upper() if kind == "w" else ("\0" + text if kind == "s" else text)
+
+    def take(self, *words: str) -> bool:
+        if self.peek() in words:
+            self.i += 1
+            return True
+        return False
+
+    def operand_at(self, k: int = 0) -> str | None:
+        j = self.i + k
+        if j >= len(self.toks) or self.toks[j][0] != "w":
+            return None
+        word = self.toks[j][1]
+        if SEG_REF.match(word) or COMP_REF.match(word):
+            return word
+        if self.datatype and re.fullmatch(rf"{re.escape(self.datatype)}-\d+(?:\.\d+)?", word):
+            return word.replace("-", ".")  # repair: 'HD-3' in the HD map means component HD.3
+        if SEG_NAME.match(word) and word.upper() not in KEYWORDS:
+            return word
+        return None
+
+    def or_expr(self) -> dict:
+        items = [self.and_expr()]
+        while self.take("OR"):
+            items.append(self.and_expr())
+        return items[0] if len(items) == 1 else {"or": items}
+
+    def and_expr(self) -> dict:
+        items: list[dict] = []
+        pending: list[str] = []
+        joiner = ""
+        while True:
+            while self.take("IF"):
+                pass
+            ref = self.operand_at()
+            if ref and self.peek(1) in ("AND", "OR") and self.operand_at(2):
+                if joiner and joiner != self.peek(1):
+                    raise Unparsed("unparsed condition (mixed distributed operands)")
+                joiner = self.peek(1)  # 'IF PID-33 AND PID-34 VALUED': the predicate applies to both
+                pending.append(ref)
+                self.i += 2
+                continue
+            node = self.unary()
+            if pending:
+                shared = [self.substitute(node, other) for other in pending] + [node]
+                items.extend(shared) if joiner == "AND" else items.append({"or": shared})
+            else:
+                items.append(node)
+            pending, joiner = [], ""
+            if self.take("AND"):
+                continue
+            if self.operand_at() and self.peek(1) not in ("", "AND", "OR", ")"):
+                continue  # 'IF XCN.19 NOT VALUED XCN.20 NOT VALUED': a missing AND
+            break
+        return items[0] if len(items) == 1 else {"and": items}
+
+    def substitute(self, node: dict, ref: str) -> dict:
+        (op, args), = node.items()
+        if op == "valued":
+            return {"valued": {"ref": ref}}
+        if op == "not" and "valued" in args:
+            return {"not": {"valued": {"ref": ref}}}
+        if isinstance(args, list) and isinstance(args[0], dict) and "ref" in args[0]:
+            return {op: [{"ref": ref}, *args[1:]]}
+        raise Unparsed("unparsed condition (distributed operand)")
+
+    def unary(self) -> dict:
+        while self.take("IF"):
+            pass
+        if self.peek() == "NOT" and self.peek(1) not in ("VALUED", "VALUE", "IN", "EQUAL", "EQUALS", "TO"):
+            self.i += 1
+            return {"not": self.unary()}
+        if self.take("("):
+            node = self.or_expr()
+            if not self.take(")") and self.i != len(self.toks):
+                raise Unparsed("unparsed condition (unbalanced parenthesis)")
+            return node  # a '(' left open at the end is closed there (repair)
+        ref = self.operand_at()
+        if ref:
+            self.i += 1
+        elif self.peek() in ("NOT", "IS", "VALUED", "EQUALS", "IN", "=", "!="):
+            ref = self.self_ref  # a bare predicate applies to the row's own field or component
+        else:
+            raise Unparsed(f"unparsed condition (no operand at {self.peek()!r})")
+        node = self.predicate(ref)
+        while self.peek() in ("NOT", "IS", "EQUALS", "EQUAL", "IN", "=", "!=") and self.peek(1) != "":
+            node = {"and": [node, self.predicate(ref)]}  # 'PID-11.9 IS VALUED NOT EQUAL PID-12'
+        return node
+
+    def predicate(self, ref: str) -> dict:
+        subject = {"ref": ref}
+        if self.take("VALUED", "VALUE", "EXISTS"):
+            return {"valued": subject}
+        if self.take("LST.COUNT", "COUNT"):
+            return {self.count_op(): [subject, self.number()]}
+        if self.take("LENGTH"):
+            if self.take("GREATER") and self.take("THAN"):
+                return {"len_gt": [subject, self.number()]}
+            raise Unparsed("unparsed condition (LENGTH)")
+        if self.take("DOES"):
+            if self.take("NOT") and self.take("EXIST", "EXISTS"):
+                return {"not": {"valued": subject}}
+            raise Unparsed("unparsed condition (DOES)")
+        negate = False
+        if self.take("IS"):
+            if self.take("EMPTY"):
+                return {"not": {"valued": subject}}
+            negate = self.take("NOT")
+        elif self.take("NOT"):
+            negate = True
+        elif self.take("!="):
+            negate = True
+        if self.take("VALUED", "VALUE"):
+            return {"not": {"valued": subject}} if negate else {"valued": subject}
+        if self.take("IN"):
+            return {"not_in" if negate else "in": [subject, self.literal_list()]}
+        self.take("EQUALS", "EQUAL", "=")
+        self.take("TO")
+        return {"ne" if negate else "eq": [subject, self.value()]}
+
+    def count_op(self) -> str:
+        if self.take(">"):
+            return "count_gt"
+        if self.take("="):
+            return "count_eq"
+        if self.take("<="):
+            return "count_le"
+        if self.take("EQUALS", "EQUAL"):
+            return "count_eq"
+        if self.take("GREATER") and self.take("THAN"):
+            return "count_gt"
+        if self.take("LESS") and self.take("THAN"):
+            if self.take("OR") and self.take("EQUALS", "EQUAL"):
+                return "count_le"
+            return "count_lt"
+        raise Unparsed("unparsed condition (count comparison)")
+
+    def number(self) -> int:
+        word = self.peek()
+        if not word.isdigit():
+            raise Unparsed("unparsed condition (number expected)")
+        self.i += 1
+        return int(word)
+
+    def value(self) -> Any:
+        if self.i >= len(self.toks):
+            raise Unparsed("unparsed condition (value expected)")
+        kind, text = self.toks[self.i]
+        if kind == "s":
+            self.i += 1
+            return text
+        ref = self.operand_at()
+        if ref:
+            self.i += 1
+            return {"ref": ref}
+        if kind == "w" and re.fullmatch(r"[A-Za-z0-9]{1,5}", text) and text.upper() not in KEYWORDS:
+            self.i += 1
+            return text  # an unquoted code
+        raise Unparsed(f"unparsed condition (value {text!r} not computable)")
+
+    def literal_list(self) -> list[str]:
+        if not self.take("("):
+            raise Unparsed("unparsed condition (IN without a list)")
+        values = [self.literal()]
+        while self.take(","):
+            values.append(self.literal())
+        if not self.take(")"):
+            raise Unparsed("unparsed condition (unclosed list)")
+        return values
+
+    def literal(self) -> str:
+        value = self.value()
+        if not isinstance(value, str):
+            raise Unparsed("unparsed condition (literal expected)")
+        return value
+
+
+def parse_condition(text: str, self_ref: str, datatype: str | None = None) -> dict | None:
+    """The condition AST of a pseudo-code cell, None for an empty cell; raises Unparsed."""
+    if not text.strip():
+        return None
+    return ConditionParser(text, self_ref, datatype).parse()
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+STEP = re.compile(r"(\$?[A-Za-z_]*)(?:\[([^\]]*)\])?")
+ELEMENT = re.compile(r"^[a-z][A-Za-z0-9]*$")
+TYPE = re.compile(r"^[A-Z][A-Za-z]*$")
+
+
+def parse_slot(text: str | None) -> Any:
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if text == "each":
+        return "each"
+    m = re.fullmatch(r"(\d+)-(\d+)", text)
+    if m:
+        return [int(m.group(1)), int(m.group(2))]
+    raise Unparsed(f"unparsed target (slot [{text}])")
+
+
+def parse_path(text: str, *, relative: bool = False) -> list[list]:
+    """FHIR target steps of a path such as 'performer[2](PractitionerRole[1].organization(Organization))'."""
+    text = text.strip()
+    if text in ("$this", "$value", ""):
+        return []
+    steps: list[list] = []
+    i = 0
+    while i < len(text):
+        if text[i] == ".":
+            i += 1
+            continue
+        m = STEP.match(text, i)
+        if not m or m.end() == i:
+            raise Unparsed(f"unparsed target (at {text[i:]!r})")
+        name, slot = m.group(1), parse_slot(m.group(2))
+        i = m.end()
+        if name in ("$this", "$value") and slot is None:
+            continue
+        if name == "" and not (relative and not steps and slot is not None):
+            raise Unparsed("unparsed target (empty element)")
+        if name and not ELEMENT.match(name):
+            raise Unparsed(f"unparsed target (element {name!r})")
+        step: list = [name, slot]
+        if i < len(text) and text[i] == "(":
+            depth, j = 0, i
+            while j < len(text):
+                depth += {"(": 1, ")": -1}.get(text[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            if depth:
+                raise Unparsed("unparsed target (unbalanced parenthesis)")
+            inner = text[i + 1:j]
+            i = j + 1
+            m2 = re.match(r"([A-Z][A-Za-z]*)(?:\[(\d+)\])?", inner)
+            if not m2:
+                raise Unparsed(f"unparsed target (hop {inner!r})")
+            step.append(m2.group(1))
+            if m2.group(2):
+                step.append(int(m2.group(2)))
+            steps.append(step)
+            steps.extend(parse_path(inner[m2.end():]))
+            continue
+        steps.append(step)
+    return [trim(step) for step in steps]
+
+
+def trim(step: list) -> list:
+    while len(step) > 1 and step[-1] is None:
+        step = step[:-1]
+    return step
+
+
+# ---------------------------------------------------------------------------------------------- assignments
+
+ASSIGN_REF = re.compile(r"^(?:[A-Z][A-Z0-9]{2}-\d+|[A-Z]{2,3}\.\d+)(?:\.\d+){0,2}$")
+
+
+def parse_assignment(text: str) -> dict | None:
+    """{"const": …} or {"concat": […]} from an Assignment cell; raises Unparsed for prose and the like."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith("/") or text.startswith("#"):
+        raise Unparsed("prose assignment")
+    parts: list[Any] = []
+    for token in split_plus(text):
+        token = token.strip()
+        if len(token) >= 2 and token[0] == token[-1] == '"' and '"' not in token[1:-1]:
+            parts.append(token[1:-1])
+        elif ASSIGN_REF.match(token):
+            parts.append({"ref": token})
+        else:
+            raise Unparsed(f"unparsed assignment ({token!r})")
+    if len(parts) == 1 and isinstance(parts[0], str):
+        return {"const": parts[0].strip()}  # repair: stray spaces inside constants (' http://…')
+    return {"concat": parts}
+
+
+def split_plus(text: str) -> list[str]:
+    out, cur, quoted = [], "", False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "+" and not quoted:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if quoted:
+        raise Unparsed("unparsed assignment (unbalanced quote)")
+    out.append(cur)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+class Generator:
+    """One run: reads the CSVs under `root`, collects the data and the skipped rows."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.skipped: list[dict] = []
+        self.applied: list[dict] = []
+        self.index: dict[str, dict[str, tuple[str, Path]]] = {}
+        for folder in ("messages", "segments", "datatypes", "codesystems"):
+            self.index[folder] = {}
+            for file in sorted((root / folder).glob("*.csv")):
+                self.index[folder][norm(map_name(file))] = (map_name(file), file)
+        self.used_overrides: set[int] = set()
+
+    def rel(self, file: Path) -> str:
+        return file.relative_to(self.root).as_posix()
+
+    def rows(self, file: Path) -> list[tuple[int, list[str]]]:
+        """(record number, cells) for the data rows (from record 3), with the overrides applied."""
+        with open(file, encoding="utf-8", newline="") as handle:
+            records = list(csv.reader(handle))
+        rel = self.rel(file)
+        out: list[tuple[int, list[str]]] = []
+        for number, cells in enumerate(records, 1):
+            if number < 3:
+                continue
+            cells = cells + [""] * (20 - len(cells))
+            keep = True
+            added: list[list[str]] = []
+            for k, ov in enumerate(overrides.OVERRIDES):
+                if ov.file != rel or ov.row != number:
+                    continue
+                for col, text in ov.expect.items():
+                    if cells[col] != text:
+                        raise SystemExit(f"override for {rel}:{number} expects column {col} = {text!r}, "
+                                         f"found {cells[col]!r}: review overrides.py against the new IG")
+                self.used_overrides.add(k)
+                self.applied.append({"src": f"{rel}:{number}", "why": ov.why})
+                if ov.drop:
+                    keep = False
+                    self.skipped.append({"src": f"{rel}:{number}", "why": "override: " + ov.why})
+                cells = list(cells)
+                for col, text in ov.set.items():
+                    cells[col] = text
+                for extra in ov.add:
+                    row = list(cells)
+                    for col, text in extra.items():
+                        row[col] = text
+                    added.append(row)
+            if keep:
+                out.append((number, cells))
+            out.extend((number, row) for row in added)
+        return out
+
+    def skip(self, src: str, why: str, text: str | None = None) -> None:
+        entry = {"src": src, "why": why}
+        if text:
+            entry["text"] = text
+        self.skipped.append(entry)
+
+    def resolve(self, folder: str, name: str) -> str:
+        key = norm(name)
+        if key not in self.index[folder]:
+            raise Unparsed(f"unknown {folder[:-1]} map {name!r}")
+        return self.index[folder][key][0]
+
+    # -- events ------------------------------------------------------------------------------------------
+
+    def structures_of_events(self) -> dict[str, str]:
+        _, file = self.index["codesystems"][norm("MessageStructure")]
+        by_event: dict[str, str] = {}
+        for _number, cells in self.rows(file):
+            structure, text = cells[0].strip(), cells[1]
+            for event in re.split(r"[,\s]+", text.strip()):
+                if re.fullmatch(r"[A-Z]\d\d", event):
+                    by_event.setdefault(structure.split("_")[0] + "^" + event, structure)
+        return by_event
+
+    def events(self) -> dict[str, dict]:
+        by_event = self.structures_of_events()
+        out: dict[str, dict] = {}
+        for key in EVENTS:
+            structure = by_event.get(key)
+            if structure is None:
+                raise SystemExit(f"{key}: not in table 0354 (MessageStructure)")
+            entry: dict[str, Any] = {"structure": structure, "tree": structure,
+                                     "map": structure if norm(structure) in self.index["messages"] else None}
+            entry.update(overrides.EVENTS.get(key, {}))
+            out[key] = entry
+        return out
+
+    # -- messages ----------------------------------------------------------------------------------------
+
+    def message(self, name: str) -> tuple[list, list[dict]]:
+        canonical, file = self.index["messages"][norm(name)]
+        rel = self.rel(file)
+        tree: list = []
+        stack: list[list] = [tree]
+        last_id = None
+        rules: list[dict] = []
+        rows = self.rows(file)
+        alternatives = narrative_alternatives([(c[M_ORDER] + c[M_ID], c[M_COND], c[M_NARR]) for _, c in rows])
+        for number, cells in rows:
+            src = f"{rel}:{number}"
+            ident = cells[M_ID].strip()
+            if not ident:
+                continue
+            if cells[M_ORDER] + ident in alternatives and is_narrative_condition(cells[M_COND], cells[M_NARR]):
+                self.skip(src, "narrative condition (alternatives the generator cannot decide)", cells[M_NARR].strip())
+                continue
+            if ident != last_id:
+                last_id = ident
+                self.tree_row(ident, cells, stack)
+            if cells[M_TARGET].strip() or cells[M_MAP].strip():
+                try:
+                    rules.append(self.message_rule(cells, ident, src))
+                except Unparsed as exc:
+                    self.skip(src, str(exc), cells[M_COND] or cells[M_TARGET] or cells[M_MAP])
+        return tree, rules
+
+    @staticmethod
+    def cardinality(cells: list[str]) -> tuple[int, int]:
+        syntax = cells[M_SYNTAX]
+        low = int(cells[M_MIN]) if cells[M_MIN].strip().lstrip("-").isdigit() else (0 if "[" in syntax else 1)
+        high = int(cells[M_MAX]) if cells[M_MAX].strip().lstrip("-").isdigit() else (-1 if "{" in syntax else 1)
+        return low, high
+
+    def tree_row(self, ident: str, cells: list[str], stack: list[list]) -> None:
+        if ident.startswith("/"):
+            if len(stack) > 1:
+                stack.pop()
+            return
+        head, _, last = ident.rpartition(".")
+        low, high = self.cardinality(cells)
+        if "begin" in cells[M_NAME]:
+            group: dict[str, Any] = {"group": last, "min": low, "max": high, "items": []}
+            stack[-1].append(group)
+            stack.append(group["items"])
+            return
+        item: dict[str, Any] = {"seg": last, "min": low, "max": high}
+        if ":follow:" in head:
+            item["follow"] = head.split(":follow:")[1]
+        stack[-1].append(item)
+
+    def message_rule(self, cells: list[str], ident: str, src: str) -> dict:
+        head, _, _ = ident.partition(":follow:")
+        parts = ident.split(".")
+        if ":follow:" in ident:
+            path = [parts[-1]]
+        else:
+            path = parts[1:]
+        rule: dict[str, Any] = {"order": cells[M_ORDER].strip(), "path": path}
+        if ":follow:" in ident:
+            rule["follow"] = ident.split(":follow:")[1].split(".")[0]
+        when = parse_condition(cells[M_COND], path[-1])
+        if when:
+            rule["when"] = when
+        if is_narrative_condition(cells[M_COND], cells[M_NARR]):
+            rule["note"] = cells[M_NARR].strip()
+        target = cells[M_TARGET].strip()
+        if target:
+            rule["target"] = self.message_target(target)
+        if cells[M_MAP].strip():
+            rule["map"] = self.resolve("segments", cells[M_MAP].strip())
+        links = self.links(cells[M_REFS], src)
+        if links:
+            rule["links"] = links
+        rule["src"] = src
+        return rule
+
+    def message_target(self, text: str) -> dict:
+        assign = None
+        if "=" in text:
+            text, _, value = text.partition("=")
+            assign = parse_assignment(value.strip().rstrip("'") if value.strip().endswith("'\"") else value)
+        m = re.fullmatch(r"([A-Z][A-Za-z]*)(?:\[([^\]]+)\])?(?:\.(.+))?", text.strip())
+        if not m:
+            raise Unparsed(f"unparsed target {text!r}")
+        target: dict[str, Any] = {"type": m.group(1)}
+        if m.group(2):
+            target["n"] = int(m.group(2)) if m.group(2).isdigit() else m.group(2)
+        if m.group(3):
+            target["path"] = parse_path(m.group(3))
+        if assign:
+            target["assign"] = assign
+        return target
+
+    LINK = re.compile(r"^(?P<ft>[A-Z]\w*)(?:\[(?P<fn>[^\]]+)\])?\.(?P<path>[a-z][\w.\[\]]*?)"
+                      r"(?:\.reference)?=(?P<tt>[A-Z]\w*)(?:\[(?P<tn>[^\]]+)\])?\.id$")
+    LINK_CONST = re.compile(r'^(?P<ft>[A-Z]\w*)(?:\[(?P<fn>[^\]]+)\])?\.(?P<path>[a-z][\w.\[\]]*?)="(?P<value>[^"]*)"$')
+
+    def links(self, text: str, src: str) -> list[dict]:
+        out = []
+        for item in re.split(r"[;\n]+", text):
+            item = item.strip()
+            if not item:
+                continue
+            m = self.LINK.match(item)
+            if m:
+                out.append({"from": ref_of(m.group("ft"), m.group("fn")), "path": m.group("path"),
+                            "to": ref_of(m.group("tt"), m.group("tn"))})
+                continue
+            m = self.LINK_CONST.match(item)
+            if m:
+                out.append({"from": ref_of(m.group("ft"), m.group("fn")), "path": m.group("path"),
+                            "const": m.group("value")})
+                continue
+            self.skip(src, "unparsed reference", item)
+        return out
+
+    # -- segments and data types -------------------------------------------------------------------------
+
+    def field_rules(self, folder: str, name: str) -> tuple[str, list[dict]]:
+        canonical, file = self.index[folder][norm(name)]
+        rel = self.rel(file)
+        datatype = canonical.split("[")[0] if folder == "datatypes" else None
+        rules = []
+        rows = self.rows(file)
+        alternatives = narrative_alternatives([(cells[S_ID].strip(), cells[S_COND], cells[S_NARR]) for _, cells in rows])
+        for number, cells in rows:
+            src = f"{rel}:{number}"
+            if cells[S_ID].strip() in alternatives and is_narrative_condition(cells[S_COND], cells[S_NARR]):
+                self.skip(src, "narrative condition (alternatives the generator cannot decide)", cells[S_NARR].strip())
+                continue
+            target = cells[S_TARGET].strip() or cells[S_TARGET2].strip()
+            dt, assign = cells[S_DT].strip(), cells[S_ASSIGN].strip()
+            if not (target or dt or assign):
+                continue  # a field the IG leaves unmapped
+            try:
+                rules.append(self.field_rule(cells, target, datatype, src))
+            except Unparsed as exc:
+                self.skip(src, str(exc), cells[S_COND].strip() or target or assign)
+        return rel, rules
+
+    def field_rule(self, cells: list[str], target: str, datatype: str | None, src: str) -> dict:
+        ident = cells[S_ID].strip()
+        rule: dict[str, Any] = {}
+        if ident in ("", datatype) or re.fullmatch(r"[A-Z][A-Z0-9]{2}", ident):
+            pass  # a row for the whole segment or value (constants such as ServiceRequest.intent)
+        elif datatype is None:
+            m = re.fullmatch(r"[A-Z][A-Z0-9]{2}-(\d+)(?:\.(\d+))?", ident)
+            if not m:
+                raise Unparsed(f"unparsed field identifier {ident!r}")
+            rule["field"] = int(m.group(1))
+            if m.group(2):
+                rule["comp"] = int(m.group(2))
+        else:
+            m = re.fullmatch(r"[A-Z]{2,3}[.-](\d+)(?:\.(\d+))?", ident)  # 'FT-1' means FT.1 (repair)
+            if not m:
+                raise Unparsed(f"unparsed component identifier {ident!r}")
+            rule["comp"] = int(m.group(1))
+            if m.group(2):
+                rule["sub"] = int(m.group(2))
+        if cells[S_V2].strip():
+            rule["v2"] = cells[S_V2].strip()
+        when = parse_condition(cells[S_COND], ident or datatype or "", datatype)
+        if when:
+            rule["when"] = when
+        if is_narrative_condition(cells[S_COND], cells[S_NARR]):
+            rule["note"] = cells[S_NARR].strip()
+        if "??" in target or "extention" in target:
+            raise Unparsed("undefined extension")
+        assign_text = cells[S_ASSIGN]
+        if "=" in target and "(" not in target:
+            target, _, assign_text = target.partition("=")
+        if datatype is not None:
+            target = re.sub(r"^[A-Z][A-Za-z]*\.", "", target.strip())  # 'Quantity.unit' in CWE[Quantity] (repair)
+        rule["path"] = parse_path(target, relative=datatype is not None)
+        if cells[S_FHIR].strip():
+            rule["fhir"] = cells[S_FHIR].strip()
+        if cells[S_DT].strip():
+            rule["dt"] = self.resolve("datatypes", cells[S_DT].strip())
+        if cells[S_VOCAB].strip():
+            rule["vocab"] = norm(self.resolve("codesystems", cells[S_VOCAB].strip()))
+        assign = parse_assignment(assign_text)
+        if assign:
+            rule["assign"] = assign
+        if not (rule["path"] or rule.get("dt") or assign) and target not in ("$this", "$value"):
+            raise Unparsed("no target")
+        rule["src"] = src
+        return rule
+
+    # -- vocabulary ----------------------------------------------------------------------------------------
+
+    def vocabulary(self, key: str, tables: dict) -> dict:
+        canonical, file = self.index["codesystems"][key]
+        rel = self.rel(file)
+        with open(file, encoding="utf-8", newline="") as handle:
+            header = next(iter(list(csv.reader(handle))[1:2]), [])
+        narrative = header.index("Narrative") if "Narrative" in header else 5
+        code_col = header.index("Code", narrative)
+        display_col = header.index("Display", code_col) if "Display" in header[code_col:] else code_col + 2
+        display_col = overrides.VOCABULARY_DISPLAY_COLUMN.get(canonical, (display_col, ""))[0]
+        system_col = header.index("Code System", code_col)
+        codes: dict[str, dict] = {}
+        target_only: list[int] = []
+        for number, cells in self.rows(file):
+            src = f"{rel}:{number}"
+            code = cells[0].strip()  # strip() also drops the NO-BREAK SPACE in '<\xa0' (repair)
+            if not code:
+                if cells[code_col].strip():
+                    target_only.append(number)
+                continue
+            if cells[3].strip():
+                self.skip(src, "condition in a vocabulary map (not computable)", cells[3].strip())
+                continue
+            if code in codes:
+                self.skip(src, "duplicate v2 code (the first row wins)", code)
+                continue
+            fhir = cells[code_col].strip()
+            entry: dict[str, Any] = {"code": fhir or None}
+            if fhir:
+                if cells[display_col].strip():
+                    entry["display"] = cells[display_col].strip()
+                if cells[system_col].strip():
+                    entry["system"] = cells[system_col].strip()
+            entry["src"] = src
+            codes[code] = entry
+        if target_only:
+            self.skip(f"{rel}:{target_only[0]}", f"{len(target_only)} FHIR-only rows (no v2 code), rows "
+                      f"{target_only[0]}-{target_only[-1]}")
+        out: dict[str, Any] = {"name": canonical, "src": rel, "codes": codes}
+        if tables.get(key, {}).get("table"):
+            out["table"] = tables[key]["table"]
+        return out
+
+    def tables(self) -> dict:
+        with open(self.root / "v2-to-FHIR Map Inventory - Code System.csv", encoding="utf-8", newline="") as handle:
+            records = list(csv.reader(handle))
+        out: dict[str, dict] = {}
+        for cells in records[1:]:
+            if not cells or not cells[0].strip():
+                continue
+            entry = {"name": cells[0].strip(), "status": cells[2].strip()}
+            if cells[1].strip():
+                entry["table"] = cells[1].strip()
+            out.setdefault(norm(cells[0]), entry)
+        return out
+
+    # -- the run -------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        events = self.events()
+        structures: dict[str, list] = {}
+        messages: dict[str, list] = {}
+        for name in sorted({e["map"] for e in events.values() if e["map"]}):
+            structures[name], messages[name] = self.message(name)
+        structures.update(overrides.STRUCTURES)
+        for entry in events.values():
+            if entry["tree"] not in structures:
+                raise SystemExit(f"no structure tree for {entry['tree']}")
+        segments: dict[str, dict] = {}
+        datatypes: dict[str, dict] = {}
+        vocab_keys: set[str] = set()
+        todo_segments = sorted({r["map"] for rules in messages.values() for r in rules if "map" in r})
+        for name in todo_segments:
+            rel, rules = self.field_rules("segments", name)
+            segments[name] = {"resource": name.split("[")[1].split("-")[0].rstrip("]"), "src": rel, "rules": rules}
+        todo = sorted({r["dt"] for s in segments.values() for r in s["rules"] if "dt" in r})
+        while todo:
+            name = todo.pop(0)
+            if name in datatypes:
+                continue
+            rel, rules = self.field_rules("datatypes", name)
+            datatypes[name] = {"src": rel, "rules": rules}
+            todo.extend(sorted({r["dt"] for r in rules if "dt" in r} - set(datatypes)))
+        for table in (*segments.values(), *datatypes.values()):
+            vocab_keys |= {r["vocab"] for r in table["rules"] if "vocab" in r}
+        tables = self.tables()
+        vocabulary = {key: self.vocabulary(key, tables) for key in sorted(vocab_keys | overrides.EXTRA_VOCABULARY)}
+        unused = [overrides.OVERRIDES[k] for k in range(len(overrides.OVERRIDES)) if k not in self.used_overrides]
+        if unused:
+            raise SystemExit(f"overrides that matched no row: {[(o.file, o.row) for o in unused]}")
+        return {"events.json": events, "structures.json": structures, "messages.json": messages,
+                "segments.json": segments, "datatypes.json": datatypes, "vocabulary.json": vocabulary,
+                "tables.json": tables, "skipped.json": self.skipped, "overrides.json": self.applied}
+
+
+def is_narrative_condition(condition: str, narrative: str) -> bool:
+    """A row whose only condition is prose ('If in the US…')."""
+    return not condition.strip() and narrative.strip().lower().startswith("if")
+
+
+def narrative_alternatives(rows: list[tuple[str, str, str]]) -> set[str]:
+    """Identifiers with two or more different prose conditions: exclusive alternatives no program can choose."""
+    seen: dict[str, set[str]] = {}
+    for ident, condition, narrative in rows:
+        if is_narrative_condition(condition, narrative):
+            seen.setdefault(ident, set()).add(narrative.strip())
+    return {ident for ident, texts in seen.items() if len(texts) > 1}
+
+
+def ref_of(type_: str, n: str | None) -> dict:
+    out: dict[str, Any] = {"type": type_}
+    if n:
+        out["n"] = int(n) if n.isdigit() else n
+    return out
+
+
+def generate(mappings: Path, out: Path = DATA) -> dict[str, Any]:
+    """Read the CSVs under `mappings` and write the data files into `out`; returns what was written."""
+    files = Generator(mappings).run()
+    out.mkdir(parents=True, exist_ok=True)
+    for name, value in files.items():
+        with open(out / name, "w", encoding="utf-8", newline="\n") as handle:
+            json.dump(value, handle, indent=1, sort_keys=True, ensure_ascii=True)
+            handle.write("\n")
+    return files
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    files = generate(Path(args[0]) if args else DEFAULT_MAPPINGS)
+    print(f"{len(files['messages.json'])} message maps, {len(files['segments.json'])} segment maps, "
+          f"{len(files['datatypes.json'])} data type maps, {len(files['vocabulary.json'])} vocabularies, "
+          f"{len(files['skipped.json'])} skipped")
+
+
+if __name__ == "__main__":
+    main()
