@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from hearth.storage.base import Records, Store
+from hearth.storage.base import Hl7Inbox, Records, Store
 
 
 def open_store(url: str, **options: object) -> Store:
@@ -39,6 +39,11 @@ def connector_records(store: Store) -> Records:
 def audit_log(store: Store) -> Any:
     """The append-only audit log (security/audit.py) in `store`'s own database."""
     return _backend_part(store, "audit_log", "AuditLog")
+
+
+def hl7_inbox(store: Store) -> Hl7Inbox:
+    """The HL7 v2 connectors' inbox of received messages (connectors/hl7v2) in `store`'s own database."""
+    return _backend_part(store, "hl7_inbox", "Hl7Inbox")
 
 
 def _backend_part(store: Store, module: str, kind: str, *args: Any) -> Any:

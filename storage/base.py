@@ -239,3 +239,71 @@ class Records(Protocol):
 
     async def list(self, kind: str, limit: int | None = None) -> list[dict[str, Any]]:
         """The records of a kind, by name (the first `limit`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewInboxRow:
+    """A received HL7 v2 message for `Hl7Inbox.receive`: `key` the sha256 hex of MSH-3 \\x1f MSH-4 \\x1f MSH-10,
+    `digest` the sha256 hex of `raw`; `state` pending, or rejected (with its `ack`) for an AE/AR before commit."""
+
+    key: str
+    digest: str
+    raw: bytes
+    charset: str
+    header: dict[str, Any]
+    state: str = "pending"
+    ack: bytes | None = None
+    app_ack: bytes | None = None
+    error: str | None = None
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """One stored inbox row (times in epoch seconds; `settled` None while pending)."""
+
+    seq: int
+    connector: str
+    key: str
+    digest: str
+    state: str
+    received: float
+    settled: float | None
+    raw: bytes
+    charset: str
+    header: dict[str, Any]
+    ack: bytes | None
+    app_ack: bytes | None
+    owner: str | None
+    lease_until: float
+    attempts: int
+    error: str | None
+    result: Any
+
+
+class Hl7Inbox(Protocol):
+    """The HL7 v2 connectors' durable raw message store (storage/*/hl7_inbox.py): written before the ACK, one row per
+    (connector, key) for duplicate detection, claimed in arrival (seq) order by the converter."""
+
+    async def open(self) -> None: ...
+
+    async def receive(self, connector: str, rows: Sequence[NewInboxRow]) -> list[InboxRow | None]:
+        """Insert each row unless its (connector, key) is stored (one atomic job): per row the stored one, or None."""
+
+    async def get(self, connector: str, key: str) -> InboxRow | None: ...
+
+    async def claim(self, connector: str, owner: str, limit: int, lease_seconds: float) -> list[InboxRow]:
+        """Lease up to `limit` pending rows (unleased or lease expired) in seq order, counting an attempt each."""
+
+    async def settle(self, connector: str, seq: int, state: str | None, ack: bytes | None = None,
+                     app_ack: bytes | None = None, error: str | None = None, result: Any = None) -> bool:
+        """End a row's lease in `state` (None: keep it); None values keep what is stored. False: no such row."""
+
+    async def reopen(self, connector: str, seq: int) -> bool:
+        """Put a settled row back to pending (a dead letter retried). False: no such row."""
+
+    async def counts(self, connector: str) -> tuple[int, float | None]:
+        """The pending rows' count and the oldest one's `received` (None when there are none)."""
+
+    async def purge(self, connector: str, before: float) -> int:
+        """Delete the settled rows settled before `before` (epoch seconds); how many."""
