@@ -43,7 +43,8 @@ class Localizer:
     def source(self, resource: dict[str, Any]) -> str:
         """The upstream resource's URL, versioned where the upstream gives a version."""
         url = f"{self.base}/{resource['resourceType']}/{resource.get('id', '')}"
-        version = (resource.get("meta") or {}).get("versionId")
+        meta = resource.get("meta")
+        version = meta.get("versionId") if isinstance(meta, dict) else None
         return f"{url}/_history/{version}" if version else url
 
     def localized(self, resource: dict[str, Any], masked: bool = False) -> dict[str, Any]:
@@ -61,6 +62,7 @@ class Localizer:
                 local[key] = self._rewritten(value) if type(value) in (dict, list) else value
         if self._strip(local) or masked:
             meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+            local.pop("text", None)  # the narrative may say what was masked
         return local
 
     def masked(self, resource: dict[str, Any]) -> dict[str, Any]:

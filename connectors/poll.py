@@ -3,7 +3,8 @@
 - By search where the upstream supports it: `Type?_lastUpdated=gt<checkpoint>&_sort=_lastUpdated`, following the
   upstream's own `next` links as given (opaque), the next page fetched while this one is stored. Sorted pages
   let the checkpoint move after each page, to just below the page's last `lastUpdated` (resources sharing that
-  instant may continue on the next page: they are fetched again, found unchanged, and cost no write).
+  instant may continue on the next page: they are fetched again, found unchanged, and cost no write); at the
+  end of the search, to just below the newest instant seen, for the same reason.
 - Else (the search refuses `_lastUpdated` or `_sort` with a 400) by history, `Type/_history?_since=<checkpoint>`,
   newest first: only the newest version of each resource is stored (or deleted); the checkpoint moves at the
   end of the pass.
@@ -84,7 +85,9 @@ class Poller:
         deletes = self.checkpoint.setdefault("deletes", {})
         if resource_type not in deletes:  # the first pass: what was deleted before it was never fetched
             deletes[resource_type] = to_instant(_bundle_time(page))
-        high, ordered, last = since, True, None
+        ordered, last = True, None
+        newest: datetime | None = None  # the newest instant seen, and the newest one before it
+        before_newest: datetime | None = None
         while page is not None:
             resources, following = _matches(page, resource_type), _next(page)
             prefetch = asyncio.ensure_future(self.upstream.get_json(following)) if following else None
@@ -98,14 +101,20 @@ class Poller:
             ordered = ordered and times == sorted(times) and (last is None or not times or times[0] >= last)
             if times:
                 last = times[-1]
-                high = max(high, max(times)) if high else max(times)
+            for moment in times:
+                if newest is None or moment > newest:
+                    before_newest, newest = newest, moment
+                elif moment < newest and (before_newest is None or moment > before_newest):
+                    before_newest = moment
             if ordered and prefetch is not None and times:
                 below = [t for t in times if t < times[-1]]
                 if below:
                     await self._advance("types", resource_type, max(below))
             page = await prefetch if prefetch is not None else None
-        if high is not None:
-            await self._advance("types", resource_type, high)
+        # not the newest instant itself: a write landing after this search with the same instant (second-precision
+        # upstreams) would never match `gt` it; what shares it is fetched again next time and found unchanged
+        if before_newest is not None:
+            await self._advance("types", resource_type, before_newest)
 
     async def _deletions(self, resource_type: str) -> None:
         if resource_type in self.no_history:
@@ -184,7 +193,8 @@ def _next(bundle: Any) -> str | None:
 
 
 def _updated(resource: dict[str, Any]) -> datetime | None:
-    value = (resource.get("meta") or {}).get("lastUpdated")
+    meta = resource.get("meta")
+    value = meta.get("lastUpdated") if isinstance(meta, dict) else None
     try:
         return parse_instant(value) if isinstance(value, str) else None
     except ValueError:

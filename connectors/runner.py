@@ -168,15 +168,32 @@ class Connectors:
         return 0.0 if busy else _CONTINUOUS_PAUSE  # found something: there may be more
 
     async def _leased_pass(self, connector: Connector) -> dict[str, Any]:
+        """A pass while the lease is renewed; a pass whose lease is lost (another process took it, or it could
+        not be renewed) stops, so two processes never write one connector's resources at once."""
+        running = asyncio.ensure_future(connector.run_pass())
+
         async def renew() -> None:
             while True:
                 await asyncio.sleep(LEASE_SECONDS / 3)
-                await connector.state.lease()
+                try:
+                    held = await connector.state.lease()
+                except Exception:
+                    held = False
+                if not held:
+                    log.warning("connector %s: lease lost: the pass stops", connector.config.name)
+                    running.cancel()
+                    return
         renewer = asyncio.create_task(renew())
         try:
-            return await connector.run_pass()
+            return await running
+        except asyncio.CancelledError:
+            if renewer.done():  # stopped for the lost lease, not cancelled from outside
+                return await connector.state.record_pass(connector.last_counts, "lease lost: the pass stopped",
+                                                         connector.circuit.state)
+            raise
         finally:
             renewer.cancel()
+            running.cancel()
 
     # -- asking ----------------------------------------------------------------------------------------------
 

@@ -71,9 +71,11 @@ class Sink:
                 synced[key] = done
 
         latest = dict(zip(keys, wanted))  # a page naming a resource twice: its last (newest) version
-        outcomes = await asyncio.gather(*(one(key, resource) for key, resource in latest.items()),
-                                        return_exceptions=True)
-        await self.state.save_synced(synced)  # what was written is recorded, even when something else failed
+        try:
+            outcomes = await asyncio.gather(*(one(key, resource) for key, resource in latest.items()),
+                                            return_exceptions=True)
+        finally:  # what was written is recorded, even when something else failed or the pass is cancelled
+            await asyncio.shield(self.state.save_synced(synced))
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -85,7 +87,12 @@ class Sink:
             self.counts["rejected"] += 1
             await self._dead(key, "malformed", "the upstream resource has no id", url, resource)
             return None
-        local = self.localizer.localized(resource)
+        try:
+            local = self.localizer.localized(resource)
+        except (TypeError, ValueError, AttributeError, KeyError) as error:  # a shape no resource has
+            self.counts["rejected"] += 1
+            await self._dead(key, "malformed", f"not a FHIR resource's shape: {error}", url, resource)
+            return None
         digest = _digest(local)
         if known is not None and known.get("digest") == digest:
             self.counts["unchanged"] += 1
@@ -99,7 +106,7 @@ class Sink:
                 return {"local": int(conflict.current["meta"]["versionId"]), "digest": digest}
             return await self._resolve(key, resource, local, digest, conflict.current)
         except FhirError as error:
-            if error.status >= 500:
+            if error.status >= 500 or error.status == 409:  # Hearth's trouble, or a race: the next pass retries
                 raise StoreFailed(f"{local['resourceType']}/{local['id']}: {error.diagnostics}") from None
             reason = "refused" if error.status in (401, 403) else "invalid"
             self.counts["rejected"] += 1
@@ -245,7 +252,7 @@ def _key(resource: dict[str, Any]) -> str:
 def _updated(resource: dict[str, Any]) -> datetime | None:
     try:
         return parse_instant(str((resource.get("meta") or {})["lastUpdated"]))
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         return None
 
 

@@ -123,31 +123,34 @@ class Upstream:
         attempt = 0
         status: int | None = None  # the last answer's, for the caller to tell a refusal from a network failure
         while True:
-            self.circuit.admit()
-            try:
-                answer = await self._send(method, url, params, headers)
-            except KeyProblem:  # Hearth's own key: no upstream failure, nothing to retry
-                raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, AuthError) as error:
-                self.circuit.failed()
-                problem = f"{method} {url}: {type(error).__name__} {error}".strip()
-                delay, status = None, None
-            else:
-                if answer.status == 401 and self.auth.renewable and not renewed:
-                    self.auth.renew()  # an expired token: one new one, not counted as an attempt
-                    renewed = True
-                    continue
-                if answer.status in expect:
-                    self.circuit.succeeded()
-                    return answer
-                if answer.status not in _RETRIED:
-                    self.circuit.succeeded()  # the upstream is up; the request is what it refuses
-                    raise UpstreamError(f"{method} {url} answered {answer.status}: {_diagnostics(answer)}",
-                                        answer.status)
-                if answer.status != 429:  # being told to slow down is not the upstream failing
+            probe = await self.circuit.admit()
+            try:  # the probe's slot is given back whatever the attempt ends in (cancelled, a 401, a 429)
+                try:
+                    answer = await self._send(method, url, params, headers)
+                except KeyProblem:  # Hearth's own key: no upstream failure, nothing to retry
+                    raise
+                except (aiohttp.ClientError, asyncio.TimeoutError, AuthError) as error:
                     self.circuit.failed()
-                problem = f"{method} {url} answered {answer.status}"
-                delay, status = retry_after(answer.headers.get("Retry-After")), answer.status
+                    problem = f"{method} {url}: {type(error).__name__} {error}".strip()
+                    delay, status = None, None
+                else:
+                    if answer.status == 401 and self.auth.renewable and not renewed:
+                        self.auth.renew()  # an expired token: one new one, not counted as an attempt
+                        renewed = True
+                        continue
+                    if answer.status in expect:
+                        self.circuit.succeeded()
+                        return answer
+                    if answer.status not in _RETRIED:
+                        self.circuit.succeeded()  # the upstream is up; the request is what it refuses
+                        raise UpstreamError(f"{method} {url} answered {answer.status}: {_diagnostics(answer)}",
+                                            answer.status)
+                    if answer.status != 429:  # being told to slow down is not the upstream failing
+                        self.circuit.failed()
+                    problem = f"{method} {url} answered {answer.status}"
+                    delay, status = retry_after(answer.headers.get("Retry-After")), answer.status
+            finally:
+                self.circuit.release(probe)
             attempt = await self.again(problem, status, attempt, delay)
 
     async def again(self, problem: str, status: int | None, attempt: int, delay: float | None = None) -> int:
@@ -181,20 +184,18 @@ class Upstream:
         attempt = 0
         delivered = skip
         while True:
-            self.circuit.admit()
-            try:
+            probe = await self.circuit.admit()
+            try:  # the probe's slot is given back however the download ends (a consumer that stops, too)
                 await self.rate.wait()
                 async with self.in_flight:
                     sent = {"Accept": "application/fhir+ndjson",
                             **(await self.auth.headers(self.session) if authorized else {})}
-                    timeout = aiohttp.ClientTimeout(total=None, sock_read=self.config.timeout)
+                    timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeout,
+                                                    sock_read=self.config.timeout)
                     async with self.session.get(url, headers=sent, timeout=timeout) as response:
                         if response.status == 200:
                             seen = 0
-                            async for line in response.content:
-                                line = line.strip()
-                                if not line:
-                                    continue
+                            async for line in split_lines(response.content.iter_chunked(1 << 16)):
                                 seen += 1
                                 if seen > delivered:
                                     delivered += 1
@@ -215,7 +216,38 @@ class Upstream:
             except (aiohttp.ClientError, asyncio.TimeoutError, AuthError) as error:
                 self.circuit.failed()
                 problem, wait, status = f"GET {url}: {type(error).__name__} {error}", None, None
+            finally:
+                self.circuit.release(probe)
             attempt = await self.again(problem, status, attempt, wait)
+
+
+TOO_LONG = b"<an NDJSON line longer than 64 MiB, skipped>"  # not JSON: it becomes a malformed dead letter
+_MAX_LINE = 64 * 1024 * 1024
+
+
+async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The non-empty lines of a byte stream, however long (aiohttp's own line reader stops at 128 KiB: a
+    DocumentReference with an attachment is longer); a line past 64 MiB is given as TOO_LONG, not held."""
+    buffer = bytearray()
+    skipping = False
+    async for chunk in chunks:
+        buffer += chunk
+        while (end := buffer.find(b"\n")) >= 0:
+            line = bytes(buffer[:end]).strip()
+            del buffer[:end + 1]
+            if skipping:
+                skipping = False
+                yield TOO_LONG
+            elif line:
+                yield line
+        if len(buffer) > _MAX_LINE:
+            buffer.clear()
+            skipping = True
+    line = bytes(buffer).strip()
+    if skipping:
+        yield TOO_LONG
+    elif line:
+        yield line
 
 
 def backoff(attempt: int) -> float:

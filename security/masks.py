@@ -42,12 +42,16 @@ def strip_path(node: Any, path: list[str]) -> bool:
     if not isinstance(node, dict):
         return False
     name, rest = path[0], path[1:]
-    if not rest:
-        found = name in node or f"_{name}" in node
-        node.pop(name, None)
-        node.pop(f"_{name}", None)
-        return found
+    if not rest:  # `value` names every choice of a choice element too (valueQuantity, valueString…), as in FHIRPath
+        found = [key for key in node if _names(key.removeprefix("_"), name)]
+        for key in found:
+            del node[key]
+        return bool(found)
     return name in node and strip_path(node[name], rest)
+
+
+def _names(key: str, name: str) -> bool:
+    return key == name or (key.startswith(name) and key[len(name):len(name) + 1].isupper())
 
 
 def check_mask(mask: tuple[str, ...]) -> None:

@@ -405,3 +405,15 @@ async def test_a_line_that_is_not_a_resource_is_a_dead_letter_and_the_others_are
     assert all("/$export-file/" in letter["url"] for letter in letters)
     assert status["counters"]["stored"] == 3 and status["counters"]["rejected"] == 2
     assert status["counters"]["dead_lettered"] == 2
+
+
+async def test_a_line_longer_than_aiohttps_line_reader_takes_is_stored(world):
+    """A resource with a large narrative or attachment is one NDJSON line of hundreds of kilobytes."""
+    div = '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * 600_000 + "</div>"
+    world.ehr.put(patient("big", text={"status": "generated", "div": div}))
+    world.ehr.put(patient("small"))
+    connectors = await world.connectors(ehr=bulk("Patient"))
+    status = await connectors.run_once("ehr")
+    assert status["state"] == "ok", status
+    assert len((await world.get("/Patient/ehr.big")).json()["text"]["div"]) == len(div)
+    assert (await world.get("/Patient/ehr.small")).status_code == 200

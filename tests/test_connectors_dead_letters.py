@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from connector_helpers import FHIR_JSON, patient, toml, world  # noqa: F401 (fixture)
+from connector_helpers import FHIR_JSON, observation, patient, toml, world  # noqa: F401 (fixture)
 from fake_ehr import FakeEhr
 from hearth.capability import fhir_json
 from hearth.server.wiring import open_connectors
@@ -183,3 +183,26 @@ async def test_masked_elements_are_neither_stored_nor_kept_in_dead_letters(world
                                         "code": "SUBSETTED"} in stored["meta"]["tag"]
     [letter] = await connectors.dead_letters("ehr")
     assert "556" not in letter["raw"] and "robot" in letter["raw"]
+
+
+async def test_a_resource_of_no_resources_shape_is_a_dead_letter_not_a_crash(world):
+    world.ehr.put(patient("p1"))
+    world.ehr.put(patient("odd"))
+    world.ehr._history[("Patient", "odd")][-1].resource["meta"] = "oops"  # served as an upstream might
+    connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"]})
+    status = await connectors.run_once("ehr")
+    assert status["state"] == "ok" and status["counters"]["rejected"] == 1, status
+    assert (await world.get("/Patient/ehr.p1")).status_code == 200
+    [letter] = await connectors.dead_letters("ehr")
+    assert letter["reason"] in ("malformed", "invalid") and "oops" in letter["raw"]
+
+
+async def test_a_mask_names_every_choice_of_a_choice_element_and_drops_the_narrative(world):
+    world.ehr.put(patient("p1"))
+    world.ehr.put(observation("o1", "Patient/p1", text={"status": "generated",
+                                                        "div": '<div xmlns="http://www.w3.org/1999/xhtml">72.5</div>'}))
+    connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient", "Observation"],
+                                             "mask": ["Observation.value"]})
+    await connectors.run_once("ehr")
+    stored = (await world.get("/Observation/ehr.o1")).json()
+    assert "valueQuantity" not in stored and "text" not in stored

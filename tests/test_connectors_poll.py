@@ -53,7 +53,7 @@ async def test_pages_with_ties_and_opaque_links_bring_each_resource_once(world):
     assert sorted(p["id"] for p in stored) == sorted(f"ehr.p{n}" for n in range(23))
     assert all(p["meta"]["versionId"] == "1" for p in stored)
     assert any("_getpages" in str(request.query) for request in ehr.requests)  # followed the upstream's links
-    assert status["checkpoint"]["types"]["Patient"].startswith("2026-01-01T00:00:04")
+    assert status["checkpoint"]["types"]["Patient"].startswith("2026-01-01T00:00:03")  # below the newest instant
     ehr.put(patient("late"), last_updated="2026-01-01T00:00:09.000000Z")
     await connectors.run_once("ehr")
     assert len(await world.resources("Patient")) == 24
@@ -146,3 +146,14 @@ async def test_what_a_connector_stores_is_announced_to_subscriptions_and_audited
         assert event["subtype"][0]["code"] == "create" and event["outcome"] == "0"  # update-as-create
     finally:
         await receiver.stop()
+
+
+async def test_a_write_upstream_at_the_instant_of_the_newest_one_seen_is_not_lost(world):
+    """Upstreams with second-precision times give a later write the same lastUpdated as the newest one synced."""
+    world.ehr.put(patient("p1"), last_updated="2026-01-01T00:00:05Z")
+    connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"]})
+    await connectors.run_once("ehr")
+    world.ehr.put(patient("p2"), last_updated="2026-01-01T00:00:05Z")
+    status = await connectors.run_once("ehr")
+    assert (await world.get("/Patient/ehr.p2")).status_code == 200
+    assert status["counters"]["stored"] == 2 and status["counters"]["unchanged"] == 1  # p1 again, no write

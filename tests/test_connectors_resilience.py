@@ -151,3 +151,21 @@ async def test_the_rate_limit_spaces_requests(world):
     assert status["state"] == "ok"
     times = [r.time for r in world.ehr.requests]
     assert len(times) >= 7 and times[-1] - times[0] >= (len(times) - 4) / 4 - 0.05  # 4 at once, then 4 per second
+
+
+async def test_a_probe_cut_short_does_not_leave_the_circuit_half_open_for_good(world):
+    """Two types share the upstream: when the circuit half-opens, one takes the probe, the other fails the pass at
+    once and the probe is cancelled with it; the next pass must be able to probe again."""
+    world.ehr.put(patient("p1"))
+    connectors = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient", "Observation"]})
+    world.ehr.fail(503, times=12)
+    assert (await connectors.run_once("ehr"))["circuit"] == "open"
+    del world.ehr._faults[:]  # the upstream is back
+    circuit = connectors.get("ehr").circuit
+    for _ in range(3):
+        circuit.opened_at = min(circuit.opened_at, circuit.clock() - circuit.cooldown)  # the cool-down is over
+        status = await connectors.run_once("ehr")
+        if status["state"] == "ok":
+            break
+    assert status["state"] == "ok" and status["circuit"] == "closed", status
+    assert (await world.get("/Patient/ehr.p1")).status_code == 200
