@@ -90,19 +90,30 @@ async def test_sqlite_a_batch_that_fails_stores_nothing(tmp_path):
         await store.close()
 
 
-async def test_claims_follow_arrival_order_and_leases(inbox):
+async def test_claims_follow_arrival_order_and_leases(inbox, monkeypatch):
+    clock = _Clock()  # leases are judged by the caller's clock: moved by hand, never slept on (no timing race)
+    for module in ("hearth.storage.sqlite.hl7_inbox", "hearth.storage.mongo.hl7_inbox"):
+        monkeypatch.setattr(f"{module}.time", clock)
     await inbox.receive(A, [message(f"C-{n}") for n in range(3)])
-    first = await inbox.claim(A, "worker-1", 2, 0.3)
+    first = await inbox.claim(A, "worker-1", 2, 30)
     assert [row.header["control_id"] for row in first] == ["C-0", "C-1"]
-    assert all(row.owner == "worker-1" and row.attempts == 1 and row.lease_until > time.time() for row in first)
+    assert all(row.owner == "worker-1" and row.attempts == 1 and row.lease_until == clock.now + 30 for row in first)
     [third] = await inbox.claim(A, "worker-2", 5, 60)
     assert third.header["control_id"] == "C-2" and third.owner == "worker-2"
     assert await inbox.claim(A, "worker-2", 5, 60) == []  # all leased: nothing twice
-    await asyncio.sleep(0.35)
+    clock.now += 31
     again = await inbox.claim(A, "worker-2", 5, 60)  # the expired leases, in order; C-2 is still leased
     assert [(row.header["control_id"], row.attempts, row.owner) for row in again] == [
         ("C-0", 2, "worker-2"), ("C-1", 2, "worker-2")]
     assert await inbox.claim(A, "worker-2", 0, 60) == []
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
 
 
 async def test_settle_and_reopen(inbox):
