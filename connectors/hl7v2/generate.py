@@ -59,6 +59,7 @@ from typing import Any
 
 from hearth.connectors.hl7v2 import overrides
 from hearth.connectors.hl7v2.map_syntax import Unparsed, parse_assignment, parse_condition, parse_path
+from hearth.connectors.hl7v2.maps import norm
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_MAPPINGS = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "v2-to-fhir"
@@ -70,11 +71,6 @@ EVENTS = ("ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A06", "ADT
 # Column positions (the same in every file of a folder; the header names vary).
 M_ORDER, M_ID, M_SYNTAX, M_NAME, M_MIN, M_MAX, M_COND, M_NARR, M_TARGET, M_MAP, M_REFS = 0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11
 S_ID, S_V2, S_COND, S_NARR, S_TARGET, S_TARGET2, S_FHIR, S_DT, S_VOCAB, S_ASSIGN = 1, 3, 6, 8, 9, 10, 11, 14, 15, 16
-
-
-def norm(name: str) -> str:
-    """Normalise a map name as the tables cite it: lower case, only a-z 0-9 [ ] - ."""
-    return re.sub(r"[^a-z0-9\[\]\-.]", "", name.lower())
 
 
 def map_name(file: Path) -> str:

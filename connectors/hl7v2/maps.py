@@ -18,7 +18,8 @@ Condition = Callable[[Lookup], bool]
 
 
 def norm(name: str) -> str:
-    """Normalise a vocabulary or map name as generate.py does."""
+    """Normalise a vocabulary or map name as the tables cite it (generate.py keys the data so): lower case, only
+    a-z 0-9 [ ] - ."""
     return re.sub(r"[^a-z0-9\[\]\-.]", "", name.lower())
 
 
