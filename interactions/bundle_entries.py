@@ -62,6 +62,7 @@ class Result:
     body: bytes | None = None  # a GET's answer that is not a single stored version (history, search)
     outcome: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    unchanged: bool = False  # an update that found its content current (keep_unchanged): no version written
 
 
 def parse_request(index: int, raw: Any, base_url: str) -> EntryRequest:

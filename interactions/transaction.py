@@ -23,7 +23,7 @@ from hearth.interactions.bundle_entries import (EntryRequest, Result, at_entry, 
 from hearth.interactions.bundles import bundle as bundle_bytes
 from hearth.interactions.context import Context
 from hearth.interactions.request import Caller, Outcome, Request
-from hearth.interactions.crud import tombstone_write, version_mismatch, version_write, written
+from hearth.interactions.crud import same_content, tombstone_write, version_mismatch, version_write, written
 from hearth.interactions.patch import Patcher
 from hearth.interactions.references import Link, find_links, is_conditional, is_placeholder, rewrite_narrative
 from hearth.interactions.resources import check_id, is_large, large_parts, new_id, off_loop, parse_resource
@@ -65,7 +65,8 @@ async def process_bundle(ctx: Context, request: Request, dispatch: Dispatch) -> 
     raw_entries = bundle.get("entry") or []
     if bundle["type"] == "transaction":
         request.interaction = "transaction"  # a REST request cannot tell before its Bundle is read
-        return await transaction(ctx, raw_entries, request.caller, request.prefer_return, large, dispatch)
+        return await transaction(ctx, raw_entries, request.caller, request.prefer_return, large, dispatch,
+                                 request.keep_unchanged)
     resources = [raw.get("resource") if isinstance(raw, dict) else None for raw in raw_entries]
     parts_large = await asyncio.to_thread(large_parts, resources) if large else ()
     return await batch(ctx, raw_entries, request.caller, request.prefer_return, parts_large, dispatch)
@@ -83,6 +84,7 @@ class _Entry:
     resource: dict[str, Any] | None = None
     links: list[Link] = field(default_factory=list)
     patcher: Patcher | None = None
+    keep_unchanged: bool = False  # an update equal to the current version writes none (connectors' re-sends)
 
 
 @dataclass
@@ -95,6 +97,7 @@ class _Target:
     current: Version | None  # the resource's current version (None: never existed)
     existing: bool = False  # nothing is written: a POST whose ifNoneExist matched, or a patch changing nothing
     twin: _Target | None = None  # an earlier POST of this transaction with the same ifNoneExist, that creates
+    unchanged: bool = False  # an update kept out because its content is the current version's (keep_unchanged)
 
 
 class _Replan(Exception):
@@ -102,8 +105,10 @@ class _Replan(Exception):
 
 
 async def transaction(ctx: Context, raw_entries: list[Any], caller: Caller, prefer_return: str | None,
-                      large: bool, dispatch: Dispatch) -> Processed:
+                      large: bool, dispatch: Dispatch, keep_unchanged: bool = False) -> Processed:
     entries = await off_loop(large or len(raw_entries) > OFF_LOOP_ENTRIES, _check, ctx, raw_entries, caller)
+    for entry in entries:
+        entry.keep_unchanged = keep_unchanged
     for _ in range(RETRIES):
         try:
             results = await _attempt(ctx, caller, entries, large, dispatch)
@@ -305,7 +310,7 @@ def _build(ctx: Context, entries: list[_Entry], targets: list[_Target],
         version = made.get(id(target.twin or target))  # a twin answers with what its first entry made
         if version is None and target.existing:
             version = target.current
-        results.setdefault(target.entry.request.index, Result(status, version))
+        results.setdefault(target.entry.request.index, Result(status, version, unchanged=target.unchanged))
     return writes, results
 
 
@@ -361,6 +366,9 @@ def _write(ctx: Context, target: _Target) -> tuple[Write | None, int]:
             return None, 200
         return version_write(ctx, entry.asked.caller, target.type, target.id, resource, current.version_id), 200
     assert entry.resource is not None
+    if entry.keep_unchanged and live and same_content(current, entry.resource):
+        target.existing = target.unchanged = True
+        return None, 200
     previous = current.version_id if current else 0
     return version_write(ctx, entry.asked.caller, target.type, target.id, entry.resource, previous), \
         200 if live else 201

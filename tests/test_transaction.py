@@ -492,3 +492,24 @@ def test_find_links_leaves_a_stored_bundles_own_entries_alone():
         {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
                       "subject": {"reference": inner}}}]}
     assert find_links(document) == []
+
+
+async def test_keep_unchanged_leaves_equal_content_without_a_new_version(server):
+    """What connectors ask (not reachable over REST): a transaction whose PUT says what is stored writes nothing
+    for that entry, and tells so; the other entries are written as usual."""
+    from hearth.interactions.dispatcher import dispatch
+    from hearth.interactions.request import Request
+
+    def bundle(city: str) -> dict:
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "same", "active": True},
+             "request": {"method": "PUT", "url": "Patient/same"}},
+            {"resource": {"resourceType": "Patient", "id": "moves", "address": [{"city": city}]},
+             "request": {"method": "PUT", "url": "Patient/moves"}}]}
+    ctx = server.app.ctx
+    await dispatch(ctx, Request("transaction", body=bundle("Ghent"), keep_unchanged=True))
+    outcome = await dispatch(ctx, Request("transaction", body=bundle("Bruges"), keep_unchanged=True))
+    assert [(r.unchanged, r.version.version_id) for r in outcome.entries] == [(True, 1), (False, 2)]
+    assert (await server.read("Patient/same"))["meta"]["versionId"] == "1"
+    plain = await dispatch(ctx, Request("transaction", body=bundle("Bruges")))  # without: a version each
+    assert [r.version.version_id for r in plain.entries] == [2, 3]
