@@ -27,18 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from hearth.capability.resource_types import RESOURCE_TYPES
+from hearth.connectors.hl7v2.config import KIND as HL7_KIND, Hl7Config, parse_hl7
+from hearth.connectors.config_values import ConfigError, choice, flag, positive, seconds, whole
 from hearth.storage.clock import parse_instant
 
-KINDS = ("fhir-poll", "bulk-export")
+KINDS = ("fhir-poll", "bulk-export", HL7_KIND)
 CONFLICTS = ("upstream-wins", "local-wins", "newest-wins", "manual")
 AUTH_KINDS = ("none", "bearer", "client-secret", "backend-services")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,21}$")  # part of every local id: NAME.h + 40 characters fits in 64
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-class ConfigError(ValueError):
-    """The connectors file says something that cannot be run; the message names the connector and the key."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ class ConnectorConfig:
     then_poll: bool = False  # bulk-export: a first export, then polling (hybrid)
 
 
-def load(path: str | Path) -> dict[str, ConnectorConfig]:
+def load(path: str | Path) -> dict[str, ConnectorConfig | Hl7Config]:
     """The connectors declared in a TOML file, by name."""
     try:
         document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -82,25 +78,27 @@ def load(path: str | Path) -> dict[str, ConnectorConfig]:
     return parse(document)
 
 
-def parse(document: dict[str, Any]) -> dict[str, ConnectorConfig]:
+def parse(document: dict[str, Any]) -> dict[str, ConnectorConfig | Hl7Config]:
     tables = document.get("connectors", {})
     if not isinstance(tables, dict):
         raise ConfigError("[connectors] must be a table of connector tables")
     return {name: _connector(name, table) for name, table in tables.items()}
 
 
-def _connector(name: str, table: Any) -> ConnectorConfig:
+def _connector(name: str, table: Any) -> ConnectorConfig | Hl7Config:
     where = f"connector {name!r}"
     if not _NAME.match(name):
         raise ConfigError(f"{where}: names are 1-22 lower-case letters, digits and '-'")
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
+    if table.get("kind") == HL7_KIND:
+        return parse_hl7(name, table, where)
     known = {"kind", "base", "types", "mask", "every", "since", "conflict", "rate", "concurrency", "auth", "timeout",
              "retries", "page_size", "export_level", "then_poll"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    kind = _choice(where, "kind", table.get("kind"), KINDS)
+    kind = choice(where, "kind", table.get("kind"), KINDS)
     base = table.get("base")
     if not isinstance(base, str) or not re.match(r"^https?://[^/\s]+", base):
         raise ConfigError(f"{where}: 'base' must be the upstream's http(s) FHIR base URL")
@@ -129,14 +127,14 @@ def _connector(name: str, table: Any) -> ConnectorConfig:
     return ConnectorConfig(
         name=name, kind=kind, base=base.rstrip("/"), types=tuple(dict.fromkeys(types)), mask=tuple(mask),
         every=_every(where, table.get("every", "60s")), since=since_at,
-        conflict=_choice(where, "conflict", table.get("conflict", "upstream-wins"), CONFLICTS),
-        rate=_positive(where, "rate", table.get("rate", 10.0)),
-        concurrency=_whole(where, "concurrency", table.get("concurrency", 4), least=1),
+        conflict=choice(where, "conflict", table.get("conflict", "upstream-wins"), CONFLICTS),
+        rate=positive(where, "rate", table.get("rate", 10.0)),
+        concurrency=whole(where, "concurrency", table.get("concurrency", 4), least=1),
         auth=_auth(where, table.get("auth", "none")),
-        timeout=_positive(where, "timeout", _seconds(where, "timeout", table.get("timeout", 30.0))),
-        retries=_whole(where, "retries", table.get("retries", 5), least=0),
-        page_size=_whole(where, "page_size", table.get("page_size", 100), least=1),
-        export_level=export_level, then_poll=_flag(where, "then_poll", table.get("then_poll", False)))
+        timeout=positive(where, "timeout", seconds(where, "timeout", table.get("timeout", 30.0))),
+        retries=whole(where, "retries", table.get("retries", 5), least=0),
+        page_size=whole(where, "page_size", table.get("page_size", 100), least=1),
+        export_level=export_level, then_poll=flag(where, "then_poll", table.get("then_poll", False)))
 
 
 def _auth(where: str, value: Any) -> AuthConfig:
@@ -144,7 +142,7 @@ def _auth(where: str, value: Any) -> AuthConfig:
         return AuthConfig()
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: 'auth' is \"none\" or a table with a kind")
-    kind = _choice(where, "auth.kind", value.get("kind"), AUTH_KINDS)
+    kind = choice(where, "auth.kind", value.get("kind"), AUTH_KINDS)
     fields = {key: str(item) for key, item in value.items() if key != "kind"}
     unknown = sorted(set(fields) - {"token", "client_id", "secret", "key_file", "alg", "key_id", "scope"})
     if unknown:
@@ -163,39 +161,4 @@ def _auth(where: str, value: Any) -> AuthConfig:
 def _every(where: str, value: Any) -> float | None:
     if value == "continuous":
         return None
-    return _positive(where, "every", _seconds(where, "every", value))
-
-
-def _seconds(where: str, key: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: '{key}' is a duration such as \"30s\", \"5m\" or \"1h\"")
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = _DURATION.match(str(value).strip())
-    if match is None:
-        raise ConfigError(f"{where}: '{key}' is a duration such as \"30s\", \"5m\" or \"1h\"")
-    return float(match.group(1)) * _UNIT[match.group(2)]
-
-
-def _positive(where: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{where}: '{key}' must be a positive number")
-    return float(value)
-
-
-def _whole(where: str, key: str, value: Any, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{where}: '{key}' must be a whole number of at least {least}")
-    return value
-
-
-def _flag(where: str, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: '{key}' is true or false")
-    return value
-
-
-def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{where}: '{key}' is one of {', '.join(choices)}")
-    return value
+    return positive(where, "every", seconds(where, "every", value))

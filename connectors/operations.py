@@ -14,6 +14,7 @@ from typing import Any
 
 from hearth.capability import fhir_json
 from hearth.capability.outcome import FhirError
+from hearth.connectors.hl7v2.frame import Header, read_header
 from hearth.interactions.context import Context
 from hearth.interactions.request import Outcome, Request
 
@@ -52,7 +53,25 @@ def install(ctx: Context, connectors: Any) -> None:
             raise FhirError(404, "not-found", str(error.args[0])) from None
         raise FhirError(400, "invalid", "action is retry (with id, or all=true) or discard (with id)")
 
+    async def hl7v2(ctx: Context, request: Request) -> Outcome:
+        name = dict(request.params).get("connector", "")
+        connector = connectors.connectors.get(name)
+        config = getattr(connector, "config", None)
+        if connector is None or getattr(config, "kind", "") != "hl7v2-mllp" or not config.http:
+            raise FhirError(404, "not-found", f"No HL7 v2 connector named {name!r} takes messages over HTTP")
+        grant = request.caller.grant
+        if grant is not None and not grant.is_admin and not all(
+                grant.covers(t, "c") and grant.covers(t, "u") for t in config.types):
+            raise FhirError(403, "forbidden", f"Sending HL7 v2 to {name} needs the admin role or create and update "
+                                              f"scopes for {', '.join(config.types)}")
+        answer = await connector.receiver.answer(bytes(request.body or b""))
+        header = read_header(answer, config.charset) if answer else None
+        charset = header.charset if isinstance(header, Header) else "utf-8"
+        return Outcome(200, body=answer or b"",
+                       headers={"Content-Type": f"x-application/hl7-v2+er7; charset={charset}"})
+
     ctx.operations[(None, "$connectors")] = status
+    ctx.operations[(None, "$hl7v2")] = hl7v2
     ctx.operations[(None, "$connector-dead-letters")] = dead_letters
 
 

@@ -103,15 +103,19 @@ class ConnectorState:
         status["state"] = "stopped"
         await self.records.put("status", self.name, status)
 
-    async def add_counts(self, counts: Counter[str], save: bool = True) -> dict[str, Any]:
-        """Add counts made outside a pass (a dead letter retried)."""
+    async def add_counts(self, counts: Counter[str], save: bool = True,
+                         keys: tuple[str, ...] = COUNTERS) -> dict[str, Any]:
+        """Add counts made outside a pass (a dead letter retried); `keys` are the kind's counters."""
         status = await self.status()
         counters = status.setdefault("counters", {})
-        for key in COUNTERS:
+        for key in keys:
             counters[key] = counters.get(key, 0) + counts.get(key, 0)
         if save:
-            await self.records.put("status", self.name, status)
+            await self.save_status(status)
         return status
+
+    async def save_status(self, status: dict[str, Any]) -> None:
+        await self.records.put("status", self.name, status)
 
     # -- lease ------------------------------------------------------------------------------------------------
 

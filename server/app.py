@@ -48,6 +48,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("healthz",), {"GET": rest.healthz}),
     (("readyz",), {"GET": rest.readyz}),
     (("_history",), {"GET": rest.history}),
+    (("hl7v2", "{id}"), {"POST": rest.hl7v2}),
     (("{type}",), {"GET": rest.search_type, "POST": rest.create}),
     (("{type}", "_search"), {"POST": rest.search_type_post, "GET": rest.search_type}),
     (("{type}", "_history"), {"GET": rest.history}),

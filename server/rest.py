@@ -129,6 +129,18 @@ async def operation(request: Request, ctx: Context, *path: str) -> Response:
                                               body=body or None))
 
 
+HL7V2_TYPES = {"x-application/hl7-v2+er7", "application/hl7-v2", "text/plain"}
+
+
+async def hl7v2(request: Request, ctx: Context, connector: str) -> Response:
+    """`POST [base]/hl7v2/NAME`: an HL7 v2 message (or batch) for connector NAME, answered with its ACK, for
+    gateways that speak HTTP rather than MLLP (the operation `$hl7v2` of connectors/operations.py)."""
+    body = await http.read_body(request, ctx.limits.max_body_bytes, HL7V2_TYPES)
+    outcome = await dispatch(ctx, _asked(request, "operation", operation="$hl7v2", params=(("connector", connector),),
+                                         body=body, media_type=http.body_media(request)))
+    return Response(outcome.body or b"", outcome.status, outcome.headers)
+
+
 # --- writing ------------------------------------------------------------------------------------------------
 
 async def create(request: Request, ctx: Context, resource_type: str) -> Response:

@@ -28,11 +28,11 @@ LIMITS = Limits(max_frame=4096, read_timeout=0.3)
 ERR2 = {"msh10-missing.hl7": "MSH^1^10", "truncated-payload-no-pv1.hl7": "PV1"}
 
 
-async def _answer(payload: bytes) -> bytes | None:
+async def _answer(payload: bytes, _reply: object = None) -> bytes | None:
     return ack.reply(frame.receive(payload, POLICY))
 
 
-async def _too_large(head: bytes) -> bytes | None:
+async def _too_large(head: bytes, _reply: object = None) -> bytes | None:
     return ack.too_large(head, LIMITS.max_frame)
 
 
@@ -358,7 +358,7 @@ async def test_answers_keep_frame_order_and_connections_run_concurrently() -> No
     running = 0
     most = 0
 
-    async def handle(payload: bytes) -> bytes:
+    async def handle(payload: bytes, _reply: object = None) -> bytes:
         nonlocal running, most
         running += 1
         most = max(most, running)
@@ -380,7 +380,7 @@ async def test_answers_keep_frame_order_and_connections_run_concurrently() -> No
 
 
 async def test_failing_handler_gives_no_answer_and_the_connection_goes_on() -> None:
-    async def handle(payload: bytes) -> bytes:
+    async def handle(payload: bytes, _reply: object = None) -> bytes:
         if payload == b"boom":
             raise RuntimeError("handler bug")
         return payload
@@ -404,7 +404,7 @@ async def test_answers_still_go_out_after_the_peer_stops_writing(port: int) -> N
 async def test_stop_answers_the_frames_already_read() -> None:
     started = asyncio.Event()
 
-    async def handle(payload: bytes) -> bytes:
+    async def handle(payload: bytes, _reply: object = None) -> bytes:
         started.set()
         await asyncio.sleep(0.1)
         return b"done:" + payload

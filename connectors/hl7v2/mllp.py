@@ -18,7 +18,8 @@ START = b"\x0b"
 END = b"\x1c\x0d"
 HEAD = 65536  # what a too-large frame's handler sees of it: enough for the header
 
-Handler = Callable[[bytes], Awaitable[bytes | None]]
+Reply = Callable[[bytes], bool]  # one more frame on the same connection, later (False: the connection is gone)
+Handler = Callable[[bytes, Reply], Awaitable[bytes | None]]
 
 
 def frame(payload: bytes) -> bytes:
@@ -33,8 +34,9 @@ class Limits:
 
 
 class Listener:
-    """An MLLP server: `handle(payload)` answers each complete frame (None: no answer); `too_large(head)`
-    answers a frame over the limit from its first bytes."""
+    """An MLLP server: `handle(payload, reply)` answers each complete frame (None: no answer; `reply` sends a
+    later frame on the same connection, such as an application ACK); `too_large(head, reply)` answers a frame
+    over the limit from its first bytes."""
 
     def __init__(self, handle: Handler, too_large: Handler | None = None, limits: Limits = Limits()) -> None:
         self.handle = handle
@@ -123,6 +125,13 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.writable.set()
 
+    def reply(self, payload: bytes) -> bool:
+        """Send a frame outside the order of answers (nothing waits for the transport's buffer)."""
+        if self.lost or self.transport.is_closing():
+            return False
+        self.transport.write(frame(payload))
+        return True
+
     def finish(self) -> None:
         """No more frames: drop a partial one, answer what was read, then close."""
         self._drop("the connection ends")
@@ -201,7 +210,7 @@ class _Connection(asyncio.Protocol):
                 self.transport.resume_reading()
             handler, data = job
             try:
-                answer = await handler(data)
+                answer = await handler(data, self.reply)
             except Exception:
                 log.exception("MLLP %s: the frame's handler failed; no answer", self.peer)
                 continue
