@@ -52,16 +52,20 @@ def sample(name: str, control_id: str | None = None, ack: bool = True) -> bytes:
 
 
 def acks(payload: bytes) -> list[dict[str, str]]:
-    """MSA-1, MSA-2, ERR-2 and ERR-3.1 of each ACK in an answer (one ACK or a batch of them)."""
+    """MSA-1, MSA-2, ERR-2 and ERR-3.1 of each ACK in an answer (one ACK or a batch of them); for versions
+    before 2.5, the same read from ERR-1 (location, then the code in its fifth component)."""
     text = payload.decode("latin-1")
-    fs, cs = text[3], text[4]
+    fs, cs, sc = text[3], text[4], text[7]
     found: list[dict[str, str]] = []
     for segment in filter(None, text.split("\r")):
         fields = segment.split(fs) + [""] * 4
         if fields[0] == "MSA":
             found.append({"msa1": fields[1], "msa2": fields[2]})
-        elif fields[0] == "ERR":
+        elif fields[0] == "ERR" and (fields[2] or fields[3]):
             found[-1].update(err2=fields[2], err3=fields[3].split(cs)[0])
+        elif fields[0] == "ERR":
+            parts = fields[1].split(cs) + [""] * 5
+            found[-1].update(err2=cs.join(p for p in parts[:3] if p), err3=parts[4].split(sc)[0])
     return found
 
 

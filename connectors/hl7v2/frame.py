@@ -266,7 +266,7 @@ def _structure(header: Header, policy: Policy) -> Refusal | None:
     counts: dict[str, int] = {}
     for fields in segments:
         counts[fields[0]] = counts.get(fields[0], 0) + 1
-        need = {"PID": 3, "MRG": 1}.get(fields[0])
+        need = {"PID": 3, "MRG": 1}.get(fields[0]) if fields[0] in ("PID", *required) else None
         if need and not component(fields[need] if need < len(fields) else "", 1, header.delimiters, header.charset):
             where = (fields[0], str(counts[fields[0]]), str(need))
             return _refuse(header, "AE", 101, where, f"{fields[0]}-{need} is empty")

@@ -48,7 +48,7 @@ def token(identifier: dict[str, Any]) -> str:
         return text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
     value = escaped(str(identifier.get("value", "")))
     system = identifier.get("system")
-    return f"{escaped(system)}|{value}" if system else value
+    return f"{escaped(system)}|{value}" if system else f"|{value}"  # "|v": no system, not any system
 
 
 async def search(ctx: Context, caller: Caller, resource_type: str, params: list[tuple[str, str]]
