@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Sequence, cast
 
 log = logging.getLogger("hearth.connectors.hl7v2")
 
@@ -97,8 +97,7 @@ class _Connection(asyncio.Protocol):
         self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are no asyncio.Transport subclass
         self.peer = transport.get_extra_info("peername")
         self.worker = asyncio.get_running_loop().create_task(self._work())
         self.listener._connections.add(self)

@@ -48,7 +48,8 @@ async def commit(ctx: Context, caller: Caller, resources: dict[str, dict[str, An
         if not ctx.store.supports_transactions:
             return [await _update(ctx, caller, key, resources[key], expected.get(key)) for key in _ordered(resources)]
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        outcome = await dispatch(ctx, Request("transaction", caller, body=bundle, keep_unchanged=True))
+        outcome = await dispatch(ctx, Request("transaction", caller, body=bundle, prefer_return="minimal",
+                                              keep_unchanged=True))
     except FhirError as error:
         if error.status == 412:
             raise Changed() from None
