@@ -24,7 +24,8 @@ def add_parser(commands: Any) -> None:
     run = _command(actions, "run", "run a connector on its schedule here until interrupted, or one pass with "
                                    "--once (refused while another process holds its lease)", _run_pass)
     run.add_argument("name")
-    run.add_argument("--once", action="store_true", help="one pass now, then exit")
+    run.add_argument("--once", action="store_true", help="one pass now, then exit (an HL7 v2 connector: convert "
+                                                         "what its inbox holds pending)")
     status = _command(actions, "status", "each connector's state, circuit, last success and error, lag, "
                                          "checkpoint and counters", lambda c, a: c.status(a.name))
     status.add_argument("name", nargs="?")

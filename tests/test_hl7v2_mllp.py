@@ -227,3 +227,26 @@ async def test_unsupported_types_are_refused_and_store_nothing(feed, name, msa1,
     got = acks(answer)[0]
     assert (got["msa1"], got["err3"]) == (msa1, err3)
     assert await feed.find("Patient") == []
+
+
+async def test_unknown_patient_reject_mode(feed):
+    await feed.start(unknown_patient="reject")
+    [update] = await feed.send(adt("UP-1", "U100").replace(b"ADT^A04", b"ADT^A08"))
+    assert acks(update) == [{"msa1": "AE", "msa2": "UP-1", "err2": "PID^1^3", "err3": "204"}]
+    assert await feed.find("Patient") == []
+    [registration] = await feed.send(adt("UP-2", "U100"))  # an A04 registers the patient
+    assert acks(registration)[0]["msa1"] == "AA"
+    [known] = await feed.send(adt("UP-3", "U100").replace(b"ADT^A04", b"ADT^A08"))
+    assert acks(known)[0]["msa1"] == "AA"
+    assert len(await feed.find("Patient", identifier="SENDFAC|U100")) == 1
+
+
+@pytest.mark.parametrize("keep", [True, False])
+async def test_z_segments_are_kept_as_text_or_dropped(feed, keep):
+    await feed.start(z_segments="keep" if keep else "drop")
+    [answer] = await feed.send(edge("z-segments.hl7"))
+    assert acks(answer) == [{"msa1": "AA", "msa2": "EC-07"}]
+    await feed.converged()
+    patient = await feed.one("Patient", identifier="EDGEFAC|EC0700")
+    kept = [e["valueString"] for e in patient.get("extension", []) if e["url"] == "urn:hearth:hl7v2:z-segment"]
+    assert [z[:3] for z in kept] == (["ZPI", "ZVI", "ZZZ"] if keep else [])
