@@ -19,7 +19,7 @@ from hearth.connectors.circuit import Circuit, CircuitOpen
 from hearth.connectors.config import ConnectorConfig
 from hearth.connectors.identity import Localizer
 from hearth.connectors.poll import Poller
-from hearth.connectors.state import COUNTERS, LEASE_SECONDS, ConnectorState
+from hearth.connectors.state import COUNTERS, ConnectorState
 from hearth.connectors.sync import Sink, StoreFailed
 from hearth.connectors.upstream import Upstream, UpstreamError
 from hearth.interactions.context import Context
@@ -81,15 +81,9 @@ class Connector:
 
     # -- running ---------------------------------------------------------------------------------------------
 
-    async def once(self) -> bool:
-        """One pass now, under the lease; False when another process holds it."""
-        if not await self.state.lease():
-            return False
-        try:
-            await self._leased_pass()
-        finally:
-            await self.state.release()
-        return True
+    async def one_pass(self) -> None:
+        """One pass now (the caller holds the lease)."""
+        await self._leased_pass()
 
     async def serve(self) -> None:
         """The schedule, until cancelled."""
@@ -119,16 +113,9 @@ class Connector:
         running = asyncio.ensure_future(self.run_pass())
 
         async def renew() -> None:
-            while True:
-                await asyncio.sleep(LEASE_SECONDS / 3)
-                try:
-                    held = await self.state.lease()
-                except Exception:
-                    held = False
-                if not held:
-                    log.warning("connector %s: lease lost: the pass stops", self.config.name)
-                    running.cancel()
-                    return
+            await self.state.keep_lease()
+            log.warning("connector %s: lease lost: the pass stops", self.config.name)
+            running.cancel()
         renewer = asyncio.create_task(renew())
         try:
             return await running

@@ -89,8 +89,12 @@ class Connectors:
         """One pass of `name` now (an HL7 v2 connector: convert what is pending), under its lease; then its
         status. None when another process holds the lease."""
         connector = self.get(name)
-        if not await connector.once():
+        if not await connector.state.lease():
             return None
+        try:
+            await connector.one_pass()
+        finally:
+            await connector.state.release()
         return await connector.status()
 
     async def run_forever(self, name: str) -> None:

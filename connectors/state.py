@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from hearth.storage.base import Records
 from hearth.storage.clock import to_instant, utc_now
@@ -129,6 +130,20 @@ class ConnectorState:
             await self.records.put("lease", self.name, {"holder": self.holder, "until": until}, expires=until)
             return True
         return False
+
+    async def keep_lease(self, each: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Renew the lease every third of its time (and run `each` then); return when it is lost (another process
+        took it, or it could not be renewed)."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                held = await self.lease()
+            except Exception:
+                held = False
+            if not held:
+                return
+            if each is not None:
+                await each()
 
     async def release(self) -> None:
         current = await self.records.get("lease", self.name)

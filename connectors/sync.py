@@ -42,6 +42,18 @@ def connector_caller(name: str, types: Iterable[str]) -> Caller:
     return Caller("connector", name, Grant(scope, client=f"connector/{name}"))
 
 
+async def current(ctx: Context, caller: Caller, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+    """Hearth's current version of a resource, read as `caller` (None: none, or deleted)."""
+    try:
+        outcome = await dispatch(ctx, Request("read", caller, resource_type, resource_id))
+    except FhirError as error:
+        if error.status in (404, 410):
+            return None
+        raise
+    assert outcome.version is not None
+    return fhir_json.loads(outcome.version.body, trusted=True)
+
+
 class StoreFailed(Exception):
     """Hearth could not store a resource for a reason of its own (a 5xx): the pass stops where it is."""
 
@@ -128,15 +140,7 @@ class Sink:
         return {"local": outcome.version.version_id, "digest": digest}
 
     async def _current(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
-        """Hearth's current version (None: deleted in Hearth)."""
-        try:
-            outcome = await dispatch(self.ctx, Request("read", self.caller, resource_type, resource_id))
-        except FhirError as error:
-            if error.status in (404, 410):
-                return None
-            raise
-        assert outcome.version is not None
-        return fhir_json.loads(outcome.version.body, trusted=True)
+        return await current(self.ctx, self.caller, resource_type, resource_id)
 
     async def _resolve(self, key: str, upstream: dict[str, Any], local: dict[str, Any], digest: str,
                        current: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -66,15 +66,9 @@ class Hl7Connector:
             finally:
                 await self._stop_listening()
 
-    async def once(self) -> bool:
-        """Convert what is pending now, under the lease; False when another process holds it."""
-        if not await self.state.lease():
-            return False
-        try:
-            await self.drain()
-        finally:
-            await self.state.release()
-        return True
+    async def one_pass(self) -> None:
+        """Convert what is pending now (the caller holds the lease)."""
+        await self.drain()
 
     async def _leased(self) -> None:
         await self._listen()
@@ -85,15 +79,8 @@ class Hl7Connector:
             renewer.cancel()
 
     async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            try:
-                held = await self.state.lease()
-            except Exception:
-                held = False
-            if not held:
-                raise _LeaseLost()
-            await self.save_counts()
+        await self.state.keep_lease(each=self.save_counts)
+        raise _LeaseLost()
 
     async def _listen(self) -> None:
         limits = Limits(self.config.max_message_bytes, self.config.read_timeout)

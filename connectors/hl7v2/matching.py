@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hearth.capability import fhir_json
-from hearth.capability.outcome import FhirError
+from hearth.connectors.sync import current
 from hearth.interactions.context import Context
 from hearth.interactions.dispatcher import dispatch
 from hearth.interactions.request import Caller, Request
@@ -61,17 +61,6 @@ async def search(ctx: Context, caller: Caller, resource_type: str, params: list[
             if (entry.get("search") or {}).get("mode", "match") == "match" and "resource" in entry]
 
 
-async def read(ctx: Context, caller: Caller, resource_type: str, resource_id: str) -> dict[str, Any] | None:
-    try:
-        outcome = await dispatch(ctx, Request("read", caller, resource_type, resource_id))
-    except FhirError as error:
-        if error.status in (404, 410):
-            return None
-        raise
-    assert outcome.version is not None
-    return fhir_json.loads(outcome.version.body, trusted=True)
-
-
 def _match(resource: dict[str, Any]) -> Match:
     return Match(resource["id"], int(resource["meta"]["versionId"]), resource)
 
@@ -90,7 +79,7 @@ async def find_patient(ctx: Context, caller: Caller, identifiers: list[dict[str,
         seen = {patient["id"]}
         while (nxt := _replaced_by(patient)) is not None and nxt not in seen:
             seen.add(nxt)
-            patient = await read(ctx, caller, "Patient", nxt) or patient
+            patient = await current(ctx, caller, "Patient", nxt) or patient
             if patient["id"] != nxt:
                 break
         survivors[patient["id"]] = patient
