@@ -251,3 +251,17 @@ async def test_siu_booked_rescheduled_cancelled_is_one_appointment(feed):
     cancelled = await feed.one("Appointment")
     assert cancelled["id"] == booked["id"] and cancelled["status"] == "cancelled"
     assert await feed.dead_letters() == []
+
+
+async def test_a05_preadmits_and_a06_turns_an_outpatient_visit_inpatient(feed):
+    await feed.start()
+    await feed.send(adt("A05", "P-1", mrn="P100", visit="VP100", cls="P", structure="ADT_A05"))
+    await feed.converged()
+    planned = await feed.one("Encounter", identifier="HOSP|VP100")
+    assert (planned["status"], planned["class"]["code"]) == ("planned", "PRENC")
+    assert planned["location"][0]["status"] == "planned"
+    await feed.send(adt("A04", "P-2", mrn="P200", visit="VP200", cls="O"))
+    await feed.send(adt("A06", "P-3", mrn="P200", visit="VP200", cls="I", structure="ADT_A06"))
+    await feed.converged()
+    changed = await feed.one("Encounter", identifier="HOSP|VP200")
+    assert (changed["status"], changed["class"]["code"], changed["meta"]["versionId"]) == ("in-progress", "IMP", "2")
