@@ -302,6 +302,10 @@ class Hl7Inbox(Protocol):
     async def reopen(self, connector: str, seq: int) -> bool:
         """Put a settled row back to pending (a dead letter retried). False: no such row."""
 
+    async def release(self, connector: str) -> int:
+        """End every pending row's lease: their converter is gone (the caller now holds the connector's own
+        lease, so no other converter runs); how many."""
+
     async def counts(self, connector: str) -> tuple[int, float | None]:
         """The pending rows' count and the oldest one's `received` (None when there are none)."""
 

@@ -16,6 +16,7 @@ from hearth.connectors.hl7v2 import frame
 from hearth.connectors.hl7v2.convert import Conversion, ConversionError, convert, merge_pairs
 from hearth.connectors.hl7v2.dtm import InvalidTime, to_fhir
 from hearth.connectors.hl7v2.maps import maps
+from hearth.connectors.hl7v2.parse import split_fields, split_fields_hl7
 from hearth.connectors.hl7v2.systems import coding_system, identifier_system
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "hl7v2"
@@ -360,6 +361,62 @@ def test_dtm_and_systems():
     assert coding_system("L") is None and coding_system("99ZZZ") is None
     assert identifier_system("", "1.2.3", "ISO", {}) == "urn:oid:1.2.3"
     assert identifier_system("X", "", "", {"X": "https://x.example"}) == "https://x.example"
+
+
+# ---------------------------------------------------------------------------------------------- defects
+
+
+ORU_N = "\r".join([
+    "MSH|^~\\&|LAB|LABFAC|HEARTH|HEARTHFAC|20240315091300||ORU^R01^ORU_R01|DEF-1|P|2.5.1",
+    "PID|1||D100^^^LABFAC^MR||DEFECT^DORA||19700313|F|||||||||||123-45-6789",
+    "OBR|1|ORD-D1^HEARTHTEST|FIL-D1^EDGELAB|EC-PANEL^Edge case panel^L|||20240315070000",
+    "OBX|1|NM|2345-7^Glucose [Mass/volume] in Serum or Plasma^LN||95|mg/dL^mg/dL^UCUM|70-99|N|||N",
+    "OBX|2|NM|2160-0^Creatinine [Mass/volume] in Serum or Plasma^LN||0.9|mg/dL^mg/dL^UCUM|0.6-1.2|N|||F"])
+
+
+def test_ssn_system_has_no_trailing_dot():
+    patient = one(convert(ORU_N, "utf-8", connector="feed"), "Patient")
+    ssn, = [i for i in patient["identifier"] if i["value"] == "123-45-6789"]
+    assert ssn["system"] == "http://hl7.org/fhir/sid/us-ssn"
+    assert ssn["type"]["coding"][0]["code"] == "SS"
+
+
+def test_specimen_from_obr_has_no_check_digit():
+    specimen = one(convert(ORU_N, "utf-8", connector="feed"), "Specimen")
+    assert specimen["accessionIdentifier"] == {"value": "ORD-D1"}  # OBR-2 is an EI: EI.2 is no check digit
+
+
+def test_obx_11_not_asked():
+    c = convert(ORU_N, "utf-8", connector="feed")
+    absent, given = observation(c, "2345-7"), observation(c, "2160-0")
+    assert absent["status"] == "final"
+    assert absent["dataAbsentReason"] == {"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "not-asked"}]}
+    assert not [name for name in absent if name.startswith("value")]
+    assert given["valueQuantity"]["value"] == 0.9 and "dataAbsentReason" not in given
+    validate_resource(absent)
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def test_split_parser_agrees_with_the_hl7_package():
+    odd = ["MSH|^~\\&|A\rPID|1||\"\"||A^B&C~D\rZZZ\rNTE", "MSH|^~\\|A|B\rPID|1|a&b^c~d\\F\\",
+           "MSH|^~\\&|A|\r\rPID|1|  \r", "MSH|^~\\&|A\rPID^X|1|^^|&&|~~|"]
+    samples = [(text, "utf-8") for text in odd]
+    for path in sorted([*DATA.glob("*.hl7"), *EDGE.glob("*.hl7")]):
+        decoded = frame.decode(frame.normalise(path.read_bytes()))
+        if isinstance(decoded, tuple):
+            samples += [(text, decoded[1]) for text in frame.split_batch(decoded[0]).messages]
+    assert len(samples) > 150
+    for text, charset in samples:
+        delimiters = frame.read_delimiters(text.split("\r", 1)[0])
+        fast = split_fields(text, delimiters, charset)
+        assert fast is not None and fast == split_fields_hl7(text, delimiters, charset), text[:60]
+    # what only the hl7 package reads right is left to it
+    delimiters = frame.read_delimiters("MSH|^~\\&|A")
+    assert split_fields("MSH|^~\\&|A\rMSH|^~\\&|B", delimiters, "utf-8") is None
+    assert split_fields("MSH|^~\\&\rPID|1", delimiters, "utf-8") is None
 
 
 # ---------------------------------------------------------------------------------------------- validity

@@ -110,11 +110,17 @@ async def test_killed_between_receipt_and_conversion_loses_nothing(tmp_path):
 
 async def test_killed_while_converting_converts_each_message_once(tmp_path):
     port, mllp = free_port(), free_port()
-    server = await _serve(tmp_path, port, mllp)
+    server = await _serve(tmp_path, port, mllp, convert=False)  # 300 messages waiting
     try:
         answers = await asyncio.gather(*(send(HOST, mllp, [oru_message(n) for n in range(k, 300, 3)], timeout=60)
                                          for k in range(3)))
         assert sum(len(a) for a in answers) == 300
+    finally:
+        await asyncio.to_thread(stop, server, False)
+    server = await _serve(tmp_path, port, mllp)  # converting them
+    try:
+        while _pending(tmp_path) > 250:
+            await asyncio.sleep(0.01)
     finally:
         await asyncio.to_thread(stop, server, True)
     left = _pending(tmp_path)

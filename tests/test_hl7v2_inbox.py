@@ -106,6 +106,9 @@ async def test_claims_follow_arrival_order_and_leases(inbox, monkeypatch):
     assert [(row.header["control_id"], row.attempts, row.owner) for row in again] == [
         ("C-0", 2, "worker-2"), ("C-1", 2, "worker-2")]
     assert await inbox.claim(A, "worker-2", 0, 60) == []
+    # a converter that takes over the connector (its former holder crashed) releases what that one had claimed
+    assert await inbox.release(A) == 3
+    assert [row.header["control_id"] for row in await inbox.claim(A, "worker-3", 5, 60)] == ["C-0", "C-1", "C-2"]
 
 
 class _Clock:

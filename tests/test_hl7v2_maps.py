@@ -52,6 +52,7 @@ def test_pid_identifiers_names_birth_date_and_gender(m):
     # PID-19: the override picks the US 'SS' alternative, the 'SB' row is dropped
     ssn = [r.assign for r in fields(m, "PID[Patient]", 19) if r.assign]
     assert {"const": "SS"} in ssn and {"const": "SB"} not in ssn
+    assert {"const": "http://hl7.org/fhir/sid/us-ssn"} in ssn  # the IG's trailing dot removed by an override
 
 
 def test_data_types_cx_and_xpn(m):
@@ -133,6 +134,8 @@ def test_message_links_and_overrides(m):
     assert obx[0].target.type == "Observation" and obx[0].target.n == 2
     lookup = {"OBX-5": ["95"], "OBX-2": ["NM"], "OBX-29": []}
     assert obx[0].when(lambda ref: lookup.get(ref, [])) and not obx[1].when(lambda ref: lookup.get(ref, []))
+    # OBR-2 is an EI: the Specimen's accession identifier uses the EI map, as DiagnosticReport's identifier does
+    assert [r.dt for r in fields(m, "OBR[Specimen]", 2)] == ["EI[Identifier-Extension]"]
     vxu = [r for r in m.message("VXU_V04") if r.map == "ORC[Immunization]"]
     assert vxu[0].links[0].source.type == "Immunization" and vxu[0].links[0].path == "patient"
 

@@ -68,9 +68,11 @@ class Hl7Connector:
 
     async def one_pass(self) -> None:
         """Convert what is pending now (the caller holds the lease)."""
+        await self.inbox.release(self.config.name)
         await self.drain()
 
     async def _leased(self) -> None:
+        await self.inbox.release(self.config.name)  # rows a crashed holder had claimed: not theirs any more
         await self._listen()
         renewer = asyncio.create_task(self._renew())
         try:

@@ -20,7 +20,7 @@ from hearth.connectors.hl7v2 import convert_rules as rules
 from hearth.connectors.hl7v2 import frame
 from hearth.connectors.hl7v2.convert_values import (HOP, MODEL, Built, Context, ConversionError, Node, Place, Slots,
                                                     apply_datatype, apply_segment, segment_lookup)
-from hearth.connectors.hl7v2.maps import Instance, MessageRule, maps
+from hearth.connectors.hl7v2.maps import Instance, MessageRule, always, maps
 from hearth.connectors.hl7v2.parse import Message, ParseError, Scope, Segment, parse
 from hearth.connectors.identity import local_id
 
@@ -150,26 +150,26 @@ class _State:
         self.instances: list[Built] = []
         self.by_scope: dict[tuple[int, str, str], Built] = {}
         self.links: set[tuple[int, str, int]] = set()
-        self.placed = [(s, sc, self._previous(i)) for i, (s, sc) in enumerate(message.placed)]
-
-    def _previous(self, index: int) -> str:
-        """The name of the nearest segment before this one with another name (for 'follow' rules)."""
-        name = self.message.placed[index][0].name
-        for segment, _ in reversed(self.message.placed[:index]):
-            if segment.name != name:
-                return segment.name
-        return ""
+        self.present = frozenset(s.name for s in message.segments)
+        # each placed segment with its scope and the previous segment of another name (for 'follow' rules), by the
+        # message rule position (group path, segment name) that names it
+        self.at: dict[tuple[str, ...], list[tuple[Segment, Scope, str]]] = {}
+        paths: dict[int, tuple[str, ...]] = {}
+        last, previous = "", ""
+        for segment, scope in message.placed:
+            if last and last != segment.name:
+                previous = last
+            last = segment.name
+            path = paths.get(id(scope)) or paths.setdefault(id(scope), scope.path())
+            self.at.setdefault((*path, segment.name), []).append((segment, scope, previous))
 
     def apply(self, rule: MessageRule) -> None:
         if rule.target is None or rule.map is None or rule.target.type not in self.ctx.types:
             return
-        group, name = rule.path[:-1], rule.path[-1]
-        for segment, scope, previous in self.placed:
-            if segment.name != name or scope.path() != group:
-                continue
+        for segment, scope, previous in self.at.get(rule.path, ()):
             if rule.follow and previous not in _FOLLOWS.get(rule.follow, {rule.follow}):
                 continue
-            if not rule.when(self._lookup(segment, scope)):
+            if rule.when is not always and not rule.when(self._lookup(segment)):
                 continue
             built = self.instance(rule.target, scope, create=True)
             assert built is not None
@@ -178,9 +178,9 @@ class _State:
             for link in rule.links:
                 self._link(link.source, link.path, link.target, scope)
 
-    def _lookup(self, segment: Segment, scope: Scope):
+    def _lookup(self, segment: Segment):
         own = segment_lookup(segment)
-        present = {s.name for s in self.message.segments}
+        present = self.present
 
         def lookup(ref: str) -> list[str]:
             if len(ref) == 3 and ref.isalnum() and ref.isupper():
@@ -276,18 +276,22 @@ class _Finisher:
     def node(self, node: Node, type_name: str) -> dict | None:
         out: dict = {}
         choices: set[str] = set()
+        elements = MODEL.elements(type_name)
         for name, value in node.items():
-            element = MODEL.elements(type_name).get(name)
-            if element is None:
+            element = elements.get(name)
+            if element is None or element.choice and element.choice in choices:
                 continue
-            if element.choice:
-                if element.choice in choices:
+            if isinstance(value, Slots):
+                done = [v for v in (self.item(value[k], element.type) for k in sorted(value)) if v not in _EMPTY]
+                if not done:
                     continue
-            items = [value[k] for k in sorted(value)] if isinstance(value, Slots) else [value]
-            done = [v for v in (self.item(i, element.type) for i in items) if v not in (None, "", {}, [])]
-            if not done:
-                continue
-            out[name] = done if element.many else done[0]
+                out[name] = done if element.many else done[0]
+            else:
+                if isinstance(value, Node):
+                    value = self.item(value, element.type)
+                if value in _EMPTY:
+                    continue
+                out[name] = [value] if element.many else value
             if element.choice:
                 choices.add(element.choice)
         out = rules.tidy(type_name, out)
@@ -304,6 +308,9 @@ class _Finisher:
                 return {"reference": reference, **({"display": value["display"]} if value.get("display") else {})}
             return self.node(value, type_name)
         return value
+
+
+_EMPTY = (None, "", {}, [])  # finished values that say nothing (compared by ==, as `in` does)
 
 
 def _missing(type_name: str, content: dict) -> bool:

@@ -160,12 +160,17 @@ def _encounter(built: Built, trigger: str, patient: Built | None, message: Messa
 
 def _observation(built: Built, trigger: str, patient: Built | None, message: Message | None,
                  ctx: Context) -> None:
-    """OBX-11 status with fallbacks; OBX-7 parsed into referenceRange low/high with OBX-6's units."""
+    """OBX-11 status with fallbacks (N, not asked: no value, the IG's dataAbsentReason says why); OBX-7 parsed into
+    referenceRange low/high with OBX-6's units."""
     obx = built.segments.get("OBX")
     if obx is None:
         built.node.setdefault("status", "final")
         return
-    built.node["status"] = OBSERVATION_STATUS.get(obx.value(11).strip().upper(), "final")
+    status = obx.value(11).strip().upper()
+    built.node["status"] = OBSERVATION_STATUS.get(status, "final")
+    if status == "N":  # obs-6: a dataAbsentReason only where there is no value[x]
+        for name in [name for name in built.node if name.startswith("value")]:
+            del built.node[name]
     match = _RANGE.fullmatch(obx.value(7))
     if not match:
         return

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 from zoneinfo import ZoneInfo
 
 from hearth.capability.bindings import bound_code, required_bindings
@@ -25,6 +25,7 @@ CODED = frozenset({"Coding", "Quantity", "SimpleQuantity", "Age", "Count", "Dist
 URIS = frozenset({"uri", "url", "canonical", "oid", "uuid"})
 TIMES = frozenset({"date", "dateTime", "instant", "time"})
 INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
+_SPACE = re.compile(r"\s")  # str.isspace() characters (both use Py_UNICODE_ISSPACE)
 _REF = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d+)(?:\.(\d+))?(?:\.(\d+))?$|^([A-Z]{2,3})\.(\d+)(?:\.(\d+))?$")
 
 
@@ -69,9 +70,8 @@ class Context:
     children: list[Built] = field(default_factory=list)  # hop resources, in the order they were made
 
 
-@dataclass(frozen=True)
-class Where:
-    """The v2 position a value comes from, for errors."""
+class Where(NamedTuple):
+    """The v2 position a value comes from, for errors (a tuple: one is made for every value written)."""
 
     segment: str
     number: int
@@ -126,7 +126,8 @@ def segment_lookup(segment: Segment, current: tuple[int, int] | None = None) -> 
     """A condition Lookup over one segment (other segment names: presence only is unknown here, so empty).
     `current` = (field, repetition): references to that field read that repetition."""
 
-    memo: dict[str, list[str]] = {}  # the many rows testing OBX-2 read it once
+    # the many rows testing OBX-2 read it once; a whole-segment read is the same for every map applied to it
+    memo: dict[str, list[str]] = segment.memo if current is None else {}
 
     def lookup(ref: str) -> list[str]:
         found = memo.get(ref)
@@ -152,7 +153,7 @@ def segment_lookup(segment: Segment, current: tuple[int, int] | None = None) -> 
 # ------------------------------------------------------------------------------------------------ placing
 
 
-@dataclass
+@dataclass(slots=True)
 class Place:
     """An element position: the node holding it, that node's type, the element name and its slot key."""
 
@@ -173,24 +174,61 @@ def resolve(place: Place, ctx: Context, create: bool = True) -> tuple[Any, str] 
     element = _element(place.type, place.name)
     if element is None:
         return None
-    holder = place.node.get(place.name)
+    return _item(place.node, place.name, place.key, element, create), element.type
+
+
+def _item(node: Node, name: str, key: tuple, element: Element, create: bool = True) -> Any:
+    """The item of an element of a node (resolve with the element known)."""
+    holder = node.get(name)
     if element.many:
         if holder is None:
-            holder = place.node[place.name] = Slots()
-        item = holder.get(place.key)
-        if item is None and create and not MODEL.is_primitive(element.type):
-            item = holder[place.key] = Node()
-        return item, element.type
-    if holder is None and create and not MODEL.is_primitive(element.type):
-        holder = place.node[place.name] = Node()
-    return holder, element.type
+            holder = node[name] = Slots()
+        item = holder.get(key)
+        if item is None and create and element.type not in _PRIMITIVES:
+            item = holder[key] = Node()
+        return item
+    if holder is None and create and element.type not in _PRIMITIVES:
+        holder = node[name] = Node()
+    return holder
 
 
 HOP = "$hop"  # the key of a Reference node that points to a child resource being built
+_PRIMITIVES = MODEL.primitives
+_ELEMENTS: dict[tuple[str, str], Element | None] = {}  # (type, element name) -> its element, looked up once
 
 
 def _element(type_name: str, name: str) -> Element | None:
-    return MODEL.elements(type_name).get(name)
+    key = (type_name, name)
+    try:
+        return _ELEMENTS[key]
+    except KeyError:
+        found = _ELEMENTS[key] = MODEL.elements(type_name).get(name)
+        return found
+
+
+# A path compiled for the type it starts from: per step (step, its element, its slot number); the element is None
+# where the R4 model has no such element (the walk stops there). Paths and types are static: compiled once.
+Compiled = tuple[tuple[Step, "Element | None", Any], ...]
+_COMPILED: dict[tuple[int, str], tuple[tuple[Step, ...], Compiled]] = {}
+
+
+def compile_path(steps: tuple[Step, ...], type_name: str) -> Compiled:
+    """The compiled form of a path from a type (cached by the path's identity, which the maps keep alive)."""
+    cached = _COMPILED.get((id(steps), type_name))
+    if cached is not None and cached[0] is steps:
+        return cached[1]
+    out = []
+    kind = type_name
+    for step in steps:
+        element = _element(kind, step.element)
+        slot = step.slot[0] if isinstance(step.slot, tuple) else (1 if step.slot in (None, "each") else step.slot)
+        out.append((step, element, slot))
+        if element is None:
+            break
+        kind = step.hop or element.type
+    compiled = tuple(out)
+    _COMPILED[(id(steps), type_name)] = steps, compiled
+    return compiled
 
 
 def walk(node: Node, type_name: str, steps: tuple[Step, ...], rep: int | None, ctx: Context,
@@ -199,37 +237,34 @@ def walk(node: Node, type_name: str, steps: tuple[Step, ...], rep: int | None, c
     element or a hop goes to a type that is not made. `rep` goes into the key of the first array on the way;
     `space` keeps the slots of different segment maps apart (PID's extension[1] is not PD1's).
     A path ending with a hop gives the Reference node's HOP place (data type maps then fill the child)."""
-    for i, step in enumerate(steps):
-        element = _element(type_name, step.element)
+    compiled = compile_path(steps, type_name)
+    last = len(steps) - 1
+    for i, (step, element, slot) in enumerate(compiled):
         if element is None:
             return None
         key: tuple = ()
         if element.many:
-            slot = step.slot[0] if isinstance(step.slot, tuple) else (1 if step.slot in (None, "each") else step.slot)
             key, rep = (space, slot, rep or 0, 1), None
-        place = Place(node, type_name, step.element, key)
-        last = i == len(steps) - 1
         if step.hop:
             if element.type != "Reference" or step.hop not in ctx.types:
                 return None
-            found = resolve(place, ctx)
-            if found is None or not isinstance(found[0], Node):
+            reference = _item(node, step.element, key, element)
+            if not isinstance(reference, Node):
                 return None
-            reference = found[0]
             built = reference.get(HOP)
             if not isinstance(built, Built) or built.type != step.hop:
                 built = reference[HOP] = Built(step.hop)
                 ctx.children.append(built)
-            if last:
+            if i == last:
                 return Place(reference, "Reference", HOP, ())
             node, type_name = built.node, built.type
             continue
-        if last:
-            return place
-        found = resolve(place, ctx)
-        if found is None or not isinstance(found[0], Node):
+        if i == last:
+            return Place(node, type_name, step.element, key)
+        found = _item(node, step.element, key, element)
+        if not isinstance(found, Node):
             return None
-        node, type_name = found
+        node, type_name = found, element.type
     return None
 
 
@@ -245,7 +280,7 @@ def write(place: Place, value: str, ctx: Context, where: Where, mapped: bool = F
     if element is None or not value:
         return
     kind = element.type
-    if not MODEL.is_primitive(kind):
+    if kind not in _PRIMITIVES:
         return  # the IG row names a complex element for a plain value (Specimen.note, component.valueQuantity)
     if place.name == "system" and mapped and place.type in CODED:
         value = systems.coding_system(value) or ""
@@ -256,7 +291,7 @@ def write(place: Place, value: str, ctx: Context, where: Where, mapped: bool = F
         return
     if kind == "code" and not in_binding(place.type, place.name, typed):
         return
-    if kind in URIS and any(c.isspace() for c in typed):
+    if kind in URIS and _SPACE.search(typed):
         return  # 'Payor ID' written where a URI belongs: no URI
     if element.many:
         place.node.setdefault(place.name, Slots()).setdefault(place.key, typed)
@@ -297,37 +332,67 @@ def typed_value(value: str, kind: str, ctx: Context, where: Where) -> Any:
 def apply_segment(fmap: FieldMap, segment: Segment, built: Built, ctx: Context) -> None:
     """Every rule of a segment map whose condition holds, for each repetition of its field."""
     space = built.spaces.setdefault(fmap.name, len(built.spaces))
-    rules, each_fields = _usable(fmap)
-    each = max((len(segment.reps(n)) for n in each_fields), default=1)
+    plan = _plan(fmap)
+    each = max((len(segment.reps(n)) for n in plan.each), default=1)
     whole = segment_lookup(segment)
-    for rule, is_each in rules:
+    by_field = plan.by_number
+    holds = segment.holds
+    for i in sorted(i for n in segment.filled() for i in by_field.get(n, ())):  # the rules of valued fields
+        rule, is_each = plan.rules[i]
         reps = segment.reps(rule.field)
-        if not reps:
-            continue
-        for r in range(each if is_each else len(reps)):
-            rep = reps[min(r, len(reps) - 1)]
-            if rule.condition is not None and not rule.when(
-                    whole if len(reps) == 1 else
-                    segment_lookup(segment, (rule.field, segment.fields[rule.field].index(rep)))):
-                continue
+        last = len(reps) - 1
+        for r in range(each if is_each else last + 1):
+            rep = reps[r] if r < last else reps[last]
+            if rule.condition is not None:
+                if last:
+                    if not rule.when(segment_lookup(segment, (rule.field, segment.fields[rule.field].index(rep)))):
+                        continue
+                else:
+                    # many rows share a condition (every OBX-6 row tests OBX-2): decided once per segment
+                    holds_here = holds.get(rule.when)
+                    if holds_here is None:
+                        holds_here = holds[rule.when] = rule.when(whole)
+                    if not holds_here:
+                        continue
             place = walk(built.node, built.type, rule.path, r, ctx, space)
             if place is not None:
                 _apply_value(rule, rep, place, whole, ctx, Where(segment.name, segment.number, rule.field))
 
 
-_USABLE: dict[str, tuple[tuple[tuple[Rule, bool], ...], tuple[int, ...]]] = {}
+@dataclass(frozen=True)
+class _Plan:
+    """A map ready to apply: the rules Hearth applies, in table order, with whether each fills one element per
+    repetition of an '[each]' driver; their positions by field (segment maps) or component (data type maps,
+    None: the whole value); the fields that drive '[each]'; the elements the rules' paths start with."""
+
+    rules: tuple[tuple[Rule, bool], ...]
+    by_number: dict[int | None, tuple[int, ...]]
+    each: tuple[int, ...]
+    heads: frozenset[str]
 
 
-def _usable(fmap: FieldMap) -> tuple[tuple[tuple[Rule, bool], ...], tuple[int, ...]]:
-    """The rules of a segment map Hearth applies (with whether they fill one element per repetition of a
-    '[each]' driver), and the fields that drive '[each]'; computed once per map. '$this' rows make other
-    resources (Hearth does not), no-field rows have nothing to read."""
-    found = _USABLE.get(fmap.name)
-    if found is None:
-        rules = tuple((r, any(s.slot == "each" for s in r.path)) for r in fmap.rules
-                      if r.path and r.field is not None)
-        found = _USABLE[fmap.name] = rules, tuple(sorted({r.field for r, each in rules if each}))
-    return found
+_PLANS: dict[int, tuple[FieldMap, _Plan]] = {}
+
+
+def _plan(fmap: FieldMap) -> _Plan:
+    """The plan of a map, made once (maps are static). Segment maps: '$this' rows make other resources (Hearth does
+    not), no-field rows have nothing to read. Data type maps: a whole-value row only assigns."""
+    cached = _PLANS.get(id(fmap))
+    if cached is not None and cached[0] is fmap:
+        return cached[1]
+    if fmap.resource:
+        usable = [r for r in fmap.rules if r.path and r.field is not None]
+    else:
+        usable = [r for r in fmap.rules if r.comp is not None or r.assign is not None]
+    rules = tuple((r, any(s.slot == "each" for s in r.path)) for r in usable)
+    by_number: dict[int | None, list[int]] = {}
+    for i, (rule, _) in enumerate(rules):
+        by_number.setdefault(rule.field if fmap.resource else rule.comp, []).append(i)
+    plan = _Plan(rules, {n: tuple(found) for n, found in by_number.items()},
+                 tuple(sorted({r.field for r, each in rules if each})),
+                 frozenset(r.path[0].element for r in fmap.rules if r.path))
+    _PLANS[id(fmap)] = fmap, plan
+    return plan
 
 
 def _apply_value(rule: Rule, parts: Rep, place: Place, outer: Callable[[str], list[str]], ctx: Context,
@@ -379,21 +444,20 @@ def apply_datatype(name: str, parts: Rep, place: Place, outer: Callable[[str], l
     if special is not None:
         special(parts, place, ctx, where)
         return
-    fmap = ctx.maps.datatype(name)
+    plan = _plan(ctx.maps.datatype(name))
     lookup = _datatype_lookup(parts, outer)
-    if place.name and any(r.path and r.path[0].element == place.name for r in fmap.rules):
+    if place.name and place.name in plan.heads:
         # maps such as FN (XPN.1 -> family) and SAD (XAD.1 -> line) name the element again: relative to its parent
         place = Place(place.node, place.type, "", ())
-    for rule in fmap.rules:
-        if rule.comp is None:
-            if rule.assign is None or not rule.when(lookup):
-                continue
-            comp_parts = parts
-        else:
-            component = parts[rule.comp - 1] if rule.comp <= len(parts) else []
-            if not any(component) or not rule.when(lookup):
-                continue
-            comp_parts = [[s] for s in component]  # a component's subcomponents are the parts of its type
+    by_comp = plan.by_number
+    order = [*by_comp.get(None, ()), *(i for c, component in enumerate(parts, 1) if any(component)
+                                       for i in by_comp.get(c, ()))]
+    order.sort()
+    for i in order:  # the whole-value rows and the rows of valued components, in table order
+        rule = plan.rules[i][0]
+        if rule.condition is not None and not rule.when(lookup):
+            continue
+        comp_parts = parts if rule.comp is None else [[s] for s in parts[rule.comp - 1]]
         target = _relative(place, rule.path, ctx)
         if target is None:
             continue
@@ -484,7 +548,7 @@ def walk_one(place: Place, name: str, ctx: Context) -> Place | None:
 def _hd_system(parts: Rep, place: Place, ctx: Context, where: Where) -> None:
     """HD -> Identifier.system (systems.identifier_system; design note a1, defect 7)."""
     system = systems.identifier_system(text(parts, 1), text(parts, 2), text(parts, 3), ctx.identifier_systems)
-    if system and not any(c.isspace() for c in system):
+    if system and not _SPACE.search(system):
         write(place, system, ctx, where)
     elif system:  # 'NIST MPI' is no URI: the authority is named as the identifier's assigner
         assigner = walk_one(Place(place.node, place.type, "assigner", ()), "display", ctx)

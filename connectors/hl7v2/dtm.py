@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone as fixed
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 _DTM = re.compile(r"(\d{4})(\d{2})?(\d{2})?(?:(\d{2})(\d{2})?(?:(\d{2})(\.\d{1,4})?)?)?([+-]\d{4})?")
@@ -17,6 +18,7 @@ class InvalidTime(ValueError):
     """A value that is no v2 date/time (the caller names the field)."""
 
 
+@lru_cache(maxsize=4096)  # a message repeats its times (OBX-14 of every result), and each costs a zone lookup
 def to_fhir(value: str, kind: str, zone: ZoneInfo) -> str:
     """`value` (a v2 DTM, DT or TM) as the FHIR primitive `kind`: date, dateTime, instant or time."""
     value = value.strip()
@@ -51,8 +53,12 @@ def _offset(offset: str | None, date: str, clock: str, zone: ZoneInfo) -> str:
         if hours > 14 or minutes > 59:
             raise InvalidTime(f"{offset!r} is not a UTC offset")
         delta = sign * timedelta(hours=hours, minutes=minutes)
-    text = datetime(2000, 1, 1, tzinfo=fixed(delta)).strftime("%z")
-    return f"{text[:3]}:{text[3:]}"
+    minutes, rest = divmod(delta, timedelta(minutes=1))
+    if rest:  # a local mean time with seconds: as strftime writes it
+        text = datetime(2000, 1, 1, tzinfo=fixed(delta)).strftime("%z")
+        return f"{text[:3]}:{text[3:]}"
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{'-' if delta < timedelta(0) else '+'}{hours:02d}:{minutes:02d}"
 
 
 def _time(value: str) -> str:

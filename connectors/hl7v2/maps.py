@@ -28,10 +28,22 @@ def always(_lookup: Lookup) -> bool:
     return True
 
 
+_CONDITIONS: dict[str, Condition] = {}  # one callable per distinct condition, so that its result can be reused
+
+
 def compile_condition(node: dict | None) -> Condition:
-    """A callable for a condition AST (see generate.py); raises ValueError on an unknown operator."""
+    """A callable for a condition AST (see generate.py), the same one for equal ASTs; raises ValueError on an
+    unknown operator."""
     if node is None:
         return always
+    key = json.dumps(node, sort_keys=True)
+    found = _CONDITIONS.get(key)
+    if found is None:
+        found = _CONDITIONS[key] = _compile(node)
+    return found
+
+
+def _compile(node: dict) -> Condition:
     (op, args), = node.items()
     if op in ("and", "or"):
         parts = [compile_condition(a) for a in args]
@@ -236,9 +248,13 @@ class Maps:
 
     def vocabulary(self, name: str) -> Vocabulary:
         """A vocabulary map by name, normalised ('Yes/NoIndicator' = 'yesnoindicator')."""
-        key = norm(name)
-        return self._cached("vocabulary", key, lambda raw: Vocabulary(raw["name"], raw.get("table"), {
-            code: Coding(c["code"], c.get("display"), c.get("system"), c["src"]) for code, c in raw["codes"].items()}))
+        found = self._cache.get(("vocabulary-as-named", name))
+        if found is None:
+            found = self._cache[("vocabulary-as-named", name)] = self._cached(
+                "vocabulary", norm(name), lambda raw: Vocabulary(raw["name"], raw.get("table"), {
+                    code: Coding(c["code"], c.get("display"), c.get("system"), c["src"])
+                    for code, c in raw["codes"].items()}))
+        return found
 
     def table(self, name: str) -> str | None:
         """The v2 table of a vocabulary ('DischargeDisposition' -> 'HL70112'), from the Code System inventory."""

@@ -73,6 +73,12 @@ OVERRIDES: list[Override] = [
              "PID-19 is the US social security number: pick the 'SS' alternative", set={S_NARR: ""}),
     Override(SEG.format("PID[Patient] - PID"), 32, {S_ASSIGN: '"SB"'},
              "PID-19: the 'SB' (outside the US) alternative is not Hearth's", drop=True),
+    Override(SEG.format("PID[Patient] - PID"), 34, {S_ASSIGN: '"http://hl7.org/fhir/sid/us-ssn."'},
+             "trailing dot in the US SSN system URI", set={S_ASSIGN: '"http://hl7.org/fhir/sid/us-ssn"'}),
+    # -- OBR[Specimen]
+    Override(SEG.format("OBR[Specimen] - Sheet1"), 4, {S_TARGET: "accessionIdentifier", S_DT: "CX[Identifier]"},
+             "OBR-2 is an EI, not a CX (the CX map makes EI.2, the namespace, a check digit): the EI map OBR-2 "
+             "uses for DiagnosticReport and ServiceRequest", set={S_DT: "EI[Identifier-Extension]"}),
     # -- PV1[Encounter]
     Override(SEG.format("PV1[Encounter] - PV1"), 17,
              {S_TARGET: "participant[2].individual(Practitioner)",

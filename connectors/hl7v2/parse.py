@@ -6,6 +6,7 @@ kept aside (`Message.extras`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import hl7
 
@@ -29,6 +30,9 @@ class Segment:
     text: str  # as received (still escaped), for z_segments = "keep"
     number: int  # the n-th segment of this name in the message (1-based), for error locations
     valued: dict[int, list[Rep]] = field(default_factory=dict)  # reps() computed once per field
+    memo: dict[str, list[str]] = field(default_factory=dict)  # condition lookups over the whole segment, once
+    holds: dict[Callable, bool] = field(default_factory=dict)  # segment map conditions over it, decided once
+    _filled: tuple[int, ...] | None = None
 
     def reps(self, n: int) -> list[Rep]:
         """The repetitions of field n that hold anything."""
@@ -37,6 +41,12 @@ class Segment:
             reps = self.fields[n] if n < len(self.fields) else []
             found = self.valued[n] = [r for r in reps if any(s for c in r for s in c)]
         return found
+
+    def filled(self) -> tuple[int, ...]:
+        """The numbers of the fields that hold anything."""
+        if self._filled is None:
+            self._filled = tuple(n for n in range(1, len(self.fields)) if self.reps(n))
+        return self._filled
 
     def value(self, n: int, c: int = 1, s: int = 1) -> str:
         """Field n, component c, subcomponent s of the first repetition ('' when absent)."""
@@ -96,20 +106,70 @@ def parse(text: str, charset: str, tree: list | None = None) -> Message:
     delimiters = read_delimiters(first) if first.startswith("MSH") else None
     if delimiters is None:
         raise ParseError("MSH-1/MSH-2 (field separator and encoding characters) cannot be read")
+    split = split_fields(text, delimiters, charset)
+    if split is None:
+        split = split_fields_hl7(text, delimiters, charset)
+    raw_texts = [s for s in text.split("\r") if s]
+    counts: dict[str, int] = {}
+    segments = []
+    for (name, fields), raw_text in zip(split, raw_texts):
+        counts[name] = counts.get(name, 0) + 1
+        segments.append(Segment(name, fields, raw_text, counts[name]))
+    root = Scope("", None)
+    placed, extras = _group(segments, tree or [], root)
+    return Message(delimiters, segments, root, placed, extras)
+
+
+def split_fields(text: str, delimiters: Delimiters, charset: str) -> list[tuple[str, list[list[Rep]]]] | None:
+    """Each segment's name and fields, split exactly as the `hl7` package splits them (it strips the message, takes
+    the separators from MSH-2 with its own defaults, and never lets escapes protect a separator), but with plain
+    str.split: the `hl7` package builds a container object per part, which is most of a message's parse time.
+    None for what only `hl7` reads right (separators that coincide, another header segment inside)."""
+    message = text.strip()
+    if not message.startswith("MSH") or len(message) < 4:
+        return None
+    end, first_end = message.find(message[3], 4), message.find("\r")
+    if end < 0 or 0 <= first_end < end:
+        return None
+    seps = message[3:end]
+    field, rep, comp, sub = seps[0], seps[2:3] or "~", seps[1:2] or "^", seps[4:5] or "&"
+    if len({field, rep, comp, sub, "\r"}) != 5:
+        return None
+    esc = delimiters.escape or rep  # (no escape character: test the repetition separator twice)
+    out: list[tuple[str, list[list[Rep]]]] = []
+    for i, segment in enumerate(message.split("\r")):
+        if segment[:3] in _HEADERS:
+            if i:
+                return None
+            fields: list[list[Rep]] = [[[["MSH"]]], [[[field]]], [[[seps[1:]]]]]
+            rest = segment[end + 1:]
+            pieces = rest.split(field) if rest else []
+            name = "MSH"
+        else:
+            pieces = segment.split(field)
+            name = pieces[0]
+            fields = [[[[name]]]]
+            del pieces[0]
+        for piece in pieces:
+            if not (rep in piece or comp in piece or sub in piece or esc in piece):
+                fields.append([[["" if piece == '""' else piece]]])  # the usual field: one plain value
+                continue
+            fields.append([[[_leaf(s, delimiters, charset) for s in c.split(sub)] for c in r.split(comp)]
+                           for r in piece.split(rep)])
+        out.append((name, fields))
+    return out
+
+
+_HEADERS = ("MSH", "BHS", "FHS")  # segments the `hl7` package reads MSH-1 and MSH-2 of
+
+
+def split_fields_hl7(text: str, delimiters: Delimiters, charset: str) -> list[tuple[str, list[list[Rep]]]]:
+    """Each segment's name and fields as the `hl7` package splits them (the reference for split_fields)."""
     try:
         parsed = hl7.parse(text)
     except (hl7.ParseException, IndexError, ValueError) as error:
         raise ParseError(f"the message cannot be split into segments: {error}") from error
-    raw_texts = [s for s in text.split("\r") if s]
-    counts: dict[str, int] = {}
-    segments = []
-    for raw_segment, raw_text in zip(parsed, raw_texts):
-        name = str(raw_segment[0])
-        counts[name] = counts.get(name, 0) + 1
-        segments.append(Segment(name, _fields(raw_segment, name, delimiters, charset), raw_text, counts[name]))
-    root = Scope("", None)
-    placed, extras = _group(segments, tree or [], root)
-    return Message(delimiters, segments, root, placed, extras)
+    return [(str(raw[0]), _fields(raw, str(raw[0]), delimiters, charset)) for raw in parsed]
 
 
 def _fields(segment: hl7.Segment, name: str, delimiters: Delimiters, charset: str) -> list[list[Rep]]:
@@ -137,24 +197,37 @@ def _leaf(raw: str, delimiters: Delimiters, charset: str) -> str:
 # ------------------------------------------------------------------------------------------------ grouping
 
 
-def _names(items: list) -> set[str]:
+# Structure trees are static (maps() holds them), so what they can hold is worked out once per list or item; the
+# cache keeps the object itself so that its id() cannot be reused by another.
+_NAMES: dict[int, tuple[list, frozenset[str]]] = {}
+_STARTS: dict[int, tuple[dict, frozenset[str]]] = {}
+
+
+def _names(items: list) -> frozenset[str]:
     """Every segment name a list of structure items can hold."""
-    found: set[str] = set()
-    for item in items:
-        found |= {item["seg"]} if "seg" in item else _names(item["items"])
-    return found
+    cached = _NAMES.get(id(items))
+    if cached is None or cached[0] is not items:
+        found: set[str] = set()
+        for item in items:
+            found |= {item["seg"]} if "seg" in item else _names(item["items"])
+        cached = _NAMES[id(items)] = items, frozenset(found)
+    return cached[1]
 
 
-def _starts(item: dict) -> set[str]:
+def _starts(item: dict) -> frozenset[str]:
     """The segment names that can open an item (a group opens with its leading optional items or first required)."""
-    if "seg" in item:
-        return {item["seg"]}
-    found: set[str] = set()
-    for child in item["items"]:
-        found |= _starts(child)
-        if child.get("min", 0) > 0:
-            break
-    return found
+    cached = _STARTS.get(id(item))
+    if cached is None or cached[0] is not item:
+        found: set[str] = set()
+        if "seg" in item:
+            found.add(item["seg"])
+        else:
+            for child in item["items"]:
+                found |= _starts(child)
+                if child.get("min", 0) > 0:
+                    break
+        cached = _STARTS[id(item)] = item, frozenset(found)
+    return cached[1]
 
 
 class _Cursor:

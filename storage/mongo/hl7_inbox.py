@@ -94,6 +94,11 @@ class MongoHl7Inbox:
             {"$set": {"state": "pending", "settled": None, "owner": None, "lease_until": 0.0}})
         return reopened.matched_count == 1
 
+    async def release(self, connector: str) -> int:
+        released = await self.rows.update_many({"connector": connector, "state": "pending", "lease_until": {"$gt": 0}},
+                                               {"$set": {"owner": None, "lease_until": 0.0}})
+        return released.modified_count
+
     async def counts(self, connector: str) -> tuple[int, float | None]:
         pending = {"connector": connector, "state": "pending"}
         count = await self.rows.count_documents(pending)

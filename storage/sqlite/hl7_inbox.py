@@ -101,6 +101,11 @@ def _reopen(conn: sqlite3.Connection, connector: str, seq: int) -> bool:
                         "WHERE connector = ? AND seq = ? AND state != 'pending'", (connector, seq)).rowcount == 1
 
 
+def _release(conn: sqlite3.Connection, connector: str) -> int:
+    return conn.execute("UPDATE hl7_inbox SET owner = NULL, lease_until = 0 WHERE connector = ? AND state = 'pending' "
+                        "AND lease_until > 0", (connector,)).rowcount
+
+
 def _purge(conn: sqlite3.Connection, connector: str, before: float) -> int:
     return conn.execute("DELETE FROM hl7_inbox WHERE connector = ? AND state != 'pending' AND settled < ?",
                         (connector, before)).rowcount
@@ -162,6 +167,9 @@ class SqliteHl7Inbox:
 
     async def reopen(self, connector: str, seq: int) -> bool:
         return await self.store.run_write(_reopen, connector, seq)
+
+    async def release(self, connector: str) -> int:
+        return await self.store.run_write(_release, connector)
 
     async def counts(self, connector: str) -> tuple[int, float | None]:
         def work(conn: sqlite3.Connection) -> tuple[int, float | None]:
