@@ -164,16 +164,18 @@ async def test_a_dead_letter_is_retried_after_a_mapping_fix(feed, monkeypatch):
     from hearth.connectors.hl7v2 import converter
 
     def broken(*args, **kwargs):
-        raise converter.ConversionError("PV1-3: a mapping defect", ("PV1", "1", "3"))
-    real = converter.convert
-    monkeypatch.setattr(converter, "convert", broken)
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(converter.ConversionError("PV1-3: a mapping defect", ("PV1", "1", "3")))
+        return future
+    real = converter.convert_soon
+    monkeypatch.setattr(converter, "convert_soon", broken)
     await feed.start()
     await feed.send(adt("FIX-1", "F100"), adt("FIX-2", "F200"))
     await feed.converged()
     letters = await feed.dead_letters()
     assert [letter["reason"] for letter in letters] == ["conversion", "conversion"]
     assert await feed.find("Patient") == []
-    monkeypatch.setattr(converter, "convert", real)  # the mapping is fixed
+    monkeypatch.setattr(converter, "convert_soon", real)  # the mapping is fixed
     results = await feed.made[-1].retry("adt")
     assert [r["result"] for r in results] == ["stored", "stored"]
     assert await feed.dead_letters() == []

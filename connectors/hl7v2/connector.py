@@ -16,6 +16,7 @@ from hearth.connectors.hl7v2 import ack
 from hearth.connectors.hl7v2.config import Hl7Config
 from hearth.connectors.hl7v2.converter import Converter, StoreFailed, message_source
 from hearth.connectors.hl7v2.frame import Header, parse_header
+from hearth.connectors.hl7v2.maps import maps
 from hearth.connectors.hl7v2.mllp import Limits, Listener
 from hearth.connectors.hl7v2.receive import Receiver, Settled, message_key
 from hearth.connectors.hl7v2.write import Converted
@@ -135,12 +136,14 @@ class Hl7Connector:
         self.running = True
         try:
             while rows := await self.inbox.claim(self.config.name, self.state.holder, CLAIM, LEASE_SECONDS):
+                self.converter.prepare([row for row in rows if not _merges(row)])
                 for row in rows:
                     await self._settle(row, await self._convert(row))
                     done += 1
                 await self.save_counts()
         finally:
             self.running = False
+            self.converter.forget()
         return done
 
     async def _convert(self, row: InboxRow) -> Converted:
@@ -233,6 +236,12 @@ class Hl7Connector:
             "hearth_connector_lag_seconds": [f'hearth_connector_lag_seconds{{connector="{name}"}} '
                                              f'{status["lag_seconds"]}'],
         }
+
+
+def _merges(row: InboxRow) -> bool:
+    """A merge is not converted by the maps (merge.py reads what is stored)."""
+    event = maps().event(row.header.get("type", ""), row.header.get("event", ""))
+    return event is not None and event.handler == "merge"
 
 
 class _LeaseLost(Exception):

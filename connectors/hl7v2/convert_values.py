@@ -36,6 +36,9 @@ class ConversionError(ValueError):
         super().__init__(text)
         self.location = location
 
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.location))  # crosses from the conversion worker with its location
+
 
 class Node(dict):
     """A complex element (or a resource's content) being built."""

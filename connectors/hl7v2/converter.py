@@ -10,6 +10,7 @@ of Hearth itself leaves it pending for the next try.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from collections import Counter
 from typing import Any
@@ -18,12 +19,13 @@ from zoneinfo import ZoneInfo
 from hearth.capability.outcome import FhirError
 from hearth.connectors.hl7v2 import merge
 from hearth.connectors.hl7v2.config import Hl7Config
-from hearth.connectors.hl7v2.convert import Conversion, ConversionError, convert
+from hearth.connectors.hl7v2.convert import Conversion, ConversionError
 from hearth.connectors.hl7v2.frame import Header, Refusal, parse_header
 from hearth.connectors.hl7v2.maps import maps
 from hearth.connectors.hl7v2.matching import (Ambiguous, Match, encounter_merged, find_encounter, find_patient,
                                               linked, merged)
 from hearth.connectors.hl7v2.receive import REGISTERING
+from hearth.connectors.hl7v2.workers import convert_soon
 from hearth.connectors.hl7v2.write import Changed, Converted, commit
 from hearth.connectors.sync import connector_caller
 from hearth.interactions.context import Context
@@ -49,6 +51,7 @@ class Converter:
         self.caller = connector_caller(config.name, config.types)
         self.zone = ZoneInfo(config.timezone)
         self.counts: Counter[str] = Counter()
+        self._soon: dict[int, asyncio.Future[Conversion]] = {}  # conversions under way, by inbox seq
 
     async def convert(self, row: InboxRow) -> Converted:
         """Convert and store one message; raises StoreFailed when Hearth itself failed (try again later)."""
@@ -63,7 +66,7 @@ class Converter:
                         outcome = await merge.apply(self.ctx, self.caller, self.config, text, row.charset,
                                                     message_source(self.config.name, header))
                     else:
-                        outcome = await self._store(header, self._converted(text, row.charset))
+                        outcome = await self._store(header, await self._converted(row))
                 except Changed:
                     continue
                 self.counts["converted" if outcome.state == "done" else "refused"] += 1
@@ -81,10 +84,24 @@ class Converter:
             reason = "refused" if error.status in (401, 403) else "invalid"
             return self._dead(reason, f"{error.status}: {error.diagnostics}")
 
-    def _converted(self, text: str, charset: str) -> Conversion:
-        return convert(text, charset, connector=self.config.name, timezone=self.zone,
-                       types=frozenset(self.config.types), identifier_systems=self.config.identifier_systems,
-                       z_segments=self.config.z_segments)
+    def prepare(self, rows: list[InboxRow]) -> None:
+        """Start converting these rows in the worker, in order, while earlier ones are being stored."""
+        for row in rows:
+            if row.seq not in self._soon:
+                self._soon[row.seq] = convert_soon(
+                    row.raw.decode(row.charset), row.charset, connector=self.config.name, timezone=self.zone,
+                    types=frozenset(self.config.types), identifier_systems=self.config.identifier_systems,
+                    z_segments=self.config.z_segments)
+
+    async def _converted(self, row: InboxRow) -> Conversion:
+        self.prepare([row])
+        return await self._soon.pop(row.seq)
+
+    def forget(self) -> None:
+        """Drop conversions started for rows that will not be stored now (their claim ended)."""
+        for future in self._soon.values():
+            future.cancel()
+        self._soon.clear()
 
     def _dead(self, reason: str, error: str, refusal: Refusal | None = None) -> Converted:
         self.counts["dead_lettered"] += 1
