@@ -41,12 +41,16 @@ def _subscription_fields(topics: Sequence[dict[str, str]]) -> dict[str, Any]:
 def capability_statement(base_url: str, published: str, registry: Any, *, transactions: bool = True,
                          conditional_delete_multiple: bool = False,
                          subscription_topics: Sequence[dict[str, str]] = (),
-                         security: dict[str, Any] | None = None) -> dict[str, Any]:
+                         security: dict[str, Any] | None = None,
+                         operations: Sequence[dict[str, Any]] = (),
+                         instantiates: Sequence[str] = ()) -> dict[str, Any]:
     """The server's CapabilityStatement; `registry` (search/registry.py) gives each type's search.
 
     `transactions`: the store commits several writes atomically (else transaction Bundles are refused).
     `subscription_topics`: the SubscriptionTopics ({url, title}) Subscriptions may use (Backport IG).
-    `security`: `rest.security` (SMART on FHIR: security/capability.py)."""
+    `security`: `rest.security` (SMART on FHIR: security/capability.py).
+    `operations`: what the operation modules serve, each {"name", "definition", "type" (None: system level)}.
+    `instantiates`: further CapabilityStatements the server conforms to (e.g. Bulk Data)."""
     resources = []
     for resource_type in sorted(RESOURCE_TYPES):
         interactions = list(TYPE_INTERACTIONS)
@@ -65,7 +69,12 @@ def capability_statement(base_url: str, published: str, registry: Any, *, transa
         resource.update(search_fields(registry, resource_type))
         if resource_type == "Subscription" and subscription_topics:
             resource.update(_subscription_fields(subscription_topics))
+        served = _operations(operations, resource_type)
+        if served:
+            resource["operation"] = resource.get("operation", []) + served
         resources.append(resource)
+    conforms = [f"{_BACKPORT}/CapabilityStatement/backport-subscription-server-r4"] if subscription_topics else []
+    conforms += list(instantiates)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -77,8 +86,7 @@ def capability_statement(base_url: str, published: str, registry: Any, *, transa
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "patchFormat": list(PATCH_FORMATS),
-        **({"instantiates": [f"{_BACKPORT}/CapabilityStatement/backport-subscription-server-r4"]}
-           if subscription_topics else {}),
+        **({"instantiates": conforms} if conforms else {}),
         "rest": [{
             "mode": "server",
             **({"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket",
@@ -88,8 +96,13 @@ def capability_statement(base_url: str, published: str, registry: Any, *, transa
             "resource": resources,
             "interaction": [{"code": code}
                             for code in SYSTEM_INTERACTIONS + (("transaction",) if transactions else ())],
+            **({"operation": _operations(operations, None)} if _operations(operations, None) else {}),
         }],
     }
+
+
+def _operations(operations: Sequence[dict[str, Any]], resource_type: str | None) -> list[dict[str, str]]:
+    return [{"name": o["name"], "definition": o["definition"]} for o in operations if o.get("type") == resource_type]
 
 
 # What the search engine accepts per parameter type (search/parse.py), told in each searchParam's documentation.

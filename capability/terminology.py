@@ -19,6 +19,9 @@ What `expand` can answer (anything else gives None, "unknown", never a partial s
 - `exclude`: like include, subtracted; an unknown exclude makes the whole expansion unknown.
 - A ValueSet without `compose`: its `expansion.contains` when the expansion is complete (no `total` above
   the number of codes listed).
+Displays (and a CodeSystem's designations) are kept too, for `$expand`, `$lookup` and `$validate-code`
+(interactions/operations/terminology.py): a ValueSet's own display of a code wins over its CodeSystem's.
+
 An include's `version` selects that CodeSystem version when known, else the current one (leniently: the
 package's task-code ValueSet asks for version 3.6.0 of a CodeSystem shipped as 4.0.1). `compose.inactive`
 is ignored: codes are included whatever their status (concept status is not stored).
@@ -31,12 +34,22 @@ import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
 DATA_FILE = Path(__file__).parent / "data" / "terminology.json.gz"
 
 Coding = tuple[str | None, str]
+
+
+class Expanded(NamedTuple):
+    """One code of an expansion, with the display the ValueSet or its CodeSystem gives it."""
+
+    system: str | None
+    code: str
+    display: str | None
+
 _PARENT_URIS = {"http://hl7.org/fhir/concept-properties#parent", "http://hl7.org/fhir/concept-properties#subsumedBy"}
 _CHILD_URIS = {"http://hl7.org/fhir/concept-properties#child"}
 _NOT_IS_A = {"grouped-by", "part-of", "classified-with"}
@@ -50,11 +63,17 @@ def compact_codesystem(resource: dict) -> dict:
     child_props = {"child"} | {p["code"] for p in props if p.get("uri") in _CHILD_URIS}
     codes: dict[str, int] = {}
     edges: dict[tuple[str, str], None] = {}  # (child, parent), ordered and unique
+    displays: list[str | None] = []
+    designations: dict[str, list[list[str | None]]] = {}  # code index (as JSON keys are text) -> designations
 
     def walk(concepts: list[dict], parent: str | None) -> None:
         for concept in concepts:
             code = concept["code"]
-            codes.setdefault(code, len(codes))
+            if code not in codes:
+                codes[code] = len(codes)
+                displays.append(concept.get("display"))
+                if concept.get("designation"):
+                    designations[str(codes[code])] = [_designation(d) for d in concept["designation"]]
             if hierarchical and parent is not None:
                 edges[(code, parent)] = None
             for prop in concept.get("property", ()) if hierarchical else ():
@@ -75,6 +94,12 @@ def compact_codesystem(resource: dict) -> dict:
                 extra.append([codes[child], codes[par]])
     out = {"url": resource["url"], "version": resource.get("version"),
            "complete": resource.get("content") == "complete", "codes": list(codes)}
+    if resource.get("name"):
+        out["name"] = resource["name"]
+    if any(displays):
+        out["display"] = displays
+    if designations:
+        out["designation"] = designations
     if any(p != -1 for p in parent):
         out["parent"] = parent
     if extra:
@@ -82,34 +107,48 @@ def compact_codesystem(resource: dict) -> dict:
     return out
 
 
+def _designation(designation: dict) -> list[str | None]:
+    """[language, use code, value]: what `$lookup` answers of a designation."""
+    return [designation.get("language"), (designation.get("use") or {}).get("code"), designation.get("value")]
+
+
 def _compact_part(part: dict) -> dict:
     out = {key: part[key] for key in ("system", "version", "valueSet") if key in part}
     if "concept" in part:
         out["concept"] = [c["code"] for c in part["concept"]]
+        displays = {c["code"]: c["display"] for c in part["concept"] if c.get("display")}
+        if displays:
+            out["display"] = displays
     if "filter" in part:
         out["filter"] = [[f["property"], f["op"], f["value"]] for f in part["filter"]]
     return out
 
 
 def _expansion_includes(expansion: dict) -> list[dict] | None:
-    """A complete expansion's codes as explicit includes, one per system; None if it lists only a page."""
-    by_system: dict[str, list[str]] = {}
-    stack = list(expansion.get("contains", ()))
+    """A complete expansion's codes (in its order, with displays) as explicit includes, one per system; None if
+    it lists only a page."""
+    by_system: dict[str, dict] = {}
     count = 0
-    while stack:
-        entry = stack.pop()
-        stack.extend(entry.get("contains", ()))
-        if "code" in entry:
-            by_system.setdefault(entry.get("system"), []).append(entry["code"])
-            count += 1
+
+    def walk(entries: list[dict]) -> None:
+        nonlocal count
+        for entry in entries:
+            if "code" in entry:
+                part = by_system.setdefault(entry.get("system"), {"concept": []})
+                part["concept"].append(entry["code"])
+                if entry.get("display"):
+                    part.setdefault("display", {})[entry["code"]] = entry["display"]
+                count += 1
+            walk(entry.get("contains", ()))
+
+    walk(expansion.get("contains", ()))
     if int(expansion.get("total", count)) > count or expansion.get("offset"):
         return None
-    return [{"system": system, "concept": codes} if system else {"concept": codes}
-            for system, codes in by_system.items()]
+    return [{"system": system, **part} if system else part for system, part in by_system.items()]
 
 
 def compact_valueset(resource: dict) -> dict:
-    """A ValueSet reduced to its compose definition (codes, filters, imports), without display texts."""
+    """A ValueSet reduced to its compose definition (codes with their displays, filters, imports)."""
     out = {"url": resource["url"], "version": resource.get("version")}
     if "compose" in resource:
         compose = resource["compose"]
@@ -166,21 +205,37 @@ class _Canonicals:
         return True
 
 
-class _Hierarchy:
-    """One CodeSystem's codes and is-a edges, with the transitive closures asked for so far."""
+class CodeSystemIndex:
+    """One CodeSystem's codes (in definition order), displays, designations and is-a edges, with the transitive
+    closures asked for so far."""
 
-    __slots__ = ("codes", "complete", "_children", "_parents")
+    __slots__ = ("url", "version", "name", "order", "codes", "complete", "_displays", "_designations", "_children",
+                 "_parents")
 
     def __init__(self, compact: dict) -> None:
         codes = compact["codes"]
+        self.url: str = compact["url"]
+        self.version: str | None = compact.get("version")
+        self.name: str | None = compact.get("name")
+        self.order: list[str] = codes
         self.codes = frozenset(codes)
         self.complete: bool = compact["complete"]
+        self._displays = {code: shown for code, shown in zip(codes, compact.get("display", ())) if shown}
+        self._designations = {codes[int(i)]: [tuple(d) for d in listed]
+                              for i, listed in compact.get("designation", {}).items()}
         self._children: dict[str, list[str]] = {}
         self._parents: dict[str, list[str]] = {}
         edges = [(i, p) for i, p in enumerate(compact.get("parent", ())) if p != -1]
         for child, parent in edges + [tuple(e) for e in compact.get("extra", ())]:
             self._children.setdefault(codes[parent], []).append(codes[child])
             self._parents.setdefault(codes[child], []).append(codes[parent])
+
+    def display(self, code: str) -> str | None:
+        return self._displays.get(code)
+
+    def designations(self, code: str) -> list[tuple[str | None, str | None, str | None]]:
+        """(language, use code, value) of each of the code's designations."""
+        return self._designations.get(code, [])
 
     def children(self, code: str) -> frozenset[str]:
         return frozenset(self._children.get(code, ()))
@@ -220,7 +275,8 @@ class Terminology:
     def _reset(self) -> None:
         # Replaced, not cleared: a reader holding the old dict still sees a consistent (older) state.
         self._expansions: dict[str, frozenset[Coding] | None] = {}
-        self._hierarchies: dict[tuple[str, str | None], _Hierarchy | None] = {}
+        self._ordered: dict[str, list[Expanded] | None] = {}
+        self._hierarchies: dict[tuple[str, str | None], CodeSystemIndex | None] = {}
         self._closures: dict[tuple[str, str, bool], frozenset[str]] = {}
 
     def expand(self, valueset_url: str) -> frozenset[Coding] | None:
@@ -230,6 +286,36 @@ class Terminology:
             return cached
         with self._lock:
             return self._expand(valueset_url, frozenset())
+
+    def expansion(self, canonical: str) -> list[Expanded] | None:
+        """The ValueSet's codes in definition order, with displays; None if unknown or not expandable."""
+        cached = self._ordered.get(canonical, False)
+        if cached is not False:
+            return cached
+        with self._lock:
+            compact = self._valuesets.get(*_split(canonical))
+            codes = self._expand(canonical, frozenset())
+            result = None if compact is None or codes is None else self._in_order(compact, codes)
+            self._ordered[canonical] = result
+            return result
+
+    def expand_resource(self, resource: dict) -> list[Expanded] | None:
+        """A ValueSet given whole (a stored instance, or one in a request), expanded as `expansion` does, without
+        being registered; None if not expandable."""
+        compact = compact_valueset({**resource, "url": resource.get("url") or ""})
+        with self._lock:
+            codes = self._expand_compact(compact, frozenset())
+            return None if codes is None else self._in_order(compact, codes)
+
+    def has_valueset(self, canonical: str) -> bool:
+        """Whether the ValueSet (`url` or `url|version`) is known, expandable or not."""
+        with self._lock:
+            return self._valuesets.get(*_split(canonical)) is not None
+
+    def code_system(self, system: str, version: str | None = None) -> CodeSystemIndex | None:
+        """The CodeSystem (that version if known, else the current one), or None if unknown."""
+        with self._lock:
+            return self._hierarchy(system, version)
 
     def descendants(self, system: str, code: str) -> frozenset[str]:
         """The code itself and all its is-a descendants (just the code if the system or code is unknown)."""
@@ -280,12 +366,12 @@ class Terminology:
             result = self._closures[key] = hierarchy.closure(code, down)
             return result
 
-    def _hierarchy(self, system: str, version: str | None) -> _Hierarchy | None:
+    def _hierarchy(self, system: str, version: str | None) -> CodeSystemIndex | None:
         """The CodeSystem (that version if known, else the current one); caller holds the lock."""
         key = (system, version)
         if key not in self._hierarchies:
             compact = (version and self._codesystems.get(system, version)) or self._codesystems.get(system)
-            self._hierarchies[key] = _Hierarchy(compact) if compact else None
+            self._hierarchies[key] = CodeSystemIndex(compact) if compact else None
         return self._hierarchies[key]
 
     def _expand(self, canonical: str, visiting: frozenset[str]) -> frozenset[Coding] | None:
@@ -295,15 +381,49 @@ class Terminology:
         if canonical in visiting:
             return None
         compact = self._valuesets.get(*_split(canonical))
-        result = None
-        if compact is not None and "include" in compact:
-            inner = visiting | {canonical}
-            included = [self._part(p, inner) for p in compact["include"]]
-            excluded = [self._part(p, inner) for p in compact.get("exclude", ())]
-            if None not in included and None not in excluded:
-                result = frozenset().union(*included) - frozenset().union(*excluded)
+        result = None if compact is None else self._expand_compact(compact, visiting | {canonical})
         self._expansions[canonical] = result
         return result
+
+    def _expand_compact(self, compact: dict, visiting: frozenset[str]) -> frozenset[Coding] | None:
+        if "include" not in compact:
+            return None
+        included = [self._part(p, visiting) for p in compact["include"]]
+        excluded = [self._part(p, visiting) for p in compact.get("exclude", ())]
+        if None in included or None in excluded:
+            return None
+        return frozenset().union(*included) - frozenset().union(*excluded)
+
+    def _in_order(self, compact: dict, codes: frozenset[Coding]) -> list[Expanded]:
+        """`codes` in the order the ValueSet lists them (its CodeSystems' order where it includes whole systems
+        or filters), each with the ValueSet's display, else its CodeSystem's; caller holds the lock."""
+        rank: dict[Coding, int] = {}
+        shown: dict[Coding, str] = {}
+        self._rank(compact, rank, shown, set())
+        ordered = sorted(codes, key=lambda c: (rank.get(c, len(rank)), c[0] or "", c[1]))
+        return [Expanded(system, code, shown.get((system, code)) or self._display(system, code))
+                for system, code in ordered]
+
+    def _rank(self, compact: dict, rank: dict[Coding, int], shown: dict[Coding, str], seen: set[str]) -> None:
+        for part in compact.get("include", ()):
+            system = part.get("system")
+            if system is not None:
+                known = None if "concept" in part else self._hierarchy(system, part.get("version"))
+                listed = part["concept"] if "concept" in part else known.order if known else ()
+                displays = part.get("display", {})
+                for code in listed:
+                    rank.setdefault((system, code), len(rank))
+                    if code in displays:
+                        shown.setdefault((system, code), displays[code])
+            for imported in part.get("valueSet", ()):
+                inner = None if imported in seen else self._valuesets.get(*_split(imported))
+                seen.add(imported)
+                if inner is not None:
+                    self._rank(inner, rank, shown, seen)
+
+    def _display(self, system: str | None, code: str) -> str | None:
+        known = self._hierarchy(system, None) if system else None
+        return known.display(code) if known else None
 
     def _part(self, part: dict, visiting: frozenset[str]) -> frozenset[Coding] | None:
         """One include/exclude: (system part) ∩ each imported ValueSet."""
@@ -338,7 +458,7 @@ class Terminology:
         return codes
 
 
-def _filter(hierarchy: _Hierarchy, prop: str, op: str, value: str) -> frozenset[str] | None:
+def _filter(hierarchy: CodeSystemIndex, prop: str, op: str, value: str) -> frozenset[str] | None:
     """The codes of a complete CodeSystem a filter selects, or None if the filter is not understood."""
     codes = hierarchy.codes
     if prop in ("concept", "code"):

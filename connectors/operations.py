@@ -16,6 +16,7 @@ from hearth.capability import fhir_json
 from hearth.capability.outcome import FhirError
 from hearth.connectors.hl7v2.frame import Header, read_header
 from hearth.interactions.context import Context
+from hearth.interactions.operations.arguments import named
 from hearth.interactions.request import Outcome, Request
 
 
@@ -24,7 +25,7 @@ def install(ctx: Context, connectors: Any) -> None:
 
     async def status(ctx: Context, request: Request) -> Outcome:
         _admin(request)
-        name = _arguments(request).get("name")
+        name = named(request).get("name")
         try:
             found = await connectors.status(name)
         except KeyError as error:
@@ -33,7 +34,7 @@ def install(ctx: Context, connectors: Any) -> None:
 
     async def dead_letters(ctx: Context, request: Request) -> Outcome:
         _admin(request)
-        arguments = _arguments(request)
+        arguments = named(request)
         name = arguments.get("connector")
         if not name:
             raise FhirError(400, "required", "Name the connector: connector=NAME")
@@ -79,21 +80,6 @@ def _admin(request: Request) -> None:
     grant = request.caller.grant
     if grant is not None and "admin" not in grant.roles:
         raise FhirError(403, "forbidden", "The connectors are for the admin role")
-
-
-def _arguments(request: Request) -> dict[str, str]:
-    arguments = dict(request.params)
-    body = request.body
-    if isinstance(body, (bytes, bytearray)) and body:
-        body = fhir_json.loads(body)
-    if isinstance(body, dict):
-        if body.get("resourceType") != "Parameters":
-            raise FhirError(400, "invalid", "The body of this operation is a Parameters resource")
-        for parameter in body.get("parameter") or []:
-            value = next((v for k, v in parameter.items() if k.startswith("value")), None)
-            if isinstance(parameter.get("name"), str) and value is not None:
-                arguments[parameter["name"]] = str(value).lower() if isinstance(value, bool) else str(value)
-    return arguments
 
 
 def _parameters(name: str, items: list[dict[str, Any]]) -> Outcome:

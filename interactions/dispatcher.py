@@ -122,7 +122,9 @@ async def _capabilities(ctx: Context, request: Request) -> Outcome:
             ctx.base_url, _PUBLISHED, ctx.registry, transactions=ctx.store.supports_transactions,
             conditional_delete_multiple=ctx.conditional_delete_multiple,
             subscription_topics=ctx.capability_extras.get("subscription_topics", ()),
-            security=ctx.capability_extras.get("security"))
+            security=ctx.capability_extras.get("security"),
+            operations=ctx.capability_extras.get("operations", ()),
+            instantiates=ctx.capability_extras.get("instantiates", ()))
         ctx.capability_statement = fhir_json.dumps(statement)
     return Outcome(200, body=ctx.capability_statement)
 

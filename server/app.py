@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from hearth.capability.outcome import FhirError
 from hearth.connectors.runner import Connectors
 from hearth.interactions.context import Context
+from hearth.interactions.export.service import ExportService
 from hearth.interactions.request import ANONYMOUS, Caller
 from hearth.security.audit import keep_for
 from hearth.security.authority import AuthError, Authority
@@ -26,7 +27,7 @@ from hearth.server import http, rest
 from hearth.server.hosts import TrustedHosts, allowed_hosts
 from hearth.server.oauth import OAuthEndpoints
 from hearth.server.proxies import ProxyHeaders, parse_networks
-from hearth.server.wiring import close_context, open_authority, open_connectors, open_context
+from hearth.server.wiring import close_context, open_authority, open_connectors, open_context, open_exports
 from hearth.server.settings import Settings
 from hearth.storage.base import Store
 from hearth.subscriptions.config import SubscriptionConfig
@@ -43,6 +44,11 @@ Handler = Callable[..., Awaitable[Response]]
 # URL shapes, tried in order. "{x}" captures a segment (never one starting with "_" or "$"; "{type}" only one
 # starting upper-case; "{op}" only one starting with "$", an operation); others are literal.
 ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
+    (("$export",), {"GET": rest.export_kick_off, "POST": rest.export_kick_off}),
+    (("{type}", "$export"), {"GET": rest.export_kick_off, "POST": rest.export_kick_off}),
+    (("{type}", "{id}", "$export"), {"GET": rest.export_kick_off, "POST": rest.export_kick_off}),
+    (("_export", "{id}"), {"GET": rest.export_status, "DELETE": rest.export_cancel}),
+    (("_export", "{id}", "{id}"), {"GET": rest.export_download}),
     ((), {"GET": rest.search_system}),
     (("metadata",), {"GET": rest.metadata}),
     (("healthz",), {"GET": rest.healthz}),
@@ -134,6 +140,7 @@ class HearthApp:
         self._retention: asyncio.Task | None = None
         self.oauth: OAuthEndpoints | None = None
         self.connectors: Connectors | None = None
+        self.exports: ExportService | None = None
         self.subscriptions = SubscriptionService(SubscriptionConfig.from_settings(settings))
         # requests may carry the public base URL's path (http://host/fhir/Patient): routes start after it
         self.base_path = urlsplit(settings.public_base_url).path.rstrip("/")
@@ -154,6 +161,8 @@ class HearthApp:
         self.connectors = await open_connectors(ctx, self.settings)
         if self.connectors is not None:
             self.connectors.start()
+        self.exports = await open_exports(ctx, self.settings)
+        self.exports.start()
         self.ctx = ctx
         if not self.settings.auth_required:
             log.warning("AUTHORIZATION IS OFF: requests without a token may read and write everything "
@@ -165,6 +174,9 @@ class HearthApp:
         if self.connectors is not None:
             await self.connectors.stop()
             self.connectors = None
+        if self.exports is not None:
+            await self.exports.stop()
+            self.exports = None
         if self.ctx is not None:
             await close_context(self.ctx, self.subscriptions)
             self.ctx = None
@@ -186,7 +198,8 @@ class HearthApp:
     async def respond(self, request: Request) -> Response:
         xml = False
         try:
-            xml = http.check_accept(request)
+            # an export's files are NDJSON (clients ask for application/fhir+ndjson); its status is always JSON
+            xml = False if "/_export/" in request.scope["path"] else http.check_accept(request)
             if self.ctx is None:
                 raise FhirError(503, "transient", "Hearth is starting")
             path = request.scope["path"]  # not request.url: building a URL object costs ~4% of a read
@@ -195,6 +208,7 @@ class HearthApp:
             if path.startswith(("/auth/", "/.well-known/")):  # the authorization server: OAuth, not FHIR
                 return await self._oauth(request, path)
             request.scope["hearth.caller"] = await self._caller(request)
+            request.scope["hearth.exports"] = self.exports  # the export jobs' status and files (server/rest.py)
             handler, captured = resolve(request.method, path)
             request.scope["hearth.interaction"] = handler.__name__  # the label server/metrics.py counts by
             response = await handler(request, self.ctx, *captured)

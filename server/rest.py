@@ -6,9 +6,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from hearth.capability.outcome import FhirError, invalid
+from hearth.capability.resource_types import is_resource_type
+from hearth.interactions.export import files as export_files
 from hearth.interactions import patch as patching
 from hearth.interactions.bundles import parse_etag
 from hearth.interactions.context import Context
@@ -127,6 +129,51 @@ async def operation(request: Request, ctx: Context, *path: str) -> Response:
     return await _answer(request, ctx, _asked(request, "operation", type=target[0] if target else None,
                                               id=target[1] if len(target) > 1 else None, operation=name,
                                               body=body or None))
+
+
+# --- Bulk Data export (interactions/export) ------------------------------------------------------------------
+
+async def export_kick_off(request: Request, ctx: Context, *target: str) -> Response:
+    """`[base]/$export`, `Patient/$export`, `Group/[id]/$export`: asynchronous only (Bulk Data 2.0)."""
+    if http.prefer(request, "respond-async") is None:
+        raise invalid("$export runs asynchronously: send the header Prefer: respond-async")
+    return await operation(request, ctx, *target, "$export")
+
+
+async def export_status(request: Request, ctx: Context, job_id: str) -> Response:
+    return _outcome(await request.scope["hearth.exports"].status(_caller(request), job_id))
+
+
+async def export_cancel(request: Request, ctx: Context, job_id: str) -> Response:
+    return _outcome(await request.scope["hearth.exports"].cancel(_caller(request), job_id))
+
+
+async def export_download(request: Request, ctx: Context, job_id: str, name: str) -> Response:
+    """One of an export's files, streamed from disk; a file of resources is asked for through the dispatcher (the
+    caller's read access to its type, and the audit trail)."""
+    exports = request.scope["hearth.exports"]
+    resource_type = name.partition("-")[0]
+    if not export_files.valid_name(name) or not (resource_type == "errors" or is_resource_type(resource_type)):
+        raise FhirError(404, "not-found", f"No export file {name}")
+    if resource_type == "errors":
+        path = await exports.error_file(_caller(request), job_id, name)
+    else:
+        await dispatch(ctx, _asked(request, "operation", type=resource_type, operation="$export-file",
+                                   params=(("_jobId", job_id), ("file", name))))
+        path = exports.path(job_id, name)
+    if not path.is_file():  # removed since: expired or cancelled
+        raise FhirError(404, "not-found", f"No export file {name}")
+    return FileResponse(path, media_type=export_files.NDJSON)
+
+
+def _caller(request: Request) -> Any:
+    return request.scope.get("hearth.caller", ANONYMOUS)
+
+
+def _outcome(outcome: Outcome) -> Response:
+    if outcome.body:
+        return http.fhir_response(outcome.body, outcome.status, outcome.headers)
+    return Response(b"", outcome.status, outcome.headers)
 
 
 HL7V2_TYPES = {"x-application/hl7-v2+er7", "application/hl7-v2", "text/plain"}

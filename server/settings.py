@@ -46,6 +46,13 @@ class Settings:
     auth_introspection_client: str = ""  # client_id:secret Hearth introspects as
     audit: bool = True  # false: no AuditEvents are recorded (benchmark floors, development; never in production)
     audit_retention_days: float = 0  # AuditEvents older than this are removed (checked hourly); 0: kept forever
+    # Bulk Data export (docs/bulk-export.md)
+    export_dir: str = ""  # the exports' files; empty: `exports` beside the SQLite file (./data/exports for MongoDB)
+    export_retention: float = 3600.0  # seconds a finished export's files (and status) are kept
+    export_max_jobs: int = 2  # exports accepted or running at once; more kick-offs answer 429
+    export_file_bytes: int = 100_000_000  # an NDJSON file is closed and the next begun past this size
+    export_poll: float = 1.0  # seconds between the export worker's looks for jobs
+    export_lease: float = 60.0  # seconds a worker's claim on an export lasts unless renewed
     # inbound connectors (docs/connectors.md)
     connectors: str = ""  # the TOML file declaring them; empty: none
 

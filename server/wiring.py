@@ -9,7 +9,10 @@ from hearth.connectors.operations import install as install_operations
 from hearth.connectors.runner import Connectors
 from hearth.interactions.context import Context
 from hearth.interactions.definitions import Definitions, load
+from hearth.interactions.export.config import ExportConfig, export_directory
+from hearth.interactions.export.service import ExportService
 from hearth.interactions.limits import Limits
+from hearth.interactions.operations import install_all
 from hearth.security.audit import Audit
 from hearth.security.authority import Authority
 from hearth.security.capability import rest_security
@@ -45,6 +48,7 @@ async def open_context(settings: Settings, store: Store | None = None,
     await load(ctx)
     subscriptions = subscriptions or SubscriptionService(SubscriptionConfig.from_settings(settings))
     subscriptions.install(ctx)
+    install_all(ctx)
     return ctx, subscriptions
 
 
@@ -68,6 +72,17 @@ async def open_connectors(ctx: Context, settings: Settings) -> Connectors | None
     await connectors.open()
     install_operations(ctx, connectors)
     return connectors
+
+
+async def open_exports(ctx: Context, settings: Settings) -> ExportService:
+    """The Bulk Data export service on the context (its operations installed, its jobs table made); not started."""
+    config = ExportConfig(export_directory(settings.export_dir, settings.storage), settings.export_retention,
+                          settings.export_max_jobs, settings.export_file_bytes, settings.export_poll,
+                          settings.export_lease, requires_token=settings.auth_required)
+    exports = ExportService(ctx, config)
+    exports.install()
+    await exports.open()
+    return exports
 
 
 async def close_context(ctx: Context, subscriptions: SubscriptionService) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from hearth.storage.base import Hl7Inbox, Records, Store
+from hearth.storage.base import ExportJobs, Hl7Inbox, Records, Store
 
 
 def open_store(url: str, **options: object) -> Store:
@@ -44,6 +44,11 @@ def audit_log(store: Store) -> Any:
 def hl7_inbox(store: Store) -> Hl7Inbox:
     """The HL7 v2 connectors' inbox of received messages (connectors/hl7v2) in `store`'s own database."""
     return _backend_part(store, "hl7_inbox", "Hl7Inbox")
+
+
+def export_jobs(store: Store) -> ExportJobs:
+    """The Bulk Data export jobs (interactions/export) in `store`'s own database."""
+    return _backend_part(store, "export_jobs", "ExportJobs")
 
 
 def _backend_part(store: Store, module: str, kind: str, *args: Any) -> Any:

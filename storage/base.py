@@ -208,6 +208,22 @@ class Store(Protocol):
         """Replace the index entries of existing current resources (type, id, entries) without a new version:
         for search parameters added or changed at run time. Unknown or deleted resources are skipped."""
 
+    async def rewrite(self, write: Write) -> None:
+        """Replace the body and index entries of the current version `write.version_id` in place (its history row
+        too), without a new version or change-log row: what `$meta-add`/`$meta-delete` change (R4 does not version
+        tags, security labels and profiles). Raises VersionConflict when that version is no longer current (or is
+        a tombstone)."""
+
+    async def expunge(self, resource_type: str | None, resource_id: str | None, *, deleted: bool, previous: bool,
+                      limit: int) -> int:
+        """Remove for good up to `limit` versions in scope (a type, one resource, or all with None), with their
+        change-log rows: versions older than the current one (`previous`), and every version of deleted resources
+        (`deleted`; the resource itself goes with its tombstone, after its older versions). Sequence numbers are
+        not reused. How many versions were removed (fewer than `limit`: nothing more to remove)."""
+
+    async def expunge_everything(self) -> int:
+        """Remove every resource, version, index entry and change-log row; how many versions."""
+
     async def close(self) -> None: ...
 
 
@@ -311,3 +327,34 @@ class Hl7Inbox(Protocol):
 
     async def purge(self, connector: str, before: float) -> int:
         """Delete the settled rows settled before `before` (epoch seconds); how many."""
+
+
+class ExportJobs(Protocol):
+    """Bulk Data export jobs (interactions/export/jobs.py), each a JSON document under its id; the fields they are
+    queried by (`state`, `lease_owner`, `lease_until`, `expires`) are kept beside it as columns or fields.
+
+    States: "accepted" (waiting for a worker), "in-progress" (leased by one), "completed", "failed". A job is
+    claimed with a lease, so only one worker of any process writes it; a cancelled job is removed."""
+
+    async def open(self) -> None: ...
+
+    async def add(self, job: dict[str, Any], limit: int) -> bool:
+        """Store a new job unless `limit` jobs are already accepted or in progress (False then)."""
+
+    async def get(self, job_id: str) -> dict[str, Any] | None: ...
+
+    async def claim(self, owner: str, lease_seconds: float, now: float) -> dict[str, Any] | None:
+        """Lease one accepted or in-progress job whose lease has run out to `owner` (state in-progress), oldest
+        first; None when there is none."""
+
+    async def save(self, job: dict[str, Any], owner: str) -> bool:
+        """Replace a leased job's document (its lease renewed or given up through its fields), only while `owner`
+        still holds it; False when it does not (the job was cancelled, or its lease taken over)."""
+
+    async def release(self, owner: str) -> int:
+        """Give up `owner`'s leases (a stopping worker): its jobs wait for the next worker."""
+
+    async def remove(self, job_id: str) -> bool: ...
+
+    async def expired(self, now: float) -> list[str]:
+        """Ids of finished jobs whose files expired before `now`."""

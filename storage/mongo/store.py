@@ -37,7 +37,7 @@ from hearth.search.ir import Query
 from hearth.storage import clock
 from hearth.storage.base import (Assertion, AssertionFailed, AuditRecord, Change, HistoryPage, SearchPage, SearchTimedOut,
                           TransactionsUnsupported, Version, VersionConflict, Write)
-from hearth.storage.mongo import search
+from hearth.storage.mongo import expunge, search
 from hearth.storage.mongo.audit_log import audit_documents
 from hearth.storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, current_document,
                                      history_document, index_fields, resource_key, to_change, to_version)
@@ -193,7 +193,28 @@ class MongoStore:
             await self.resources.update_one({"_id": resource_key(resource_type, resource_id), "deleted": False},
                                             update)
 
+    async def expunge(self, resource_type: str | None, resource_id: str | None, *, deleted: bool, previous: bool,
+                      limit: int) -> int:
+        return await expunge.expunge(self, resource_type, resource_id, deleted, previous, limit)
+
+    async def expunge_everything(self) -> int:
+        return await expunge.expunge_everything(self)
+
     # -- writing ---------------------------------------------------------------------------------
+
+    async def rewrite(self, write: Write) -> None:
+        document = current_document(write)
+        key = document.pop("_id")
+        gone = {name: "" for name in INDEX_FIELDS if name not in document}
+        # the current document first: its compare-and-set decides; the history copy follows (one document each: a
+        # crash between the two leaves only a vread of this version with the older meta)
+        async with self._serial:
+            result = await self.resources.update_one(
+                {"_id": key, "version_id": write.version_id, "deleted": False},
+                {"$set": document, **({"$unset": gone} if gone else {})})
+            if result.matched_count != 1:
+                raise await self._conflict(write)  # (`write.previous` is the version it expected)
+            await self.history_versions.update_one({"_id": f"{key}/{write.version_id}"}, {"$set": {"body": write.body}})
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = (),
                      audit: Sequence[AuditRecord] = ()) -> list[Change]:

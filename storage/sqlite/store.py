@@ -17,7 +17,7 @@ from hearth.search.ir import Query
 from hearth.storage import clock
 from hearth.storage.base import (Assertion, AssertionFailed, AuditRecord, Change, HistoryPage, SearchPage, Version, VersionConflict,
                           Write)
-from hearth.storage.sqlite import index, schema
+from hearth.storage.sqlite import expunge, index, schema
 from hearth.storage.sqlite.audit_log import append_audit, audit_rows
 from hearth.storage.sqlite.readers import Readers
 from hearth.storage.sqlite.writer import Writer
@@ -157,6 +157,17 @@ class SqliteStore:
     async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
         await self._writer.submit(_reindex, [(t, i, index.entry_rows(entries)) for t, i, entries in items])
 
+    async def rewrite(self, write: Write) -> None:
+        await self._writer.submit(_rewrite, write.type, write.id, write.version_id, write.body,
+                                  index.entry_rows(write.entries))
+
+    async def expunge(self, resource_type: str | None, resource_id: str | None, *, deleted: bool, previous: bool,
+                      limit: int) -> int:
+        return await self._writer.submit(expunge.expunge, resource_type, resource_id, deleted, previous, limit)
+
+    async def expunge_everything(self) -> int:
+        return await self._writer.submit(expunge.expunge_everything)
+
     async def run_write(self, work: Callable[..., Any], *args: Any) -> Any:
         """Run `work(connection, *args)` in the writer process inside a transaction (its own savepoint);
         `work` must be a module-level function (it is pickled by name)."""
@@ -177,6 +188,17 @@ def _reindex(conn: sqlite3.Connection, items: Sequence[tuple[str, str, index.Row
                            (resource_type, resource_id)).fetchone()
         if row:
             index.replace_entries(conn, row[0], resource_type, rows, existed=True)
+
+
+def _rewrite(conn: sqlite3.Connection, type_: str, id_: str, version_id: int, body: bytes, rows: index.Rows) -> None:
+    """`Store.rewrite`: the current version's body (kept in `history`) and index rows replaced, nothing else."""
+    row = conn.execute("SELECT rid, version_id, deleted FROM resources WHERE type = ? AND id = ?",
+                       (type_, id_)).fetchone()
+    if row is None or row[1] != version_id or row[2]:
+        raise VersionConflict(type_, id_, version_id, row[1] if row else 0)
+    conn.execute("UPDATE history SET body = ? WHERE type = ? AND id = ? AND version_id = ?",
+                 (body, type_, id_, version_id))
+    index.replace_entries(conn, row[0], type_, rows, existed=True)
 
 
 # a Write as `commit` hands it to the writer process: type, id, version_id, last_updated (text), body (None: a
