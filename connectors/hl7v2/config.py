@@ -58,33 +58,32 @@ def parse_hl7(name: str, table: dict[str, Any], where: str) -> Hl7Config:
     unknown = sorted(set(table) - KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) for kind {KIND}: {', '.join(unknown)}")
-    error = ConfigError
     port = whole(where, "port", table.get("port", 2575), least=0)
     if port > 65535:
-        raise error(f"{where}: 'port' is 0-65535")
+        raise ConfigError(f"{where}: 'port' is 0-65535")
     host = table.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
-        raise error(f"{where}: 'host' is the address to listen on, such as \"127.0.0.1\"")
+        raise ConfigError(f"{where}: 'host' is the address to listen on, such as \"127.0.0.1\"")
     facilities = table.get("sending_facilities", [])
     if not isinstance(facilities, list) or not all(isinstance(f, str) and f for f in facilities):
-        raise error(f"{where}: 'sending_facilities' lists MSH-4.1 values")
+        raise ConfigError(f"{where}: 'sending_facilities' lists MSH-4.1 values")
     charset = table.get("charset", "UNICODE UTF-8")
     if not isinstance(charset, str) or charset_codec(charset, "") is None:
-        raise error(f"{where}: 'charset' is an HL7 character set such as \"UNICODE UTF-8\", \"8859/1\" or \"ASCII\"")
+        raise ConfigError(f"{where}: 'charset' is an HL7 character set such as \"UNICODE UTF-8\", \"8859/1\" or \"ASCII\"")
     zone = table.get("timezone", "UTC")
     try:
         zoneinfo.ZoneInfo(str(zone))
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise error(f"{where}: 'timezone' is an IANA zone such as \"Europe/Berlin\"") from None
+        raise ConfigError(f"{where}: 'timezone' is an IANA zone such as \"Europe/Berlin\"") from None
     types = table.get("types", list(DEFAULT_TYPES))
     if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
-        raise error(f"{where}: 'types' lists the resource types to make")
+        raise ConfigError(f"{where}: 'types' lists the resource types to make")
     wrong = [t for t in types if t not in RESOURCE_TYPES]
     if wrong:
-        raise error(f"{where}: not R4 resource types: {', '.join(wrong)}")
+        raise ConfigError(f"{where}: not R4 resource types: {', '.join(wrong)}")
     systems = table.get("identifier_systems", {})
     if not isinstance(systems, dict) or not all(isinstance(v, str) and v for v in systems.values()):
-        raise error(f"{where}: 'identifier_systems' maps an assigning authority to a system URI")
+        raise ConfigError(f"{where}: 'identifier_systems' maps an assigning authority to a system URI")
     size = whole(where, "max_message_bytes", table.get("max_message_bytes", 1 << 20), least=1024)
     return Hl7Config(
         name=name, port=port, host=host, sending_facilities=tuple(facilities),

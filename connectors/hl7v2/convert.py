@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from hearth.connectors.hl7v2 import convert_rules as rules
 from hearth.connectors.hl7v2 import frame
+from hearth.connectors.hl7v2.config import DEFAULT_TYPES as CONFIGURED_DEFAULT
 from hearth.connectors.hl7v2.convert_values import (HOP, MODEL, Built, Context, ConversionError, Node, Place, Slots,
                                                     apply_datatype, apply_segment, segment_lookup)
 from hearth.connectors.hl7v2.maps import Instance, MessageRule, always, maps
@@ -26,9 +27,7 @@ from hearth.connectors.identity import local_id
 
 __all__ = ["Conversion", "ConversionError", "DEFAULT_TYPES", "convert", "merge_pairs"]
 
-DEFAULT_TYPES = frozenset({"Patient", "Encounter", "Organization", "Practitioner", "PractitionerRole", "Location",
-                           "RelatedPerson", "Coverage", "DiagnosticReport", "Observation", "Specimen",
-                           "ServiceRequest", "Immunization", "Appointment"})
+DEFAULT_TYPES = frozenset(CONFIGURED_DEFAULT)
 Z_SEGMENT = "urn:hearth:hl7v2:z-segment"
 # ROL/PRT rows of the IG "follow" a segment: these segments count as it (PD1 comes with PID, PV2 with PV1).
 _FOLLOWS = {"PID": {"PID", "PD1"}, "PV1": {"PV1", "PV2"}}

@@ -126,8 +126,9 @@ class Receiver:
                 texts[index] = immediate[index]
             else:
                 waits[index] = self.settled.wait(row.key)
+        headers = dict(accepted)
         for index, future in waits.items():
-            header = dict(accepted)[index]
+            header = headers[index]
             try:
                 refusal, answer = await asyncio.wait_for(future, self.config.read_timeout)
             except asyncio.TimeoutError:  # committed, but not converted yet: the commit is what AA promises

@@ -38,15 +38,15 @@ async def commit(ctx: Context, caller: Caller, resources: dict[str, dict[str, An
                  expected: dict[str, int]) -> list[Result]:
     """Write `resources` (by `Type/id`) in one transaction, `expected` giving the version a key must still have;
     each entry's Result."""
-    entries = []
-    for key, resource in resources.items():
-        request: dict[str, Any] = {"method": "PUT", "url": key}
-        if key in expected:
-            request["ifMatch"] = f'W/"{expected[key]}"'
-        entries.append({"fullUrl": f"{ctx.base_url}/{key}", "resource": resource, "request": request})
     try:
         if not ctx.store.supports_transactions:
             return [await _update(ctx, caller, key, resources[key], expected.get(key)) for key in _ordered(resources)]
+        entries = []
+        for key, resource in resources.items():
+            request: dict[str, Any] = {"method": "PUT", "url": key}
+            if key in expected:
+                request["ifMatch"] = f'W/"{expected[key]}"'
+            entries.append({"fullUrl": f"{ctx.base_url}/{key}", "resource": resource, "request": request})
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         outcome = await dispatch(ctx, Request("transaction", caller, body=bundle, prefer_return="minimal",
                                               keep_unchanged=True))
