@@ -41,30 +41,9 @@ from hearth.storage.mongo import expunge, search
 from hearth.storage.mongo.audit_log import audit_documents
 from hearth.storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, current_document,
                                      history_document, index_fields, resource_key, to_change, to_version)
+from hearth.storage.mongo.indexes import create_indexes
 
 log = logging.getLogger("hearth.storage.mongo")
-
-_ENTRY_INDEXES = (
-    ("tok", ("c", "s")), ("tok", ("ts", "tc")), ("str", ("n",)), ("str", ("e",)), ("dt", ("lo", "hi")),
-    ("dt", ("hi",)), ("num", ("v",)), ("qty", ("c", "v")), ("ref", ("r",)), ("ref", ("i",)), ("ref", ("u",)),
-    ("ref", ("iv",)), ("uri", ("v",)), ("comp", ()),
-)
-
-INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    "resources": [
-        [("type", ASCENDING), ("created", ASCENDING), ("_id", ASCENDING)],  # one type in the default order
-        [("type", ASCENDING), ("last_updated", ASCENDING)],
-        [("type", ASCENDING), ("id", ASCENDING)],
-        *([("type", ASCENDING), (f"{array}.p", ASCENDING), *((f"{array}.{f}", ASCENDING) for f in fields)]
-          for array, fields in _ENTRY_INDEXES),
-    ],
-    "history": [
-        [("type", ASCENDING), ("id", ASCENDING), ("seq", DESCENDING)],
-        [("type", ASCENDING), ("seq", DESCENDING)],
-        [("seq", DESCENDING)],
-    ],
-    "changes": [[("type", ASCENDING), ("_id", ASCENDING)]],
-}
 
 
 class MongoStore:
@@ -108,9 +87,7 @@ class MongoStore:
                     await self.db.create_collection(collection)
                 except CollectionInvalid:  # another Hearth process created it meanwhile
                     pass
-        for collection, indexes in INDEXES.items():
-            for keys in indexes:
-                await self.db.get_collection(collection).create_index(keys)
+        await create_indexes(self.db)
         self.supports_transactions = await _server_supports_transactions(self.client)
         if not self.supports_transactions:
             log.warning("MongoDB server has no transactions (not a replica set or mongos): commits of more "

