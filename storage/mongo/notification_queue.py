@@ -1,7 +1,9 @@
 """The notification queue (subscriptions/queue.py) in MongoDB collections beside the resources.
 
 Events are keyed by (subscription, change seq) and deliveries by the same key, so recording a batch
-is idempotent: it works the same with or without multi-document transactions. A dispatcher that dies
+is idempotent: it works the same with or without multi-document transactions. Event numbers come from one
+counter document per subscription, moved on by a single find-and-update that also records the seq it numbered,
+so racing dispatchers give each event one number and leave no gaps. A dispatcher that dies
 half-way, or loses the race with another one, leaves only rows the next attempt skips; the checkpoint
 moves last (compare-and-set), so no change is ever skipped. Claims are single-document
 find-and-update operations, atomic on any MongoDB.
@@ -50,12 +52,9 @@ class MongoNotificationQueue:
             await self._insert_delivery(f"{subscription}|{seq}|handshake", subscription, "handshake", None, now)
         for event in events:
             key = f"{event.subscription}|{event.seq}"
-            if await self.event_rows.find_one({"_id": key}, {"_id": 1}):
+            number = await self._number(event)
+            if number is None:
                 continue  # recorded by an earlier, interrupted attempt or by another dispatcher
-            counter = await self.counters.find_one_and_update(
-                {"_id": event.subscription}, {"$inc": {"events": 1}}, upsert=True,
-                return_document=ReturnDocument.AFTER)
-            number = counter["events"]
             try:
                 await self.event_rows.insert_one({
                     "_id": key, "subscription": event.subscription, "number": number, "seq": event.seq,
@@ -74,6 +73,21 @@ class MongoNotificationQueue:
         moved = await self.checkpoints.update_one({"_id": _DISPATCHER, "seq": after_seq},
                                                   {"$set": {"seq": upto_seq}})
         return moved.matched_count == 1
+
+    async def _number(self, event: NewEvent) -> int | None:
+        """The event's number: its subscription's counter moves on once per event, atomically, and remembers the seq
+        it moved on for (so whoever records that event uses the same number); None when the counter is past it (a
+        dispatcher records each event before numbering the next, so this one is recorded)."""
+        try:
+            counter = await self.counters.find_one_and_update(
+                {"_id": event.subscription, "seq": {"$not": {"$gte": event.seq}}},
+                {"$inc": {"events": 1}, "$set": {"seq": event.seq}}, upsert=True,
+                return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:  # the counter exists, at this event or past it: numbered already
+            counter = await self.counters.find_one({"_id": event.subscription})
+            if counter["seq"] != event.seq:
+                return None
+        return counter["events"]
 
     async def _insert_delivery(self, key: str, subscription: str, kind: str, number: int | None, now: float) -> None:
         try:
