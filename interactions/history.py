@@ -23,7 +23,8 @@ _SEQ = re.compile(r"[0-9]{1,18}")  # a change sequence number from a next link (
 async def history(ctx: Context, request: Request, resource_type: str | None, resource_id: str | None,
                   params: list[tuple[str, str]]) -> bytes:
     """A `history` Bundle of what the policy lets `request`'s caller see; params: `_since`, `_at`, `_count`,
-    `_cursor` (from a next link)."""
+    `_cursor` (from a next link). Its total on the first page only (counting every version matched is a read of
+    them all), and only for a caller who sees all of them."""
     if resource_type is not None:
         check_type(resource_type)
     if resource_id is not None:
@@ -37,8 +38,9 @@ async def history(ctx: Context, request: Request, resource_type: str | None, res
         raise invalid(f"Invalid _cursor '{cursor[:40]}'", ("_cursor",))
     before = int(cursor) if cursor is not None else None
     with answered():
-        page = await ctx.store.history(resource_type, resource_id, since, before, count, at)
-    if resource_id is not None and page.total == 0:
+        page = await ctx.store.history(resource_type, resource_id, since, before, count, at,
+                                       total=before is None and ctx.policy.sees_all(request))
+    if resource_id is not None and not page.entries:
         await _require_exists(ctx, resource_type, resource_id)
     path = "/".join(part for part in (resource_type, resource_id, "_history") if part)
     kept = [(name, value) for name, value in params if name in ("_since", "_at", "_count")]
@@ -48,8 +50,7 @@ async def history(ctx: Context, request: Request, resource_type: str | None, res
     shown = released(ctx, request, [version for _, version in page.entries])
     if resource_id is not None and page.entries and not shown:  # a resource the caller may not see: as if absent
         raise not_found(resource_type or "", resource_id)
-    total = page.total if ctx.policy.sees_all(request) else None  # a total would count what is hidden
-    return bundle("history", (_entry(ctx, version) for version in shown), total, links)
+    return bundle("history", (_entry(ctx, version) for version in shown), page.total, links)
 
 
 async def _require_exists(ctx: Context, resource_type: str | None, resource_id: str) -> None:

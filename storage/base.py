@@ -94,7 +94,7 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     entries: list[tuple[int, Version]]  # (change seq, version), newest first
-    total: int
+    total: int | None = None  # only when asked for
 
 
 @dataclass(slots=True)
@@ -190,9 +190,10 @@ class Store(Protocol):
         without transactions) / SearchRefused (an assertion's search)."""
 
     async def history(self, resource_type: str | None, resource_id: str | None, since: datetime | None,
-                      before_seq: int | None, count: int, at: datetime | None = None) -> HistoryPage:
-        """Versions newest first, optionally filtered; `before_seq` pages (exclusive upper bound). Raises
-        SearchTimedOut past the deadline."""
+                      before_seq: int | None, count: int, at: datetime | None = None, *,
+                      total: bool = False) -> HistoryPage:
+        """Versions newest first, optionally filtered; `before_seq` pages (exclusive upper bound); `total`: count
+        every version the filters match too (a read of them all). Raises SearchTimedOut past the deadline."""
 
     async def changes(self, after_seq: int, limit: int) -> list[Change]:
         """Change-log rows with seq > after_seq, oldest first."""

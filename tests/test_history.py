@@ -45,6 +45,16 @@ async def test_type_and_system_history_and_paging(client):
     assert seen == ["p4", "p3", "p2", "p1", "p0"]
 
 
+async def test_only_the_first_page_carries_the_total(client):
+    """Counting every version a history matches reads them all: done once, for the first page."""
+    for n in range(5):
+        await put(client, "Patient", f"t{n}")
+    first = (await client.get("/Patient/_history?_count=2")).json()
+    following = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    second = (await client.get(following[len(BASE):])).json()
+    assert first["total"] == 5 and "total" not in second and len(second["entry"]) == 2
+
+
 async def test_since(client):
     first = await put(client, "Patient", "s1")
     await put(client, "Patient", "s2")

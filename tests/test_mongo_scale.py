@@ -14,6 +14,7 @@ from mongomock_motor import AsyncMongoMockClient
 from hearth.storage.mongo.notification_queue import MongoNotificationQueue
 from hearth.storage.mongo.store import MongoStore
 from hearth.storage.notification_records import NewEvent
+from test_store_contract import write
 
 
 def shared_database() -> tuple[AsyncMongoMockClient, str]:
@@ -108,3 +109,25 @@ async def test_an_event_numbered_by_a_dispatcher_that_died_keeps_its_number():
         pass
     assert await second.enqueue(0, 5, events, ())
     await assert_numbered_once(second, "b", range(1, 6))
+
+
+# --- history totals ------------------------------------------------------------------------------------------
+
+async def test_history_counts_only_when_asked_and_not_when_the_first_page_holds_everything():
+    store = MongoStore(*shared_database())
+    await store.open()
+    for version in range(1, 4):
+        await store.commit([write("Patient", "a", version)])
+    await store.commit([write("Patient", "b", 1)])
+    counted = []
+    count_documents = store.history_versions.count_documents
+
+    async def counting(*args, **kwargs):
+        counted.append(args)
+        return await count_documents(*args, **kwargs)
+    store.history_versions.count_documents = counting
+    assert (await store.history("Patient", None, None, None, 2)).total is None and counted == []
+    assert (await store.history("Patient", "a", None, None, 10, total=True)).total == 3 and counted == []
+    page = await store.history("Patient", None, None, None, 2, total=True)
+    assert page.total == 4 and len(counted) == 1
+    assert (await store.history("Patient", None, None, page.entries[-1][0], 2)).total is None and len(counted) == 1

@@ -124,7 +124,10 @@ class MongoStore:
         return to_version(document) if document else None
 
     async def history(self, resource_type: str | None, resource_id: str | None, since: datetime | None,
-                      before_seq: int | None, count: int, at: datetime | None = None) -> HistoryPage:
+                      before_seq: int | None, count: int, at: datetime | None = None, *,
+                      total: bool = False) -> HistoryPage:
+        """(The total counts the versions the filters match only when asked for, and not when the first page
+        holds them all.)"""
         where: dict[str, Any] = {}
         if resource_type is not None:
             where["type"] = resource_type
@@ -140,15 +143,19 @@ class MongoStore:
         page_where = {**where, "seq": {"$lt": before_seq}} if before_seq is not None else where
         deadline = search.Deadline(self.search_timeout)
         documents = []
+        counted = None
         try:
             if count > 0:
                 cursor = self.history_versions.find(page_where, {**VERSION_FIELDS, "seq": 1},
                                                     max_time_ms=deadline.ms())
                 documents = await cursor.sort("seq", DESCENDING).limit(count).to_list(None)
-            total = await self.history_versions.count_documents(where, **deadline.count_options())
+            if total and before_seq is None and len(documents) < count:
+                counted = len(documents)
+            elif total:
+                counted = await self.history_versions.count_documents(where, **deadline.count_options())
         except ExecutionTimeout:
             raise SearchTimedOut(self.search_timeout) from None
-        return HistoryPage([(d["seq"], to_version(d)) for d in documents], total)
+        return HistoryPage([(d["seq"], to_version(d)) for d in documents], counted)
 
     async def changes(self, after_seq: int, limit: int) -> list[Change]:
         documents = await self.change_log.find({"_id": {"$gt": after_seq}}).sort("_id", ASCENDING) \

@@ -107,7 +107,8 @@ class SqliteStore:
         return _version(row) if row else None
 
     async def history(self, resource_type: str | None, resource_id: str | None, since: datetime | None,
-                      before_seq: int | None, count: int, at: datetime | None = None) -> HistoryPage:
+                      before_seq: int | None, count: int, at: datetime | None = None, *,
+                      total: bool = False) -> HistoryPage:
         conditions, args = [], []
         if resource_type is not None:
             conditions.append("c.type = ?")
@@ -130,8 +131,9 @@ class SqliteStore:
                 f"SELECT c.seq, {_VERSION_COLUMNS} FROM changes c JOIN history h "
                 "ON h.type = c.type AND h.id = c.id AND h.version_id = c.version_id "
                 f"WHERE {page_where} ORDER BY c.seq DESC LIMIT ?", (*page_args, count)).fetchall()
-            total = conn.execute(f"SELECT count(*) FROM changes c WHERE {where}", args).fetchone()[0]
-            return HistoryPage([(row[0], _version(row[1:])) for row in rows], total)
+            counted = conn.execute(f"SELECT count(*) FROM changes c WHERE {where}", args).fetchone()[0] \
+                if total else None
+            return HistoryPage([(row[0], _version(row[1:])) for row in rows], counted)
         return await self.run_read(work)
 
     async def changes(self, after_seq: int, limit: int) -> list[Change]:
