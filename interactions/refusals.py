@@ -8,11 +8,13 @@ from contextlib import contextmanager
 from hearth.capability.outcome import FhirError
 from hearth.search import paging
 from hearth.search.limits import timed_out
-from hearth.storage.base import KeysetMismatch, SearchRefused, SearchTimedOut, SearchTooNested, StoreClosing
+from hearth.storage.base import (KeysetMismatch, SearchRefused, SearchTimedOut, SearchTooNested, StoreClosing,
+                                 WriteTooLarge)
 
 
-def refusal(error: SearchRefused | StoreClosing) -> FhirError:
-    """The OperationOutcome a client sees for a search (or a commit's assertion, a history read) storage refused."""
+def refusal(error: SearchRefused | StoreClosing | WriteTooLarge) -> FhirError:
+    """The OperationOutcome a client sees for a search (or a commit's assertion, a history read) or a write storage
+    refused."""
     if isinstance(error, SearchTimedOut):
         return timed_out(error.seconds)
     if isinstance(error, SearchTooNested):
@@ -23,6 +25,10 @@ def refusal(error: SearchRefused | StoreClosing) -> FhirError:
         return paging.not_this_search()
     if isinstance(error, StoreClosing):
         return FhirError(503, "transient", "Hearth is shutting down")
+    if isinstance(error, WriteTooLarge):
+        return FhirError(413, "too-costly", f"{error.type}/{error.id} would be stored as {error.size:,} bytes with its "
+                                            f"search index entries, more than the {error.limit:,} bytes a "
+                                            "document holds in this store: nothing was written")
     raise TypeError(f"no answer for {error!r}")
 
 
@@ -31,5 +37,5 @@ def answered() -> Iterator[None]:
     """Storage's refusals raised inside, as the FhirErrors clients see (`refusal`)."""
     try:
         yield
-    except (SearchRefused, StoreClosing) as error:
+    except (SearchRefused, StoreClosing, WriteTooLarge) as error:
         raise refusal(error) from None

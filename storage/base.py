@@ -172,6 +172,15 @@ class StoreClosing(Exception):
     """The store is closing and takes no more work."""
 
 
+class WriteTooLarge(Exception):
+    """A version would be stored as a document larger than the backend holds (MongoDB: 16 MiB of BSON, body and
+    index entries together); nothing of its commit is written."""
+
+    def __init__(self, resource_type: str, resource_id: str, size: int, limit: int) -> None:
+        super().__init__(f"{resource_type}/{resource_id} would be stored as {size} bytes, over the limit of {limit}")
+        self.type, self.id, self.size, self.limit = resource_type, resource_id, size, limit
+
+
 class Store(Protocol):
     """What interactions need from storage. All methods are safe to call concurrently."""
 

@@ -9,8 +9,12 @@ import asyncio
 import uuid
 from datetime import datetime, timezone
 
+import pytest
 from mongomock_motor import AsyncMongoMockClient
 
+from conftest import FHIR_JSON
+from hearth.storage.base import WriteTooLarge
+from hearth.storage.mongo import documents
 from hearth.storage.mongo.notification_queue import MongoNotificationQueue
 from hearth.storage.mongo.store import MongoStore
 from hearth.storage.notification_records import NewEvent
@@ -131,3 +135,35 @@ async def test_history_counts_only_when_asked_and_not_when_the_first_page_holds_
     page = await store.history("Patient", None, None, None, 2, total=True)
     assert page.total == 4 and len(counted) == 1
     assert (await store.history("Patient", None, None, page.entries[-1][0], 2)).total is None and len(counted) == 1
+
+
+# --- documents over the BSON limit ---------------------------------------------------------------------------
+
+async def test_a_version_over_the_document_limit_is_refused_and_nothing_is_written():
+    store = MongoStore(*shared_database())
+    await store.open()
+    body = b'{"resourceType":"Binary","data":"' + b"A" * (16 * 1024 * 1024) + b'"}'
+    with pytest.raises(WriteTooLarge) as refused:
+        await store.commit([write("Binary", "big", 1, body)])
+    assert refused.value.size > refused.value.limit == 16 * 1024 * 1024
+    assert await store.read("Binary", "big") is None and await store.changes(0, 10) == []
+    assert await store.history_versions.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("backend", ["mongo"])
+async def test_a_resource_too_large_to_store_is_a_413_alone_and_in_a_transaction(client, monkeypatch):
+    """The HTTP limit lets a body through that its stored document, index entries and all, would not fit (here a
+    32 KiB document limit stands in for MongoDB's 16 MiB)."""
+    monkeypatch.setattr(documents, "MAX_DOCUMENT_BYTES", 32 * 1024)
+    patient = {"resourceType": "Patient", "name": [{"given": [f"{n:04}" + "y" * 96 for n in range(200)]}]}
+    for response in (await client.post("/Patient", json=patient, headers=FHIR_JSON),
+                     await client.put("/Patient/big", json={**patient, "id": "big"}, headers=FHIR_JSON),
+                     await client.post("/", headers=FHIR_JSON, json={
+                         "resourceType": "Bundle", "type": "transaction",
+                         "entry": [{"resource": patient, "request": {"method": "POST", "url": "Patient"}}]})):
+        assert response.status_code == 413
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "too-costly"
+    assert (await client.get("/Patient")).json().get("total", 0) == 0
+    small = await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
+    assert small.status_code == 201

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+import bson
+
 from hearth.search.entries import (CompositeEntry, DateEntry, Entry, NumberEntry, QuantityEntry, ReferenceEntry,
                             StringEntry, TokenEntry, UriEntry)
 from hearth.storage import clock
-from hearth.storage.base import Change, Version, Write
+from hearth.storage.base import Change, Version, Write, WriteTooLarge
 
 # entry shape -> (array field, fields of the stored sub-document)
 _SHAPES: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {
@@ -117,6 +119,19 @@ def current_document(write: Write) -> dict[str, Any]:
     if not deleted:
         document.update(index_fields(write.entries))
     return document
+
+
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB's BSON document limit
+
+
+def check_size(write: Write, document: dict[str, Any]) -> None:
+    """Raise WriteTooLarge when `document` (the write's current document, its largest) exceeds MAX_DOCUMENT_BYTES;
+    encoded to measure only when its body is over 1/64 of the limit (below, body and entries cannot reach it)."""
+    if len(document["body"]) * 64 < MAX_DOCUMENT_BYTES:
+        return
+    size = len(bson.encode(document))
+    if size > MAX_DOCUMENT_BYTES:
+        raise WriteTooLarge(write.type, write.id, size, MAX_DOCUMENT_BYTES)
 
 
 def history_document(write: Write, seq: int) -> dict[str, Any]:

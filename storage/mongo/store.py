@@ -39,8 +39,9 @@ from hearth.storage.base import (Assertion, AssertionFailed, AuditRecord, Change
                           TransactionsUnsupported, Version, VersionConflict, Write)
 from hearth.storage.mongo import expunge, search
 from hearth.storage.mongo.audit_log import audit_documents
-from hearth.storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, current_document,
-                                     history_document, index_fields, resource_key, to_change, to_version)
+from hearth.storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change_document, check_size,
+                                            current_document, history_document, index_fields, resource_key,
+                                            to_change, to_version)
 from hearth.storage.mongo.indexes import create_indexes
 
 log = logging.getLogger("hearth.storage.mongo")
@@ -188,6 +189,7 @@ class MongoStore:
 
     async def rewrite(self, write: Write) -> None:
         document = current_document(write)
+        check_size(write, document)
         key = document.pop("_id")
         gone = {name: "" for name in INDEX_FIELDS if name not in document}
         # the current document first: its compare-and-set decides; the history copy follows (one document each: a
@@ -257,8 +259,10 @@ class MongoStore:
 
     async def _swap_current(self, write: Write, session: Any) -> None:
         """Compare-and-set the current document: it must still be at `write.previous` (0: absent). A later version
-        keeps the fields it does not set: `created` (a delete and a create again too)."""
+        keeps the fields it does not set: `created` (a delete and a create again too). WriteTooLarge (before any
+        write of the commit without transactions: its only one) for a document over MongoDB's limit."""
         document = current_document(write)
+        check_size(write, document)
         if write.previous == 0:
             try:
                 await self.resources.insert_one(document, session=session)
