@@ -11,6 +11,7 @@ from starlette.responses import FileResponse, Response
 from hearth.capability.outcome import FhirError, invalid
 from hearth.capability.resource_types import is_resource_type
 from hearth.interactions.export import files as export_files
+from hearth.interactions.export.jobs import JOB_FILES
 from hearth.interactions import patch as patching
 from hearth.interactions.bundles import parse_etag
 from hearth.interactions.context import Context
@@ -152,15 +153,13 @@ async def export_download(request: Request, ctx: Context, job_id: str, name: str
     """One of an export's files, streamed from disk; a file of resources is asked for through the dispatcher (the
     caller's read access to its type, and the audit trail)."""
     exports = request.scope["hearth.exports"]
-    resource_type = name.partition("-")[0]
-    if not export_files.valid_name(name) or not (resource_type == "errors" or is_resource_type(resource_type)):
+    prefix = name.partition("-")[0]
+    if not export_files.valid_name(name) or not (prefix in JOB_FILES or is_resource_type(prefix)):
         raise FhirError(404, "not-found", f"No export file {name}")
-    if resource_type == "errors":
-        path = await exports.error_file(_caller(request), job_id, name)
-    else:
-        await dispatch(ctx, _asked(request, "operation", type=resource_type, operation="$export-file",
+    if prefix not in JOB_FILES:
+        await dispatch(ctx, _asked(request, "operation", type=prefix, operation="$export-file",
                                    params=(("_jobId", job_id), ("file", name))))
-        path = exports.path(job_id, name)
+    path = await exports.file_path(_caller(request), job_id, name)
     if not path.is_file():  # removed since: expired or cancelled
         raise FhirError(404, "not-found", f"No export file {name}")
     return FileResponse(path, media_type=export_files.NDJSON)

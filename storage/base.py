@@ -349,7 +349,8 @@ class ExportJobs(Protocol):
     async def open(self) -> None: ...
 
     async def add(self, job: dict[str, Any], limit: int) -> bool:
-        """Store a new job unless `limit` jobs are already accepted or in progress (False then)."""
+        """Store a new job unless `limit` jobs are already accepted or in progress (False then); atomic across the
+        processes on one database."""
 
     async def get(self, job_id: str) -> dict[str, Any] | None: ...
 
@@ -362,7 +363,10 @@ class ExportJobs(Protocol):
         still holds it; False when it does not (the job was cancelled, or its lease taken over)."""
 
     async def release(self, owner: str) -> int:
-        """Give up `owner`'s leases (a stopping worker): its jobs wait for the next worker."""
+        """Give up `owner`'s leases (a stopping worker, or a dead one): its jobs wait for the next worker."""
+
+    async def owners(self) -> list[str]:
+        """The owners of the jobs in progress (the workers holding a lease, live or dead)."""
 
     async def remove(self, job_id: str) -> bool: ...
 

@@ -4,15 +4,21 @@ progress when its server stops completes on the next one; a dead worker's lease 
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 import time
 import uuid
 
+import httpx
 import pytest
 
 from conftest import make_store
 from export_helpers import ASYNC, Running, download, export_settings, finished, ids, kick_off, manifest, put_all
+from hearth.storage.mongo.export_jobs import MongoExportJobs
 from hearth.storage.mongo.store import MongoStore
 from hearth.storage.sqlite.store import SqliteStore
+from tests.server_process import free_port, start, stop
 
 PATIENTS = [{"resourceType": "Patient", "id": f"p{n}", "gender": "female"} for n in range(5)]
 
@@ -87,6 +93,89 @@ async def test_a_job_left_in_progress_by_a_dead_worker_is_taken_over(backend, tm
         assert (await second.client.get(status)).status_code == 202
         lines = await download(second.client, await manifest(second.client, status))
         assert len(lines["Patient"]) == 5
+
+
+async def test_a_job_of_a_dead_process_on_this_host_is_released_at_once(backend, tmp_path):
+    store = reopenable(backend, tmp_path)
+    settings = export_settings(tmp_path, export_lease=600)  # waiting out this lease would fail the test
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    async with Running(settings, store()) as first:
+        await put_all(first.client, PATIENTS)
+        await first.app.exports.stop()
+        status = await kick_off(first.client, _type="Patient")
+        claimed = await first.app.exports.jobs.claim(f"{socket.gethostname()}:{gone.stdout.strip()}:dead", 600,
+                                                     time.time())
+        assert claimed is not None
+        alive = await first.app.exports.jobs.claim(f"elsewhere:{gone.stdout.strip()}:x", 600, time.time())
+        assert alive is None  # nothing else to claim: the dead worker's lease stands until someone judges it
+    async with Running(settings, store()) as second:
+        lines = await download(second.client, await manifest(second.client, status))
+        assert len(lines["Patient"]) == 5
+
+
+def test_an_export_killed_with_its_server_completes_after_a_restart(tmp_path):
+    """A real `hearth serve` killed (SIGKILL) right after a kick-off: whether the job was waiting, being written or
+    done, the restarted server answers its manifest well before the 600 s lease would have run out."""
+    db, port = tmp_path / "hearth.db", free_port()
+    base = f"http://127.0.0.1:{port}"
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": {"resourceType": "Patient", "id": f"k{n}"}, "request": {"method": "PUT", "url": f"Patient/k{n}"}}
+        for n in range(500)]}
+    server = start(db, port, export_lease="600", export_poll="0.1")
+    try:
+        assert httpx.post(base, json=bundle, headers={"Content-Type": "application/fhir+json"},
+                          timeout=60).status_code == 200
+        kicked = httpx.get(f"{base}/$export", params={"_type": "Patient"}, headers=ASYNC)
+        assert kicked.status_code == 202
+    finally:
+        stop(server, hard=True)
+    server = start(db, port, export_lease="600", export_poll="0.1")
+    try:
+        deadline = time.monotonic() + 30
+        while (answer := httpx.get(kicked.headers["content-location"])).status_code == 202:
+            assert time.monotonic() < deadline, answer.headers
+            time.sleep(0.1)
+        assert answer.status_code == 200, answer.text
+        [output] = answer.json()["output"]
+        lines = httpx.get(output["url"]).content.splitlines()
+        assert len(lines) == output["count"] == 500 and len(set(ids(lines))) == 500
+    finally:
+        stop(server, hard=False)
+
+
+class Latent:
+    """A collection a network away: each call lets the other coroutines run first, as a driver's round trip does."""
+
+    def __init__(self, collection) -> None:
+        self.collection = collection
+
+    def __getattr__(self, name: str):
+        method = getattr(self.collection, name)
+
+        async def call(*args, **kwargs):
+            await asyncio.sleep(0)
+            return await method(*args, **kwargs)
+        return call
+
+
+async def test_mongo_kick_offs_racing_on_two_processes_keep_the_limit(tmp_path):
+    from mongomock_motor import AsyncMongoMockClient
+    client, database = AsyncMongoMockClient(), f"hearth_test_{uuid.uuid4().hex[:12]}"
+    processes = [MongoExportJobs(MongoStore(client, database)) for _ in range(2)]
+    for jobs in processes:
+        await jobs.open()
+        jobs.jobs = Latent(jobs.jobs)
+
+    def job(n: int) -> dict:
+        return {"id": f"j{n}", "created": n, "state": "accepted", "lease_owner": None, "lease_until": 0,
+                "attempts": 0, "expires": None}
+    added = await asyncio.gather(*(processes[n % 2].add(job(n), 3) for n in range(12)))
+    assert added.count(True) == 3
+    claimed = await processes[0].claim("me:1:x", 60, time.time())
+    assert claimed is not None
+    assert await processes[1].add(job(99), 3) is False
+    assert await processes[0].save({**claimed, "state": "completed", "lease_owner": None}, "me:1:x")
+    assert await processes[1].add(job(99), 3) is True  # a finished job gave its place up
 
 
 async def test_a_job_interrupted_too_often_fails_cleanly(tmp_path):

@@ -1,5 +1,6 @@
-"""A job's NDJSON files: one folder per job, and per type `Type-1.ndjson`, `Type-2.ndjson`… (`errors-N.ndjson` for
-OperationOutcomes), the next begun once a file reaches the size limit. Blocking file work: run it off the loop."""
+"""A job's NDJSON files: one folder per job (a subfolder per attempt), and per type `Type-1.ndjson`,
+`Type-2.ndjson`… (`errors-N.ndjson` for OperationOutcomes, `deleted-N.ndjson` for the Bundles of deletions), the
+next begun once a file reaches the size limit. Blocking file work: run it off the loop."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ class NdjsonFiles:
 
 
 def prepare(folder: Path) -> None:
-    """An empty folder for a job (what an earlier attempt wrote is removed)."""
-    shutil.rmtree(folder, ignore_errors=True)
+    """An empty folder for a job's attempt (what earlier attempts wrote, in their sibling folders, is removed)."""
+    shutil.rmtree(folder.parent, ignore_errors=True)
     folder.mkdir(parents=True)
 
 

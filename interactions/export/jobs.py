@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from hearth.capability import fhir_json
@@ -22,8 +23,8 @@ def new_job(plan: dict[str, Any], caller: Caller, request_url: str, transaction_
     return {"id": secrets.token_hex(16), "created": time.time(), "state": "accepted", "lease_owner": None,
             "lease_until": 0, "attempts": 0, "expires": None, "client": caller.id if caller.kind == "client" else "",
             "grant": grant.record() if isinstance(grant, Grant) else None, "request": request_url,
-            "transaction_time": transaction_time, "plan": plan, "output": [], "errors": [], "progress": "accepted",
-            "failure": None}
+            "transaction_time": transaction_time, "plan": plan, "output": [], "errors": [], "deleted": [],
+            "progress": "accepted", "failure": None}
 
 
 def job_caller(job: dict[str, Any]) -> Caller:
@@ -31,6 +32,11 @@ def job_caller(job: dict[str, Any]) -> Caller:
     if job["grant"] is None:
         return ANONYMOUS
     return Caller("client", job["client"], Grant.from_record(job["grant"]))
+
+
+def job_folder(directory: Path, job: dict[str, Any]) -> Path:
+    """Where the job's current attempt writes its files (the job's own folder holds one per attempt)."""
+    return directory / job["id"] / str(job["attempts"])
 
 
 def status_url(base_url: str, job_id: str) -> str:
@@ -42,14 +48,18 @@ def file_url(base_url: str, job_id: str, name: str) -> str:
 
 
 def manifest(job: dict[str, Any], base_url: str, requires_token: bool) -> bytes:
-    """The completion manifest (Bulk Data 2.0 "Response - Complete Status")."""
-    return fhir_json.dumps({
-        "transactionTime": job["transaction_time"], "request": job["request"], "requiresAccessToken": requires_token,
-        "output": [{"type": item["type"], "url": file_url(base_url, job["id"], item["name"]), "count": item["count"]}
-                   for item in job["output"]],
-        "error": [{"type": "OperationOutcome", "url": file_url(base_url, job["id"], item["name"]),
-                   "count": item["count"]} for item in job["errors"]],
-    })
+    """The completion manifest (Bulk Data 2.0 "Response - Complete Status"); `deleted` with `_since` only."""
+    def items(kind: str, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"type": kind, "url": file_url(base_url, job["id"], item["name"]), "count": item["count"]}
+                for item in listed]
+    answer = {"transactionTime": job["transaction_time"], "request": job["request"],
+              "requiresAccessToken": requires_token,
+              "output": [{"type": item["type"], "url": file_url(base_url, job["id"], item["name"]),
+                          "count": item["count"]} for item in job["output"]],
+              "error": items("OperationOutcome", job["errors"])}
+    if job["plan"].get("since"):
+        answer["deleted"] = items("Bundle", job.get("deleted") or [])
+    return fhir_json.dumps(answer)
 
 
 def failed(job: dict[str, Any]) -> FhirError:
@@ -57,8 +67,13 @@ def failed(job: dict[str, Any]) -> FhirError:
     return FhirError(500, "exception", f"The export failed: {job['failure']}")
 
 
+# the files that concern the job, not a resource type (their name's prefix -> what they hold)
+JOB_FILES = {"errors": "OperationOutcome", "deleted": "Bundle"}
+
+
 def file_names(job: dict[str, Any]) -> dict[str, str]:
-    """The job's files: name -> the resource type it holds ("OperationOutcome" for error files)."""
+    """The job's files: name -> what it holds (a resource type, or the prefix of a JOB_FILES file)."""
     names = {item["name"]: item["type"] for item in job["output"]}
-    names.update({item["name"]: "OperationOutcome" for item in job["errors"]})
+    names.update({item["name"]: "errors" for item in job["errors"]})
+    names.update({item["name"]: "deleted" for item in job.get("deleted") or ()})
     return names

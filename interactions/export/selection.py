@@ -1,6 +1,7 @@
 """What one type of an export holds, read page by page through the search engine with keyset paging (never
-OFFSET): the type's `_typeFilter` searches (or all of it), after `_since`, and for Patient and Group exports only
-the compartments of the patients, a chunk of patients per search (Hearth's Patient CompartmentDefinition)."""
+OFFSET): the type's `_typeFilter` searches (or all of it), changed after `_since` and not after the job's
+transactionTime, and for Patient and Group exports only the compartments of the patients, a chunk of patients per
+search (Hearth's Patient CompartmentDefinition)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from hearth.storage.base import Version
 CHUNK = 100  # patients per compartment search: one OR of their compartment clauses
 
 
-async def versions(ctx: Context, plan: dict[str, Any], resource_type: str, page: int) -> AsyncIterator[list[Version]]:
+async def versions(ctx: Context, plan: dict[str, Any], resource_type: str, transaction_time: str,
+                   page: int) -> AsyncIterator[list[Version]]:
     """The type's resources in the export, a page at a time, each once."""
-    queries = [_query(ctx, resource_type, params, page) for params in _searches(plan, resource_type)]
+    queries = [_query(ctx, resource_type, params, page)
+               for params in _searches(plan, resource_type, transaction_time)]
     patient_level = plan["level"] != "system"
     # a resource can match two filters, or be in the compartments of patients of two chunks: the ids written are
     # remembered then (only then: a plain export holds no more than one page in memory)
@@ -37,10 +40,14 @@ async def versions(ctx: Context, plan: dict[str, Any], resource_type: str, page:
                 yield found
 
 
-def _searches(plan: dict[str, Any], resource_type: str) -> list[list[tuple[str, str]]]:
-    since = [("_lastUpdated", f"gt{plan['since']}")] if plan.get("since") else []
+def _searches(plan: dict[str, Any], resource_type: str, transaction_time: str) -> list[list[tuple[str, str]]]:
+    # a resource changed after transactionTime is left out (the spec's SHOULD NOT): the next export, with
+    # `_since` = this transactionTime, carries it (or its deletion)
+    window = [("_lastUpdated", f"le{transaction_time}")]
+    if plan.get("since"):
+        window.append(("_lastUpdated", f"gt{plan['since']}"))
     filters = plan["filters"].get(resource_type) or [""]
-    return [parse_qsl(query, keep_blank_values=True) + since for query in filters]
+    return [parse_qsl(query, keep_blank_values=True) + window for query in filters]
 
 
 def _query(ctx: Context, resource_type: str, params: list[tuple[str, str]], page: int) -> Query:

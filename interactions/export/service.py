@@ -11,6 +11,7 @@ from hearth.capability.resource_types import RESOURCE_TYPES
 from hearth.interactions.context import Context
 from hearth.interactions.export import files, operations
 from hearth.interactions.export.config import ExportConfig
+from hearth.interactions.export.jobs import job_folder
 from hearth.interactions.export.worker import Worker
 from hearth.interactions.operations import served
 from hearth.interactions.request import Caller, Outcome
@@ -60,13 +61,11 @@ class ExportService:
     async def cancel(self, caller: Caller, job_id: str) -> Outcome:
         return await operations.cancel(self, caller, job_id)
 
-    async def error_file(self, caller: Caller, job_id: str, name: str) -> Path:
-        """An error file of the caller's job (OperationOutcomes Hearth wrote: no resource access to check)."""
-        await operations.completed_file(self, caller, job_id, name, "OperationOutcome")
-        return self.path(job_id, name)
-
-    def path(self, job_id: str, name: str) -> Path:
-        return self.config.directory / job_id / name
+    async def file_path(self, caller: Caller, job_id: str, name: str) -> Path:
+        """Where one of the caller's completed job's files lies (a file of resources: once the dispatcher has let the
+        caller read its type; an error or deletions file concerns the job only)."""
+        job = await operations.completed_file(self, caller, job_id, name, name.partition("-")[0])
+        return job_folder(self.config.directory, job) / name
 
     async def remove_files(self, job_id: str) -> None:
         await asyncio.to_thread(files.remove, self.config.directory / job_id)

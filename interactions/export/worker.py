@@ -1,18 +1,17 @@
 """The export worker: claims jobs under a lease (so one worker of any process writes each), writes their files,
 renews the lease as it goes, and removes expired jobs with their files.
 
-A job interrupted by a stop is released and starts over on the next claim (its folder emptied first); one whose
-process died is claimed again once its lease runs out. A job claimed more than `attempts` times is failed, so
-nothing stays "in progress" for ever.
+A job interrupted by a stop is released and starts over on the next claim; one whose process died is released by
+the next worker of its host to look (interactions/export/owner.py), or claimed again once its lease runs out. Each
+claim writes its own folder (`JOB/ATTEMPT/`), so a former owner still writing after losing its lease cannot mix
+its lines into the files of the next. A job claimed more than `attempts` times is failed, so nothing stays "in
+progress" for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 import time
 from typing import Any
 
@@ -20,9 +19,10 @@ from hearth.capability import fhir_json
 from hearth.capability.outcome import FhirError, Issue, operation_outcome
 from hearth.capability.summary import subset
 from hearth.interactions.context import Context
-from hearth.interactions.export import files, selection
+from hearth.interactions.export import deleted, files, selection
 from hearth.interactions.export.config import ExportConfig
-from hearth.interactions.export.jobs import job_caller
+from hearth.interactions.export.jobs import job_caller, job_folder
+from hearth.interactions.export.owner import dead, new_owner
 from hearth.interactions.request import Request
 from hearth.storage.base import ExportJobs, Version
 
@@ -36,7 +36,7 @@ class Cancelled(Exception):
 class Worker:
     def __init__(self, ctx: Context, jobs: ExportJobs, config: ExportConfig) -> None:
         self.ctx, self.jobs, self.config = ctx, jobs, config
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = new_owner()
         self.wake = asyncio.Event()  # set by a kick-off of this process
         self._running: set[asyncio.Task] = set()
 
@@ -44,6 +44,7 @@ class Worker:
         while True:
             try:
                 await self._sweep()
+                await self._release_dead()
                 while len(self._running) < self.config.max_jobs:
                     job = await self.jobs.claim(self.owner, self.config.lease, time.time())
                     if job is None:
@@ -79,15 +80,22 @@ class Worker:
             await asyncio.to_thread(files.remove, self.config.directory / job_id)
             await self.jobs.remove(job_id)
 
+    async def _release_dead(self) -> None:
+        """Jobs whose worker died on this host wait for nobody: released for the next claim at once."""
+        for owner in await self.jobs.owners():
+            if dead(owner, self.owner):
+                log.info("export worker %s is gone: its jobs are released", owner)
+                await self.jobs.release(owner)
+
     # -- one job -----------------------------------------------------------------------------------------
 
     async def _run_job(self, job: dict[str, Any]) -> None:
-        folder = self.config.directory / job["id"]
+        folder = job_folder(self.config.directory, job)
         try:
             if job["attempts"] > self.config.attempts:
                 raise FhirError(500, "exception", f"interrupted {job['attempts'] - 1} times (restarts or crashes)")
             await asyncio.to_thread(files.prepare, folder)
-            job.update(output=[], errors=[])
+            job.update(output=[], errors=[], deleted=[])
             await self._write(job, folder)
             job.update(state="completed", progress="completed")
         except Cancelled:
@@ -113,21 +121,25 @@ class Worker:
         plan = job["plan"]
         request = Request("operation", job_caller(job), operation="$export")
         errors = files.NdjsonFiles(folder, "errors", self.config.file_bytes)
-        renewed = time.monotonic()
-        total = 0
+        removed = files.NdjsonFiles(folder, "deleted", self.config.file_bytes)
+        progress = Progress(self, job)
         try:
             for position, resource_type in enumerate(plan["types"]):
+                progress.position = position
                 elements = _elements_for(plan["elements"], resource_type)
                 out = files.NdjsonFiles(folder, resource_type, self.config.file_bytes)
                 try:
-                    async for page in selection.versions(self.ctx, plan, resource_type, self.config.page):
+                    async for page in selection.versions(self.ctx, plan, resource_type, job["transaction_time"],
+                                                         self.config.page):
                         lines = [line for line in (self._line(request, v, elements) for v in page) if line]
                         await asyncio.to_thread(out.write, lines)
-                        total += len(lines)
-                        if time.monotonic() - renewed > min(1.0, self.config.lease / 3):
-                            job["progress"] = f"{position}/{len(plan['types'])} types, {total} resources"
-                            await self._renew(job)
-                            renewed = time.monotonic()
+                        await progress.add(len(lines))
+                    if plan.get("since"):
+                        async for ids in deleted.deletions(self.ctx, plan, resource_type, request,
+                                                           job["transaction_time"], self.config.page):
+                            line = deleted.bundle(resource_type, ids, job["transaction_time"])
+                            await asyncio.to_thread(removed.write, [line])
+                            await progress.add(0)
                 except FhirError as error:  # e.g. a search past its deadline: this type's files are incomplete
                     issue = Issue("error", error.code, f"{resource_type}: {error.diagnostics}")
                     await asyncio.to_thread(errors.write, [fhir_json.dumps(operation_outcome([issue]))])
@@ -137,10 +149,12 @@ class Worker:
                                   for name, count in out.written if count]
         finally:
             await asyncio.to_thread(errors.close)
+            await asyncio.to_thread(removed.close)
         job["errors"] = [{"name": name, "count": count} for name, count in errors.written]
-        await self._renew(job)
+        job["deleted"] = [{"name": name, "count": count} for name, count in removed.written]
+        await self.renew(job)
 
-    async def _renew(self, job: dict[str, Any]) -> None:
+    async def renew(self, job: dict[str, Any]) -> None:
         job["lease_until"] = time.time() + self.config.lease
         if not await self.jobs.save(job, self.owner):
             raise Cancelled()
@@ -156,6 +170,22 @@ class Worker:
         if b"\n" in body:  # bodies are stored compact; one that is not must still be one line
             return fhir_json.dumps(fhir_json.loads(body, trusted=True))
         return body
+
+
+class Progress:
+    """A job's progress as it is written: counted, and saved with a renewed lease at least every second."""
+
+    def __init__(self, worker: Worker, job: dict[str, Any]) -> None:
+        self.worker, self.job = worker, job
+        self.position = self.total = 0
+        self.renewed = time.monotonic()
+
+    async def add(self, written: int) -> None:
+        self.total += written
+        if time.monotonic() - self.renewed > min(1.0, self.worker.config.lease / 3):
+            self.job["progress"] = f"{self.position}/{len(self.job['plan']['types'])} types, {self.total} resources"
+            await self.worker.renew(self.job)
+            self.renewed = time.monotonic()
 
 
 def _elements_for(elements: list[str], resource_type: str) -> tuple[str, ...]:

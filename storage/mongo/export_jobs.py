@@ -1,8 +1,9 @@
 """Bulk Data export jobs (storage/base.py ExportJobs) in one MongoDB collection, `export_jobs`, beside the resources.
 
 Each job is one document (its `_id` the job id), so every change is a single-document operation and needs no
-transaction; a claim is one find-and-update, atomic across processes. The limit check of `add` is a count then an
-insert: two kick-offs at the same instant on two processes may both pass it (one job over the limit, no more).
+transaction; a claim is one find-and-update, atomic across processes. The limit of `add` is kept by the database:
+an accepted or running job holds one of `limit` numbered slots under a unique index, so two kick-offs at the same
+instant on two processes cannot both take the last one; a finished job gives its slot up.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 _ACTIVE = {"$in": ["accepted", "in-progress"]}
 
@@ -27,12 +29,16 @@ class MongoExportJobs:
 
     async def open(self) -> None:
         await self.jobs.create_index([("state", ASCENDING), ("created", ASCENDING)])
+        await self.jobs.create_index("slot", unique=True, sparse=True)  # only active jobs hold one
 
     async def add(self, job: dict[str, Any], limit: int) -> bool:
-        if await self.jobs.count_documents({"state": _ACTIVE}) >= limit:
-            return False
-        await self.jobs.insert_one({"_id": job["id"], **job})
-        return True
+        for slot in range(limit):
+            try:
+                await self.jobs.insert_one({"_id": job["id"], **job, "slot": slot})
+                return True
+            except DuplicateKeyError:
+                continue
+        return False
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         return _job(await self.jobs.find_one({"_id": job_id}))
@@ -45,14 +51,20 @@ class MongoExportJobs:
             sort=[("created", ASCENDING)], return_document=ReturnDocument.AFTER))
 
     async def save(self, job: dict[str, Any], owner: str) -> bool:
+        document = {"_id": job["id"], **job}
+        if job["state"] not in _ACTIVE["$in"]:
+            document.pop("slot", None)  # finished: the slot is free for the next kick-off
         result = await self.jobs.replace_one({"_id": job["id"], "lease_owner": owner, "state": "in-progress"},
-                                             {"_id": job["id"], **job})
+                                             document)
         return result.matched_count == 1
 
     async def release(self, owner: str) -> int:
         result = await self.jobs.update_many({"lease_owner": owner, "state": "in-progress"},
                                              {"$set": {"state": "accepted", "lease_owner": None, "lease_until": 0}})
         return result.modified_count
+
+    async def owners(self) -> list[str]:
+        return [owner for owner in await self.jobs.distinct("lease_owner", {"state": "in-progress"}) if owner]
 
     async def remove(self, job_id: str) -> bool:
         return (await self.jobs.delete_one({"_id": job_id})).deleted_count == 1

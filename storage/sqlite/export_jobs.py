@@ -105,6 +105,12 @@ class SqliteExportJobs:
     async def release(self, owner: str) -> int:
         return await self.store.run_write(_release, owner)
 
+    async def owners(self) -> list[str]:
+        def work(conn: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in conn.execute("SELECT DISTINCT lease_owner FROM export_jobs WHERE "
+                                                   "state = 'in-progress' AND lease_owner IS NOT NULL")]
+        return await self.store.run_read(work)
+
     async def remove(self, job_id: str) -> bool:
         return await self.store.run_write(_remove, job_id)
 
