@@ -26,8 +26,9 @@ from hearth.connectors.hl7v2.matching import (Ambiguous, Match, encounter_merged
                                               linked, merged)
 from hearth.connectors.hl7v2.receive import REGISTERING
 from hearth.connectors.hl7v2.workers import convert_soon
-from hearth.connectors.hl7v2.write import Changed, Converted, commit
+from hearth.connectors.hl7v2.write import Converted
 from hearth.connectors.sync import connector_caller
+from hearth.connectors.writes import Changed, commit
 from hearth.interactions.context import Context
 from hearth.storage.base import InboxRow
 

@@ -20,8 +20,9 @@ from hearth.connectors.hl7v2.config import Hl7Config
 from hearth.connectors.hl7v2.convert import merge_pairs
 from hearth.connectors.hl7v2.frame import Refusal, parse_header
 from hearth.connectors.hl7v2.matching import find_patient, token, union_identifiers
-from hearth.connectors.hl7v2.write import Converted, commit
+from hearth.connectors.hl7v2.write import Converted
 from hearth.connectors.identity import local_id
+from hearth.connectors.writes import commit
 from hearth.interactions.context import Context
 from hearth.interactions.request import Caller
 
