@@ -4,6 +4,11 @@ validated, versioned, indexed, announced to Subscriptions and audited like any o
 - a resource is localized (connectors/identity.py) and written at its local id (update-as-create) unless its
   digest says it is what this connector last wrote (`unchanged`, no request at all); a re-sync after a crash
   finds the content current and makes no new version either;
+- a page's writes go in transactions of up to a hundred resources (connectors/writes.py: one dispatch, one
+  commit, one AuditEvent per resource written as ever), several at once; a transaction refused for one of its
+  resources (invalid, refused or in conflict: it is all or nothing, so nothing of it was written) is written
+  again one resource at a time, so that exactly that one is settled as below; a store without transactions
+  takes every write on its own;
 - it is written only if Hearth's copy is still the version this connector last wrote (If-Match): otherwise it
   was changed in Hearth meanwhile and the connector's conflict policy decides (`upstream-wins`, `local-wins`,
   `newest-wins`, `manual`: a dead letter holding both versions), each decision logged;
@@ -18,13 +23,15 @@ import asyncio
 import hashlib
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Awaitable, Iterable
 
 from hearth.capability import fhir_json
 from hearth.capability.outcome import FhirError
 from hearth.connectors.identity import Localizer, local_id
 from hearth.connectors.state import ConnectorState
+from hearth.connectors.writes import Changed, commit
 from hearth.interactions.context import Context
 from hearth.interactions.crud import equal_content
 from hearth.interactions.dispatcher import dispatch
@@ -33,7 +40,8 @@ from hearth.security.grant import Grant
 from hearth.storage.clock import parse_instant
 
 log = logging.getLogger("hearth.connectors")
-_WRITES_IN_FLIGHT = 64  # a page's writes run together, so that the store commits them in groups
+_WRITES_IN_FLIGHT = 64  # a page's single writes run together, so that the store commits them in groups
+_TRANSACTION = 100  # resources a transaction holds at most: a page's run together, one planned while one commits
 
 
 def connector_caller(name: str, types: Iterable[str]) -> Caller:
@@ -75,25 +83,17 @@ class Sink:
         known = await self.state.synced(keys)
         gate = asyncio.Semaphore(_WRITES_IN_FLIGHT)
         synced: dict[str, dict[str, Any]] = {}
-
-        async def one(key: str, resource: dict[str, Any]) -> None:
-            async with gate:
-                done = await self._one(key, resource, known.get(key))
-            if done is not None:
-                synced[key] = done
-
         latest = dict(zip(keys, wanted))  # a page naming a resource twice: its last (newest) version
         try:
-            outcomes = await asyncio.gather(*(one(key, resource) for key, resource in latest.items()),
-                                            return_exceptions=True)
+            pending = [await self._prepared(key, resource, known.get(key)) for key, resource in latest.items()]
+            writes = [write for write in pending if write is not None]
+            await _all(self._part(writes[n:n + _TRANSACTION], synced, gate)
+                       for n in range(0, len(writes), _TRANSACTION))
         finally:  # what was written is recorded, even when something else failed or the pass is cancelled
             await asyncio.shield(self.state.save_synced(synced))
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
 
-    async def _one(self, key: str, resource: dict[str, Any], known: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Store one resource; the sync record to keep for it (None: keep what there is)."""
+    async def _prepared(self, key: str, resource: dict[str, Any], known: dict[str, Any] | None) -> _Pending | None:
+        """What to write for one upstream resource (None: nothing, it is unchanged or kept as a dead letter)."""
         url = self.localizer.source(resource)
         if not isinstance(resource.get("id"), str):  # nothing to fetch again by: kept as a malformed one
             self.counts["rejected"] += 1
@@ -109,8 +109,45 @@ class Sink:
         if known is not None and known.get("digest") == digest:
             self.counts["unchanged"] += 1
             return None
+        return _Pending(key, resource, local, digest, known.get("local") if known else None)
+
+    async def _part(self, part: list[_Pending], synced: dict[str, dict[str, Any]], gate: asyncio.Semaphore) -> None:
+        """Write part of a page as one transaction where the store has them, else (or when the transaction is
+        refused: a resource in it is invalid or in conflict) one by one, so that exactly the resources at fault
+        become dead letters or conflicts."""
+        if len(part) > 1 and self.ctx.store.supports_transactions:
+            resources = {_local_key(write.local): write.local for write in part}
+            expected = {_local_key(w.local): w.expected for w in part if w.expected is not None}
+            try:
+                results = await commit(self.ctx, self.caller, resources, expected)
+            except Changed:
+                log.debug("connector %s: a transaction met a resource changed in Hearth: one by one", self.state.name)
+            except FhirError as error:
+                if error.status >= 500:
+                    raise StoreFailed(error.diagnostics) from None
+                log.debug("connector %s: a transaction was refused (%s): one by one", self.state.name,
+                          error.diagnostics)
+            else:
+                versions = {f"{r.version.type}/{r.version.id}": r for r in results if r.version is not None}
+                for write in part:
+                    result = versions[_local_key(write.local)]
+                    assert result.version is not None
+                    self.counts["unchanged" if result.unchanged else "stored"] += 1
+                    synced[write.key] = {"local": result.version.version_id, "digest": write.digest}
+                return
+
+        async def one(write: _Pending) -> None:
+            async with gate:
+                done = await self._single(write)
+            if done is not None:
+                synced[write.key] = done
+        await _all(one(write) for write in part)
+
+    async def _single(self, write: _Pending) -> dict[str, Any] | None:
+        """Write one resource on its own; the sync record to keep for it (None: keep what there is)."""
+        key, resource, local, digest = write.key, write.upstream, write.local, write.digest
         try:
-            return await self._write(local, digest, known.get("local") if known else None)
+            return await self._write(local, digest, write.expected)
         except _Conflict as conflict:
             if conflict.current is not None and equal_content(conflict.current, local):
                 # what Hearth holds is what this connector would write (written before a crash kept its record)
@@ -122,7 +159,8 @@ class Sink:
                 raise StoreFailed(f"{local['resourceType']}/{local['id']}: {error.diagnostics}") from None
             reason = "refused" if error.status in (401, 403) else "invalid"
             self.counts["rejected"] += 1
-            await self._dead(key, reason, f"{error.status}: {error.diagnostics}", url, resource)
+            await self._dead(key, reason, f"{error.status}: {error.diagnostics}", self.localizer.source(resource),
+                             resource)
             return None
 
     async def _write(self, local: dict[str, Any], digest: str, expected: int | None,
@@ -238,6 +276,30 @@ class Sink:
         digest = _digest(local)
         done = await self._write(local, digest, None, force=True)
         await self.state.save_synced({key: done})
+
+
+@dataclass
+class _Pending:
+    """An upstream resource to write: its key (`Type/id` upstream), itself, its local form and the digest of it,
+    and the local version this connector last wrote (None: none)."""
+
+    key: str
+    upstream: dict[str, Any]
+    local: dict[str, Any]
+    digest: str
+    expected: int | None
+
+
+async def _all(work: Iterable[Awaitable[None]]) -> None:
+    """Run `work` together until every part has ended; then raise the first failure, if any."""
+    outcomes = await asyncio.gather(*work, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _local_key(local: dict[str, Any]) -> str:
+    return f"{local['resourceType']}/{local['id']}"
 
 
 class _Conflict(Exception):
