@@ -24,7 +24,7 @@ def refusal(error: SearchRefused | StoreClosing | WriteTooLarge) -> FhirError:
     if isinstance(error, KeysetMismatch):
         return paging.not_this_search()
     if isinstance(error, StoreClosing):
-        return FhirError(503, "transient", "Hearth is shutting down")
+        return FhirError(503, "transient", str(error))
     if isinstance(error, WriteTooLarge):
         return FhirError(413, "too-costly", f"{error.type}/{error.id} would be stored as {error.size:,} bytes with its "
                                             f"search index entries, more than the {error.limit:,} bytes a "

@@ -154,12 +154,14 @@ class HearthApp:
     async def startup(self) -> None:
         ctx, _ = await open_context(self.settings, self.store, self.subscriptions)
         self.authority = await open_authority(ctx, self.settings)
-        if self.settings.audit and self.settings.audit_retention_days > 0:
+        # the group's once-only work runs in the process told so (`hearth serve --workers N`: its first)
+        singletons = self.settings.singletons
+        if singletons and self.settings.audit and self.settings.audit_retention_days > 0:
             self._retention = asyncio.create_task(keep_for(ctx.audit.log, self.settings.audit_retention_days))
         self.oauth = OAuthEndpoints(self.authority, Launches(self.authority, ctx.base_url), ctx.base_url)
-        await self.subscriptions.start()
+        await self.subscriptions.start(background=singletons)
         self.connectors = await open_connectors(ctx, self.settings)
-        if self.connectors is not None:
+        if self.connectors is not None and singletons:  # (HL7 v2 listeners bind their ports)
             self.connectors.start()
         self.exports = await open_exports(ctx, self.settings)
         self.exports.start()

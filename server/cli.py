@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from importlib import metadata
 
@@ -12,17 +13,21 @@ SHUTDOWN_SECONDS = 5  # on SIGTERM, requests still running after this long are c
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from hearth.server.app import create_app
+    from hearth.server import workers
     from hearth.server.logs import configure
-    from hearth.server.metrics import Observability
-    from hearth.server.protocol import bounded_protocol
 
     settings = Settings.from_env(host=args.host, port=args.port, storage=args.storage, base_url=args.base_url,
                                  max_body_bytes=args.max_body_bytes, log_level=args.log_level, auth=args.auth,
-                                 connectors=args.connectors)
+                                 connectors=args.connectors, workers=args.workers)
     configure(settings.log_level)
+    # threads of this process (the SQLite readers, the audit log's) get the GIL within 0.5 ms instead of Python's
+    # 5 ms: a search waits for its reader thread, and a thread kept waiting behind the event loop halves throughput
+    sys.setswitchinterval(0.0005)
+    listening = workers.inherited_socket()
+    if listening is not None:  # one server process of a `--workers N` group, started by its supervisor
+        workers.watch_parent()
+        _run(settings, args, listening)
+        return 0
     if settings.connectors:  # a mistake in the file is said now, plainly, not as a failed start-up's traceback
         from hearth.connectors.config import ConfigError, load
         try:
@@ -30,22 +35,42 @@ def _serve(args: argparse.Namespace) -> int:
         except ConfigError as error:
             print(f"hearth serve: {error}", file=sys.stderr)
             return 2
-    # threads of this process (the SQLite readers, the audit log's) get the GIL within 0.5 ms instead of Python's
-    # 5 ms: a search waits for its reader thread, and a thread kept waiting behind the event loop halves throughput
-    sys.setswitchinterval(0.0005)
     print(f"Hearth serving FHIR R4 at {settings.public_base_url} (storage: {settings.storage})", file=sys.stderr)
     if not settings.base_url and settings.host in ("", "0.0.0.0", "::"):
         print(f"Hearth: no HEARTH_BASE_URL given, so links say {settings.public_base_url} and only requests for "
               "localhost are answered; set HEARTH_BASE_URL to the URL clients use", file=sys.stderr)
-    uvicorn.run(Observability(create_app(settings)), host=settings.host, port=settings.port,
-                log_level=settings.log_level, access_log=False, lifespan="on",
-                log_config=None,  # uvicorn's own lines go through the root JSON handler too
-                http=bounded_protocol(settings.header_timeout, settings.body_timeout, settings.max_header_bytes,
-                                      settings.max_connections),
-                proxy_headers=False,  # server/proxies.py reads them, from HEARTH_TRUSTED_PROXIES only
-                timeout_graceful_shutdown=SHUTDOWN_SECONDS,
-                ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    if settings.workers > 1:
+        tls = [arg for flag, value in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile))
+               if value for arg in (flag, value)]
+        return workers.Group(settings, SHUTDOWN_SECONDS, tls).run()
+    _run(settings, args)
     return 0
+
+
+def _run(settings: Settings, args: argparse.Namespace, listening: socket.socket | None = None) -> None:
+    """Serve on uvicorn, on `settings`' address or on the `listening` socket (a group's)."""
+    import uvicorn
+
+    from hearth.server.app import create_app
+    from hearth.server.metrics import Observability
+    from hearth.server.protocol import bounded_protocol
+
+    config = uvicorn.Config(
+        Observability(create_app(settings)), host=settings.host, port=settings.port,
+        log_level=settings.log_level, access_log=False, lifespan="on",
+        log_config=None,  # uvicorn's own lines go through the root JSON handler too
+        http=bounded_protocol(settings.header_timeout, settings.body_timeout, settings.max_header_bytes,
+                              settings.max_connections),
+        proxy_headers=False,  # server/proxies.py reads them, from HEARTH_TRUSTED_PROXIES only
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=None if listening is None else [listening])
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # as uvicorn.run: a failed start-up is an exit status
+        sys.exit(3)
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -86,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     serve.add_argument("--connectors", metavar="FILE", help="run the connectors this TOML file declares "
                                                             "(HEARTH_CONNECTORS; docs/connectors.md)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port and the store (HEARTH_WORKERS, "
+                                                   "default 1; docs/scale-out.md)")
     serve.set_defaults(run=_serve)
     load = commands.add_parser("import", help="load NDJSON files and Bundles (.json, .ndjson; .gz, .bz2; folders)")
     load.add_argument("paths", nargs="+", metavar="PATH", help="files or folders; 0-* files are loaded first")

@@ -55,6 +55,10 @@ class Settings:
     export_lease: float = 60.0  # seconds a worker's claim on an export lasts unless renewed
     # inbound connectors (docs/connectors.md)
     connectors: str = ""  # the TOML file declaring them; empty: none
+    # scale-out on one machine (docs/scale-out.md)
+    workers: int = 1  # server processes on one listening socket (SQLite: sharing one writer process)
+    singletons: bool = True  # run the once-per-group work (subscription delivery, connectors, audit retention)
+    sqlite_writer: str = ""  # set by `hearth serve --workers N`: the Unix socket of the group's SQLite writer
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

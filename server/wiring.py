@@ -32,8 +32,9 @@ async def open_context(settings: Settings, store: Store | None = None,
     on every write of this process; the server also starts it), made from the settings unless given.
     Close with `close_context`."""
     if store is None:
+        shared = {"writer": settings.sqlite_writer} if settings.sqlite_writer else {}  # (SQLite only)
         store = open_store(settings.storage, synchronous=settings.sqlite_synchronous,
-                           search_timeout=settings.search_timeout)
+                           search_timeout=settings.search_timeout, **shared)
     if hasattr(store, "open"):
         await store.open()
     ctx = Context(store, settings.public_base_url, settings.default_count, settings.max_count,

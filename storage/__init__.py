@@ -11,14 +11,21 @@ from hearth.storage.base import ExportJobs, Hl7Inbox, Records, Store
 def open_store(url: str, **options: object) -> Store:
     """A Store for `url`: `mongodb://…` / `mongodb+srv://…` for MongoDB, anything else a SQLite file path
     (`sqlite:///relative.db`, `sqlite:////absolute.db` or a plain path). Options: `synchronous` (SQLite),
-    `search_timeout` (seconds a search may run; 0: no limit)."""
-    if url.startswith(("mongodb://", "mongodb+srv://")):
+    `search_timeout` (seconds a search may run; 0: no limit), `writer` (SQLite: the shared writer process's Unix
+    socket, in a `hearth serve --workers N` group)."""
+    path = sqlite_path(url)
+    if path is None:
         from hearth.storage.mongo.store import MongoStore
         return MongoStore.from_url(url, **options)
     from hearth.storage.sqlite.store import SqliteStore
-    path = url.removeprefix("sqlite:///")  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
     return SqliteStore(path, synchronous=str(options.get("synchronous", "NORMAL")),
-                       search_timeout=float(options.get("search_timeout", 10.0)))
+                       search_timeout=float(options.get("search_timeout", 10.0)),
+                       writer=str(options.get("writer", "")))
+
+
+def sqlite_path(url: str) -> str | None:
+    """The SQLite file `url` names (`sqlite:///rel.db` is relative, `sqlite:////abs.db` absolute); None for MongoDB."""
+    return None if url.startswith(("mongodb://", "mongodb+srv://")) else url.removeprefix("sqlite:///")
 
 
 def notification_queue(store: Store) -> Any:

@@ -67,20 +67,23 @@ class SubscriptionService:
             ctx.operations[("Subscription", name)] = partial(operation, self)
         ctx.capability_extras["subscription_topics"] = topic_summary()
 
-    async def start(self) -> None:
-        """Match, deliver and send heartbeats (the server's part; `install` first)."""
+    async def start(self, background: bool = True) -> None:
+        """Serve the operations and websockets; with `background`, also match, deliver and send heartbeats (the
+        server's part; `install` first). Without it another process of the group does those (server/workers.py)."""
         ctx = self.ctx
         assert ctx is not None, "install the service on a context first"
         self.queue = notification_queue(ctx.store)
         await self.queue.open()
+        self.websockets = WebSocketHub(ctx, self.queue, self.registry)
+        await self._load()
+        if not background:
+            return
         self.resolver = self.config.resolver()
         self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh, self._stop,
                                      self.config.match_timeout)
         self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status,
                                    self.config.egress, self.resolver)
-        self.websockets = WebSocketHub(ctx, self.queue, self.registry)
         await self._release_gone_owners()
-        await self._load()
         self.dispatcher.start_at(await self.queue.checkpoint())
         self._tasks = [asyncio.create_task(self._dispatch_forever(), name="hearth-subscription-dispatcher"),
                        asyncio.create_task(self.deliverer.run(), name="hearth-subscription-delivery"),

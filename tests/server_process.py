@@ -24,7 +24,8 @@ def start(db: Path, port: int, **settings: str) -> subprocess.Popen:
     env = {**os.environ, "HEARTH_STORAGE": str(db), "HEARTH_PORT": str(port),
            **{f"HEARTH_{name.upper()}": value for name, value in settings.items()}}
     process = subprocess.Popen([sys.executable, "-m", "hearth.server.cli", "serve"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)  # a group of its own: `kill_group` ends every process of it
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -40,4 +41,10 @@ def start(db: Path, port: int, **settings: str) -> subprocess.Popen:
 
 def stop(process: subprocess.Popen, hard: bool) -> None:
     process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL to every process `start` started (a `--workers N` supervisor, its servers, its writer): a crash."""
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)

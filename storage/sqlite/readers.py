@@ -56,7 +56,7 @@ class Readers:
         """`work(connection)` on a reader thread; SearchTimedOut when it runs past the deadline, StoreClosing once
         the pool closes."""
         if self._closing.is_set():
-            raise StoreClosing("the SQLite readers are closing")
+            raise StoreClosing("Hearth is shutting down")
         future: Future = Future()
         self._tasks.put((future, work))
         return await asyncio.wrap_future(future)

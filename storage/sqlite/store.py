@@ -30,6 +30,23 @@ def _version(row: tuple) -> Version:
     return Version(type_, id_, version_id, clock.from_text(last_updated), bool(deleted), bytes(body))
 
 
+def prepare(path: str, synchronous: str) -> bytes:
+    """Make (or migrate) the schema of the database at `path`; its paging-cursor MAC key."""
+    if path == ":memory:":
+        raise ValueError("SQLite storage needs a file: the writer process and the readers share it")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    conn = connect(path, synchronous)
+    try:
+        for statement in (*schema.SCHEMA, *index.SCHEMA):
+            conn.execute(statement)
+        started = time.monotonic()
+        if index.migrate(conn):
+            log.info("sqlite index tables migrated: rows now carry resource types (%.1f s)", time.monotonic() - started)
+        return bytes(conn.execute("SELECT value FROM secrets WHERE name = 'cursor'").fetchone()[0])
+    finally:
+        conn.close()
+
+
 _VERSION_COLUMNS = "h.type, h.id, h.version_id, h.last_updated, h.deleted, h.body"
 _GRACE = 5.0  # seconds a reader task may run past the deadline before the pool is reported stuck
 _CLOSE_WAIT = 2.0  # seconds close() waits for the reader threads to end
@@ -41,23 +58,16 @@ class SqliteStore:
     name = "sqlite"
     supports_transactions = True
 
-    def __init__(self, path: str, synchronous: str = "NORMAL", readers: int = 4, search_timeout: float = 10.0) -> None:
-        """`search_timeout`: seconds a read (search, history) may run before SQLite is told to stop it (0: none)."""
-        if path == ":memory:":
-            raise ValueError("SQLite storage needs a file: the writer process and the readers share it")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    def __init__(self, path: str, synchronous: str = "NORMAL", readers: int = 4, search_timeout: float = 10.0,
+                 writer: str = "") -> None:
+        """`search_timeout`: seconds a read (search, history) may run before SQLite is told to stop it (0: none);
+        `writer`: the Unix socket of the shared writer process of a `hearth serve --workers N` group (empty: this
+        store starts a writer process of its own)."""
         self.path = path
         self.synchronous = synchronous
         self.search_timeout = search_timeout
-        conn = connect(path, synchronous)
-        for statement in (*schema.SCHEMA, *index.SCHEMA):
-            conn.execute(statement)
-        started = time.monotonic()
-        if index.migrate(conn):
-            log.info("sqlite index tables migrated: rows now carry resource types (%.1f s)", time.monotonic() - started)
-        self._cursor_key = bytes(conn.execute("SELECT value FROM secrets WHERE name = 'cursor'").fetchone()[0])
-        conn.close()
-        self._writer = Writer(path, synchronous)
+        self._cursor_key = prepare(path, synchronous)
+        self._writer = Writer(path, synchronous, writer)
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []  # the inline readers' (read, vread)
         self._readers = Readers(self._connect_reader, readers, search_timeout)

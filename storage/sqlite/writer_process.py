@@ -7,6 +7,10 @@ process of its own the writer runs on the second core. The server's side is stor
 A job is a module-level function and its arguments, `fn(connection, *args)`, pickled (so the function travels by
 name); each runs inside its own savepoint, so one failing job (a version conflict) leaves the others of its group
 intact. Jobs that arrive while a group is being written go together into the next one (group commit).
+
+With `hearth serve --workers N` one writer process serves every server process of the group: the supervisor
+(server/workers.py) starts it with a listening Unix socket, each server process connects to it, and their jobs
+share groups like those of one process.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from __future__ import annotations
 import logging
 import pickle
 import signal
+import socket
 import sqlite3
 import sys
 import threading
 import time
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
 log = logging.getLogger("hearth.storage.sqlite")
@@ -78,38 +83,66 @@ def run_group(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[Any, Base
     return outcomes
 
 
-def _serve(pipe: Connection, path: str, synchronous: str) -> None:
-    """The writer process: lists of (number, pickled job) in, (number, result, error) out, until a list holds None
-    or the pipe closes.
+def _serve(control: Connection, path: str, synchronous: str, listener: socket.socket | None = None) -> None:
+    """The writer process: lists of (number, pickled job) in, (number, result, error) out, on `control` and on
+    every connection `listener` accepts (the server processes of `hearth serve --workers N`), until `control`
+    sends a list holding None or closes. Another connection's None or end closes only that connection.
 
-    Whatever arrived while a group was being written makes the next group.
+    Whatever arrived, on any connection, while a group was being written makes the next group.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server shuts the writer down after its last write
+    for stop in (signal.SIGINT, signal.SIGTERM):  # the server (or supervisor) ends the writer after its last write
+        signal.signal(stop, signal.SIG_IGN)
     conn = connect(path, synchronous)
     checkpointer = _Checkpointer(path, synchronous)
+    waitables: list[Any] = [control] if listener is None else [control, listener]
     linger = 0.0
     try:
         while True:
-            numbered = pickle.loads(pipe.recv_bytes())
-            while len(numbered) < _GROUP_LIMIT and pipe.poll(linger if len(numbered) < _LINGER_BELOW else 0):
-                numbered += pickle.loads(pipe.recv_bytes())
-            linger = _LINGER if len(numbered) > 1 else 0
-            last = None in numbered
-            if last:
-                numbered.remove(None)
-            if numbered:
-                _answer(pipe, conn, numbered)
-            if last:
+            group: list[tuple[Connection, int, bytes]] = []
+            done: set[Connection] = set()  # connections whose last list arrived (None) or that ended
+            timeout: float | None = None  # the first wait blocks until something arrives
+            while len(group) < _GROUP_LIMIT:
+                ready = wait(waitables, timeout)
+                if not ready:
+                    break
+                for source in ready:
+                    if source is listener:
+                        waitables.append(Connection(listener.accept()[0].detach()))
+                    elif source not in done:
+                        _receive(source, group, done)
+                if done:  # answered and closed before anything more is read
+                    break
+                if group:
+                    timeout = linger if len(group) < _LINGER_BELOW else 0
+            linger = _LINGER if len(group) > 1 else 0
+            if group:
+                _answer(conn, group, done)
+            if control in done:
                 return
+            for client in done:
+                waitables.remove(client)
+                client.close()
             if checkpointer.frames >= _CHECKPOINT_FRAMES:
                 checkpointer.frames = 0
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             checkpointer.wake.set()
-    except EOFError:  # the server is gone
-        return
     finally:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         conn.close()
+
+
+def _receive(source: Connection, group: list[tuple[Connection, int, bytes]], done: set[Connection]) -> None:
+    """One list from `source` into `group`; `source` into `done` when it said None or ended."""
+    try:
+        numbered = pickle.loads(source.recv_bytes())
+    except (EOFError, OSError):  # its process is gone
+        done.add(source)
+        return
+    for item in numbered:
+        if item is None:
+            done.add(source)
+        else:
+            group.append((source, *item))
 
 
 class _Checkpointer(threading.Thread):
@@ -131,18 +164,25 @@ class _Checkpointer(threading.Thread):
             time.sleep(_CHECKPOINT_PAUSE)
 
 
-def _answer(pipe: Connection, conn: sqlite3.Connection, numbered: list[tuple[int, bytes]]) -> None:
-    """Run the jobs (each pickled on its own, so that one that does not unpickle fails alone) and send back their
-    outcomes."""
+def _answer(conn: sqlite3.Connection, group: list[tuple[Connection, int, bytes]], done: set[Connection]) -> None:
+    """Run the jobs (each pickled on its own, so that one that does not unpickle fails alone) and send each
+    connection its jobs' outcomes (one whose process is gone is marked done)."""
     jobs, outcomes = [], {}
-    for number, pickled in numbered:
+    for index, (_, _, pickled) in enumerate(group):
         try:
-            jobs.append((number, pickle.loads(pickled)))
+            jobs.append((index, pickle.loads(pickled)))
         except Exception as exc:
-            outcomes[number] = (None, exc)
-    for (number, _), outcome in zip(jobs, run_group(conn, [job for _, job in jobs])):
-        outcomes[number] = outcome
-    pipe.send_bytes(_dumps([(number, *outcomes[number]) for number, _ in numbered]))
+            outcomes[index] = (None, exc)
+    for (index, _), outcome in zip(jobs, run_group(conn, [job for _, job in jobs])):
+        outcomes[index] = outcome
+    replies: dict[Connection, list[tuple[int, Any, BaseException | None]]] = {}
+    for index, (source, number, _) in enumerate(group):
+        replies.setdefault(source, []).append((number, *outcomes[index]))
+    for source, reply in replies.items():
+        try:
+            source.send_bytes(_dumps(reply))
+        except OSError:  # its process is gone; what it sent is committed all the same
+            done.add(source)
 
 
 def _dumps(outcomes: list[tuple[int, Any, BaseException | None]]) -> bytes:
@@ -154,4 +194,6 @@ def _dumps(outcomes: list[tuple[int, Any, BaseException | None]]) -> bytes:
 
 
 if __name__ == "__main__":  # started by storage/sqlite/writer.py: python -m hearth.storage.sqlite.writer_process FD PATH SYNC
-    _serve(Connection(int(sys.argv[1])), sys.argv[2], sys.argv[3])
+    # [LISTEN_FD] (a listening Unix socket: the shared writer of `hearth serve --workers N`)
+    _serve(Connection(int(sys.argv[1])), sys.argv[2], sys.argv[3],
+           socket.socket(fileno=int(sys.argv[4])) if len(sys.argv) > 4 else None)
