@@ -112,7 +112,7 @@ class CompiledParam:
     extractor: Extractor
     root_key: str | None  # the one top-level property all its paths start with: when absent, no entries
     # a date parameter with at most one value per resource, a date/dateTime/instant (no Period or Timing), so
-    # its range spans at most a year: storage can bound a range scan on either end (storage/sqlite/search_dates.py)
+    # its range spans at most a year: storage can bound a range scan on either end (storage/single_dates.py)
     single_date: bool = False
 
 

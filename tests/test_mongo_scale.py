@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
-from conftest import FHIR_JSON
+from conftest import BASE, FHIR_JSON
 from hearth.storage.base import WriteTooLarge
-from hearth.storage.mongo import documents
+from hearth.storage.mongo import documents, unions
 from hearth.storage.mongo.notification_queue import MongoNotificationQueue
 from hearth.storage.mongo.store import MongoStore
 from hearth.storage.notification_records import NewEvent
@@ -167,3 +167,110 @@ async def test_a_resource_too_large_to_store_is_a_413_alone_and_in_a_transaction
     assert (await client.get("/Patient")).json().get("total", 0) == 0
     small = await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
     assert small.status_code == 201
+
+
+# --- searches: the commands they send --------------------------------------------------------------------------
+
+class _Commands:
+    """The resources collection, noting the filter of every find and count sent through it."""
+
+    def __init__(self, collection, filters: list) -> None:
+        self._collection, self._filters = collection, filters
+
+    def __getattr__(self, name: str):
+        method = getattr(self._collection, name)
+        if name not in ("find", "count_documents"):
+            return method
+
+        def call(condition, *args, **kwargs):
+            self._filters.append(condition)
+            return method(condition, *args, **kwargs)
+        return call
+
+
+def noted_filters(app) -> list:
+    """The filters the app's MongoDB searches send from now on."""
+    noted: list = []
+    store = app.ctx.store
+    store.resources = _Commands(store.resources, noted)
+    return noted
+
+
+def parts(condition, key: str) -> list:
+    """Every value of `key` anywhere in a filter."""
+    if isinstance(condition, dict):
+        found = [condition[key]] if key in condition else []
+        return found + [part for value in condition.values() for part in parts(value, key)]
+    if isinstance(condition, list):
+        return [part for value in condition for part in parts(value, key)]
+    return []
+
+
+@pytest.mark.parametrize("backend", ["mongo"])
+async def test_single_valued_date_clauses_are_one_bounded_entry_condition(client, app):
+    for n, born in enumerate(["1981-12-31", "1982-01-01", "1982-06", "1982-12-31", "1983-01-01", "1982"]):
+        written = await client.put(f"/Patient/d{n}", json={"resourceType": "Patient", "id": f"d{n}", "birthDate": born},
+                                   headers=FHIR_JSON)
+        assert written.status_code == 201
+    noted = noted_filters(app)
+    found = (await client.get("/Patient?birthdate=ge1982-01-01&birthdate=lt1983-01-01")).json()
+    assert sorted(entry["resource"]["id"] for entry in found["entry"]) == ["d1", "d2", "d3", "d5"]
+    matches = parts(noted, "dt")
+    assert len(matches) == 1  # one condition on the one entry, not one per clause
+    assert {"$gte", "$lte"} <= set(matches[0]["$elemMatch"]["lo"])  # its `lo` bounded on both sides
+
+
+async def _pages(client, url: str) -> tuple[int | None, list[list[str]], list[list[str]]]:
+    """A search's total, its pages' ids following `next` links, then following `previous` links back."""
+    def ids(bundle: dict) -> list[str]:
+        return [entry["resource"]["id"] for entry in bundle.get("entry", ())]
+
+    def link(bundle: dict, relation: str) -> str | None:
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == relation), None)
+        return url[len(BASE):] if url else None
+    bundle = (await client.get(url)).json()
+    total, forward = bundle.get("total"), [ids(bundle)]
+    while (following := link(bundle, "next")) is not None:
+        bundle = (await client.get(following)).json()
+        forward.append(ids(bundle))
+    backward = [ids(bundle)]
+    while (preceding := link(bundle, "previous")) is not None:
+        bundle = (await client.get(preceding)).json()
+        backward.append(ids(bundle))
+    return total, forward, backward
+
+
+BATCHED_SEARCHES = [
+    "Observation?subject:Patient.gender=female&_total=accurate&_count=3",
+    "Observation?performer.family=smith&_total=accurate&_count=4&_sort=-date",
+    "Observation?subject:Patient.gender=female&performer.family=smith&_total=accurate&_count=2&_sort=date",
+    "Patient?_has:Observation:subject:code=a&_total=accurate&_count=2&_sort=birthdate",
+    "Patient?_has:Observation:subject:performer.family=smith&_total=accurate&_count=2",
+    "Observation?performer.family=smith&_summary=count",
+]
+
+
+@pytest.mark.parametrize("backend", ["mongo"])
+async def test_chains_and_has_in_capped_batches_answer_as_in_one_command(client, app, monkeypatch):
+    for n in range(6):
+        await client.put(f"/Practitioner/pr{n}", headers=FHIR_JSON, json={
+            "resourceType": "Practitioner", "id": f"pr{n}", "name": [{"family": "smith" if n % 2 == 0 else "jones"}]})
+    for n in range(7):
+        await client.put(f"/Patient/p{n}", headers=FHIR_JSON, json={
+            "resourceType": "Patient", "id": f"p{n}", "gender": "female" if n % 2 else "male",
+            "birthDate": f"19{50 + (n * 3) % 7}-01-01"})
+    for n in range(20):  # two performers each, both smiths for some: in two batches of smiths, counted once
+        await client.put(f"/Observation/o{n}", headers=FHIR_JSON, json={
+            "resourceType": "Observation", "id": f"o{n}", "status": "final",
+            "code": {"coding": [{"system": "urn:test", "code": "a" if n % 3 else "b"}]},
+            "subject": {"reference": f"Patient/p{n % 7}"}, "effectiveDateTime": f"2020-01-{1 + (n * 7) % 20:02}",
+            "performer": [{"reference": f"Practitioner/pr{n % 6}"}, {"reference": f"Practitioner/pr{(n + 2) % 6}"}]})
+    whole = [await _pages(client, url) for url in BATCHED_SEARCHES]
+    assert all(total for total, _, _ in whole) and any(len(forward) > 2 for _, forward, _ in whole)
+    monkeypatch.setattr(unions, "IN_LIMIT", 2)
+    noted = noted_filters(app)
+    assert [await _pages(client, url) for url in BATCHED_SEARCHES] == whole
+    keys = [value["$in"] for field in ("r", "_id") for value in parts(noted, field)
+            if isinstance(value, dict) and "$in" in value]
+    assert max(len(batch) for batch in keys) == 2  # the keys of chains and `_has` in batches of 2, none longer
+

@@ -9,11 +9,12 @@ $exists).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Sequence
 
-from hearth.search.ir import (CompositePred, DatePred, NumberPred, OfTypePred, QuantityPred, Ranges, ReferencePred,
-                       StringPred, TokenKey, TokenPred, TokenTextPred, UriPred)
+from hearth.search.ir import (Clause, CompositePred, DatePred, NumberPred, OfTypePred, QuantityPred, Ranges,
+                              ReferencePred, StringPred, TokenKey, TokenPred, TokenTextPred, UriPred)
 from hearth.storage.mongo.documents import ARRAY_OF_TYPE
+from hearth.storage.single_dates import lo_range
 
 Condition = dict[str, Any]
 
@@ -183,6 +184,15 @@ def value_filter(param: str, pred: Any) -> Condition:
     if isinstance(pred, TokenPred) and pred.negated:
         return {"$nor": [{array: {"$elemMatch": {"p": param, **token_keys(pred.keys)}}}]}
     return {array: {"$elemMatch": conjunction({"p": param}, entry_condition(pred))}}
+
+
+def single_dates(param: str, clauses: Sequence[Clause]) -> Condition:
+    """The clauses (ANDed) on one single-valued date parameter as one entry's condition, its `lo` bounded
+    (storage/single_dates.py): one index range on (type, dt.p, dt.lo)."""
+    low, high = lo_range(clauses)
+    bounds = {op: value for op, value in (("$gte", low), ("$lte", high)) if value is not None}
+    parts = [disjunction([date(pred) for pred in clause.preds]) for clause in clauses]
+    return {"dt": {"$elemMatch": conjunction({"p": param}, *([{"lo": bounds}] if bounds else []), *parts)}}
 
 
 def missing_filter(param: str, param_type: str, missing: bool) -> Condition:

@@ -1,9 +1,10 @@
 """The search IR (search/ir.py) run on MongoDB: filters, sorting, keyset paging, totals and includes.
 
-Value predicates become `$elemMatch` conditions (storage/mongo/filters.py). Chains and `_has` run as
-sub-queries first: a chain finds the `_id`s ("Type/id") of the targets that match, then matches
-references to them (`ref.r $in`); `_has` collects the references of the matching sources, then
-matches those `_id`s (so a sub-query matching very many resources makes a long `$in`). Sorting uses
+Value predicates become `$elemMatch` conditions (storage/mongo/filters.py), the clauses on a single-valued date
+parameter one of them (storage/single_dates.py). Chains and `_has` run as sub-queries first: a chain finds the
+`_id`s ("Type/id") of the targets that match, then matches references to them (`ref.r $in`); `_has` collects the
+references of the matching sources, then matches those `_id`s; past storage/mongo/unions.py's IN_LIMIT keys, in
+batches (the filter is then a union of conditions, one command each, their answers merged). Sorting uses
 the per-parameter `sort.{param}.min|max` values stored with the document, then creation order: `created`, the
 change-log seq of the resource's create (storage/mongo/store.py), and `_id` ("Type/id") for the documents written
 before resources carried `created` (they sort first, by type and id); paging is by keyset on the same keys, both
@@ -16,16 +17,18 @@ stops a search that runs too long (ExecutionTimeout) wherever it is.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import ExecutionTimeout
 
 from hearth.search.ir import AnyOfPred, ChainPred, Clause, DatePred, HasPred, Include, MissingPred, Query, include_steps
 from hearth.storage.base import KeysetMismatch, SearchPage
-from hearth.storage.mongo import filters
+from hearth.storage.mongo import filters, unions
 from hearth.storage.mongo.documents import to_version
 from hearth.storage.mongo.filters import NOTHING, Condition
+from hearth.storage.mongo.unions import Union
+from hearth.storage.single_dates import group_single_dates
 
 _VERSION = {"type": 1, "id": 1, "version_id": 1, "last_updated": 1, "deleted": 1, "body": 1}
 _REFERENCES = {"ref.p": 1, "ref.r": 1}
@@ -54,7 +57,7 @@ class Deadline:
 
 
 async def build_filter(resources: Any, types: Sequence[str], where: Sequence[Clause], deadline: Deadline,
-                       session: Any = None) -> Condition:
+                       session: Any = None) -> Union:
     """The filter of current (not deleted) resources of `types` (all when empty) matching `where` (chains and
     `_has` are read first, within the deadline)."""
     base: Condition = {"deleted": False}
@@ -62,35 +65,37 @@ async def build_filter(resources: Any, types: Sequence[str], where: Sequence[Cla
         base["type"] = types[0]
     elif types:
         base["type"] = {"$in": list(types)}
-    parts = [await _clause(resources, clause, deadline, session) for clause in where]
-    return filters.conjunction(base, *parts)
+    parts = [[filters.single_dates(item[0].param, item)] if isinstance(item, tuple)
+             else await _clause(resources, item, deadline, session) for item in group_single_dates(where)]
+    return unions.all_of([[base], *parts])
 
 
-async def _clause(resources: Any, clause: Clause, deadline: Deadline, session: Any) -> Condition:
-    alternatives = [await _pred(resources, clause.param, clause.param_type, pred, deadline, session)
-                    for pred in clause.preds]
-    return filters.disjunction(alternatives)
+async def _clause(resources: Any, clause: Clause, deadline: Deadline, session: Any) -> Union:
+    return unions.any_of([await _pred(resources, clause.param, clause.param_type, pred, deadline, session)
+                          for pred in clause.preds])
 
 
-async def _pred(resources: Any, param: str, param_type: str, pred: Any, deadline: Deadline, session: Any
-                ) -> Condition:
+async def _pred(resources: Any, param: str, param_type: str, pred: Any, deadline: Deadline, session: Any) -> Union:
+    if isinstance(pred, ChainPred):
+        targets = await build_filter(resources, pred.target_types, pred.where, deadline, session)
+        keys = {doc["_id"] async for doc in _found(resources, targets, {"_id": 1}, deadline, session)}
+        return unions.batches(sorted(keys), lambda batch: {"ref": {"$elemMatch": {"p": param, "r": {"$in": batch}}}})
+    if isinstance(pred, HasPred):
+        sources = await build_filter(resources, (pred.source_type,), pred.where, deadline, session)
+        keys = {e["r"] async for doc in _found(resources, sources, _REFERENCES, deadline, session)
+                for e in doc.get("ref", ()) if e.get("p") == pred.source_param and "r" in e}
+        return unions.batches(sorted(keys), lambda batch: {"_id": {"$in": batch}})
+    if isinstance(pred, AnyOfPred):
+        return unions.any_of([await _clause(resources, clause, deadline, session) for clause in pred.clauses])
+    return [_value(param, param_type, pred)]
+
+
+def _value(param: str, param_type: str, pred: Any) -> Condition:
+    """The condition of a predicate that needs no sub-query."""
     if isinstance(pred, MissingPred):
         if param in ("_id", "_lastUpdated"):  # every resource has both
             return NOTHING if pred.missing else {}
         return filters.missing_filter(param, param_type, pred.missing)
-    if isinstance(pred, ChainPred):
-        targets = await build_filter(resources, pred.target_types, pred.where, deadline, session)
-        found = resources.find(targets, {"_id": 1}, session=session, max_time_ms=deadline.ms())
-        keys = [doc["_id"] for doc in await found.to_list(None)]
-        return {"ref": {"$elemMatch": {"p": param, "r": {"$in": keys}}}}
-    if isinstance(pred, HasPred):
-        sources = await build_filter(resources, (pred.source_type,), pred.where, deadline, session)
-        keys = set()
-        async for doc in resources.find(sources, _REFERENCES, session=session, max_time_ms=deadline.ms()):
-            keys.update(e["r"] for e in doc.get("ref", ()) if e.get("p") == pred.source_param and "r" in e)
-        return {"_id": {"$in": sorted(keys)}}
-    if isinstance(pred, AnyOfPred):
-        return filters.disjunction([await _clause(resources, clause, deadline, session) for clause in pred.clauses])
     if param == "_id":
         return filters.id_filter(pred)
     if param == "_lastUpdated" and isinstance(pred, DatePred):  # the document's one instant: lo = hi
@@ -98,11 +103,26 @@ async def _pred(resources: Any, param: str, param_type: str, pred: Any, deadline
     return filters.value_filter(param, pred)
 
 
+async def _found(resources: Any, union: Union, projection: dict[str, int], deadline: Deadline, session: Any
+                 ) -> AsyncIterator[dict[str, Any]]:
+    """The documents (`projection` of them) each condition of `union` matches, one command each (so a document
+    matched by several conditions comes more than once)."""
+    for condition in union:
+        async for document in resources.find(condition, projection, session=session, max_time_ms=deadline.ms()):
+            yield document
+
+
 async def match_ids(resources: Any, query: Query, deadline: Deadline, session: Any = None) -> frozenset[str]:
     """The ids of every resource the query's conditions match (for Assertions)."""
     where = await build_filter(resources, query.types, query.where, deadline, session)
-    found = resources.find(where, {"id": 1}, session=session, max_time_ms=deadline.ms())
-    return frozenset(doc["id"] for doc in await found.to_list(None))
+    return frozenset([doc["id"] async for doc in _found(resources, where, {"id": 1}, deadline, session)])
+
+
+async def _count(resources: Any, where: Union, deadline: Deadline, session: Any) -> int:
+    """How many documents `where` matches: one count, or the distinct `_id`s its conditions match."""
+    if len(where) == 1:
+        return await resources.count_documents(where[0], session=session, **deadline.count_options())
+    return len({doc["_id"] async for doc in _found(resources, where, {"_id": 1}, deadline, session)})
 
 
 # --- sorting and paging ----------------------------------------------------------------------------
@@ -121,14 +141,6 @@ def sort_fields(query: Query) -> list[tuple[str, int]]:
         fields.append((field, DESCENDING if key.descending else ASCENDING))
     last = DESCENDING if query.sort and query.sort[-1].descending else ASCENDING
     return [*fields, ("created", last), ("_id", last)]
-
-
-def _get(document: dict[str, Any], path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(document, dict):
-            return None
-        document = document.get(part)
-    return document
 
 
 def _after(fields: list[tuple[str, int]], values: Sequence[Any]) -> Condition:
@@ -154,28 +166,30 @@ async def execute(resources: Any, query: Query, deadline: Deadline, session: Any
     fields = sort_fields(query)
     page = SearchPage([])
     if query.total in ("accurate", "estimate") or query.summary == "count":
-        page.total = await resources.count_documents(where, session=session, **deadline.count_options())
+        page.total = await _count(resources, where, deadline, session)
     if query.count <= 0 or query.summary == "count":
         return page
-    order, condition = fields, where
+    order, conditions = fields, where
     backwards = query.after is not None and query.after.direction == "prev"
     if backwards:  # walk backwards: reverse the order, reverse the rows after
         order = [(field, -way) for field, way in fields]
     if query.after is not None:
         if len(query.after.values) != len(fields):
             raise KeysetMismatch(f"{len(query.after.values)} key values for an order of {len(fields)} keys")
-        condition = filters.conjunction(where, _after(order, query.after.values))
+        after = _after(order, query.after.values)
+        conditions = [filters.conjunction(condition, after) for condition in where]
     projection = {**_VERSION, **{field: 1 for field, _ in fields}}
     if query.includes:
         projection.update(_REFERENCES)
-    documents = await resources.find(condition, projection, session=session, max_time_ms=deadline.ms()) \
-        .sort(order).limit(query.count + 1).to_list(None)
+    pages = [await resources.find(condition, projection, session=session, max_time_ms=deadline.ms())
+             .sort(order).limit(query.count + 1).to_list(None) for condition in conditions]
+    documents = pages[0] if len(pages) == 1 else unions.merged(pages, order, query.count + 1)
     page.more = len(documents) > query.count
     documents = documents[:query.count]
     if backwards:
         documents.reverse()
     if documents:
-        page.first, page.last = (tuple(_get(document, field) for field, _ in fields)
+        page.first, page.last = (tuple(unions.get(document, field) for field, _ in fields)
                                  for document in (documents[0], documents[-1]))
     page.matches = [to_version(doc) for doc in documents]
     if query.includes:

@@ -33,7 +33,8 @@ from typing import Any, Sequence
 import orjson
 
 from hearth.search.ir import AnyOfPred, ChainPred, Clause, HasPred
-from hearth.storage.sqlite.search_dates import group_single_dates, single_date_cond
+from hearth.storage.single_dates import group_single_dates
+from hearth.storage.sqlite.search_dates import single_date_cond
 from hearth.storage.sqlite.search_preds import RESOURCE, Cond, compile_pred, joined, tabled, tabled_joins, union_all
 
 ESTIMATE_CAP = 5000  # rows counted at most per clause when choosing the driver
