@@ -274,3 +274,8 @@ async def test_chains_and_has_in_capped_batches_answer_as_in_one_command(client,
             if isinstance(value, dict) and "$in" in value]
     assert max(len(batch) for batch in keys) == 2  # the keys of chains and `_has` in batches of 2, none longer
 
+
+async def test_the_change_log_is_read_and_written_with_majority_concerns():
+    store = MongoStore(*shared_database())
+    assert store.change_log.read_concern.level == "majority"
+    assert store.change_log.write_concern.document == {"w": "majority"}

@@ -115,7 +115,8 @@ class _Session:
     async def __aexit__(self, *exc_info) -> None:
         return None
 
-    async def with_transaction(self, callback):
+    async def with_transaction(self, callback, **options):
+        self.options = options
         return await callback(self)
 
 
@@ -133,6 +134,7 @@ async def test_transaction_path_binds_every_operation_to_the_session():
     changes = await store.commit([write("Patient", "t1", 1, entries=entries), write("Patient", "t2", 1)],
                                  [Assertion(by_family("tx"), frozenset())])
     assert [c.seq for c in changes] == [1, 2] and unbound == []
+    assert session.options["write_concern"].document == {"w": "majority"}  # acknowledged once a majority has it
     assert await store.locks.count_documents({}, session=session) == 1
     with pytest.raises(VersionConflict) as conflict:
         await store.commit([write("Patient", "t3", 1), write("Patient", "t1", 1)])

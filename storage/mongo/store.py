@@ -10,7 +10,9 @@ With transactions (a replica set or mongos) a commit is one session transaction:
 the seq from `counters` incremented in the same transaction (so seq order is commit order: two commits
 both write the counter document and one waits or retries), history and change rows. An Assertion is
 checked inside the transaction after upserting a lock document keyed by a hash of its condition, so two
-commits asserting the same condition write-conflict: one retries and then sees the other's write.
+commits asserting the same condition write-conflict: one retries and then sees the other's write. A
+transaction commits with `w: majority`, and the change log is read with `readConcern: majority` (and written with
+`w: majority` outside transactions), so a change a reader has seen is never rolled back (docs/storage.md).
 
 Without transactions (a standalone server, mongomock) only single-write commits are accepted; their
 writes are not atomic across collections (a create interrupted before its `created` is set sorts first, by
@@ -31,6 +33,8 @@ from typing import Any, Sequence
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, ExecutionTimeout, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
 
 from hearth.search.entries import Entry
 from hearth.search.ir import Query
@@ -45,6 +49,8 @@ from hearth.storage.mongo.documents import (INDEX_FIELDS, VERSION_FIELDS, change
 from hearth.storage.mongo.indexes import create_indexes
 
 log = logging.getLogger("hearth.storage.mongo")
+
+_MAJORITY = WriteConcern("majority")  # commits acknowledged once a majority has them (never rolled back)
 
 
 class MongoStore:
@@ -61,7 +67,9 @@ class MongoStore:
         self.db = client.get_database(database_name)
         self.resources = self.db.get_collection("resources")
         self.history_versions = self.db.get_collection("history")
-        self.change_log = self.db.get_collection("changes")
+        # the change log: read only once a majority has it, so a change read is never rolled back and then skipped
+        self.change_log = self.db.get_collection("changes", read_concern=ReadConcern("majority"),
+                                                 write_concern=_MAJORITY)
         self.counters = self.db.get_collection("counters")
         self.locks = self.db.get_collection("locks")
         self.secrets = self.db.get_collection("secrets")
@@ -214,7 +222,8 @@ class MongoStore:
         if self.supports_transactions:
             try:
                 async with self.client.start_session() as session:
-                    return await session.with_transaction(lambda s: self._apply(writes, assertions, s, audit))
+                    return await session.with_transaction(lambda s: self._apply(writes, assertions, s, audit),
+                                                          write_concern=_MAJORITY)
             except _Taken as taken:
                 raise await self._conflict(taken.write) from None
         if len(writes) > 1:
