@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 Operation = Callable[["Context", Request], Awaitable[Outcome]]
 
 
+def at_versions(handler: Operation) -> Operation:
+    """Mark an operation as served on a resource's versions too (`Type/id/_history/vid/$op`); others answer 400
+    there."""
+    handler.at_versions = True  # type: ignore[attr-defined]
+    return handler
+
+
+def runs_at_versions(handler: Operation) -> bool:
+    return getattr(handler, "at_versions", False)
+
+
 class WriteHook:
     """Override what you need. `types`: the resource types the hook is about (None: every write)."""
 

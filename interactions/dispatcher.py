@@ -17,7 +17,7 @@ from hearth.capability.summary import check_summary, parse_elements, subset
 from hearth.interactions import conditional, crud, history, search, transaction
 from hearth.interactions import patch as patching
 from hearth.interactions.audit import Noted, noting, stop_noting
-from hearth.interactions.context import Context
+from hearth.interactions.context import Context, runs_at_versions
 from hearth.interactions.request import WRITES, Outcome, Request
 from hearth.interactions.resources import is_large, off_loop
 from hearth.storage.base import Version
@@ -134,6 +134,8 @@ async def _operation(ctx: Context, request: Request) -> Outcome:
     if operation is None:  # a 404 would read as "that resource does not exist" to client libraries
         where = f" on {request.type}" if request.type else ""
         raise FhirError(400, "not-supported", f"The operation {request.operation} is not supported{where}")
+    if request.version_id is not None and not runs_at_versions(operation):
+        raise FhirError(400, "not-supported", f"The operation {request.operation} is not supported on a version")
     return await operation(ctx, request)
 
 

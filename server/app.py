@@ -69,6 +69,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("{op}",), {"GET": rest.operation, "POST": rest.operation}),
     (("{type}", "{op}"), {"GET": rest.operation, "POST": rest.operation}),
     (("{type}", "{id}", "{op}"), {"GET": rest.operation, "POST": rest.operation}),
+    (("{type}", "{id}", "_history", "{vid}", "{op}"), {"GET": rest.version_operation, "POST": rest.version_operation}),
 ]
 
 

@@ -122,14 +122,20 @@ async def search_compartment(request: Request, ctx: Context, compartment_type: s
                                               compartment=(compartment_type, compartment_id)))
 
 
-async def operation(request: Request, ctx: Context, *path: str) -> Response:
+async def operation(request: Request, ctx: Context, *path: str, version_id: str | None = None) -> Response:
     """`[base]/$op`, `[type]/$op`, `[type]/[id]/$op` (GET or POST)."""
     *target, name = path
     sent = request.method == "POST" and "content-type" in request.headers  # an operation may take no body
     body = await http.read_body(request, ctx.limits.max_body_bytes) if sent else None
     return await _answer(request, ctx, _asked(request, "operation", type=target[0] if target else None,
-                                              id=target[1] if len(target) > 1 else None, operation=name,
-                                              body=body or None))
+                                              id=target[1] if len(target) > 1 else None, version_id=version_id,
+                                              operation=name, body=body or None))
+
+
+async def version_operation(request: Request, ctx: Context, resource_type: str, resource_id: str, version_id: str,
+                            name: str) -> Response:
+    """`[type]/[id]/_history/[vid]/$op`: the operations served on a version (`$meta`, `$meta-add`, …)."""
+    return await operation(request, ctx, resource_type, resource_id, name, version_id=version_id)
 
 
 # --- Bulk Data export (interactions/export) ------------------------------------------------------------------

@@ -219,10 +219,10 @@ class Store(Protocol):
         for search parameters added or changed at run time. Unknown or deleted resources are skipped."""
 
     async def rewrite(self, write: Write) -> None:
-        """Replace the body and index entries of the current version `write.version_id` in place (its history row
-        too), without a new version or change-log row: what `$meta-add`/`$meta-delete` change (R4 does not version
-        tags, security labels and profiles). Raises VersionConflict when that version is no longer current (or is
-        a tombstone)."""
+        """Replace the body of version `write.version_id` in place, without a new version or change-log row: what
+        `$meta-add`/`$meta-delete` change (R4 does not version tags, security labels and profiles). The current
+        version gets its index entries replaced too; an earlier one only its history body (the index holds the
+        current version's). Raises VersionConflict when the version is a tombstone or not stored."""
 
     async def expunge(self, resource_type: str | None, resource_id: str | None, *, deleted: bool, previous: bool,
                       limit: int) -> int:

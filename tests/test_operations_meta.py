@@ -89,3 +89,33 @@ async def test_meta_changes_need_an_update_scope(secured):
     assert returned(await client.post("/Patient/p1/$meta-add", json=body, headers={**FHIR_JSON, **writer}))["tag"]
     system = await secured.token("system/*.cruds", name="seeder")
     assert (await client.get("/Patient/p2", headers=system)).json()["meta"].get("tag") is None
+
+
+async def test_meta_operations_on_an_earlier_version_change_only_that_version(client):
+    await client.put("/Patient/h1", json={"resourceType": "Patient", "id": "h1", "gender": "male"}, headers=FHIR_JSON)
+    await client.put("/Patient/h1", json={"resourceType": "Patient", "id": "h1", "gender": "female"},
+                     headers=FHIR_JSON)
+    added = returned(await client.post("/Patient/h1/_history/1/$meta-add", headers=FHIR_JSON,
+                                       json=meta_parameters({"tag": [{"system": TAGS, "code": "reviewed"}]})))
+    assert added == {"tag": [{"system": TAGS, "code": "reviewed"}]}
+    assert returned(await client.get("/Patient/h1/_history/1/$meta")) == added
+    first = (await client.get("/Patient/h1/_history/1")).json()
+    assert first["gender"] == "male" and first["meta"]["versionId"] == "1" and first["meta"]["tag"] == added["tag"]
+    current = (await client.get("/Patient/h1")).json()
+    assert current["meta"]["versionId"] == "2" and "tag" not in current["meta"]
+    assert returned(await client.get("/Patient/h1/$meta")) == {}
+    assert "entry" not in (await client.get("/Patient", params={"_tag": f"{TAGS}|reviewed"})).json()  # index: v2
+    assert returned(await client.post("/Patient/h1/_history/1/$meta-delete", headers=FHIR_JSON,
+                                      json=meta_parameters({"tag": [{"system": TAGS, "code": "reviewed"}]}))) == {}
+    assert "tag" not in (await client.get("/Patient/h1/_history/1")).json()["meta"]
+    # the current version by its number: the search index follows
+    returned(await client.post("/Patient/h1/_history/2/$meta-add", headers=FHIR_JSON,
+                               json=meta_parameters({"tag": [{"system": TAGS, "code": "now"}]})))
+    assert [e["resource"]["id"] for e in (await client.get("/Patient", params={"_tag": f"{TAGS}|now"})).json()[
+        "entry"]] == ["h1"]
+    assert (await client.get("/Patient/h1/_history/9/$meta")).status_code == 404
+    await client.delete("/Patient/h1")
+    assert (await client.post("/Patient/h1/_history/3/$meta-add", headers=FHIR_JSON,
+                              json=meta_parameters({"tag": [{"code": "x"}]}))).status_code == 410
+    everything = await client.get("/Patient/h1/_history/1/$everything")
+    assert everything.status_code == 400 and everything.json()["resourceType"] == "OperationOutcome"

@@ -1,10 +1,12 @@
 """`$meta` (system, type, instance), `$meta-add` and `$meta-delete` (instance): the tags, security labels and
 profiles in use, and changing a resource's, answered as a Parameters with one Meta (`return`).
 
-R4 does not version these: `$meta-add`/`$meta-delete` rewrite the current version's stored body and its search
-index in place (storage/base.py `Store.rewrite`), keeping `meta.versionId` and `meta.lastUpdated`; no change-log row
-is written, so `_history` and Subscriptions do not see the change. They need an update scope on the resource (the
-policy admits the rewritten content as it admits an update), and are audited as every operation is.
+R4 does not version these: `$meta-add`/`$meta-delete` rewrite the version's stored body in place (and, for the
+current version, its search index: storage/base.py `Store.rewrite`), keeping `meta.versionId` and
+`meta.lastUpdated`; no change-log row is written, so `_history` and Subscriptions do not see the change. All three
+also work on an earlier version (`Type/id/_history/vid/$meta-add`), as R4 allows. The changes need an update scope
+on the resource (the policy admits the rewritten content as it admits an update), and are audited as every
+operation is.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Callable
 from hearth.capability import fhir_json
 from hearth.capability.outcome import FhirError, not_found
 from hearth.interactions import crud, operations
-from hearth.interactions.context import Context, released
+from hearth.interactions.context import Context, at_versions, released
 from hearth.interactions.operations.arguments import answer, body_resource, parameters
 from hearth.interactions.refusals import answered
 from hearth.interactions.request import Outcome, Request
@@ -37,6 +39,8 @@ Meta = dict[str, Any]
 def install(ctx: Context) -> None:
     """Register this module's operations on the context."""
     ctx.operations[(None, "$meta")] = meta
+    for handler in (meta, meta_add, meta_delete):
+        at_versions(handler)
     for resource_type in RESOURCE_TYPES:
         ctx.operations[(resource_type, "$meta")] = meta
         ctx.operations[(resource_type, "$meta-add")] = meta_add
@@ -62,10 +66,13 @@ async def meta_delete(ctx: Context, request: Request) -> Outcome:
 # --- reading ------------------------------------------------------------------------------------------------
 
 async def _current(ctx: Context, request: Request) -> tuple[Version, Version]:
-    """The current version as stored and as the caller may see it (masked): 404 when it may not, 410 to those
-    who see every deletion."""
+    """The version asked for (the current one unless the URL names one) as stored and as the caller may see it
+    (masked): 404 when it may not, 410 to those who see every deletion."""
     try:
-        version = await crud.read(ctx, request.type or "", request.id or "")
+        if request.version_id is not None:
+            version = await crud.vread(ctx, request.type or "", request.id or "", request.version_id)
+        else:
+            version = await crud.read(ctx, request.type or "", request.id or "")
     except FhirError as error:
         if error.status == 410 and not ctx.policy.sees_all(request):
             raise not_found(request.type or "", request.id or "") from None
@@ -109,7 +116,7 @@ def _returned(found: Meta) -> Outcome:
 # --- changing -----------------------------------------------------------------------------------------------
 
 async def _change(ctx: Context, request: Request, change: Callable[[Meta, Meta], Meta]) -> Outcome:
-    """Apply `change(meta, asked)` to the current version's meta, in place (no new version)."""
+    """Apply `change(meta, asked)` to the version's meta, in place (no new version)."""
     if request.id is None:
         raise FhirError(400, "not-supported", f"{request.operation} is an instance-level operation: "
                                               f"{request.type}/[id]/{request.operation}")
@@ -128,7 +135,8 @@ async def _change(ctx: Context, request: Request, change: Callable[[Meta, Meta],
                       index_entries(ctx, resource), current.version_id, "update")
         await ctx.policy.admit(request.caller, [write])
         try:
-            await ctx.store.rewrite(write)
+            with answered():  # e.g. a document past the backend's size limit: 413
+                await ctx.store.rewrite(write)
         except VersionConflict:
             continue
         released(ctx, request, [crud.written(write)])

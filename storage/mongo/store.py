@@ -201,14 +201,16 @@ class MongoStore:
         key = document.pop("_id")
         gone = {name: "" for name in INDEX_FIELDS if name not in document}
         # the current document first: its compare-and-set decides; the history copy follows (one document each: a
-        # crash between the two leaves only a vread of this version with the older meta)
+        # crash between the two leaves only a vread of this version with the older meta). Not current: an earlier
+        # version, whose history copy alone changes (a tombstone's never matches)
         async with self._serial:
             result = await self.resources.update_one(
                 {"_id": key, "version_id": write.version_id, "deleted": False},
                 {"$set": document, **({"$unset": gone} if gone else {})})
-            if result.matched_count != 1:
+            earlier = await self.history_versions.update_one({"_id": f"{key}/{write.version_id}", "deleted": False},
+                                                             {"$set": {"body": write.body}})
+            if result.matched_count != 1 and earlier.matched_count != 1:
                 raise await self._conflict(write)  # (`write.previous` is the version it expected)
-            await self.history_versions.update_one({"_id": f"{key}/{write.version_id}"}, {"$set": {"body": write.body}})
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = (),
                      audit: Sequence[AuditRecord] = ()) -> list[Change]:

@@ -203,14 +203,17 @@ def _reindex(conn: sqlite3.Connection, items: Sequence[tuple[str, str, index.Row
 
 
 def _rewrite(conn: sqlite3.Connection, type_: str, id_: str, version_id: int, body: bytes, rows: index.Rows) -> None:
-    """`Store.rewrite`: the current version's body (kept in `history`) and index rows replaced, nothing else."""
+    """`Store.rewrite`: a version's body (kept in `history`) replaced, and the current version's index rows."""
     row = conn.execute("SELECT rid, version_id, deleted FROM resources WHERE type = ? AND id = ?",
                        (type_, id_)).fetchone()
-    if row is None or row[1] != version_id or row[2]:
+    current = row is not None and row[1] == version_id and not row[2]
+    earlier = row is not None and version_id < row[1]
+    if not (current or earlier) or conn.execute(
+            "UPDATE history SET body = ? WHERE type = ? AND id = ? AND version_id = ? AND deleted = 0",
+            (body, type_, id_, version_id)).rowcount != 1:
         raise VersionConflict(type_, id_, version_id, row[1] if row else 0)
-    conn.execute("UPDATE history SET body = ? WHERE type = ? AND id = ? AND version_id = ?",
-                 (body, type_, id_, version_id))
-    index.replace_entries(conn, row[0], type_, rows, existed=True)
+    if current:
+        index.replace_entries(conn, row[0], type_, rows, existed=True)
 
 
 # a Write as `commit` hands it to the writer process: type, id, version_id, last_updated (text), body (None: a
