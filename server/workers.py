@@ -30,7 +30,7 @@ _LOOK = 0.2  # seconds between looks at the processes
 
 def inherited_socket() -> socket.socket | None:
     """The listening socket a supervisor handed this process, or None (not a server process of a group)."""
-    fd = os.environ.get(LISTEN_FD)
+    fd = os.environ.pop(LISTEN_FD, None)  # (not inherited by what this process starts)
     return None if fd is None else socket.socket(fileno=int(fd))
 
 

@@ -48,9 +48,9 @@ async def _updates(client: httpx.AsyncClient, resource_id: str) -> None:
 def _reads_everywhere(base: str, ids: list[str], contested: str) -> None:
     """Reads, each on a connection of its own (the processes take turns accepting): every write is seen."""
     for resource_id in ids[::5]:
-        assert httpx.get(f"{base}/Patient/{resource_id}").status_code == 200
-    found = httpx.get(f"{base}/Patient", params={"identifier": IDENTIFIER, "_summary": "count"}).json()
-    assert found["total"] == 1 and httpx.get(f"{base}/Patient/{contested}").status_code == 200
+        assert httpx.get(f"{base}/Patient/{resource_id}", timeout=30).status_code == 200
+    found = httpx.get(f"{base}/Patient", params={"identifier": IDENTIFIER, "_summary": "count"}, timeout=30).json()
+    assert found["total"] == 1 and httpx.get(f"{base}/Patient/{contested}", timeout=30).status_code == 200
 
 
 async def test_two_workers_serve_as_one(tmp_path):
@@ -81,8 +81,8 @@ async def test_two_workers_serve_as_one(tmp_path):
     server = await asyncio.to_thread(start, db, port, **settings)
     try:
         await asyncio.to_thread(_reads_everywhere, base, ids, contested)
-        history = httpx.get(f"{base}/Patient/{ids[0]}/_history").json()
-        assert history["total"] == int(httpx.get(f"{base}/Patient/{ids[0]}").json()["meta"]["versionId"])
+        history = httpx.get(f"{base}/Patient/{ids[0]}/_history", timeout=30).json()
+        assert history["total"] == int(httpx.get(f"{base}/Patient/{ids[0]}", timeout=30).json()["meta"]["versionId"])
     finally:
         await asyncio.to_thread(stop, server, False)
 

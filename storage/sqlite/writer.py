@@ -178,19 +178,20 @@ class SharedWriter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def launch(path: str, synchronous: str, listener: socket.socket | None = None) -> tuple[subprocess.Popen, socket.socket]:
+def launch(path: str, synchronous: str,
+           listener: socket.socket | None = None) -> tuple[subprocess.Popen, socket.socket]:
     """A writer process on the database at `path` (also serving the connections `listener` accepts) and our end
     of its control connection."""
     ours, child = socket.socketpair()
-    fds = [child.fileno()] + ([listener.fileno()] if listener is not None else [])
+    listening = [] if listener is None else [listener.fileno()]
     # a fresh interpreter (`python -m hearth.storage.sqlite.writer_process`), not a fork: forking a process with threads
     # can leave the child holding locks no thread will release, and multiprocessing's spawn re-runs __main__
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     with child:
-        process = subprocess.Popen([sys.executable, "-m", "hearth.storage.sqlite.writer_process", *map(str, fds[:1]),
-                                    path, synchronous, *map(str, fds[1:])], pass_fds=fds, env=env,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen([sys.executable, "-m", "hearth.storage.sqlite.writer_process", str(child.fileno()),
+                                    path, synchronous, *map(str, listening)], pass_fds=[child.fileno(), *listening],
+                                   env=env, stdin=subprocess.DEVNULL)
     return process, ours
 
 
