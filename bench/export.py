@@ -3,9 +3,12 @@ a floor measured in the same run (raw SQLite reads of the same current bodies, w
 in a plain loop).
 
     python -m bench.export --runs 3 --small 30
+    python -m bench.export --runs 3 --db 100k=/tmp/g100k.db --db 1M=/tmp/g1m.db   # databases grown by bench/grow.py
 
 The small size is the first `--small` Synthea bundles (plus the shared ones), the large one all of them (~92,000
-resources); each size has its own database and its own server process, so its peak RSS (VmHWM) is its own.
+resources); or, with `--db`, each database named (used as it is). Each size has its own server process, so its
+peak RSS is its own. `--heap` adds, per size, one export run in this process under tracemalloc: the peak of the
+Python heap while it runs (what the export itself holds, without SQLite's page caches).
 """
 
 from __future__ import annotations
@@ -76,6 +79,38 @@ def floor_once(database: Path, folder: Path) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
+def heap_peak(database: Path, work: Path) -> float:
+    """One system-level export in this process (the app over ASGI): the Python heap's peak above its level at
+    kick-off, in MB (tracemalloc; SQLite's page caches are C allocations outside it)."""
+    import asyncio
+    import tracemalloc
+
+    import httpx
+
+    from hearth.server.app import create_app
+    from hearth.server.settings import Settings
+
+    async def run() -> float:
+        app = create_app(Settings(storage=str(database), base_url="http://bench", export_poll=0.05,
+                                  export_dir=str(work / "heap-exports")))
+        await app.startup()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+                tracemalloc.start()
+                base = tracemalloc.get_traced_memory()[0]
+                kick = await client.get("/$export", headers={"Prefer": "respond-async"})
+                status = kick.headers["content-location"]
+                while (await client.get(status)).status_code == 202:
+                    await asyncio.sleep(0.2)
+                peak = tracemalloc.get_traced_memory()[1] - base
+                tracemalloc.stop()
+                await client.delete(status)
+        finally:
+            await app.shutdown()
+        return peak / 2**20
+    return asyncio.run(run())
+
+
 class Peaks(threading.Thread):
     """The peak resident memory of a process, sampled every 50 ms from /proc: all of it (VmRSS, which counts the
     pages of the SQLite file the readers map, so it follows the database's size) and the anonymous part (RssAnon:
@@ -98,9 +133,7 @@ class Peaks(threading.Thread):
             self.anon = max(self.anon, fields.get("RssAnon", 0.0))
 
 
-def measure(files: list[Path], runs: int, work: Path, label: str) -> dict[str, Any]:
-    database = work / f"{label}.db"
-    load(files, database)
+def measure(database: Path, runs: int, work: Path, label: str) -> dict[str, Any]:
     server = HearthProcess(database, work / f"{label}.log", {"HEARTH_EXPORT_DIR": str(work / f"{label}-exports"),
                                                              "HEARTH_EXPORT_POLL": "0.05"})
     server.start()
@@ -127,18 +160,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--small", type=int, default=30, help="Synthea bundles of the small size")
+    parser.add_argument("--db", action="append", default=[], metavar="LABEL=FILE",
+                        help="measure this SQLite database as it is (repeatable) instead of loading Synthea")
+    parser.add_argument("--heap", action="store_true", help="also the Python heap's peak of one export per size")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hearth-bench-export-") as folder:
         work = Path(folder)
-        results = [measure(bundles(args.small), args.runs, work, "small"),
-                   measure(bundles(0), args.runs, work, "large")]
-    print(f"| size | resources | $export res/s | floor res/s | ratio | server peak RSS MB | peak anon. MB | target {TARGET:,}/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+        sizes = [tuple(item.split("=", 1)) for item in args.db]
+        if not sizes:
+            for label, files in (("small", bundles(args.small)), ("large", bundles(0))):
+                load(files, work / f"{label}.db")
+                sizes.append((label, str(work / f"{label}.db")))
+        results = [measure(Path(database), args.runs, work, label) for label, database in sizes]
+        for row, (_, database) in zip(results, sizes):
+            row["heap_peak_mb"] = heap_peak(Path(database), work) if args.heap else None
+    print(f"| size | resources | $export res/s | floor res/s | ratio | server peak RSS MB | peak anon. MB "
+          f"| Python heap peak MB | target {TARGET:,}/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in results:
         met = "met" if row["export_per_s"] >= TARGET else "not met"
         print(f"| {row['size']} | {row['resources']:,} | {row['export_per_s']:,.0f} | {row['floor_per_s']:,.0f} | "
-              f"{row['ratio']:.2f} | {row['peak_rss_mb']:.0f} | {row['peak_anon_mb']:.0f} | {met} |")
+              f"{row['ratio']:.2f} | {row['peak_rss_mb']:.0f} | {row['peak_anon_mb']:.0f} | "
+              f"{'-' if row['heap_peak_mb'] is None else format(row['heap_peak_mb'], '.1f')} | {met} |")
     out = args.out or Path(__file__).parent / "results" / f"export-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
