@@ -58,6 +58,10 @@ class WriteHook:
     async def committed(self, ctx: Context, writes: Sequence[Write], changes: Sequence[Change]) -> None:
         """After `writes` are committed (called for every commit a hook concerns)."""
 
+    async def observed(self, ctx: Context, changes: Sequence[Change]) -> None:
+        """Changes read from the change log (interactions/follower.py), by any process, this one's included: bring
+        what this process holds in memory in line with them. Called in order; never all of a commit at once."""
+
 
 @dataclass
 class Context:
@@ -75,6 +79,9 @@ class Context:
     # CapabilityStatement parts services add (the subscription topics), and the statement once built
     capability_extras: dict[str, Any] = field(default_factory=dict)
     capability_statement: bytes | None = None
+    # the change log's end before the stored definitions were loaded: where a follower (interactions/follower.py)
+    # starts, so that nothing written meanwhile is missed
+    loaded_seq: int = 0
 
     @cached_property
     def registry(self) -> SearchRegistry:

@@ -19,6 +19,7 @@ from hearth.capability.outcome import FhirError
 from hearth.connectors.runner import Connectors
 from hearth.interactions.context import Context
 from hearth.interactions.export.service import ExportService
+from hearth.interactions.follower import Follower
 from hearth.interactions.request import ANONYMOUS, Caller
 from hearth.security.audit import keep_for
 from hearth.security.authority import AuthError, Authority
@@ -139,6 +140,8 @@ class HearthApp:
         self.ctx: Context | None = None
         self.authority: Authority | None = None
         self._retention: asyncio.Task | None = None
+        self._following: asyncio.Task | None = None
+        self.follower: Follower | None = None
         self.oauth: OAuthEndpoints | None = None
         self.connectors: Connectors | None = None
         self.exports: ExportService | None = None
@@ -166,14 +169,18 @@ class HearthApp:
             self.connectors.start()
         self.exports = await open_exports(ctx, self.settings)
         self.exports.start()
+        self.follower = Follower(ctx, self.settings.follow_interval)
+        self.follower.after = ctx.loaded_seq
+        self._following = asyncio.create_task(self.follower.run(), name="hearth-follower")
         self.ctx = ctx
         if not self.settings.auth_required:
             log.warning("AUTHORIZATION IS OFF: requests without a token may read and write everything "
                         "(HEARTH_AUTH=open, the default on loopback); set HEARTH_AUTH=required to require tokens")
 
     async def shutdown(self) -> None:
-        if self._retention is not None:
-            self._retention.cancel()
+        for task in (self._retention, self._following):
+            if task is not None:
+                task.cancel()
         if self.connectors is not None:
             await self.connectors.stop()
             self.connectors = None

@@ -59,6 +59,7 @@ class Settings:
     workers: int = 1  # server processes on one listening socket (SQLite: sharing one writer process)
     singletons: bool = True  # run the once-per-group work (subscription delivery, connectors, audit retention)
     sqlite_writer: str = ""  # set by `hearth serve --workers N`: the Unix socket of the group's SQLite writer
+    follow_interval: float = 1.0  # seconds between a process's reads of the change log for others' definitions
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

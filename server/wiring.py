@@ -46,6 +46,7 @@ async def open_context(settings: Settings, store: Store | None = None,
             await log.open()
         ctx.audit = Audit(ctx, log)
     ctx.capability_extras["security"] = rest_security(ctx.base_url, settings.auth_required)
+    ctx.loaded_seq = await store.last_seq()
     await load(ctx)
     subscriptions = subscriptions or SubscriptionService(SubscriptionConfig.from_settings(settings))
     subscriptions.install(ctx)

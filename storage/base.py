@@ -207,6 +207,9 @@ class Store(Protocol):
     async def changes(self, after_seq: int, limit: int) -> list[Change]:
         """Change-log rows with seq > after_seq, oldest first."""
 
+    async def last_seq(self) -> int:
+        """The change log's newest sequence number (0: empty)."""
+
     async def search(self, query: Query) -> SearchPage:
         """One page of `query`: matches in its order (search/ir.py), after `query.after` when set, its includes
         (search/ir.py include_steps) and its total when asked. Raises SearchRefused."""

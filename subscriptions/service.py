@@ -47,6 +47,18 @@ class _Wake(WriteHook):
         self.service.committed(changes)
 
 
+class _Follow(WriteHook):
+    """Told of the Subscription changes of every process (interactions/follower.py)."""
+
+    types = frozenset({"Subscription"})
+
+    def __init__(self, service: SubscriptionService) -> None:
+        self.service = service
+
+    async def observed(self, ctx: Context, changes: Sequence[Change]) -> None:
+        await self.service.observed(changes)
+
+
 class SubscriptionService:
     def __init__(self, config: SubscriptionConfig) -> None:
         self.config = config
@@ -56,12 +68,13 @@ class SubscriptionService:
         self.ctx: Context | None = None
         self._tasks: list[asyncio.Task] = []
         self._changed = asyncio.Event()  # set by every commit of this process
+        self._background = False  # this process matches and delivers (its dispatcher keeps the registry)
 
     def install(self, ctx: Context) -> None:
         """What every process writing to the store needs (the server, `hearth import`): Subscriptions checked
         on every write path, the operations, the topics in the CapabilityStatement."""
         self.ctx = ctx
-        ctx.hooks += [self.acceptance, _Wake(self)]
+        ctx.hooks += [self.acceptance, _Wake(self), _Follow(self)]
         for name, operation in (("$status", operations.status), ("$events", operations.events),
                                 ("$get-ws-binding-token", operations.binding_token)):
             ctx.operations[("Subscription", name)] = partial(operation, self)
@@ -76,6 +89,7 @@ class SubscriptionService:
         await self.queue.open()
         self.websockets = WebSocketHub(ctx, self.queue, self.registry)
         await self._load()
+        self._background = background
         if not background:
             return
         self.resolver = self.config.resolver()
@@ -172,6 +186,24 @@ class SubscriptionService:
                 fhir_json.loads(previous.body).get("status") == "requested":
             return None
         return subscription.id, change.seq
+
+    async def observed(self, changes: Sequence[Change]) -> None:
+        """Subscriptions written through any process, in a process that does not match (the websockets' registry);
+        the matching process's dispatcher keeps its own from the same log, and alone changes their status."""
+        if self._background:
+            return
+        for change in changes:
+            version = await self.ctx.store.vread("Subscription", change.id, change.version_id)
+            if version is None or version.deleted:
+                self.registry.remove(change.id)
+                continue
+            try:
+                subscription = parse_subscription(self.ctx, fhir_json.loads(version.body), version.version_id,
+                                                  self.config.egress)
+            except FhirError:
+                self.registry.remove(change.id)
+                continue
+            self.registry.put(subscription, change.seq if self.registry.get(change.id) is None else None)
 
     # -- loops -------------------------------------------------------------------------------------
 

@@ -46,6 +46,18 @@ def make_store(backend: str, tmp_path: Path):
     return MongoStore(AsyncMongoMockClient(), database)
 
 
+def reopenable(backend: str, tmp_path: Path):
+    """A function making a new store on the same database each call, as another process would open it (SQLite:
+    the same file; MongoDB: the same database, on one mongomock client)."""
+    if backend == "sqlite":
+        from hearth.storage.sqlite.store import SqliteStore
+        return lambda: SqliteStore(str(tmp_path / "hearth.db"))
+    from hearth.storage.mongo.store import MongoStore
+    from mongomock_motor import AsyncMongoMockClient
+    client, database = AsyncMongoMockClient(), f"hearth_test_{uuid.uuid4().hex[:12]}"
+    return lambda: MongoStore(client, database)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param

@@ -13,7 +13,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import make_store
+from conftest import make_store, reopenable
 from export_helpers import ASYNC, Running, download, export_settings, finished, ids, kick_off, manifest, put_all
 from hearth.storage.mongo.export_jobs import MongoExportJobs
 from hearth.storage.mongo.store import MongoStore
@@ -21,15 +21,6 @@ from hearth.storage.sqlite.store import SqliteStore
 from tests.server_process import free_port, start, stop
 
 PATIENTS = [{"resourceType": "Patient", "id": f"p{n}", "gender": "female"} for n in range(5)]
-
-
-def reopenable(backend: str, tmp_path):
-    """A function making a new store on the same database each call (mongomock: the same client)."""
-    if backend == "sqlite":
-        return lambda: SqliteStore(str(tmp_path / "hearth.db"))
-    from mongomock_motor import AsyncMongoMockClient
-    client, database = AsyncMongoMockClient(), f"hearth_test_{uuid.uuid4().hex[:12]}"
-    return lambda: MongoStore(client, database)
 
 
 async def test_kick_off_errors_are_operation_outcomes(backend, tmp_path):

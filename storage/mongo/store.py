@@ -171,6 +171,10 @@ class MongoStore:
             .limit(limit).to_list(None)
         return [to_change(d) for d in documents]
 
+    async def last_seq(self) -> int:
+        newest = await self.change_log.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        return newest["_id"] if newest else 0
+
     async def search(self, query: Query) -> SearchPage:
         try:
             return await search.execute(self.resources, query, search.Deadline(self.search_timeout))

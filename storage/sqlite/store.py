@@ -153,6 +153,9 @@ class SqliteStore:
             return [Change(s, t, i, v, n, clock.from_text(u)) for s, t, i, v, n, u in rows]
         return await self.run_read(work)
 
+    async def last_seq(self) -> int:
+        return await self.run_read(lambda conn: conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+
     async def search(self, query: Query) -> SearchPage:
         from hearth.storage.sqlite import search  # the IR compiler; imported late to keep start-up light
         return await self.run_read(lambda conn: search.execute(conn, query))

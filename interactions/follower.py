@@ -1,0 +1,46 @@
+"""What other processes write, followed by every process: the change log is read every `interval` seconds and each
+write hook is told of the changes of its types (`WriteHook.observed`), so that what a process holds in memory
+(SearchParameters, ValueSets and CodeSystems, Subscriptions) follows the writes made through the others of a
+`hearth serve --workers N` group or of other replicas on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from hearth.interactions.context import Context
+
+log = logging.getLogger("hearth.follower")
+
+_BATCH = 1000
+
+
+class Follower:
+    def __init__(self, ctx: Context, interval: float) -> None:
+        self.ctx, self.interval = ctx, interval
+        self.after = 0  # the newest change told to the hooks
+
+    async def step(self) -> int:
+        """Tell the hooks of every change after the last one told; how many there were."""
+        told = 0
+        while True:
+            changes = await self.ctx.store.changes(self.after, _BATCH)
+            for hook in self.ctx.hooks:
+                concerned = [change for change in changes if hook.concerns(change.type)]
+                if concerned:
+                    await hook.observed(self.ctx, concerned)
+            if changes:
+                self.after = changes[-1].seq
+            told += len(changes)
+            if len(changes) < _BATCH:
+                return told
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away for a moment: the next pass reads on from the same place
+                log.exception("following the change log failed")
