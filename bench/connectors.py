@@ -10,7 +10,8 @@ filled by `hearth connector run NAME --once` (its own process, so its peak memor
 - `fhir-poll` from a real `hearth serve` on the upstream database (pages of 1,000, every type present; the
   upstream's CPU time is reported: it runs on the same 2 cores, which an EHR elsewhere would not);
 - `bulk-export` from the fake upstream EHR of the tests (tests/fake_ehr.py, which serves Bulk Data 2.0 from memory
-  in this process): Hearth does not serve `$export` itself yet.
+  in this process). Hearth serves `$export` itself now, but the bulk sync keeps this upstream: it measures the
+  connector (the fake serves NDJSON from memory at little cost), comparably with the earlier figures.
 Reported: resources/s of each sync and its ratio to the import floor, and the connector process's peak RSS at
 both sizes, with its anonymous part (RssAnon: what the process allocated, without the database pages SQLite maps
 from the file, which grow with the database and the kernel may drop at any time). Flat memory: the full sync's
