@@ -47,3 +47,18 @@ def test_dockerignore_keeps_what_the_wheel_needs():
     packages = list(project["tool"]["setuptools"]["package-dir"].values())
     needed = {"pyproject.toml", project["project"]["readme"], *packages}
     assert needed.isdisjoint(ignored)
+
+
+def test_compose_replicas_profile_serves_three_replicas_behind_one_proxy():
+    compose = read("docker-compose.yml")
+    replica = re.search(r"^  hearth-replica:\n(.*?)\n\n", compose, re.MULTILINE | re.DOTALL).group(1)
+    assert 'profiles: ["replicas"]' in replica and re.search(r"deploy:\n\s+replicas: 3", replica)
+    assert re.search(r"HEARTH_STORAGE: (\S+)", replica).group(1) == re.search(r"HEARTH_STORAGE: (\S+)", compose).group(1)
+    assert "HEARTH_EXPORT_DIR: /exports" in replica and "- exports:/exports" in replica  # files shared
+    assert re.search(r"depends_on:\n\s+mongo:\n\s+condition: service_healthy", replica)
+    assert not re.search(r"^    ports:", replica, re.MULTILINE)  # reached through the proxy only
+    proxy = re.search(r"^  proxy:\n(.*?)\n\n", compose, re.MULTILINE | re.DOTALL).group(1)
+    assert 'profiles: ["replicas"]' in proxy and "target: /etc/nginx/conf.d/default.conf" in proxy
+    port = re.search(r"HEARTH_PORT=(\d+)", read("Dockerfile")).group(1)  # where the image serves
+    assert f"upstream hearth_replicas {{ server hearth-replica:{port}; }}" in compose
+    assert "proxy_pass http://hearth_replicas;" in compose and "Upgrade $$http_upgrade" in compose
