@@ -1,5 +1,6 @@
 """A real Hearth as the upstream: a `hearth serve` process loaded with Synthea data (`hearth import`), synced by
-polling into an empty Hearth until both hold the same resources, then kept in step with a change."""
+polling, or by Bulk Data export from Hearth's own `$export`, into an empty Hearth until both hold the same
+resources, then kept in step with a change."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from connector_helpers import world  # noqa: F401 (fixture)
 from server_process import free_port, start, stop
@@ -26,7 +28,8 @@ def _upstream_counts(base: str, types: list[str]) -> Counter[str]:
     return counts
 
 
-async def test_a_hearth_upstream_is_synced_until_both_hold_the_same_resources(world, tmp_path):
+@pytest.mark.parametrize("kind", ["fhir-poll", "bulk-export"])
+async def test_a_hearth_upstream_is_synced_until_both_hold_the_same_resources(world, tmp_path, kind):
     db = tmp_path / "upstream.db"
     subprocess.run([sys.executable, "-m", "hearth.server.cli", "import", *(str(SYNTHEA / name) for name in BUNDLES),
                     "--storage", str(db)], check=True, capture_output=True)
@@ -37,8 +40,8 @@ async def test_a_hearth_upstream_is_synced_until_both_hold_the_same_resources(wo
         everything = httpx.get(f"{base}/", params={"_count": "1000", "_elements": "id"}).json()
         types = sorted({entry["resource"]["resourceType"] for entry in everything["entry"]})
         expected = _upstream_counts(base, types)
-        connectors = await world.connectors(synthea={"kind": "fhir-poll", "types": types, "base": base,
-                                                     "page_size": 50})
+        how = {"page_size": 50} if kind == "fhir-poll" else {}
+        connectors = await world.connectors(synthea={"kind": kind, "types": types, "base": base, **how})
         status = await connectors.run_once("synthea")
         assert status["state"] == "ok", status
         assert status["counters"]["rejected"] == 0 and status["counters"]["stored"] == sum(expected.values())
