@@ -143,7 +143,7 @@ async def test_an_etag_with_thousands_of_digits_is_not_a_500(client, header):
 
 @pytest.mark.parametrize("method,path", [
     ("GET", "/Patient/$frobnicate"), ("GET", "/Patient/123/$nothing"), ("GET", "/ValueSet/$expand-all"),
-    ("POST", "/$import"), ("POST", "/Patient/$match"), ("GET", "/Patient/123/_history/1/$meta"),
+    ("POST", "/$import"), ("POST", "/Patient/$match"), ("GET", "/Patient/123/_history/1/$everything"),
 ])
 async def test_an_unknown_operation_is_not_supported_not_not_found(client, method, path):
     response = await client.request(method, path)

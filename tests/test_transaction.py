@@ -31,7 +31,7 @@ class Server:
 
     async def count(self, resource_type: str | None = None) -> int:
         """Versions written (of one type), straight from the store: search-independent."""
-        return (await self.app.ctx.store.history(resource_type, None, None, None, 1)).total
+        return (await self.app.ctx.store.history(resource_type, None, None, None, 1, total=True)).total
 
     async def read(self, reference: str) -> dict:
         response = await self.client.get(f"/{reference}")
