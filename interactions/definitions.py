@@ -129,7 +129,7 @@ async def reindex(ctx: Context, resource_type: str, since: datetime | None = Non
     done = 0
     while query is not None:
         page = await ctx.store.search(query)
-        items = [(v.type, v.id, extract(fhir_json.loads(v.body), ctx.registry, base_url=ctx.base_url))
+        items = [(v.type, v.id, v.version_id, extract(fhir_json.loads(v.body), ctx.registry, base_url=ctx.base_url))
                  for v in page.matches]
         if items:
             await ctx.store.reindex(items)

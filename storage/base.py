@@ -217,9 +217,11 @@ class Store(Protocol):
     async def cursor_key(self) -> bytes:
         """The database's secret that signs paging cursors (search/paging.py): the same for every process on it."""
 
-    async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
-        """Replace the index entries of existing current resources (type, id, entries) without a new version:
-        for search parameters added or changed at run time. Unknown or deleted resources are skipped."""
+    async def reindex(self, items: Sequence[tuple[str, str, int, Sequence[Entry]]]) -> None:
+        """Replace the index entries of current resources (type, id, version_id, entries) without a new version:
+        for search parameters added or changed at run time. A resource whose current version is no longer
+        `version_id` (updated or deleted since its entries were extracted) is skipped: its newer version's entries
+        stand."""
 
     async def rewrite(self, write: Write) -> None:
         """Replace the body of version `write.version_id` in place, without a new version or change-log row: what

@@ -169,9 +169,13 @@ async def test_reindex_replaces_entries_without_a_version(store):
     await store.commit([write("Patient", "r", 1, entries=[StringEntry("family", "old", "Old")])])
     await store.commit([write("Patient", "gone", 1, entries=[StringEntry("family", "old", "Old")])])
     await store.commit([write("Patient", "gone", 2, None)])
-    await store.reindex([("Patient", "r", [StringEntry("family", "new", "New")]),
-                         ("Patient", "gone", [StringEntry("family", "new", "New")]),
-                         ("Patient", "never", [StringEntry("family", "new", "New")])])
+    await store.commit([write("Patient", "moved", 1, entries=[StringEntry("family", "old", "Old")])])
+    await store.commit([write("Patient", "moved", 2, entries=[StringEntry("family", "later", "Later")])])
+    await store.reindex([("Patient", "r", 1, [StringEntry("family", "new", "New")]),
+                         ("Patient", "gone", 1, [StringEntry("family", "new", "New")]),
+                         ("Patient", "never", 1, [StringEntry("family", "new", "New")]),
+                         ("Patient", "moved", 1, [StringEntry("family", "new", "New")])])  # from v1: v2 is current
     assert [v.id for v in (await store.search(by_family("new"))).matches] == ["r"]
     assert (await store.search(by_family("old"))).matches == []
-    assert (await store.read("Patient", "r")).version_id == 1 and len(await store.changes(0, 10)) == 3
+    assert [v.id for v in (await store.search(by_family("later"))).matches] == ["moved"]  # v2's entries stand
+    assert (await store.read("Patient", "r")).version_id == 1 and len(await store.changes(0, 10)) == 5

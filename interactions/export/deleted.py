@@ -49,8 +49,8 @@ async def deletions(ctx: Context, plan: dict[str, Any], resource_type: str, requ
 
 def bundle(resource_type: str, ids: list[str], transaction_time: str) -> bytes:
     """One NDJSON line: a transaction Bundle of a DELETE entry per id."""
-    return fhir_json.dumps({"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"lastUpdated": transaction_time},
-                            "type": "transaction",
+    return fhir_json.dumps({"resourceType": "Bundle", "id": str(uuid.uuid4()),
+                            "meta": {"lastUpdated": transaction_time}, "type": "transaction",
                             "entry": [{"request": {"method": "DELETE", "url": f"{resource_type}/{resource_id}"}}
                                       for resource_id in ids]})
 

@@ -45,7 +45,7 @@ async def reindex_operation(ctx: Context, request: Request) -> Outcome:
         if version is None or version.deleted:
             raise FhirError(404, "not-found", f"No current {request.type}/{request.id} to reindex")
         entries = index_entries(ctx, fhir_json.loads(version.body, trusted=True))
-        await ctx.store.reindex([(version.type, version.id, entries)])
+        await ctx.store.reindex([(version.type, version.id, version.version_id, entries)])
         return _count(1)
     done = 0
     for resource_type in (request.type,) if request.type else sorted(RESOURCE_TYPES):

@@ -181,14 +181,14 @@ class MongoStore:
         except ExecutionTimeout:
             raise SearchTimedOut(self.search_timeout) from None
 
-    async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
-        for resource_type, resource_id, entries in items:
+    async def reindex(self, items: Sequence[tuple[str, str, int, Sequence[Entry]]]) -> None:
+        for resource_type, resource_id, version_id, entries in items:
             fields = index_fields(entries)
             update: dict[str, Any] = {"$unset": {name: "" for name in INDEX_FIELDS if name not in fields}}
             if fields:
                 update["$set"] = fields
-            await self.resources.update_one({"_id": resource_key(resource_type, resource_id), "deleted": False},
-                                            update)
+            await self.resources.update_one({"_id": resource_key(resource_type, resource_id),
+                                             "version_id": version_id, "deleted": False}, update)
 
     async def expunge(self, resource_type: str | None, resource_id: str | None, *, deleted: bool, previous: bool,
                       limit: int) -> int:

@@ -169,8 +169,8 @@ class SqliteStore:
         seqs = await self._writer.submit(_apply, rows, assertions, self.search_timeout, audit_rows(audit))
         return [Change(seq, w.type, w.id, w.version_id, w.interaction, w.last_updated) for seq, w in zip(seqs, writes)]
 
-    async def reindex(self, items: Sequence[tuple[str, str, Sequence[Entry]]]) -> None:
-        await self._writer.submit(_reindex, [(t, i, index.entry_rows(entries)) for t, i, entries in items])
+    async def reindex(self, items: Sequence[tuple[str, str, int, Sequence[Entry]]]) -> None:
+        await self._writer.submit(_reindex, [(t, i, v, index.entry_rows(entries)) for t, i, v, entries in items])
 
     async def rewrite(self, write: Write) -> None:
         await self._writer.submit(_rewrite, write.type, write.id, write.version_id, write.body,
@@ -197,10 +197,10 @@ class SqliteStore:
             conn.close()
 
 
-def _reindex(conn: sqlite3.Connection, items: Sequence[tuple[str, str, index.Rows]]) -> None:
-    for resource_type, resource_id, rows in items:
-        row = conn.execute("SELECT rid FROM resources WHERE type = ? AND id = ? AND NOT deleted",
-                           (resource_type, resource_id)).fetchone()
+def _reindex(conn: sqlite3.Connection, items: Sequence[tuple[str, str, int, index.Rows]]) -> None:
+    for resource_type, resource_id, version_id, rows in items:
+        row = conn.execute("SELECT rid FROM resources WHERE type = ? AND id = ? AND version_id = ? AND NOT deleted",
+                           (resource_type, resource_id, version_id)).fetchone()
         if row:
             index.replace_entries(conn, row[0], resource_type, rows, existed=True)
 
