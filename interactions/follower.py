@@ -18,7 +18,7 @@ _BATCH = 1000
 class Follower:
     def __init__(self, ctx: Context, interval: float) -> None:
         self.ctx, self.interval = ctx, interval
-        self.after = 0  # the newest change told to the hooks
+        self.after = ctx.loaded_seq  # the newest change told to the hooks: none after the definitions were loaded
 
     async def step(self) -> int:
         """Tell the hooks of every change after the last one told; how many there were."""

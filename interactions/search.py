@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Awaitable, Callable
 from urllib.parse import urlencode
 
 from hearth.capability import fhir_json
@@ -11,12 +12,12 @@ from hearth.capability.summary import check_summary, subset
 from hearth.capability.terminology import default_terminology
 from hearth.search import paging
 from hearth.search.compartments import compartment_clause
-from hearth.search.ir import Query
+from hearth.search.ir import Clause, Query
 from hearth.search.parse import parse_search
 from hearth.interactions.bundles import bundle, entry, full_url
 from hearth.interactions.context import Context, released
 from hearth.interactions.refusals import answered
-from hearth.interactions.request import Request
+from hearth.interactions.request import Caller, Request
 from hearth.interactions.resources import check_id, check_type
 from hearth.storage.base import Version
 
@@ -70,6 +71,15 @@ def parse_query(ctx: Context, types: tuple[str, ...], params: list[tuple[str, st
     return parse_search(types, params, registry=ctx.registry, strict=strict, default_count=ctx.default_count,
                         max_count=ctx.max_count, base_url=ctx.base_url, terminology=default_terminology(),
                         limits=ctx.limits.search)
+
+
+def exists_for(ctx: Context, caller: Caller) -> Callable[[tuple[str, ...], tuple[Clause, ...]], Awaitable[bool]]:
+    """The resolver of chains and `_has` matched in memory (search/matcher.py): whether a current resource matching
+    `where` exists that `caller` may search."""
+    async def resolve(types: tuple[str, ...], where: tuple[Clause, ...]) -> bool:
+        query = ctx.policy.restrict(caller, Query(types=types, where=where, count=1))
+        return bool((await ctx.store.search(query)).matches)
+    return resolve
 
 
 def _entry(ctx: Context, version: Version, mode: str, query: Query) -> bytes:

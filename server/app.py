@@ -170,7 +170,6 @@ class HearthApp:
         self.exports = await open_exports(ctx, self.settings)
         self.exports.start()
         self.follower = Follower(ctx, self.settings.follow_interval)
-        self.follower.after = ctx.loaded_seq
         self._following = asyncio.create_task(self.follower.run(), name="hearth-follower")
         self.ctx = ctx
         if not self.settings.auth_required:

@@ -44,7 +44,7 @@ class DeliveryConfig:
     breaker_threshold: int = 5
     breaker_cooldown: float = 30.0
     # a claim of a process that died mid-delivery is taken over after this long (at once by a successor on the same
-    # machine: subscriptions/owners.py)
+    # machine: storage/owners.py)
     lease: float = 30.0
     concurrency: int = 64  # deliveries in flight per process
     poll: float = 0.05  # seconds at least between looks at the queue when nothing woke the sender

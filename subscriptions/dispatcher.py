@@ -22,11 +22,11 @@ from typing import Any, Awaitable, Callable
 
 from hearth.capability import fhir_json
 from hearth.capability.outcome import FhirError
-from hearth.search.ir import Query
 from hearth.search.matcher import Prepared
 from hearth.interactions.context import Context
 from hearth.interactions.request import Request
 from hearth.interactions.resources import index_entries
+from hearth.interactions.search import exists_for
 from hearth.storage.base import Change, Version
 from hearth.subscriptions.model import MATCHING_STOPPED, Subscription
 from hearth.subscriptions.queue import NewEvent, NotificationQueue
@@ -182,19 +182,11 @@ class Dispatcher:
         for filter_ in target.filters:
             matcher = filter_.matcher
             if matcher.needs_resolver:
-                if not await matcher.evaluate(prepared, resolver=self._resolver(target.subscription)):
+                if not await matcher.evaluate(prepared, resolver=exists_for(self.ctx, target.subscription.caller)):
                     return False
             elif not matcher(prepared):
                 return False
         return True
-
-    def _resolver(self, subscription: Subscription) -> Callable[[tuple[str, ...], tuple], Awaitable[bool]]:
-        """Chains and `_has` in criteria: is there a current resource matching `where` that the subscription's
-        owner may search?"""
-        async def resolve(types: tuple[str, ...], where: tuple) -> bool:
-            query = self.ctx.policy.restrict(subscription.caller, Query(types=types, where=where, count=1))
-            return bool((await self.ctx.store.search(query)).matches)
-        return resolve
 
     async def _body(self, resource_type: str, resource_id: str, version_id: int) -> dict | None:
         version = await self.ctx.store.vread(resource_type, resource_id, version_id)

@@ -6,7 +6,7 @@ It holds, in the database the resources live in:
 - deliveries: work for the rest-hook sender (an event, a handshake or a heartbeat), each with its
   attempts, the time it is next due, and a lease (owner, expiry) so several processes never deliver
   the same item at the same time (a dead process's claim is taken over once the lease expires, or at once
-  by a successor on the same machine: subscriptions/owners.py).
+  by a successor on the same machine: storage/owners.py).
 """
 
 from __future__ import annotations

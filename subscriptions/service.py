@@ -22,13 +22,13 @@ from hearth.interactions.dispatcher import dispatch
 from hearth.interactions.request import SYSTEM, Request
 from hearth.storage import notification_queue
 from hearth.storage.base import Change, Version, Write
+from hearth.storage.owners import is_gone, new_owner
 from hearth.subscriptions import operations
 from hearth.subscriptions.acceptance import Acceptance
 from hearth.subscriptions.config import SubscriptionConfig
 from hearth.subscriptions.delivery import Deliverer
 from hearth.subscriptions.dispatcher import Dispatcher
 from hearth.subscriptions.model import Subscription, parse_subscription
-from hearth.subscriptions.owners import is_gone, new_owner
 from hearth.subscriptions.registry import Registry
 from hearth.subscriptions.topics import topic_summary
 from hearth.subscriptions.wake import sleep_until_set

@@ -4,7 +4,6 @@ progress when its server stops completes on the next one; a dead worker's lease 
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from conftest import make_store, reopenable
 from export_helpers import ASYNC, Running, download, export_settings, finished, ids, kick_off, manifest, put_all
 from hearth.storage.mongo.export_jobs import MongoExportJobs
 from hearth.storage.mongo.store import MongoStore
-from hearth.storage.sqlite.store import SqliteStore
+from hearth.storage.owners import MACHINE
 from tests.server_process import free_port, start, stop
 
 PATIENTS = [{"resourceType": "Patient", "id": f"p{n}", "gender": "female"} for n in range(5)]
@@ -94,8 +93,7 @@ async def test_a_job_of_a_dead_process_on_this_host_is_released_at_once(backend,
         await put_all(first.client, PATIENTS)
         await first.app.exports.stop()
         status = await kick_off(first.client, _type="Patient")
-        claimed = await first.app.exports.jobs.claim(f"{socket.gethostname()}:{gone.stdout.strip()}:dead", 600,
-                                                     time.time())
+        claimed = await first.app.exports.jobs.claim(f"{MACHINE}:{gone.stdout.strip()}::dead", 600, time.time())
         assert claimed is not None
         alive = await first.app.exports.jobs.claim(f"elsewhere:{gone.stdout.strip()}:x", 600, time.time())
         assert alive is None  # nothing else to claim: the dead worker's lease stands until someone judges it

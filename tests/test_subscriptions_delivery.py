@@ -18,7 +18,7 @@ import httpx
 from conftest import BASE, FHIR_JSON, make_store
 from hearth.server.app import create_app
 from hearth.storage import notification_queue
-from hearth.subscriptions.owners import new_owner
+from hearth.storage.owners import new_owner
 from subscription_helpers import WAIT, Receiver, r4_subscription, status_of, wait_until
 from test_subscriptions_backport import wait_status
 from tests.server_process import free_port, start, stop
@@ -131,7 +131,7 @@ async def test_a_restart_takes_over_the_claims_of_its_dead_predecessor_at_once(b
             await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
         await wait_until(lambda: receiver.attempts >= 2, "both deliveries tried")
     # the two deliveries, claimed as a process killed mid-delivery and a live one (this one) would hold them
-    gone = subprocess.run([sys.executable, "-c", "from subscriptions.owners import new_owner; print(new_owner())"],
+    gone = subprocess.run([sys.executable, "-c", "from hearth.storage.owners import new_owner; print(new_owner())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     alive = new_owner()
     queue = notification_queue(direct)

@@ -16,11 +16,10 @@ from hearth.capability import fhir_json
 from hearth.interactions.context import Context
 from hearth.interactions.refusals import answered
 from hearth.interactions.request import Request
-from hearth.interactions.search import parse_query
+from hearth.interactions.search import exists_for, parse_query
 from hearth.search.compartments import compartment_params
 from hearth.search.entries import ReferenceEntry
 from hearth.search.extract import extract
-from hearth.search.ir import Clause, Query
 from hearth.search.matcher import compile_matcher
 from hearth.storage.base import Version
 from hearth.storage.clock import parse_instant
@@ -68,9 +67,7 @@ def _would_hold(ctx: Context, plan: dict[str, Any], resource_type: str, request:
     patient_level = plan["level"] != "system"
     named = set(plan["patients"]) if plan.get("patients") is not None else None
 
-    async def resolve(types: tuple[str, ...], where: tuple[Clause, ...]) -> bool:  # chains and _has of a filter
-        query = ctx.policy.restrict(request.caller, Query(types=types, where=where, count=1))
-        return bool((await ctx.store.search(query)).matches)
+    resolve = exists_for(ctx, request.caller)  # chains and _has of a filter
 
     async def held(tombstone: Version) -> bool:
         if not filters and not patient_level:

@@ -56,9 +56,9 @@ def manifest(job: dict[str, Any], base_url: str, requires_token: bool) -> bytes:
               "requiresAccessToken": requires_token,
               "output": [{"type": item["type"], "url": file_url(base_url, job["id"], item["name"]),
                           "count": item["count"]} for item in job["output"]],
-              "error": items("OperationOutcome", job["errors"])}
+              "error": items(JOB_FILES["errors"], job["errors"])}
     if job["plan"].get("since"):
-        answer["deleted"] = items("Bundle", job.get("deleted") or [])
+        answer["deleted"] = items(JOB_FILES["deleted"], job.get("deleted") or [])
     return fhir_json.dumps(answer)
 
 

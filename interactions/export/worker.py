@@ -2,7 +2,7 @@
 renews the lease as it goes, and removes expired jobs with their files.
 
 A job interrupted by a stop is released and starts over on the next claim; one whose process died is released by
-the next worker of its host to look (interactions/export/owner.py), or claimed again once its lease runs out. Each
+the next worker of its machine to look (storage/owners.py), or claimed again once its lease runs out. Each
 claim writes its own folder (`JOB/ATTEMPT/`), so a former owner still writing after losing its lease cannot mix
 its lines into the files of the next. A job claimed more than `attempts` times is failed, so nothing stays "in
 progress" for ever.
@@ -22,9 +22,9 @@ from hearth.interactions.context import Context
 from hearth.interactions.export import deleted, files, selection
 from hearth.interactions.export.config import ExportConfig
 from hearth.interactions.export.jobs import job_caller, job_folder
-from hearth.interactions.export.owner import dead, new_owner
 from hearth.interactions.request import Request
 from hearth.storage.base import ExportJobs, Version
+from hearth.storage.owners import is_gone, new_owner
 
 log = logging.getLogger("hearth.export")
 
@@ -81,9 +81,9 @@ class Worker:
             await self.jobs.remove(job_id)
 
     async def _release_dead(self) -> None:
-        """Jobs whose worker died on this host wait for nobody: released for the next claim at once."""
+        """Jobs whose worker died on this machine wait for nobody: released for the next claim at once."""
         for owner in await self.jobs.owners():
-            if dead(owner, self.owner):
+            if is_gone(owner):
                 log.info("export worker %s is gone: its jobs are released", owner)
                 await self.jobs.release(owner)
 

@@ -1,6 +1,7 @@
-"""Who holds a delivery lease: a process named so that a successor on the same machine can tell it is gone.
+"""Who holds a lease on stored work (subscription deliveries, export jobs): a process named so that a successor on
+the same machine can tell it is gone.
 
-Several Hearth processes may deliver from one database; each claims work with a lease under its owner id, and a
+Several Hearth processes may work from one database; each claims work with a lease under its owner id, and a
 claim of a process that died is taken over when the lease expires. A restarted server should not wait that out:
 an owner id is `machine:pid:start:nonce`, where `machine` stands for this host's name, boot and process-id
 namespace (pids mean the same process only there) and `start` is the process's start time (a pid is reused, a
@@ -48,7 +49,7 @@ MACHINE = _machine()
 
 
 def new_owner() -> str:
-    """An owner id for a deliverer of this process."""
+    """An owner id for a worker of this process (each call a new one)."""
     return f"{MACHINE}:{os.getpid()}:{_start_time(os.getpid())}:{uuid.uuid4().hex[:8]}"
 
 
