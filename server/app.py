@@ -26,10 +26,12 @@ from hearth.security.authority import AuthError, Authority
 from hearth.security.launch import Launches
 from hearth.server import http, rest
 from hearth.server.hosts import TrustedHosts, allowed_hosts
+from hearth.server.leadership import Leadership
 from hearth.server.oauth import OAuthEndpoints
 from hearth.server.proxies import ProxyHeaders, parse_networks
 from hearth.server.wiring import close_context, open_authority, open_connectors, open_context, open_exports
 from hearth.server.settings import Settings
+from hearth.storage import leases
 from hearth.storage.base import Store
 from hearth.subscriptions.config import SubscriptionConfig
 from hearth.subscriptions.service import SubscriptionService
@@ -140,6 +142,8 @@ class HearthApp:
         self.ctx: Context | None = None
         self.authority: Authority | None = None
         self._retention: asyncio.Task | None = None
+        self._leading: asyncio.Task | None = None
+        self.leadership: Leadership | None = None
         self._following: asyncio.Task | None = None
         self.follower: Follower | None = None
         self.oauth: OAuthEndpoints | None = None
@@ -158,28 +162,48 @@ class HearthApp:
     async def startup(self) -> None:
         ctx, _ = await open_context(self.settings, self.store, self.subscriptions)
         self.authority = await open_authority(ctx, self.settings)
-        # the group's once-only work runs in the process told so (`hearth serve --workers N`: its first)
-        singletons = self.settings.singletons
-        if singletons and self.settings.audit and self.settings.audit_retention_days > 0:
-            self._retention = asyncio.create_task(keep_for(ctx.audit.log, self.settings.audit_retention_days))
         self.oauth = OAuthEndpoints(self.authority, Launches(self.authority, ctx.base_url), ctx.base_url)
-        await self.subscriptions.start(background=singletons)
+        await self.subscriptions.start(background=False)
         self.connectors = await open_connectors(ctx, self.settings)
-        if self.connectors is not None and singletons:  # (HL7 v2 listeners bind their ports)
-            self.connectors.start()
         self.exports = await open_exports(ctx, self.settings)
         self.exports.start()
         self.follower = Follower(ctx, self.settings.follow_interval)
         self._following = asyncio.create_task(self.follower.run(), name="hearth-follower")
         self.ctx = ctx
+        if self.settings.singletons:  # the group's once-only work: in whichever process holds the group lease
+            group_lease = leases(ctx.store)
+            await group_lease.open()
+            self.leadership = Leadership(group_lease, self._lead, self._step_down, self.settings.leader_lease)
+            await self.leadership.step()  # a lone process leads from its start
+            self._leading = asyncio.create_task(self.leadership.run(), name="hearth-leadership")
         if not self.settings.auth_required:
             log.warning("AUTHORIZATION IS OFF: requests without a token may read and write everything "
                         "(HEARTH_AUTH=open, the default on loopback); set HEARTH_AUTH=required to require tokens")
 
+    async def _lead(self) -> None:
+        """Start the group's once-only work in this process (server/leadership.py)."""
+        assert self.ctx is not None
+        if self.settings.audit and self.settings.audit_retention_days > 0:
+            self._retention = asyncio.create_task(keep_for(self.ctx.audit.log, self.settings.audit_retention_days))
+        await self.subscriptions.lead()
+        if self.connectors is not None:  # (HL7 v2 listeners bind their ports)
+            self.connectors.start()
+
+    async def _step_down(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
+            self._retention = None
+        if self.connectors is not None:
+            await self.connectors.stop()
+        await self.subscriptions.step_down()
+
     async def shutdown(self) -> None:
-        for task in (self._retention, self._following):
-            if task is not None:
-                task.cancel()
+        if self._leading is not None:
+            self._leading.cancel()  # stops the once-only work here and gives the group lease up
+            await asyncio.gather(self._leading, return_exceptions=True)
+            self._leading = None
+        if self._following is not None:
+            self._following.cancel()
         if self.connectors is not None:
             await self.connectors.stop()
             self.connectors = None

@@ -57,7 +57,8 @@ class Settings:
     connectors: str = ""  # the TOML file declaring them; empty: none
     # scale-out on one machine (docs/scale-out.md)
     workers: int = 1  # server processes on one listening socket (SQLite: sharing one writer process)
-    singletons: bool = True  # run the once-per-group work (subscription delivery, connectors, audit retention)
+    singletons: bool = True  # may lead: take the group lease and run the once-only work (server/leadership.py)
+    leader_lease: float = 15.0  # seconds the group lease lasts unless renewed (a dead leader is replaced after it)
     sqlite_writer: str = ""  # set by `hearth serve --workers N`: the Unix socket of the group's SQLite writer
     follow_interval: float = 1.0  # seconds between a process's reads of the change log for others' definitions
 

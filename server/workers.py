@@ -68,7 +68,7 @@ class Group:
             self.writer = SharedWriter(path, self.settings.sqlite_synchronous)
         for stop in (signal.SIGTERM, signal.SIGINT):
             signal.signal(stop, self._stop)
-        self.processes = [self._start(index) for index in range(self.settings.workers)]
+        self.processes = [self._start() for _ in range(self.settings.workers)]
         try:
             return self._supervise()
         finally:
@@ -77,17 +77,18 @@ class Group:
     def _stop(self, signum: int, frame: object) -> None:
         self.stopping = True
 
-    def _start(self, index: int) -> tuple[subprocess.Popen, float]:
-        """Server process `index` (the first runs the singletons) and when it started."""
-        env = {**os.environ, **self._environment(index)}
+    def _start(self) -> tuple[subprocess.Popen, float]:
+        """A server process and when it started."""
+        env = {**os.environ, **self._environment()}
         command = [sys.executable, "-m", "hearth.server.cli", "serve", *self.arguments]
         return subprocess.Popen(command, env=env, pass_fds=[self.listening.fileno()]), time.monotonic()
 
-    def _environment(self, index: int) -> dict[str, str]:
-        """The settings as HEARTH_* variables (decided once, here), with the process's part in the group."""
+    def _environment(self) -> dict[str, str]:
+        """The settings as HEARTH_* variables (decided once, here), with the process's part in the group (any of
+        them may lead it: server/leadership.py)."""
         env = {f"HEARTH_{field.name.upper()}": str(getattr(self.settings, field.name))
                for field in fields(Settings)}
-        env.update(HEARTH_WORKERS="1", HEARTH_SINGLETONS=str(self.settings.singletons and index == 0),
+        env.update(HEARTH_WORKERS="1",
                    HEARTH_SQLITE_WRITER=self.writer.address if self.writer is not None else "",
                    **{LISTEN_FD: str(self.listening.fileno())})
         return env
@@ -107,7 +108,7 @@ class Group:
                               process.returncode)
                     return 1
                 log.error("server process %d ended (exit status %s); starting another", index, process.returncode)
-                self.processes[index] = self._start(index)
+                self.processes[index] = self._start()
         return 0
 
     def _shut_down(self) -> None:

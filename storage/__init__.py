@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from hearth.storage.base import ExportJobs, Hl7Inbox, Records, Store
+from hearth.storage.base import ExportJobs, Hl7Inbox, Leases, Records, Store
 
 
 def open_store(url: str, **options: object) -> Store:
@@ -56,6 +56,11 @@ def hl7_inbox(store: Store) -> Hl7Inbox:
 def export_jobs(store: Store) -> ExportJobs:
     """The Bulk Data export jobs (interactions/export) in `store`'s own database."""
     return _backend_part(store, "export_jobs", "ExportJobs")
+
+
+def leases(store: Store) -> Leases:
+    """Named leases with fencing tokens, judged by the store's clock, in `store`'s own database."""
+    return _backend_part(store, "leases", "Leases")
 
 
 def _backend_part(store: Store, module: str, kind: str, *args: Any) -> Any:

@@ -181,6 +181,28 @@ class WriteTooLarge(Exception):
         self.type, self.id, self.size, self.limit = resource_type, resource_id, size, limit
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """`name` held by `owner` until `until` (epoch seconds by the store's clock). `token` grows every time the lease
+    changes hands: a fencing token, so that a write made under an older one is refused (`Records.put(fence=…)`)."""
+
+    name: str
+    owner: str
+    token: int
+    until: float
+
+
+class LeaseLost(Exception):
+    """A write was fenced by a lease its writer no longer holds (it expired, or another owner took it)."""
+
+    def __init__(self, lease: Lease) -> None:
+        super().__init__(f"lease {lease.name!r} (token {lease.token}) is no longer held by {lease.owner}")
+        self.lease = lease
+
+    def __reduce__(self) -> tuple:  # crosses from the SQLite writer process
+        return LeaseLost, (self.lease,)
+
+
 class Store(Protocol):
     """What interactions need from storage. All methods are safe to call concurrently."""
 
@@ -254,8 +276,10 @@ class Records(Protocol):
     async def get_many(self, kind: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The records found among `names`, by name."""
 
-    async def put(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None) -> None:
-        """Store (or replace) a record; `expires` (epoch seconds) lets it be purged after."""
+    async def put(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None, *,
+                  fence: Lease | None = None) -> None:
+        """Store (or replace) a record; `expires` (epoch seconds) lets it be purged after. With `fence`, only while
+        that lease is held (else LeaseLost, nothing written), and never over a record written under a newer one."""
 
     async def put_many(self, kind: str, documents: dict[str, dict[str, Any]]) -> None:
         """Store (or replace) several records of one kind at once, by name."""
@@ -342,6 +366,27 @@ class Hl7Inbox(Protocol):
 
     async def purge(self, connector: str, before: float) -> int:
         """Delete the settled rows settled before `before` (epoch seconds); how many."""
+
+
+class Leases(Protocol):
+    """Named leases judged by the store's clock (not each host's), so that one process of many holds each: the
+    group's once-only work (server/leadership.py), a connector's passes (connectors/state.py), the SearchParameter
+    re-index. Judged by the store: SQLite's one machine, MongoDB's primary (storage/*/leases.py)."""
+
+    async def open(self) -> None: ...
+
+    async def acquire(self, name: str, owner: str, seconds: float) -> Lease | None:
+        """Hold `name` for `seconds` from now: renewed (same token) if `owner` holds it, taken (token + 1) if it is
+        free or expired; None while another owner holds it."""
+
+    async def release(self, lease: Lease) -> bool:
+        """Give the lease up (expire it now) if it is still held under `lease.token`; False if it was not."""
+
+    async def holder(self, name: str) -> Lease | None:
+        """The lease as stored (possibly expired), or None if it was never taken."""
+
+    async def now(self) -> float:
+        """The store's clock, epoch seconds."""
 
 
 class ExportJobs(Protocol):

@@ -82,16 +82,23 @@ class SubscriptionService:
 
     async def start(self, background: bool = True) -> None:
         """Serve the operations and websockets; with `background`, also match, deliver and send heartbeats (the
-        server's part; `install` first). Without it another process of the group does those (server/workers.py)."""
+        server's part; `install` first). Without it, the group's leader does those (`lead`, server/leadership.py)."""
         ctx = self.ctx
         assert ctx is not None, "install the service on a context first"
         self.queue = notification_queue(ctx.store)
         await self.queue.open()
         self.websockets = WebSocketHub(ctx, self.queue, self.registry)
-        await self._load()
-        self._background = background
-        if not background:
-            return
+        if background:
+            await self.lead()
+        else:
+            await self._load()
+
+    async def lead(self) -> None:
+        """Match, deliver and send heartbeats in this process, from the durable checkpoint on."""
+        ctx = self.ctx
+        assert ctx is not None
+        self._background = True
+        await self._load()  # what the follower had not applied yet, the dispatcher (from its checkpoint) would not
         self.resolver = self.config.resolver()
         self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh, self._stop,
                                      self.config.match_timeout)
@@ -103,15 +110,23 @@ class SubscriptionService:
                        asyncio.create_task(self.deliverer.run(), name="hearth-subscription-delivery"),
                        asyncio.create_task(self._heartbeats(), name="hearth-subscription-heartbeats")]
 
-    async def stop(self) -> None:
-        for task in self._tasks:
+    async def step_down(self) -> None:
+        """Stop matching and delivering here (another process leads now); the registry follows the change log."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
             await self.dispatcher.flush()
             await self.resolver.close()
+            await self.queue.release(self.owner)  # its claimed deliveries go to the next leader at once
+        if self._background:
+            self._background = False
+            await self._load()  # what the dispatcher had not applied yet, the follower no longer will
+
+    async def stop(self) -> None:
+        await self.step_down()
         await self.acceptance.close()
-        self._tasks = []
 
     async def _release_gone_owners(self) -> None:
         """Claims of processes of this machine that no longer run (a predecessor killed mid-delivery) are
@@ -142,6 +157,9 @@ class SubscriptionService:
             if len(page.entries) < 1000:
                 break
             before = page.entries[-1][0]
+        for subscription in list(self.registry):  # (loaded again: gone since)
+            if subscription.id not in current or current[subscription.id].deleted:
+                self.registry.remove(subscription.id)
         for subscription_id, version in current.items():
             if not version.deleted:
                 await self._put(fhir_json.loads(version.body), version.version_id, created.get(subscription_id))

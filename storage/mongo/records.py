@@ -12,10 +12,14 @@ from typing import Any, Sequence
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
+from hearth.storage.base import Lease, LeaseLost
+from hearth.storage.mongo.leases import MongoLeases
+
 
 class MongoRecords:
     def __init__(self, store: Any, collection: str) -> None:
         self.records = store.db.get_collection(collection)
+        self.leases = MongoLeases(store)
 
     async def open(self) -> None:
         await self.records.create_index([("kind", ASCENDING), ("name", ASCENDING)])
@@ -30,8 +34,23 @@ class MongoRecords:
         found = self.records.find({"_id": {"$in": [f"{kind}|{name}" for name in names]}})
         return {record["name"]: record["document"] async for record in found if not _expired(record)}
 
-    async def put(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None) -> None:
-        await self.records.replace_one({"_id": f"{kind}|{name}"}, _record(kind, name, document, expires), upsert=True)
+    async def put(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None, *,
+                  fence: Lease | None = None) -> None:
+        if fence is None:
+            await self.records.replace_one({"_id": f"{kind}|{name}"}, _record(kind, name, document, expires),
+                                           upsert=True)
+            return
+        # Two documents cannot be checked and written atomically without a transaction: the lease is checked first,
+        # and the record keeps the token it was written under, so that nothing written under an older token
+        # replaces it (a takeover between the check and the write can let one older write land, never after the
+        # new holder's first)
+        await self.leases.check(fence)
+        try:
+            await self.records.replace_one(
+                {"_id": f"{kind}|{name}", "$or": [{"fence": {"$lte": fence.token}}, {"fence": {"$exists": False}}]},
+                {**_record(kind, name, document, expires), "fence": fence.token}, upsert=True)
+        except DuplicateKeyError:  # the record exists under a newer token: the upsert's insert collided
+            raise LeaseLost(fence) from None
 
     async def put_many(self, kind: str, documents: dict[str, dict[str, Any]]) -> None:
         # one replace each, together (mongomock, which the tests run on, cannot take bulk_write's ReplaceOne)

@@ -10,6 +10,9 @@ from typing import Any, Sequence
 
 import orjson
 
+from hearth.storage.base import Lease
+from hearth.storage.sqlite import leases
+
 _TABLES = ("security_records", "connector_records")  # the only names interpolated into SQL
 
 
@@ -19,7 +22,10 @@ def _create(conn: sqlite3.Connection, table: str) -> None:
         PRIMARY KEY (kind, name)) WITHOUT ROWID""")
 
 
-def _put(conn: sqlite3.Connection, table: str, rows: list[tuple[str, str, bytes, float | None]]) -> None:
+def _put(conn: sqlite3.Connection, table: str, rows: list[tuple[str, str, bytes, float | None]],
+         fence: Lease | None = None) -> None:
+    if fence is not None:
+        leases.check(conn, fence)
     conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?)", rows)
 
 
@@ -62,8 +68,10 @@ class SqliteRecords:
             return {}
         return {row[0]: orjson.loads(row[1]) for row in await self.store.run_read(work)}
 
-    async def put(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None) -> None:
-        await self.store.run_write(_put, self.table, [(kind, name, orjson.dumps(document), expires)])
+    async def put(self, kind: str, name: str, document: dict[str, Any], expires: float | None = None, *,
+                  fence: Lease | None = None) -> None:
+        # fenced: the lease is checked in the same transaction (a takeover commits before or after it, never between)
+        await self.store.run_write(_put, self.table, [(kind, name, orjson.dumps(document), expires)], fence)
 
     async def put_many(self, kind: str, documents: dict[str, dict[str, Any]]) -> None:
         if documents:

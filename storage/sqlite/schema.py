@@ -50,4 +50,7 @@ SCHEMA = (
     # the database's own random secrets, made once (the paging cursors' MAC key: search/paging.py)
     "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
     "INSERT OR IGNORE INTO secrets VALUES ('cursor', randomblob(32))",
+    # named leases with fencing tokens (storage/sqlite/leases.py): checked inside other writes' transactions
+    """CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL, until REAL NOT NULL) WITHOUT ROWID""",
 )
