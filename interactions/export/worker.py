@@ -4,7 +4,8 @@ renews the lease as it goes, and removes expired jobs with their files.
 A job interrupted by a stop is released and starts over on the next claim; one whose process died is released by
 the next worker of its machine to look (storage/owners.py), or claimed again once its lease runs out. Each
 claim writes its own folder (`JOB/ATTEMPT/`), so a former owner still writing after losing its lease cannot mix
-its lines into the files of the next. A job claimed more than `attempts` times is failed, so nothing stays "in
+its lines into the files of the next. Leases and expiry are judged by the store's clock (storage/*/leases.py), so
+replicas on hosts whose clocks drift agree on them. A job claimed more than `attempts` times is failed, so nothing stays "in
 progress" for ever.
 """
 
@@ -23,6 +24,7 @@ from hearth.interactions.export import deleted, files, selection
 from hearth.interactions.export.config import ExportConfig
 from hearth.interactions.export.jobs import job_caller, job_folder
 from hearth.interactions.request import Request
+from hearth.storage import leases
 from hearth.storage.base import ExportJobs, Version
 from hearth.storage.owners import is_gone, new_owner
 
@@ -37,6 +39,7 @@ class Worker:
     def __init__(self, ctx: Context, jobs: ExportJobs, config: ExportConfig) -> None:
         self.ctx, self.jobs, self.config = ctx, jobs, config
         self.owner = new_owner()
+        self.clock = leases(ctx.store)  # its `now()`: the store's clock
         self.wake = asyncio.Event()  # set by a kick-off of this process
         self._running: set[asyncio.Task] = set()
 
@@ -46,7 +49,7 @@ class Worker:
                 await self._sweep()
                 await self._release_dead()
                 while len(self._running) < self.config.max_jobs:
-                    job = await self.jobs.claim(self.owner, self.config.lease, time.time())
+                    job = await self.jobs.claim(self.owner, self.config.lease, await self.clock.now())
                     if job is None:
                         break
                     task = asyncio.create_task(self._run_job(job), name=f"hearth-export-{job['id']}")
@@ -76,7 +79,7 @@ class Worker:
         await self.jobs.release(self.owner)
 
     async def _sweep(self) -> None:
-        for job_id in await self.jobs.expired(time.time()):
+        for job_id in await self.jobs.expired(await self.clock.now()):
             await asyncio.to_thread(files.remove, self.config.directory / job_id)
             await self.jobs.remove(job_id)
 
@@ -113,7 +116,7 @@ class Worker:
             job.update(state="failed", failure=f"internal error ({type(error).__name__})")
         if job["state"] == "failed":
             await asyncio.to_thread(files.remove, folder)
-        job.update(lease_owner=None, lease_until=0, expires=time.time() + self.config.retention)
+        job.update(lease_owner=None, lease_until=0, expires=await self.clock.now() + self.config.retention)
         if not await self.jobs.save(job, self.owner):
             await asyncio.to_thread(files.remove, folder)
 
@@ -155,7 +158,7 @@ class Worker:
         await self.renew(job)
 
     async def renew(self, job: dict[str, Any]) -> None:
-        job["lease_until"] = time.time() + self.config.lease
+        job["lease_until"] = await self.clock.now() + self.config.lease
         if not await self.jobs.save(job, self.owner):
             raise Cancelled()
 
