@@ -43,6 +43,12 @@ def connector_records(store: Store) -> Records:
     return _backend_part(store, "records", "Records", "connector_records")
 
 
+def job_records(store: Store) -> Records:
+    """The background jobs' records (the SearchParameter re-index, interactions/reindex_jobs.py) in `store`'s own
+    database."""
+    return _backend_part(store, "records", "Records", "job_records")
+
+
 def audit_log(store: Store) -> Any:
     """The append-only audit log (security/audit.py) in `store`'s own database."""
     return _backend_part(store, "audit_log", "AuditLog")

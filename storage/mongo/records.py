@@ -1,5 +1,5 @@
-"""Records (storage/base.py) in one MongoDB collection (`security_records`, `connector_records`), `_id` =
-"kind|name".
+"""Records (storage/base.py) in one MongoDB collection (`security_records`, `connector_records`, `job_records`),
+`_id` = "kind|name".
 
 `add` is an insert that fails on a duplicate key and `take` a find-and-delete: both atomic across replicas."""
 

@@ -1,4 +1,5 @@
-"""Records (storage/base.py) in one SQLite table beside the resources (`security_records`, `connector_records`).
+"""Records (storage/base.py) in one SQLite table beside the resources (`security_records`, `connector_records`,
+`job_records`).
 
 Writes run on the store's writer (`run_write`), so `add` and `take` are atomic across processes."""
 
@@ -13,7 +14,7 @@ import orjson
 from hearth.storage.base import Lease
 from hearth.storage.sqlite import leases
 
-_TABLES = ("security_records", "connector_records")  # the only names interpolated into SQL
+_TABLES = ("security_records", "connector_records", "job_records")  # the only names interpolated into SQL
 
 
 def _create(conn: sqlite3.Connection, table: str) -> None:
