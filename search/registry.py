@@ -4,6 +4,10 @@ Every parameter is compiled, per resource type it applies to, into an index extr
 (search/extract.py) when it is registered. One that cannot be compiled is listed by `unsupported()`
 with the reason (logged once at start-up, left out of the CapabilityStatement) instead of being
 indexed wrongly. Reads are lock-free: a change builds new per-type tables and swaps them in.
+
+A custom parameter may be registered as waiting for its re-index job (interactions/reindex_jobs.py) on some of its
+types: there it is extracted from every resource written, but not searchable (`get` does not find it; `unsupported`
+says why) until `indexed` is called for that job.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class _TypeTable:
     extractors: tuple[CompiledParam, ...]
     unsupported: tuple[tuple[SearchParam, str], ...]
     single_dates: frozenset[str]  # codes of the date parameters with one date value at most (CompiledParam)
+    waiting: Mapping[str, SearchParam]  # extracted but not yet searchable (their re-index job is not done), by code
 
 
 def applies_to(param: SearchParam, resource_type: str) -> bool:
@@ -87,6 +92,7 @@ class SearchRegistry:
         for definition in definitions:
             param = SearchParam.from_resource(definition)
             self._by_url[param.url] = param
+        self._waiting: dict[str, tuple[str, frozenset[str]]] = {}  # url -> (its re-index job, types not searchable)
         self._tables: dict[str, _TypeTable] = {t: self._build(t) for t in sorted(RESOURCE_TYPES)}
         self.generation = 0  # bumped by every register / unregister, for caches built on the registry
 
@@ -96,6 +102,7 @@ class SearchRegistry:
         other = object.__new__(SearchRegistry)
         other._model, other._lock = self._model, threading.Lock()
         other._by_url, other._tables, other.generation = dict(self._by_url), dict(self._tables), 0
+        other._waiting = dict(self._waiting)
         return other
 
     # --- reading ---------------------------------------------------------------------------------
@@ -124,30 +131,42 @@ class SearchRegistry:
         return table is not None and code in table.single_dates
 
     def extractors(self, resource_type: str) -> tuple[CompiledParam, ...]:
-        """The compiled index extractors of `resource_type` (see search/extract.py)."""
+        """The compiled index extractors of `resource_type` (see search/extract.py), those of the parameters waiting
+        for their re-index included."""
         table = self._tables.get(resource_type)
         return table.extractors if table is not None else ()
+
+    def waiting(self) -> dict[str, str]:
+        """The custom parameters not yet searchable on some of their types: url -> the re-index job they wait for."""
+        return {url: job for url, (job, _) in self._waiting.items()}
 
     # --- building --------------------------------------------------------------------------------
 
     def _build(self, resource_type: str) -> _TypeTable:
         params: dict[str, SearchParam] = {}
+        waiting: dict[str, SearchParam] = {}
         extractors: list[CompiledParam] = []
         unsupported: list[tuple[SearchParam, str]] = []
         for param in self._by_url.values():
             if not applies_to(param, resource_type):
                 continue
-            if param.code in params:
-                unsupported.append((param, f"code {param.code!r} is already defined by {params[param.code].url}"))
+            taken = params.get(param.code) or waiting.get(param.code)
+            if taken is not None:
+                unsupported.append((param, f"code {param.code!r} is already defined by {taken.url}"))
                 continue
             try:
                 extractors.append(self._compile(param, resource_type))
             except FhirPathError as exc:
                 unsupported.append((param, str(exc)))
                 continue
-            params[param.code] = param
+            if resource_type in self._waiting.get(param.url, ("", ()))[1]:
+                waiting[param.code] = param
+                unsupported.append((param, "it is still being indexed: searchable once its re-index job is done "
+                                           "(GET [base]/$reindex-status)"))
+            else:
+                params[param.code] = param
         return _TypeTable(MappingProxyType(params), tuple(extractors), tuple(unsupported),
-                          frozenset(c.code for c in extractors if c.single_date))
+                          frozenset(c.code for c in extractors if c.single_date), MappingProxyType(waiting))
 
     def _compile(self, param: SearchParam, resource_type: str) -> CompiledParam:
         if param.type not in SUPPORTED_TYPES:
@@ -163,15 +182,28 @@ class SearchRegistry:
             self._check(param)
         return param
 
-    def register(self, resource: Mapping[str, Any]) -> SearchParam:
-        """Add (or replace, by url) a custom SearchParameter; FhirError 400 if it cannot be indexed."""
+    def register(self, resource: Mapping[str, Any], job: str = "", waiting: Iterable[str] = ()) -> SearchParam:
+        """Add (or replace, by url) a custom SearchParameter; FhirError 400 if it cannot be indexed. On the resource
+        types `waiting` names it is extracted but not searchable until `indexed(url, job)`."""
         param = _parse_custom(resource)
         with self._lock:
             previous = self._check(param)
             types = self._affected(param) | (self._affected(previous) if previous is not None else set())
             self._by_url[param.url] = param
+            self._waiting.pop(param.url, None)
+            if waiting:
+                self._waiting[param.url] = (job, frozenset(waiting))
             self._rebuild(types)
         return param
+
+    def indexed(self, url: str, job: str) -> bool:
+        """Make the parameter `url` searchable on every type, if it waits for `job`; whether it did."""
+        with self._lock:
+            if self._waiting.get(url, ("",))[0] != job:
+                return False
+            del self._waiting[url]
+            self._rebuild(self._affected(self._by_url[url]))
+        return True
 
     def _check(self, param: SearchParam) -> SearchParam | None:
         """Raise FhirError if `param` cannot be registered; return the custom one it replaces, if any."""
@@ -179,7 +211,8 @@ class SearchRegistry:
         if previous is not None and not previous.custom:
             raise FhirError(400, "business-rule", f"{param.url} is a built-in search parameter")
         for resource_type in self._affected(param):
-            existing = self.get(resource_type, param.code)
+            table = self._tables[resource_type]
+            existing = table.params.get(param.code) or table.waiting.get(param.code)
             if existing is not None and existing.url != param.url:
                 raise FhirError(400, "business-rule", f"{resource_type} already has a search parameter "
                                 f"{param.code!r} ({existing.url})", ("SearchParameter.code",))
@@ -197,6 +230,7 @@ class SearchRegistry:
             if param is None or not param.custom:
                 return False
             del self._by_url[url]
+            self._waiting.pop(url, None)
             self._rebuild(self._affected(param))
         return True
 
