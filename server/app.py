@@ -20,6 +20,7 @@ from hearth.connectors.runner import Connectors
 from hearth.interactions.context import Context
 from hearth.interactions.export.service import ExportService
 from hearth.interactions.follower import Follower
+from hearth.interactions.reindex_worker import Reindexer
 from hearth.interactions.request import ANONYMOUS, Caller
 from hearth.security.audit import keep_for
 from hearth.security.authority import AuthError, Authority
@@ -149,6 +150,7 @@ class HearthApp:
         self.oauth: OAuthEndpoints | None = None
         self.connectors: Connectors | None = None
         self.exports: ExportService | None = None
+        self.reindexer: Reindexer | None = None
         self.subscriptions = SubscriptionService(SubscriptionConfig.from_settings(settings))
         # requests may carry the public base URL's path (http://host/fhir/Patient): routes start after it
         self.base_path = urlsplit(settings.public_base_url).path.rstrip("/")
@@ -167,6 +169,9 @@ class HearthApp:
         self.connectors = await open_connectors(ctx, self.settings)
         self.exports = await open_exports(ctx, self.settings)
         self.exports.start()
+        self.reindexer = Reindexer(ctx, self.settings.reindex_page, self.settings.reindex_lease,
+                                   self.settings.follow_interval)
+        await self.reindexer.start()
         self.follower = Follower(ctx, self.settings.follow_interval)
         self._following = asyncio.create_task(self.follower.run(), name="hearth-follower")
         self.ctx = ctx
@@ -210,6 +215,9 @@ class HearthApp:
         if self.exports is not None:
             await self.exports.stop()
             self.exports = None
+        if self.reindexer is not None:
+            await self.reindexer.stop()
+            self.reindexer = None
         if self.ctx is not None:
             await close_context(self.ctx, self.subscriptions)
             self.ctx = None

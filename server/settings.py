@@ -61,6 +61,9 @@ class Settings:
     leader_lease: float = 15.0  # seconds the group lease lasts unless renewed (a dead leader is replaced after it)
     sqlite_writer: str = ""  # set by `hearth serve --workers N`: the Unix socket of the group's SQLite writer
     follow_interval: float = 1.0  # seconds between a process's reads of the change log for others' definitions
+    # SearchParameter re-index jobs (docs/search.md)
+    reindex_page: int = 500  # resources a re-index job indexes and saves its position after
+    reindex_lease: float = 30.0  # seconds a worker's claim on a re-index job lasts unless renewed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 
 from conftest import BASE, FHIR_JSON, make_store
+from subscription_helpers import wait_until
 from hearth.server.app import create_app
 from hearth.server.settings import Settings
 
@@ -33,7 +35,37 @@ def found(bundle: dict) -> set[str]:
     return {e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"}
 
 
-async def test_custom_search_parameter_indexes_existing_and_new_resources(client):
+def _values(parts: list[dict]) -> dict[str, Any]:
+    """A `part` list as name -> value (repeated names: a list; nested parts: a dict of theirs)."""
+    values: dict[str, Any] = {}
+    for part in parts:
+        value = _values(part["part"]) if "part" in part else next(v for k, v in part.items() if k.startswith("value"))
+        if part["name"] in ("type", "waiting"):
+            values.setdefault(part["name"], []).append(value)
+        else:
+            values[part["name"]] = value
+    return values
+
+
+async def job_status(client, url: str) -> list[dict[str, Any]]:
+    """The re-index jobs of the parameter `url` as `$reindex-status` shows them (each its parts by name), oldest
+    version first."""
+    response = await client.get("/$reindex-status", params={"url": url})
+    assert response.status_code == 200, response.text
+    jobs = [_values(p["part"]) for p in response.json().get("parameter", [])]
+    return sorted(jobs, key=lambda job: int(job["searchParameter"]["reference"].rpartition("/")[2]))
+
+
+async def reindexed(app, client, url: str) -> dict[str, Any]:
+    """Step `app`'s re-index worker until the job of the parameter `url`'s current version is done; its status."""
+    async def done() -> bool:
+        await app.reindexer.step()
+        return (await job_status(client, url))[-1]["state"] == "done"
+    await wait_until(done, f"the re-index job of {url}")
+    return (await job_status(client, url))[-1]
+
+
+async def test_custom_search_parameter_indexes_existing_and_new_resources(app, client):
     code = f"eye{uuid.uuid4().hex[:8]}"
     await put(client, eye_patient("blue1", "blue"))
     await put(client, eye_patient("brown1", "brown"))
@@ -41,6 +73,7 @@ async def test_custom_search_parameter_indexes_existing_and_new_resources(client
     assert (await client.get(f"/Patient?{code}=blue", headers=strict)).status_code == 400  # not known yet
     created = await client.post("/SearchParameter", json=search_parameter(code), headers=FHIR_JSON)
     assert created.status_code == 201, created.text
+    await reindexed(app, client, search_parameter(code)["url"])
     assert found((await client.get(f"/Patient?{code}=blue", headers=strict)).json()) == {"blue1"}
     await put(client, eye_patient("blue2", "blue"))
     assert found((await client.get(f"/Patient?{code}=blue")).json()) == {"blue1", "blue2"}
@@ -95,6 +128,7 @@ async def test_definitions_are_loaded_again_at_start_up(backend, tmp_path):
     again = create_app(settings, store)
     await again.startup()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=again), base_url=BASE) as client:
+        await reindexed(again, client, search_parameter(code)["url"])
         response = await client.get(f"/Patient?{code}=green", headers={"Prefer": "handling=strict"})
         assert response.status_code == 200 and found(response.json()) == {"g1"}
     await again.shutdown()

@@ -9,7 +9,7 @@ import uuid
 from conftest import FHIR_JSON, reopenable
 from export_helpers import Running, export_settings
 from subscription_helpers import r4_subscription
-from test_definitions import eye_patient, found, put, search_parameter
+from test_definitions import eye_patient, found, put, reindexed, search_parameter
 
 STRICT = {"Prefer": "handling=strict"}
 
@@ -25,6 +25,10 @@ async def test_a_search_parameter_written_through_one_process_is_in_force_in_the
         assert (await b.client.get(f"/Patient?{code}=blue", headers=STRICT)).status_code == 400  # not yet known
         await put(b.client, eye_patient("unknowing", "blue"))  # written by b before it knows the parameter
         await b.app.follower.step()
+        refused = await b.client.get(f"/Patient?{code}=blue", headers=STRICT)
+        assert refused.status_code == 400 and "being indexed" in refused.text  # known, its job not done
+        await reindexed(a.app, a.client, search_parameter(code)["url"])
+        await b.app.reindexer.step()  # b learns the job is done
         assert found((await b.client.get(f"/Patient?{code}=blue", headers=STRICT)).json()) == {"before", "unknowing"}
         assert found((await a.client.get(f"/Patient?{code}=blue", headers=STRICT)).json()) == {"before", "unknowing"}
         statement = (await b.client.get("/metadata")).json()

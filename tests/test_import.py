@@ -230,6 +230,7 @@ async def test_an_import_indexes_for_the_custom_search_parameters_stored_before(
     so what it imports is indexed for them."""
     from test_subscriptions_delivery import shared_stores
     from hearth.interactions.dispatcher import dispatch
+    from hearth.interactions.reindex_worker import Reindexer
     from hearth.interactions.request import Request
 
     earlier, importing = shared_stores(backend, tmp_path)
@@ -245,6 +246,7 @@ async def test_an_import_indexes_for_the_custom_search_parameters_stored_before(
         eyes = patient(1, extension=[{"url": "http://example.org/eye", "valueString": "green"}])
         (tmp_path / "eyes.ndjson").write_text(ndjson([eyes, patient(2)]))
         assert not (await load(context, tmp_path / "eyes.ndjson")).errors
+        await Reindexer(context, page=500, lease=30.0, interval=3600).step()  # a server's worker: searchable now
         found = await dispatch(context, Request("search-type", type="Patient", params=(("eye-colour", "green"),),
                                                 strict=True))
         assert [e["resource"]["id"] for e in json.loads(found.body)["entry"]] == ["p1"]

@@ -114,7 +114,8 @@ async def test_reindex_makes_existing_resources_findable(app, client):
 async def test_admin_operations_need_the_admin_role(secured):
     client = secured.client
     reader = await secured.token("system/*.cruds", name="not-admin")
-    for path in ("/$expunge", "/Patient/$expunge", "/Patient/p1/$expunge", "/Patient/$reindex"):
+    for path in ("/$expunge", "/Patient/$expunge", "/Patient/p1/$expunge", "/Patient/$reindex",
+                 "/$reindex-status"):
         refused = await client.post(path, json=flags(expungePreviousVersions=True), headers={**FHIR_JSON, **reader})
         assert refused.status_code == 403, (path, refused.text)
     admin = await secured.token("user/*.cruds", name="admin-app", role="admin")

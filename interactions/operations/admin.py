@@ -3,7 +3,10 @@ operation by the dispatcher:
 
 - `$reindex` (system, type or instance level): re-extracts the search index entries of stored resources from the
   search parameters registered now, without new versions (after a SearchParameter change made outside Hearth's own
-  write path, or an upgrade that changed extraction). Runs in batches of 500 resources; answers how many.
+  write path, or an upgrade that changed extraction). Runs in batches of 500 resources; answers how many. A
+  SearchParameter written through Hearth needs none: its re-index job does it (interactions/reindex_jobs.py).
+- `$reindex-status` (system level, GET or POST): the SearchParameter re-index jobs, a `job` parameter each (`url`
+  narrows them to one parameter's).
 - `$expunge` (system, type or instance level, HAPI's parameters): removes history for good. `expungePreviousVersions`:
   the versions older than the current one; `expungeDeletedResources`: every version of deleted resources, and the
   resources themselves; `limit` (default and most: EXPUNGE_LIMIT) bounds the versions removed per call.
@@ -18,9 +21,10 @@ from __future__ import annotations
 from hearth.capability import fhir_json
 from hearth.capability.outcome import FhirError
 from hearth.capability.resource_types import RESOURCE_TYPES
+from hearth.interactions import reindex_jobs
 from hearth.interactions.context import Context
 from hearth.interactions.definitions import reindex
-from hearth.interactions.operations.arguments import named
+from hearth.interactions.operations.arguments import answer, named
 from hearth.interactions.request import Outcome, Request
 from hearth.interactions.resources import index_entries
 
@@ -33,7 +37,8 @@ def install(ctx: Context) -> None:
     for resource_type in (None, *sorted(RESOURCE_TYPES)):
         ctx.operations[(resource_type, "$reindex")] = reindex_operation
         ctx.operations[(resource_type, "$expunge")] = expunge_operation
-    for name in ("reindex", "expunge"):  # Hearth's own: the definition names this server
+    ctx.operations[(None, "$reindex-status")] = reindex_status
+    for name in ("reindex", "reindex-status", "expunge"):  # Hearth's own: the definition names this server
         served(ctx, name, f"{ctx.base_url}/OperationDefinition/{name}")
 
 
@@ -51,6 +56,14 @@ async def reindex_operation(ctx: Context, request: Request) -> Outcome:
     for resource_type in (request.type,) if request.type else sorted(RESOURCE_TYPES):
         done += await reindex(ctx, resource_type)
     return _count(done)
+
+
+async def reindex_status(ctx: Context, request: Request) -> Outcome:
+    """`$reindex-status`: the re-index jobs (of the parameter `url` names), with their state and progress."""
+    _admin(request)
+    url = named(request).get("url")
+    jobs = await reindex_jobs.records(ctx).list(reindex_jobs.KIND)
+    return answer(reindex_jobs.status([job for job in jobs if url in (None, job["url"])]))
 
 
 async def expunge_operation(ctx: Context, request: Request) -> Outcome:
