@@ -168,15 +168,16 @@ class _Run:
             log.exception("re-index of %s: its error could not be saved", self.job["name"])
 
     async def _save(self) -> None:
-        """Save the job under the lease, renewed first once a third of it has passed; LeaseLost when it was lost."""
+        """Save the job under the lease (LeaseLost when it is no longer held), and renew the lease once a third of it
+        has passed."""
         worker = self.worker
+        await worker.jobs.put(reindex_jobs.KIND, self.job["name"], self.job, fence=self.lease)
         if time.monotonic() - self.renewed > worker.lease / 3:
             renewed = await worker.leases.acquire(self.lease.name, worker.owner, worker.lease)
-            # a new token: it expired and was taken afresh, by another or by this worker (another may have worked
-            # meanwhile, so this claim's progress may be stale)
+            # lost since the save: taken by another, or expired and taken afresh here (then given up: another may
+            # have worked meanwhile)
             if renewed is None or renewed.token != self.lease.token:
                 if renewed is not None:
                     await worker.leases.release(renewed)
                 raise LeaseLost(self.lease)
             self.lease, self.renewed = renewed, time.monotonic()
-        await worker.jobs.put(reindex_jobs.KIND, self.job["name"], self.job, fence=self.lease)
