@@ -134,15 +134,31 @@ def check_size(write: Write, document: dict[str, Any]) -> None:
         raise WriteTooLarge(write.type, write.id, size, MAX_DOCUMENT_BYTES)
 
 
+# the `seq` of a version (and the `created` of a resource) committed but not yet numbered by the change log's
+# sequencer (storage/mongo/sequencer.py): above every real number, so such versions come first in a history (newest
+# first) and such resources last in creation order, where they belong; 18 digits, as a history `_cursor` holds
+PENDING = 10**18 - 1
+
+
+def history_key(resource_type: str, resource_id: str, version_id: int) -> str:
+    return f"{resource_type}/{resource_id}/{version_id}"
+
+
 def history_document(write: Write, seq: int) -> dict[str, Any]:
-    return {"_id": f"{write.type}/{write.id}/{write.version_id}", "type": write.type, "id": write.id,
-            "version_id": write.version_id, "seq": seq, "last_updated": clock.to_text(write.last_updated),
-            "deleted": write.body is None, "body": write.body or b""}
+    """A version's `history` document; `seq` PENDING until the sequencer numbers it. It carries what its change-log
+    row holds, so that the sequencer makes the row from it alone (`change_document`)."""
+    return {"_id": history_key(write.type, write.id, write.version_id), "type": write.type, "id": write.id,
+            "version_id": write.version_id, "seq": seq, "interaction": write.interaction,
+            "last_updated": clock.to_text(write.last_updated), "deleted": write.body is None, "body": write.body or b""}
 
 
-def change_document(write: Write, seq: int) -> dict[str, Any]:
-    return {"_id": seq, "type": write.type, "id": write.id, "version_id": write.version_id,
-            "interaction": write.interaction, "last_updated": clock.to_text(write.last_updated)}
+_CHANGE_FIELDS = ("type", "id", "version_id", "interaction", "last_updated")
+
+
+def change_document(history: dict[str, Any], seq: int) -> dict[str, Any]:
+    """The change-log row numbered `seq` of the version whose `history` document (its body left out or not) is
+    given."""
+    return {"_id": seq, **{name: history[name] for name in _CHANGE_FIELDS}}
 
 
 def to_version(document: dict[str, Any]) -> Version:
