@@ -86,6 +86,10 @@ class Reindexer:
             return False
         run = _Run(self, job, lease)
         try:
+            # as its last holder left it (`job` was listed before the claim: another may have worked it since)
+            job = run.job = await self.jobs.get(reindex_jobs.KIND, job["name"]) or job
+            if job["state"] not in reindex_jobs.OPEN:
+                return False
             await run.work()
             return True
         except LeaseLost:
