@@ -81,7 +81,8 @@ class Assertion:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A change-log row: sequence numbers increase monotonically with every committed version."""
+    """A change-log row: sequence numbers increase monotonically with every committed version, in commit order,
+    without gaps a reader could see filled later."""
 
     seq: int
     type: str
@@ -216,9 +217,12 @@ class Store(Protocol):
 
     async def commit(self, writes: Sequence[Write], assertions: Sequence[Assertion] = (),
                      audit: Sequence[AuditRecord] = ()) -> list[Change]:
-        """Commit all writes atomically, or none, and the `audit` records with them (storage/*/audit_log.py).
-        Raises VersionConflict / AssertionFailed / TransactionsUnsupported (more than one write on a backend
-        without transactions) / SearchRefused (an assertion's search)."""
+        """Commit all writes atomically, or none, and the `audit` records with them (storage/*/audit_log.py); their
+        change-log rows, in order. A backend that numbers the change log after the commit (MongoDB's sequencer,
+        storage/mongo/sequencer.py) waits a bounded time for the numbers: a change still unnumbered then has seq 0
+        (committed all the same; its row follows in the change log). Raises VersionConflict / AssertionFailed /
+        TransactionsUnsupported (more than one write on a backend without transactions) / SearchRefused (an
+        assertion's search)."""
 
     async def history(self, resource_type: str | None, resource_id: str | None, since: datetime | None,
                       before_seq: int | None, count: int, at: datetime | None = None, *,

@@ -28,7 +28,7 @@ import logging
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError
 
 from hearth.storage.base import Lease
 from hearth.storage.mongo.documents import PENDING, change_document, resource_key
@@ -72,7 +72,7 @@ class Sequencer:
                     await self.lead(lease)
             except Superseded as superseded:
                 log.info("change-log sequencer superseded: %s", superseded)
-            except PyMongoError:  # the database is away for a moment, or the stream failed: start again from the token
+            except Exception:  # the database away for a moment, the stream failed: start again from the saved token
                 log.exception("numbering the change log failed; starting again from the saved resume token")
             await asyncio.sleep(self.lease_seconds / 4)
 
