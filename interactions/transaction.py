@@ -12,8 +12,10 @@ Batch: every entry on its own, with its own status (and OperationOutcome when it
 from __future__ import annotations
 
 import asyncio
+import weakref
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from hearth.capability.outcome import FhirError, invalid
 from hearth.interactions import conditional
@@ -104,14 +106,38 @@ class _Replan(Exception):
     """A condition or a version changed under the transaction: plan it again."""
 
 
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def _turn(off: bool) -> AsyncIterator[None]:
+    """Transactions planned on worker threads (`off`) are planned one at a time, in order of arrival, each then
+    committing while the next is planned. Side by side they would share the interpreter lock, all finish
+    planning together and leave the store's writer idle until then, and the event loop idle while it works."""
+    if not off:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    lock = _TURNS.get(loop)
+    if lock is None:
+        lock = _TURNS[loop] = asyncio.Lock()
+    async with lock:
+        yield
+
+
 async def transaction(ctx: Context, raw_entries: list[Any], caller: Caller, prefer_return: str | None,
                       large: bool, dispatch: Dispatch, keep_unchanged: bool = False) -> Processed:
-    entries = await off_loop(large or len(raw_entries) > OFF_LOOP_ENTRIES, _check, ctx, raw_entries, caller)
-    for entry in entries:
-        entry.keep_unchanged = keep_unchanged
-    for _ in range(RETRIES):
+    off = large or len(raw_entries) > OFF_LOOP_ENTRIES
+    entries: list[_Entry] = []
+    for attempt in range(RETRIES):
+        async with _turn(off):
+            if attempt == 0:
+                entries = await off_loop(off, _check, ctx, raw_entries, caller)
+                for entry in entries:
+                    entry.keep_unchanged = keep_unchanged
+            planned = await _plan(ctx, caller, entries, large)
         try:
-            results = await _attempt(ctx, caller, entries, large, dispatch)
+            results = await _finish(ctx, planned, dispatch)
         except _Replan:
             continue
         for entry in entries:  # what the writes answer with leaves as the policy shows it (GETs were dispatched)
@@ -165,9 +191,22 @@ def _check_body_id(request: EntryRequest, resource: dict[str, Any]) -> None:
                       (f"{request.type}.id",))
 
 
-async def _attempt(ctx: Context, caller: Caller, entries: list[_Entry], large: bool, dispatch: Dispatch
-                   ) -> dict[int, Result]:
-    """One try at the whole transaction: plan, rewrite, commit, then answer the GETs."""
+@dataclass
+class _Planned:
+    """One try at a transaction, planned: its entries in R4 order, the writes, their results so far, the
+    conditions to assert at commit and the resources written (targets) and claimed."""
+
+    caller: Caller
+    ordered: list[_Entry]
+    writes: list[Write]
+    results: dict[int, Result]
+    assertions: list[Assertion]
+    targets: list[_Target]
+    claimed: dict[tuple[str, str], int]
+
+
+async def _plan(ctx: Context, caller: Caller, entries: list[_Entry], large: bool) -> _Planned:
+    """One try's plan: the targets found, the references resolved and rewritten, every Write built."""
     ordered = sorted(entries, key=lambda e: _ORDER[e.request.method])
     assertions: list[Assertion] = []
     targets: list[_Target] = []
@@ -197,6 +236,12 @@ async def _attempt(ctx: Context, caller: Caller, entries: list[_Entry], large: b
     resolved = await _resolve_all(ctx, caller, entries, assertions)
     # rewriting, stamping, serialising and indexing
     writes, results = await off_loop(large or len(targets) > OFF_LOOP_ENTRIES, _build, ctx, entries, targets, resolved)
+    return _Planned(caller, ordered, writes, results, assertions, targets, claimed)
+
+
+async def _finish(ctx: Context, planned: _Planned, dispatch: Dispatch) -> dict[int, Result]:
+    """The rest of one try: answer the GETs that may fail it, commit, then answer the GETs after the commit."""
+    ordered, results, claimed = planned.ordered, planned.results, planned.claimed
     reads = [entry for entry in ordered if entry.interaction == "read"]
     for entry in reads:  # a GET that fails before the commit fails the transaction (and leaves no trace)
         if (entry.request.type, entry.request.id) not in claimed:
@@ -204,7 +249,7 @@ async def _attempt(ctx: Context, caller: Caller, entries: list[_Entry], large: b
                 await dispatch(ctx, entry.asked)
             except FhirError as error:
                 raise at_entry(error, entry.request, entry.request.index) from None
-    await _commit(ctx, caller, writes, assertions, targets)
+    await _commit(ctx, planned.caller, planned.writes, planned.assertions, planned.targets)
     for entry in ordered:  # a conditional delete that matched nothing
         if entry.interaction != "read" and entry.request.index not in results:
             results[entry.request.index] = Result(204)
