@@ -52,6 +52,8 @@ MAX_ISSUES = 50  # an OperationOutcome naming every fault of a huge garbage body
 MAX_DEPTH = 100
 _DEEP_PATH = 2 * MAX_DEPTH  # each level adds at least 2 characters (".x") to the walk's path
 
+_VALID_KEPT = 4096  # valid values each primitive check remembers (then it starts again)
+_VALID_LENGTH = 200  # longer ones (narratives, markdown) rarely repeat and would only take room
 Problem = tuple[str, str]  # (IssueType code, what is wrong)
 PrimitiveCheck = Callable[[Any], "Problem | None"]
 
@@ -102,10 +104,15 @@ def _string_check(type_name: str, pattern: str) -> PrimitiveCheck:
     # string and markdown: `[ \r\n\t\S]+` accepts any non-empty string, which the emptiness test below covers
     fullmatch = regex.fullmatch if regex is not None and regex.pattern != "(?s:.)+" else None
     calendar_check = type_name in ("date", "dateTime", "instant")
+    # values found valid lately: codes, systems and urls repeat across resources, and a set lookup costs a tenth
+    # of the regex
+    valid: set[str] = set()
 
     def check(value: Any) -> Problem | None:
         if type(value) is not str:
             return _wrong_json(value, f"a JSON string ({type_name})")
+        if value in valid:
+            return None
         if not value:
             return "value", f"empty string is not a valid {type_name}"
         if fullmatch is not None and fullmatch(value) is None:
@@ -113,6 +120,10 @@ def _string_check(type_name: str, pattern: str) -> PrimitiveCheck:
         if calendar_check and len(value) >= 10 and int(value[8:10]) > 28 \
                 and int(value[8:10]) > calendar.monthrange(int(value[:4]), int(value[5:7]))[1]:
             return "value", f"{value[:10]!r} is not a calendar date"
+        if len(valid) >= _VALID_KEPT:
+            valid.clear()
+        if len(value) <= _VALID_LENGTH:
+            valid.add(value)
         return None
 
     return check
