@@ -45,6 +45,8 @@ _ACTION = {"create": "C", "conditional-create": "C", "read": "R", "vread": "R", 
            "conditional-patch": "U", "delete": "D", "conditional-delete": "D", "batch": "E", "transaction": "E",
            "operation": "E", "capabilities": "R"}
 _SEARCHES = frozenset({"search-type", "search-system", "search-compartment"})
+_EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+               "display": "RESTful Operation"}
 _SEARCH_PARAMS = {"date", "agent", "entity", "patient", "outcome", "_count", "_cursor"}
 
 
@@ -101,6 +103,9 @@ class Audit:
         self.ctx = ctx
         self.log = log  # storage/*/audit_log.py
         self.batches = Batches(log.append)
+        self.source = {"observer": {"display": f"Hearth {ctx.base_url}"},
+                       "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                                 "code": "4", "display": "Application Server"}]}
 
     # -- recording ---------------------------------------------------------------------------------------
 
@@ -124,33 +129,35 @@ class Audit:
     def for_writes(self, caller: Caller, writes: Sequence[Write]) -> list[AuditRecord]:
         if caller.kind == "system":
             return []
+        # the writes of one commit share its caller and its moment: worked out once for all of their records
+        now, who = to_instant(utc_now()), _who(caller)
+        agents = _agents(caller, *who)
         return [self._record(caller, write.interaction, write.type,
                              [Version(write.type, write.id, write.version_id, write.last_updated, write.body is None,
-                                      write.body or b"")], None, patients=_patients(write.type, write.id, write.entries))
+                                      write.body or b"")], None, patients=_patients(write.type, write.id, write.entries),
+                             now=now, who=who, agents=agents)
                 for write in writes]
 
     def _record(self, caller: Caller, interaction: str, resource_type: str | None, versions: Sequence[Version],
                 error: FhirError | None, query: str | None = None, asked: Request | None = None,
-                patients: set[str] | None = None) -> AuditRecord:
-        now = to_instant(utc_now())
+                patients: set[str] | None = None, now: str | None = None, who: tuple[str, str | None] | None = None,
+                agents: list[dict[str, Any]] | None = None) -> AuditRecord:
+        now = now or to_instant(utc_now())
         record_id = str(uuid.uuid4())
         if patients is None:
             patients = {patient for version in versions for patient in self.patients_of(version)}
         patients = sorted(patients)
         entities = [f"{v.type}/{v.id}" for v in versions]
-        client, user = _who(caller)
+        client, user = who or _who(caller)
         outcome = "0" if error is None else "8" if error.status >= 500 else "4"
         event: dict[str, Any] = {
             "resourceType": "AuditEvent", "id": record_id,
             "meta": {"lastUpdated": now},
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
-                     "display": "RESTful Operation"},
+            "type": _EVENT_TYPE,
             "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": _subtype(interaction)}],
             "action": _ACTION.get(interaction, "E"), "recorded": now, "outcome": outcome,
-            "agent": _agents(caller, client, user),
-            "source": {"observer": {"display": f"Hearth {self.ctx.base_url}"},
-                       "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                                 "code": "4", "display": "Application Server"}]},
+            "agent": agents or _agents(caller, client, user),
+            "source": self.source,
         }
         if error is not None:
             event["outcomeDesc"] = f"{error.status}: {error.diagnostics}"[:1000]
