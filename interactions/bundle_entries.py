@@ -39,14 +39,14 @@ class EntryRequest:
     if_match: int | None = None
     if_none_match: int | None = None
     if_modified_since: datetime | None = None
+    # the type and id the URL names, read once from `segments` (every step of a transaction asks for them)
+    type: str | None = field(init=False)
+    id: str | None = field(init=False)
 
-    @property
-    def type(self) -> str | None:
-        return self.segments[0] if self.segments and self.segments[0][:1] not in ("_", "$") else None
-
-    @property
-    def id(self) -> str | None:
-        return self.segments[1] if len(self.segments) >= 2 and self.type and self.segments[1][:1] != "_" else None
+    def __post_init__(self) -> None:
+        segments = self.segments
+        self.type = segments[0] if segments and segments[0][:1] not in ("_", "$") else None
+        self.id = segments[1] if len(segments) >= 2 and self.type and segments[1][:1] != "_" else None
 
     @property
     def label(self) -> str:
