@@ -19,6 +19,7 @@ from typing import Any
 from hearth.security.masks import SUBSETTED, strip_path
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_REFERENCES_KEPT = 65_536  # rewritten references remembered per connector (a page refers to the same few again)
 _RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 
@@ -39,6 +40,7 @@ class Localizer:
         self.base = base.rstrip("/")
         self.types = frozenset(types)
         self.mask = [(path.split(".", 1)[0], path.split(".")[1:]) for path in mask]
+        self._references: dict[str, str] = {}
 
     def source(self, resource: dict[str, Any]) -> str:
         """The upstream resource's URL, versioned where the upstream gives a version."""
@@ -96,6 +98,14 @@ class Localizer:
     def reference(self, reference: str) -> str:
         """A reference as Hearth stores it: `Patient/ehr.123` for a synced type, the upstream URL otherwise;
         contained (`#x`), `urn:` and other servers' references unchanged."""
+        rewritten = self._references.get(reference)
+        if rewritten is None:
+            if len(self._references) >= _REFERENCES_KEPT:
+                self._references.clear()
+            rewritten = self._references[reference] = self._rewrite(reference)
+        return rewritten
+
+    def _rewrite(self, reference: str) -> str:
         relative = reference[len(self.base) + 1:] if reference.startswith(self.base + "/") else reference
         match = _RELATIVE.match(relative)
         if match is None:
