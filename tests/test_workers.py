@@ -5,12 +5,17 @@ whole group keeps what was committed, and a subscription is notified once per ev
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import httpx
 
 from hearth.server.app import create_app
 from hearth.server.settings import Settings
-from subscription_helpers import Receiver, r4_subscription
+from subscription_helpers import Receiver, r4_subscription, wait_until
 from tests.server_process import free_port, kill_group, start, stop
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -87,15 +92,59 @@ async def test_two_workers_serve_as_one(tmp_path):
         await asyncio.to_thread(stop, server, False)
 
 
-async def test_only_the_process_told_so_runs_the_groups_singletons(tmp_path):
-    """`hearth serve --workers N` tells its first process only (HEARTH_SINGLETONS): the others start no subscription
-    dispatcher, delivery or heartbeats, and no audit retention, yet serve the subscription operations."""
-    for singletons in (True, False):
-        settings = Settings(storage=str(tmp_path / "hearth.db"), singletons=singletons, audit_retention_days=30)
-        app = create_app(settings)
-        await app.startup()
-        try:
-            assert bool(app.subscriptions._tasks) is singletons and (app._retention is not None) is singletons
-            assert app.subscriptions.queue is not None and app.subscriptions.websockets is not None
-        finally:
-            await app.shutdown()
+async def test_only_the_group_lease_holder_runs_the_once_only_work(tmp_path):
+    """Two services on one store (two processes of a group): the first to take the group lease runs the subscription
+    dispatcher, delivery, heartbeats and audit retention, the other none of them, yet both serve the subscription
+    operations; when the holder stops, the other takes the lease over at its next turn and starts the work."""
+    settings = Settings(storage=str(tmp_path / "hearth.db"), audit_retention_days=30, leader_lease=3.0)
+    first, second = create_app(settings), create_app(settings)
+    await first.startup()
+    await second.startup()
+    try:
+        assert first.leadership.leading and not second.leadership.leading
+        assert first.subscriptions._tasks and first._retention is not None
+        assert not second.subscriptions._tasks and second._retention is None
+        assert second.subscriptions.queue is not None and second.subscriptions.websockets is not None
+        await first.shutdown()  # gives the lease up
+        await second.leadership.step()
+        assert second.leadership.leading and second.subscriptions._tasks and second._retention is not None
+    finally:
+        await second.shutdown()
+
+
+def _leader_pid(db: Path) -> tuple[int, int]:
+    """The pid of the group lease's holder (its owner id: machine:pid:start:nonce) and the lease's token."""
+    with closing(sqlite3.connect(db)) as conn:
+        owner, token = conn.execute("SELECT owner, token FROM leases WHERE name = 'group'").fetchone()
+    return int(owner.split(":")[1]), token
+
+
+async def test_a_killed_leader_is_replaced_and_notifications_go_on(tmp_path):
+    """SIGKILL to the process of a `--workers 2` group that holds the group lease: another process takes the lease
+    over (the supervisor's replacement or the other one: each sees the holder no longer runs), and a write made
+    after the kill is notified, once."""
+    db, port = tmp_path / "hearth.db", free_port()
+    base = f"http://127.0.0.1:{port}"
+    receiver = await Receiver().start()
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    server = await asyncio.to_thread(start, db, port, workers="2", leader_lease="3",
+                                     subscription_allowed_networks="127.0.0.0/8")
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            subscription = await client.post("/Subscription", headers=FHIR_JSON,
+                                             json=r4_subscription("Observation?status=final", receiver.url))
+            assert subscription.status_code == 201
+            assert (await client.post("/Observation", headers=FHIR_JSON, json=observation)).status_code == 201
+            await receiver.wait_for(1)
+            await asyncio.sleep(5)  # (a process that ends in its first 5 s is failing to start: the group would stop)
+            leader, token = _leader_pid(db)
+            os.kill(leader, signal.SIGKILL)
+            await wait_until(lambda: _leader_pid(db)[1] > token, "another process to take the group lease over")
+            assert _leader_pid(db)[0] != leader
+            assert (await client.post("/Observation", headers=FHIR_JSON, json=observation)).status_code == 201
+        await receiver.wait_for(2)
+        await asyncio.sleep(2)  # (a copy from a second dispatcher would have come by now)
+        assert len(receiver.received) == 2
+    finally:
+        await asyncio.to_thread(kill_group, server)
+        await receiver.stop()
