@@ -23,11 +23,13 @@ from hearth.connectors.state import COUNTERS, ConnectorState
 from hearth.connectors.sync import Sink, StoreFailed
 from hearth.connectors.upstream import Upstream, UpstreamError
 from hearth.interactions.context import Context
-from hearth.storage.base import Records
+from hearth.storage import leases
+from hearth.storage.base import LeaseLost, Records
 from hearth.storage.clock import parse_instant, utc_now
 
 log = logging.getLogger("hearth.connectors")
-FAILURES = (UpstreamError, CircuitOpen, StoreFailed, AuthError, FhirError)
+# LeaseLost: the pass's checkpoint was refused, its lease being lost (the process paused past it)
+FAILURES = (UpstreamError, CircuitOpen, StoreFailed, AuthError, FhirError, LeaseLost)
 _CONTINUOUS_PAUSE = 1.0  # seconds between passes of a `continuous` connector that found nothing to do
 
 
@@ -37,7 +39,7 @@ class Connector:
     def __init__(self, ctx: Context, config: ConnectorConfig, records: Records, circuit: Circuit) -> None:
         self.ctx = ctx
         self.config = config
-        self.state = ConnectorState(records, config.name)
+        self.state = ConnectorState(records, config.name, leases(ctx.store))
         self.circuit = circuit
         self.latency = [0.0, 0]  # seconds, requests: the upstream's request latency (metrics)
         self.upstream = Upstream(config, circuit, observe=self._observe)
@@ -144,7 +146,7 @@ class Connector:
                 "last_success": last_success, "last_error": stored.get("last_error"), "lag_seconds": lag,
                 "checkpoint": await self.state.checkpoint(),
                 "counters": {key: stored.get("counters", {}).get(key, 0) for key in COUNTERS},
-                "running_in": holder.get("holder") if holder else None}
+                "running_in": holder}
 
     async def discard(self, letter: dict[str, Any]) -> bool:
         """Drop a dead letter; in a conflict Hearth's version stays (the sync state now starts from it)."""

@@ -6,34 +6,33 @@
 - `dead:NAME`: what could not be stored (invalid, refused, conflicting), with the raw upstream JSON, the error
   and the upstream URL, for a person to see, retry or discard; one per upstream resource (the latest);
 - `status`: counters, last success and error, circuit state, for `hearth connector status` in any process;
-- `lease`: which process runs the connector's passes now (the server, or `hearth connector run --once`).
+and, in the store's leases (storage/*/leases.py, judged by the store's clock), `connector:NAME`: which process runs
+the connector's passes now (the server's group leader, or `hearth connector run --once`); its token fences the
+checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import time
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
-from hearth.storage.base import Records
+from hearth.storage.base import Lease, Leases, Records
 from hearth.storage.clock import to_instant, utc_now
+from hearth.storage.owners import is_gone, new_owner
 
 COUNTERS = ("fetched", "stored", "unchanged", "rejected", "dead_lettered", "conflicts", "deleted")
 LEASE_SECONDS = 60.0
 
 
-def holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class ConnectorState:
-    def __init__(self, records: Records, name: str) -> None:
+    def __init__(self, records: Records, name: str, leases: Leases) -> None:
         self.records = records
         self.name = name
-        self.holder = holder_name()
+        self.leases = leases
+        self.lease_name = f"connector:{name}"
+        self.owner = new_owner()
+        self.held: Lease | None = None
 
     # -- checkpoint -------------------------------------------------------------------------------------------
 
@@ -41,7 +40,9 @@ class ConnectorState:
         return await self.records.get("checkpoint", self.name) or {}
 
     async def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        await self.records.put("checkpoint", self.name, checkpoint)
+        """Save under the lease: a pass whose lease was lost (a paused process, taken over) raises LeaseLost and
+        cannot move the checkpoint past what its successor saved."""
+        await self.records.put("checkpoint", self.name, checkpoint, fence=self.held)
 
     # -- per-resource sync state ------------------------------------------------------------------------------
 
@@ -121,52 +122,38 @@ class ConnectorState:
     # -- lease ------------------------------------------------------------------------------------------------
 
     async def lease(self, seconds: float = LEASE_SECONDS) -> bool:
-        """Take (or renew) the lease on this connector's passes; False while another process holds it."""
-        until = time.time() + seconds
-        if await self.records.add("lease", self.name, {"holder": self.holder, "until": until}, expires=until):
-            return True
-        current = await self.records.get("lease", self.name)
-        if current is None or current.get("holder") == self.holder or _gone(str(current.get("holder", ""))):
-            await self.records.put("lease", self.name, {"holder": self.holder, "until": until}, expires=until)
-            return True
-        return False
+        """Take (or renew) the lease on this connector's passes; False while another process holds it. A holder
+        of this machine that no longer runs (it crashed) is not waited out."""
+        holder = await self.leases.holder(self.lease_name)
+        if holder is not None and holder.owner != self.owner and is_gone(holder.owner):
+            await self.leases.release(holder)
+        self.held = await self.leases.acquire(self.lease_name, self.owner, seconds)
+        return self.held is not None
 
     async def keep_lease(self, each: Callable[[], Awaitable[None]] | None = None) -> None:
         """Renew the lease every third of its time (and run `each` then); return when it is lost (another process
         took it, or it could not be renewed)."""
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
+            token = self.held.token if self.held is not None else None
             try:
                 held = await self.lease()
             except Exception:
                 held = False
-            if not held:
+            if not held or self.held is None or self.held.token != token:  # (taken by another in between)
                 return
             if each is not None:
                 await each()
 
     async def release(self) -> None:
-        current = await self.records.get("lease", self.name)
-        if current is not None and current.get("holder") == self.holder:
-            await self.records.delete("lease", self.name)
+        held, self.held = self.held, None
+        if held is not None:
+            await self.leases.release(held)
 
-    async def lease_holder(self) -> dict[str, Any] | None:
-        return await self.records.get("lease", self.name)
-
-
-def _gone(holder: str) -> bool:
-    """Whether a lease's holder was a process of this host that no longer runs (it crashed: no need to wait for
-    its lease to expire)."""
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    async def lease_holder(self) -> str | None:
+        """The owner id of the process running the connector's passes now, if any."""
+        holder = await self.leases.holder(self.lease_name)
+        return holder.owner if holder is not None and holder.until > await self.leases.now() else None
 
 
 def dead_letter_id(key: str) -> str:

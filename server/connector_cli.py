@@ -89,7 +89,7 @@ async def _run_pass(connectors: Connectors, args: argparse.Namespace) -> Any:
     status = await connectors.run_once(args.name)
     if status is None:
         holder = await connectors.get(args.name).state.lease_holder()
-        return {"refused": f"connector {args.name} is running in {holder.get('holder') if holder else 'another process'}"}
+        return {"refused": f"connector {args.name} is running in {holder or 'another process'}"}
     return status
 
 

@@ -10,11 +10,13 @@ from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connector_helpers import patient, world  # noqa: F401 (fixture)
 from fake_ehr import FakeEhr
+from hearth.storage.base import LeaseLost
 
 
 def _seed(ehr: FakeEhr, count: int = 12) -> None:
@@ -169,3 +171,23 @@ async def test_a_probe_cut_short_does_not_leave_the_circuit_half_open_for_good(w
             break
     assert status["state"] == "ok" and status["circuit"] == "closed", status
     assert (await world.get("/Patient/ehr.p1")).status_code == 200
+
+
+async def test_a_pass_that_lost_its_lease_cannot_move_the_checkpoint(world):
+    """Two processes' connectors on one store (`hearth serve` and `hearth connector run --once`): while one holds the
+    connector's lease the other's pass is refused; once the first has paused past its lease and the other has run,
+    the first's checkpoint is refused (fenced by the lease's token) and the other's stands."""
+    world.ehr.put(patient("p1"))
+    paused = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"]})
+    other = await world.connectors(ehr={"kind": "fhir-poll", "types": ["Patient"]})
+    first = paused.get("ehr").state
+    assert await first.lease(seconds=0.2)
+    assert await other.run_once("ehr") is None  # refused: the lease is held
+    assert (await other.get("ehr").status())["running_in"] == first.owner
+    await asyncio.sleep(0.3)  # the first pauses past its lease
+    status = await other.run_once("ehr")
+    assert status["state"] == "ok" and status["counters"]["stored"] == 1
+    with pytest.raises(LeaseLost):
+        await first.save_checkpoint({"types": {"Patient": "1999-01-01T00:00:00.000000Z"}})
+    assert await other.get("ehr").state.checkpoint() == status["checkpoint"]
+    assert status["checkpoint"]  # the pass saved one

@@ -22,7 +22,7 @@ from hearth.connectors.hl7v2.receive import Receiver, Settled, message_key
 from hearth.connectors.hl7v2.write import Converted
 from hearth.connectors.state import LEASE_SECONDS, ConnectorState
 from hearth.interactions.context import Context
-from hearth.storage import hl7_inbox
+from hearth.storage import hl7_inbox, leases
 from hearth.storage.base import InboxRow, Records
 from hearth.storage.clock import to_instant, utc_now
 
@@ -38,7 +38,7 @@ class Hl7Connector:
     def __init__(self, ctx: Context, config: Hl7Config, records: Records) -> None:
         self.ctx = ctx
         self.config = config
-        self.state = ConnectorState(records, config.name)
+        self.state = ConnectorState(records, config.name, leases(ctx.store))
         self.inbox = hl7_inbox(ctx.store)
         self.settled = Settled()
         self._wake = asyncio.Event()
@@ -135,7 +135,7 @@ class Hl7Connector:
         done = 0
         self.running = True
         try:
-            while rows := await self.inbox.claim(self.config.name, self.state.holder, CLAIM, LEASE_SECONDS):
+            while rows := await self.inbox.claim(self.config.name, self.state.owner, CLAIM, LEASE_SECONDS):
                 self.converter.prepare([row for row in rows if not _merges(row)])
                 for row in rows:
                     await self._settle(row, await self._convert(row))
@@ -201,7 +201,7 @@ class Hl7Connector:
                 "lag_seconds": lag,
                 "checkpoint": {"pending": pending, "oldest_pending": _instant(oldest)},
                 "counters": {key: stored.get("counters", {}).get(key, 0) for key in COUNTERS},
-                "running_in": holder.get("holder") if holder else None}
+                "running_in": holder}
 
     async def retry(self, letter: dict[str, Any]) -> str:
         """Convert a dead letter's message again with today's maps and configuration."""
