@@ -43,3 +43,4 @@ class Delivery:
     number: int | None
     created: float  # epoch seconds: the retry horizon runs from here
     attempts: int
+    owner: str  # who claimed it: only its owner completes it or schedules its retry

@@ -45,10 +45,12 @@ class NotificationQueue(Protocol):
         """Give up every claim of `owner` (a process that is gone): its work can be claimed again at once."""
 
     async def complete(self, delivery: Delivery) -> None:
-        """The delivery succeeded (or is moot): forget it."""
+        """The delivery succeeded (or is moot): forget it, unless its claim has passed to another owner since (this
+        one paused past its lease): then the other's claim stands and its owner completes it."""
 
     async def retry(self, delivery: Delivery, due: float, error: str | None, attempted: bool) -> None:
-        """Release the lease and make the delivery due again at `due` (`attempted`: count an attempt)."""
+        """Release the lease and make the delivery due again at `due` (`attempted`: count an attempt); nothing if
+        the claim has passed to another owner."""
 
     async def drop(self, subscription: str) -> None:
         """Forget every pending delivery of a subscription (it went to error or off, or was deleted)."""

@@ -148,6 +148,26 @@ async def test_a_restart_takes_over_the_claims_of_its_dead_predecessor_at_once(b
         assert len(await receiver.wait_for(1)) == 1
 
 
+async def test_only_a_deliverys_owner_completes_it_or_schedules_its_retry(backend, tmp_path):
+    """A dispatcher that paused past its claim's lease wakes after another took the delivery over: its completion
+    and its retry change nothing (the delivery is not lost to the successor); the successor's completion does."""
+    store = make_store(backend, tmp_path)
+    try:
+        queue = notification_queue(store)
+        await queue.open()
+        await queue.add_delivery("s", "heartbeat")
+        now = time.time() + 60
+        [paused] = await queue.claim("paused", now, 1, 5)
+        [taken] = await queue.claim("successor", now + 2, 30, 5)  # the paused one's lease ran out at now + 1
+        await queue.retry(paused, now, "late", True)
+        await queue.complete(paused)
+        assert await queue.lease_owners(now + 2) == {"successor"}  # still claimed, by the successor
+        await queue.complete(taken)
+        assert await queue.lease_owners(now + 2) == set() and not await queue.due(now + 3600)
+    finally:
+        await store.close()
+
+
 async def test_notification_survives_a_crash(tmp_path, monkeypatch):
     """A real `hearth serve`: one write while the receiver is down, then killed; one write and killed at
     once (before the dispatcher ran, or holding the claim of a delivery); after a restart both notifications
@@ -209,7 +229,7 @@ def test_claimed_events_are_batched_up_to_max_count():
     deliverer = Deliverer(ctx, None, registry, DeliveryConfig(), "me", None, loopback, None)
 
     def work(subscription: str, kind: str, number: int | None) -> Delivery:
-        return Delivery((subscription, kind, number), subscription, kind, number, 0.0, 0)
+        return Delivery((subscription, kind, number), subscription, kind, number, 0.0, 0, "me")
 
     claimed = [work("b", "event", 1), work("r", "event", 1), work("b", "event", 2), work("r", "event", 2),
                work("b", "event", 3), work("b", "heartbeat", None), work("b", "event", 4)]

@@ -114,7 +114,7 @@ class MongoNotificationQueue:
             if document is None:
                 break
             claimed.append(Delivery(document["_id"], document["subscription"], document["kind"], document["number"],
-                                    document["created"], document["attempts"]))
+                                    document["created"], document["attempts"], owner))
         return claimed
 
     async def lease_owners(self, now: float) -> set[str]:
@@ -124,14 +124,14 @@ class MongoNotificationQueue:
         await self.deliveries.update_many({"owner": owner}, {"$set": {"owner": None, "lease_until": 0.0}})
 
     async def complete(self, delivery: Delivery) -> None:
-        await self.deliveries.delete_one({"_id": delivery.key})
+        await self.deliveries.delete_one({"_id": delivery.key, "owner": delivery.owner})
 
     async def retry(self, delivery: Delivery, due: float, error: str | None, attempted: bool) -> None:
         update: dict[str, Any] = {"$set": {"due": due, "owner": None, "lease_until": 0.0},
                                   "$inc": {"attempts": int(attempted)}}
         if error is not None:
             update["$set"]["error"] = error
-        await self.deliveries.update_one({"_id": delivery.key}, update)
+        await self.deliveries.update_one({"_id": delivery.key, "owner": delivery.owner}, update)
 
     async def drop(self, subscription: str) -> None:
         await self.deliveries.delete_many({"subscription": subscription})

@@ -85,7 +85,7 @@ def _claim(conn: sqlite3.Connection, owner: str, now: float, lease_seconds: floa
         "WHERE due <= ? AND lease_until <= ? ORDER BY due, key LIMIT ?", (now, now, limit)).fetchall()
     conn.executemany("UPDATE subscription_deliveries SET owner = ?, lease_until = ? WHERE key = ?",
                      [(owner, now + lease_seconds, row[0]) for row in rows])
-    return [Delivery(*row) for row in rows]
+    return [Delivery(*row, owner) for row in rows]
 
 
 def _execute(conn: sqlite3.Connection, sql: str, parameters: tuple) -> None:
@@ -139,13 +139,14 @@ class SqliteNotificationQueue:
                                    "WHERE owner = ?", (owner,))
 
     async def complete(self, delivery: Delivery) -> None:
-        await self.store.run_write(_execute, "DELETE FROM subscription_deliveries WHERE key = ?", (delivery.key,))
+        await self.store.run_write(_execute, "DELETE FROM subscription_deliveries WHERE key = ? AND owner = ?",
+                                   (delivery.key, delivery.owner))
 
     async def retry(self, delivery: Delivery, due: float, error: str | None, attempted: bool) -> None:
         await self.store.run_write(
             _execute, "UPDATE subscription_deliveries SET due = ?, error = coalesce(?, error), "
-            "attempts = attempts + ?, owner = NULL, lease_until = 0 WHERE key = ?",
-            (due, error, int(attempted), delivery.key))
+            "attempts = attempts + ?, owner = NULL, lease_until = 0 WHERE key = ? AND owner = ?",
+            (due, error, int(attempted), delivery.key, delivery.owner))
 
     async def drop(self, subscription: str) -> None:
         await self.store.run_write(_execute, "DELETE FROM subscription_deliveries WHERE subscription = ?",
