@@ -57,7 +57,8 @@ class HearthProcess:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "HEARTH_BENCH_FLOOR": "1", **self.env}
+        # one server process unless `env` says otherwise: the figures compare one process with the floor's
+        env = {**os.environ, "HEARTH_BENCH_FLOOR": "1", "HEARTH_WORKERS": "1", **self.env}
         command = [sys.executable, "-m", "hearth.server.cli", "serve", "--host", self.host, "--port", str(self.port),
                    "--storage", str(self.database), "--log-level", "warning"]
         with open(self.log, "ab") as log:

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--connectors", metavar="FILE", help="run the connectors this TOML file declares "
                                                             "(HEARTH_CONNECTORS; docs/connectors.md)")
     serve.add_argument("--workers", type=int, help="server processes sharing the port and the store (HEARTH_WORKERS, "
-                                                   "default 1; docs/scale-out.md)")
+                                                   "default: the cores; docs/scale-out.md)")
     serve.set_defaults(run=_serve)
     load = commands.add_parser("import", help="load NDJSON files and Bundles (.json, .ndjson; .gz, .bz2; folders)")
     load.add_argument("paths", nargs="+", metavar="PATH", help="files or folders; 0-* files are loaded first")

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Mapping
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, as in a container limited to some)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not Linux)
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class Settings:
     # inbound connectors (docs/connectors.md)
     connectors: str = ""  # the TOML file declaring them; empty: none
     # scale-out on one machine (docs/scale-out.md)
-    workers: int = 1  # server processes on one listening socket (SQLite: sharing one writer process)
+    workers: int = field(default_factory=cores)  # server processes on one listening socket (SQLite: one writer)
     singletons: bool = True  # may lead: take the group lease and run the once-only work (server/leadership.py)
     leader_lease: float = 15.0  # seconds the group lease lasts unless renewed (a dead leader is replaced after it)
     sqlite_writer: str = ""  # set by `hearth serve --workers N`: the Unix socket of the group's SQLite writer
@@ -70,12 +78,13 @@ class Settings:
         """Defaults, then `HEARTH_<NAME>` variables, then non-None `overrides`."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
-        for field in fields(cls):
-            raw = env.get(f"HEARTH_{field.name.upper()}")
+        for setting in fields(cls):
+            raw = env.get(f"HEARTH_{setting.name.upper()}")
             if raw is not None:
-                values[field.name] = (int(raw) if field.type in ("int", int) else
-                                      raw.strip().lower() in ("1", "true", "yes", "on") if field.type in ("bool", bool)
-                                      else float(raw) if field.type in ("float", float) else raw)
+                kind = setting.type
+                values[setting.name] = (int(raw) if kind in ("int", int) else
+                                        raw.strip().lower() in ("1", "true", "yes", "on") if kind in ("bool", bool)
+                                        else float(raw) if kind in ("float", float) else raw)
         values.update({name: value for name, value in overrides.items() if value is not None})
         return replace(cls(), **values)
 

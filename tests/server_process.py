@@ -19,10 +19,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(db: Path, port: int, **settings: str) -> subprocess.Popen:
-    """`hearth serve` on `db` and `port` with extra HEARTH_* `settings` (e.g. header_timeout="1"), once ready."""
-    env = {**os.environ, "HEARTH_STORAGE": str(db), "HEARTH_PORT": str(port),
+def start(db: Path, port: int, **settings: str | None) -> subprocess.Popen:
+    """`hearth serve` on `db` and `port` with extra HEARTH_* `settings` (e.g. header_timeout="1"; None: unset), once
+    ready: one server process unless `workers` says otherwise (a crash test kills the process it started)."""
+    env = {**os.environ, "HEARTH_STORAGE": str(db), "HEARTH_PORT": str(port), "HEARTH_WORKERS": "1",
            **{f"HEARTH_{name.upper()}": value for name, value in settings.items()}}
+    env = {name: value for name, value in env.items() if value is not None}
     process = subprocess.Popen([sys.executable, "-m", "hearth.server.cli", "serve"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True)  # a group of its own: `kill_group` ends every process of it

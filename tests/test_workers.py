@@ -148,3 +148,20 @@ async def test_a_killed_leader_is_replaced_and_notifications_go_on(tmp_path):
     finally:
         await asyncio.to_thread(kill_group, server)
         await receiver.stop()
+
+
+def _server_processes(supervisor: int) -> int:
+    """How many `hearth serve` server processes `supervisor` runs (its children but the SQLite writer)."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    commands = [Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0") for child in children]
+    return sum(1 for command in commands if b"serve" in command)
+
+
+async def test_by_default_a_server_process_runs_on_each_core(tmp_path):
+    server = await asyncio.to_thread(start, tmp_path / "hearth.db", free_port(), workers=None)
+    try:
+        cores = len(os.sched_getaffinity(0))
+        # (on one core the process started is the server itself, with no server processes under it)
+        assert _server_processes(server.pid) == (cores if cores > 1 else 0)
+    finally:
+        await asyncio.to_thread(stop, server, False)
