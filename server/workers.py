@@ -2,8 +2,9 @@
 one writer process they share (storage/sqlite/writer.py's SharedWriter), so a group commits as one server does.
 
 The server processes accept from the one socket the supervisor bound (uvicorn's own multi-process idiom), so a
-process that ends loses no queued connection. The first runs the group's once-only work (HEARTH_SINGLETONS:
-subscription delivery, connectors and their HL7 v2 listeners, audit retention); the others serve requests only.
+process that ends loses no queued connection. Any of them may run the group's once-only work (subscription
+delivery, connectors and their HL7 v2 listeners, audit retention): whichever holds the store's group lease
+(server/leadership.py).
 """
 
 from __future__ import annotations
