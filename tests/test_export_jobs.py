@@ -17,7 +17,7 @@ from export_helpers import ASYNC, Running, download, export_settings, finished, 
 from hearth.storage.mongo.export_jobs import MongoExportJobs
 from hearth.storage.mongo.store import MongoStore
 from hearth.storage.owners import MACHINE
-from tests.server_process import free_port, start, stop
+from tests.server_process import free_port, kill_group, start, stop
 
 PATIENTS = [{"resourceType": "Patient", "id": f"p{n}", "gender": "female"} for n in range(5)]
 
@@ -102,7 +102,8 @@ async def test_a_job_of_a_dead_process_on_this_host_is_released_at_once(backend,
         assert len(lines["Patient"]) == 5
 
 
-def test_an_export_killed_with_its_server_completes_after_a_restart(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_export_killed_with_its_server_completes_after_a_restart(tmp_path, workers):
     """A real `hearth serve` killed (SIGKILL) right after a kick-off: whether the job was waiting, being written or
     done, the restarted server answers its manifest well before the 600 s lease would have run out."""
     db, port = tmp_path / "hearth.db", free_port()
@@ -110,15 +111,15 @@ def test_an_export_killed_with_its_server_completes_after_a_restart(tmp_path):
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
         {"resource": {"resourceType": "Patient", "id": f"k{n}"}, "request": {"method": "PUT", "url": f"Patient/k{n}"}}
         for n in range(500)]}
-    server = start(db, port, export_lease="600", export_poll="0.1")
+    server = start(db, port, export_lease="600", export_poll="0.1", workers=workers)
     try:
         assert httpx.post(base, json=bundle, headers={"Content-Type": "application/fhir+json"},
                           timeout=60).status_code == 200
         kicked = httpx.get(f"{base}/$export", params={"_type": "Patient"}, headers=ASYNC)
         assert kicked.status_code == 202
     finally:
-        stop(server, hard=True)
-    server = start(db, port, export_lease="600", export_poll="0.1")
+        kill_group(server)
+    server = start(db, port, export_lease="600", export_poll="0.1", workers=workers)
     try:
         deadline = time.monotonic() + 30
         while (answer := httpx.get(kicked.headers["content-location"])).status_code == 202:

@@ -4,8 +4,6 @@ between two dispatchers on one database, and a real server killed between commit
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ from ipaddress import ip_network
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import BASE, FHIR_JSON, make_store
 from hearth.server.app import create_app
@@ -21,7 +20,7 @@ from hearth.storage import notification_queue
 from hearth.storage.owners import new_owner
 from subscription_helpers import WAIT, Receiver, r4_subscription, status_of, wait_until
 from test_subscriptions_backport import wait_status
-from tests.server_process import free_port, start, stop
+from tests.server_process import free_port, kill_group, start, stop
 from test_subscriptions import receiver, settings_for, subscribe  # noqa: F401 (fixture)
 
 
@@ -168,7 +167,8 @@ async def test_only_a_deliverys_owner_completes_it_or_schedules_its_retry(backen
         await store.close()
 
 
-async def test_notification_survives_a_crash(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_notification_survives_a_crash(tmp_path, monkeypatch, workers):
     """A real `hearth serve`: one write while the receiver is down, then killed; one write and killed at
     once (before the dispatcher ran, or holding the claim of a delivery); after a restart both notifications
     arrive (the restarted server takes over its dead predecessor's claims at once: no lease to wait out)."""
@@ -176,7 +176,7 @@ async def test_notification_survives_a_crash(tmp_path, monkeypatch):
     monkeypatch.setenv("HEARTH_SUBSCRIPTION_ALLOWED_NETWORKS", "127.0.0.0/8")
     db, port, hook_port = tmp_path / "hearth.db", free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
-    server = await asyncio.to_thread(start, db, port)
+    server = await asyncio.to_thread(start, db, port, workers=workers)
     try:
         async with httpx.AsyncClient(base_url=base) as client:
             sub = await subscribe(client, r4_subscription("Patient?gender=female",
@@ -190,17 +190,17 @@ async def test_notification_survives_a_crash(tmp_path, monkeypatch):
                 return status["events-since-subscription-start"] == "1"
             await wait_until(recorded, "the event recorded (its delivery fails: nobody listens on hook_port)")
     finally:
-        await asyncio.to_thread(stop, server, True)
-    server = await asyncio.to_thread(start, db, port)
+        await asyncio.to_thread(kill_group, server)
+    server = await asyncio.to_thread(start, db, port, workers=workers)
     try:
         async with httpx.AsyncClient(base_url=base) as client:
             late = (await client.post("/Patient", json={"resourceType": "Patient", "gender": "female"},
                                       headers=FHIR_JSON)).json()["id"]
-        os.kill(server.pid, signal.SIGKILL)  # right after the commit
+        await asyncio.to_thread(kill_group, server)  # right after the commit
     finally:
-        await asyncio.to_thread(stop, server, True)
+        await asyncio.to_thread(kill_group, server)
     receiver = await Receiver(port=hook_port).start()
-    server = await asyncio.to_thread(start, db, port)
+    server = await asyncio.to_thread(start, db, port, workers=workers)
     try:
         received = await receiver.wait_for(2, timeout=2 * WAIT)
         assert sorted(r.path for r in received) == sorted([f"/fhir/Patient/{early}", f"/fhir/Patient/{late}"])
