@@ -165,3 +165,38 @@ async def test_by_default_a_server_process_runs_on_each_core(tmp_path):
         assert _server_processes(server.pid) == (cores if cores > 1 else 0)
     finally:
         await asyncio.to_thread(stop, server, False)
+
+
+async def test_a_valueset_written_through_one_process_is_honoured_by_every_process(tmp_path):
+    """ValueSets live in each process's terminology: after one is written, created, changed or deleted, every
+    request, whichever process of the group it reaches (each on a new connection), answers `:in` by its latest
+    version within HEARTH_FOLLOW_INTERVAL."""
+    db, port = tmp_path / "hearth.db", free_port()
+    base, url = f"http://127.0.0.1:{port}", "http://example.org/fhir/ValueSet/vitals"
+    server = await asyncio.to_thread(start, db, port, workers="2", follow_interval="0.2")
+
+    def every_process_finds(expected: set[str] | None) -> bool:
+        for _ in range(12):  # new connections: the processes take turns accepting
+            answer = httpx.get(f"{base}/Observation", params={"code:in": url}, timeout=30)
+            got = None if answer.status_code == 400 else {e["resource"]["id"] for e in answer.json()["entry"]}
+            if got != expected:
+                return False
+        return True
+
+    def valueset(code: str) -> dict:
+        return {"resourceType": "ValueSet", "id": "vs", "url": url, "status": "active",
+                "compose": {"include": [{"system": "http://loinc.org", "concept": [{"code": code}]}]}}
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            for oid, code in (("hr", "8867-4"), ("rr", "9279-1")):
+                assert (await client.put(f"/Observation/{oid}", headers=FHIR_JSON, json={
+                    "resourceType": "Observation", "id": oid, "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": code}]}})).status_code == 201
+            for body, expected in ((valueset("8867-4"), {"hr"}), (valueset("9279-1"), {"rr"}), (None, None)):
+                if body is None:
+                    assert (await client.delete("/ValueSet/vs")).status_code == 204
+                else:
+                    assert (await client.put("/ValueSet/vs", headers=FHIR_JSON, json=body)).status_code in (200, 201)
+                await wait_until(lambda: asyncio.to_thread(every_process_finds, expected), f"every process: {expected}")
+    finally:
+        await asyncio.to_thread(stop, server, False)
