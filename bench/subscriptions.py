@@ -114,8 +114,8 @@ async def matching(writes: int, runs: int) -> dict[str, float]:
         events = 0
         for _ in range(runs):
             for name, registry in (("full", full), ("floor", floor)):
-                # match() needs neither queue, refresh nor stop (nothing here fails or overruns the default budget)
-                dispatcher = Dispatcher(ctx, None, registry, None, None, 1.0)
+                # match() needs neither queue, refresh, stop nor clock (nothing here fails or overruns the budget)
+                dispatcher = Dispatcher(ctx, None, registry, None, None, 1.0, None)
                 started = time.perf_counter()
                 found = 0
                 for change in changes:

@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from hearth.interactions.context import Context
+from hearth.storage.store_clock import StoreClock
 from hearth.subscriptions import notifications
 from hearth.subscriptions.channels import DeliveryFailed, Outgoing, send
 from hearth.subscriptions.egress import EgressPolicy, GuardedResolver
@@ -87,8 +88,10 @@ class Breaker:
 
 class Deliverer:
     def __init__(self, ctx: Context, queue: NotificationQueue, registry: Registry, config: DeliveryConfig,
-                 owner: str, set_status: SetStatus, egress: EgressPolicy, resolver: AbstractResolver) -> None:
+                 owner: str, set_status: SetStatus, egress: EgressPolicy, resolver: AbstractResolver,
+                 clock: StoreClock) -> None:
         self.ctx, self.queue, self.registry, self.config = ctx, queue, registry, config
+        self.clock = clock  # claims, due times and the retry horizon: the store's clock, shared by every process
         self.owner, self.set_status = owner, set_status
         self.egress, self.resolver = egress, resolver
         self.breakers: dict[str, Breaker] = {}
@@ -106,7 +109,7 @@ class Deliverer:
             try:
                 while True:
                     room = self.config.concurrency - len(self._in_flight)
-                    now = time.time()
+                    now = await self.clock.fresh()
                     if room > 0 and await self.queue.due(now):
                         for group in self._groups(await self.queue.claim(self.owner, now, self.config.lease, room)):
                             task = asyncio.create_task(self._in_turn(session, group))
@@ -162,7 +165,7 @@ class Deliverer:
         """Send one notification for `group` (one handshake, one heartbeat, or events of one subscription)."""
         first = group[0]
         subscription = self.registry.get(first.subscription)
-        now = time.time()
+        now = self.clock.now()
         if subscription is None or subscription.status in ("off", "error") or subscription.channel.type != "rest-hook":
             await self._each(self.queue.complete, group)  # moot: $events still has the events
             return
@@ -188,11 +191,11 @@ class Deliverer:
                 await send(session, self.egress, subscription.channel, outgoing,
                            min(subscription.timeout, self.config.lease / 2))
         except DeliveryFailed as failure:
-            breaker.failed(time.time(), str(failure))
+            breaker.failed(self.clock.now(), str(failure))
             await self._failed(subscription, group, str(failure))
             return
         breaker.succeeded()
-        self.last_sent[subscription.id] = time.time()
+        self.last_sent[subscription.id] = self.clock.now()
         await self._each(self.queue.complete, group)
         if first.kind == "handshake":
             await self.set_status(subscription.id, "active", None)
@@ -206,7 +209,7 @@ class Deliverer:
         await self._each(lambda d: self.queue.retry(d, due, error, attempted), group)
 
     async def _failed(self, subscription: Subscription, group: list[Delivery], error: str) -> None:
-        now = time.time()
+        now = self.clock.now()
         if now - min(d.created for d in group) >= self.config.retry_horizon:
             await self._give_up(subscription, group, error)
             return

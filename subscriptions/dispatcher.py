@@ -28,6 +28,7 @@ from hearth.interactions.request import Request
 from hearth.interactions.resources import index_entries
 from hearth.interactions.search import exists_for
 from hearth.storage.base import Change, Version
+from hearth.storage.store_clock import StoreClock
 from hearth.subscriptions.model import MATCHING_STOPPED, Subscription
 from hearth.subscriptions.queue import NewEvent, NotificationQueue
 from hearth.subscriptions.registry import Registry, Target
@@ -48,8 +49,9 @@ _LAZY_SECONDS = 5.0
 
 class Dispatcher:
     def __init__(self, ctx: Context, queue: NotificationQueue, registry: Registry, refresh: Refresh, stop: Stop,
-                 budget: float, batch: int = 500) -> None:
+                 budget: float, clock: StoreClock, batch: int = 500) -> None:
         self.ctx, self.queue, self.registry, self.refresh, self.batch = ctx, queue, registry, refresh, batch
+        self.clock = clock  # the deliveries' creation and due times
         self.stop, self.budget = stop, budget  # budget: seconds one subscription may spend matching one change
         self.seen = 0  # change seq this process has read up to (registry refreshed)
         self.checkpoint = 0  # changes up to here are matched (recorded, or caused nothing)
@@ -81,7 +83,7 @@ class Dispatcher:
             upto = todo[-1].seq
             if events or handshakes or upto - self.durable >= _LAZY_CHANGES or \
                     time.monotonic() - self._durable_at >= _LAZY_SECONDS:
-                if not await self.queue.enqueue(self.durable, upto, events, handshakes):
+                if not await self.queue.enqueue(self.durable, upto, events, handshakes, self.clock.now()):
                     # another dispatcher recorded (part of) this: go on from where it got to
                     self.checkpoint = self.durable = await self.queue.checkpoint()
                     self.seen = min(self.seen, self.checkpoint)
@@ -94,7 +96,8 @@ class Dispatcher:
 
     async def flush(self) -> None:
         """Store the in-memory checkpoint (at shutdown), unless another process moved it meanwhile."""
-        if self.checkpoint > self.durable and await self.queue.enqueue(self.durable, self.checkpoint, (), ()):
+        if self.checkpoint > self.durable and await self.queue.enqueue(self.durable, self.checkpoint, (), (),
+                                                                                      self.clock.now()):
             self.durable = self.checkpoint
 
     async def match(self, change: Change) -> list[NewEvent]:

@@ -25,13 +25,14 @@ class NotificationQueue(Protocol):
     async def checkpoint(self) -> int: ...
 
     async def enqueue(self, after_seq: int, upto_seq: int, events: Sequence[NewEvent],
-                      handshakes: Sequence[tuple[str, int]]) -> bool:
+                      handshakes: Sequence[tuple[str, int]], now: float) -> bool:
         """Record `events` and `handshakes` ((subscription, seq of its change)) and move the checkpoint
-        from `after_seq` to `upto_seq`, all at once. False (nothing recorded) when the checkpoint is no
+        from `after_seq` to `upto_seq`, all at once; their deliveries created and due at `now` (the store's clock:
+        storage/store_clock.py, as for every time of this queue). False (nothing recorded) when the checkpoint is no
         longer `after_seq`: another dispatcher got there first."""
 
-    async def add_delivery(self, subscription: str, kind: str) -> None:
-        """Queue a handshake or heartbeat, due now."""
+    async def add_delivery(self, subscription: str, kind: str, now: float) -> None:
+        """Queue a handshake or heartbeat, due `now`."""
 
     async def due(self, now: float) -> bool:
         """Whether any delivery is due and unleased (a cheap read before claiming)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from functools import partial
 from typing import Any, Sequence
 
@@ -20,9 +19,10 @@ from hearth.capability.outcome import FhirError
 from hearth.interactions.context import Context, WriteHook
 from hearth.interactions.dispatcher import dispatch
 from hearth.interactions.request import SYSTEM, Request
-from hearth.storage import notification_queue
+from hearth.storage import leases, notification_queue
 from hearth.storage.base import Change, Version, Write
 from hearth.storage.owners import is_gone, new_owner
+from hearth.storage.store_clock import StoreClock
 from hearth.subscriptions import operations
 from hearth.subscriptions.acceptance import Acceptance
 from hearth.subscriptions.config import SubscriptionConfig
@@ -88,6 +88,7 @@ class SubscriptionService:
         self.queue = notification_queue(ctx.store)
         await self.queue.open()
         self.websockets = WebSocketHub(ctx, self.queue, self.registry)
+        self.clock = StoreClock(leases(ctx.store))  # deliveries are timed by the store's clock, as leases are
         if background:
             await self.lead()
         else:
@@ -99,11 +100,12 @@ class SubscriptionService:
         assert ctx is not None
         self._background = True
         await self._load()  # what the follower had not applied yet, the dispatcher (from its checkpoint) would not
+        await self.clock.sync()
         self.resolver = self.config.resolver()
         self.dispatcher = Dispatcher(ctx, self.queue, self.registry, self._refresh, self._stop,
-                                     self.config.match_timeout)
+                                     self.config.match_timeout, self.clock)
         self.deliverer = Deliverer(ctx, self.queue, self.registry, self.config.delivery, self.owner, self.set_status,
-                                   self.config.egress, self.resolver)
+                                   self.config.egress, self.resolver, self.clock)
         await self._release_gone_owners()
         self.dispatcher.start_at(await self.queue.checkpoint())
         self._tasks = [asyncio.create_task(self._dispatch_forever(), name="hearth-subscription-dispatcher"),
@@ -131,7 +133,7 @@ class SubscriptionService:
     async def _release_gone_owners(self) -> None:
         """Claims of processes of this machine that no longer run (a predecessor killed mid-delivery) are
         released at once, instead of after their lease."""
-        for owner in await self.queue.lease_owners(time.time()):
+        for owner in await self.queue.lease_owners(self.clock.now()):
             if is_gone(owner):
                 log.info("releasing the delivery claims of %s, which no longer runs", owner)
                 await self.queue.release(owner)
@@ -252,7 +254,7 @@ class SubscriptionService:
         """Backport rest-hook subscriptions with a heartbeat period get a heartbeat when idle that long."""
         while True:
             await asyncio.sleep(1)
-            now = time.time()
+            now = self.clock.now()
             for subscription in self.registry:
                 if not (subscription.heartbeat and subscription.status == "active"
                         and subscription.channel.type == "rest-hook"):
@@ -260,7 +262,7 @@ class SubscriptionService:
                 last = self.deliverer.last_sent.setdefault(subscription.id, now)
                 if now - last >= subscription.heartbeat:
                     self.deliverer.last_sent[subscription.id] = now
-                    await self.queue.add_delivery(subscription.id, "heartbeat")
+                    await self.queue.add_delivery(subscription.id, "heartbeat", now)
                     self.deliverer.wake.set()
 
     # -- status ------------------------------------------------------------------------------------

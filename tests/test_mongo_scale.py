@@ -87,12 +87,12 @@ async def assert_numbered_once(queue: MongoNotificationQueue, subscription: str,
 async def test_racing_dispatchers_number_each_event_once_without_gaps():
     first, second = racing_queues()
     await first.open()
-    results = await asyncio.gather(first.enqueue(0, 20, new_events("a", range(1, 21)), ()),
-                                   second.enqueue(0, 30, new_events("a", range(1, 31)), ()))
+    results = await asyncio.gather(first.enqueue(0, 20, new_events("a", range(1, 21)), (), 0.0),
+                                   second.enqueue(0, 30, new_events("a", range(1, 31)), (), 0.0))
     assert sorted(results) == [False, True]
     await assert_numbered_once(first, "a", range(1, 31))
     # a third pass over what is recorded (a dispatcher that lost the checkpoint and starts again) adds nothing
-    assert await first.enqueue(await first.checkpoint(), 40, new_events("a", range(21, 41)), ())
+    assert await first.enqueue(await first.checkpoint(), 40, new_events("a", range(21, 41)), (), 0.0)
     await assert_numbered_once(second, "a", range(1, 41))
 
 
@@ -108,10 +108,10 @@ async def test_an_event_numbered_by_a_dispatcher_that_died_keeps_its_number():
         return await insert(document, *args, **kwargs)
     first.event_rows.insert_one = dies_at_the_third
     try:
-        await first.enqueue(0, 5, events, ())
+        await first.enqueue(0, 5, events, (), 0.0)
     except ConnectionError:
         pass
-    assert await second.enqueue(0, 5, events, ())
+    assert await second.enqueue(0, 5, events, (), 0.0)
     await assert_numbered_once(second, "b", range(1, 6))
 
 

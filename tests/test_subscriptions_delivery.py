@@ -154,8 +154,8 @@ async def test_only_a_deliverys_owner_completes_it_or_schedules_its_retry(backen
     try:
         queue = notification_queue(store)
         await queue.open()
-        await queue.add_delivery("s", "heartbeat")
         now = time.time() + 60
+        await queue.add_delivery("s", "heartbeat", now)
         [paused] = await queue.claim("paused", now, 1, 5)
         [taken] = await queue.claim("successor", now + 2, 30, 5)  # the paused one's lease ran out at now + 1
         await queue.retry(paused, now, "late", True)
@@ -165,6 +165,29 @@ async def test_only_a_deliverys_owner_completes_it_or_schedules_its_retry(backen
         assert await queue.lease_owners(now + 2) == set() and not await queue.due(now + 3600)
     finally:
         await store.close()
+
+
+async def test_deliveries_are_timed_by_the_stores_clock(backend, tmp_path, receiver, monkeypatch):
+    """With the database's clock an hour ahead of this host's, deliveries are still made at once (created, due and
+    claimed by the one clock), and a failed one is due again by the database's clock: a process whose host clock is
+    half an hour ahead of this one would not find it due yet."""
+    from hearth.storage.mongo.leases import MongoLeases
+    from hearth.storage.sqlite.leases import SqliteLeases
+
+    async def an_hour_ahead(self) -> float:
+        return time.time() + 3600
+    monkeypatch.setattr(SqliteLeases if backend == "sqlite" else MongoLeases, "now", an_hour_ahead)
+    store = make_store(backend, tmp_path)
+    async with Running(settings_for(tmp_path), store) as client:
+        await subscribe(client, r4_subscription("Patient?gender=male", receiver.url))
+        await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
+        assert len(await receiver.wait_for(1)) == 1
+        receiver.always_fail = True
+        await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON)
+        await wait_until(lambda: receiver.attempts >= 3, "the failing delivery tried and retried")
+        queue = notification_queue(store)
+        assert not await queue.due(time.time() + 1800)
+        assert await queue.due(time.time() + 3600 + 60)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -226,7 +249,7 @@ def test_claimed_events_are_batched_up_to_max_count():
     registry.put(parse_subscription(ctx, {**body, "id": "b"}, 1, loopback))
     registry.put(parse_subscription(ctx, {**r4_subscription("Patient?gender=male", "http://127.0.0.1:9/x"),
                                           "id": "r"}, 1, loopback))
-    deliverer = Deliverer(ctx, None, registry, DeliveryConfig(), "me", None, loopback, None)
+    deliverer = Deliverer(ctx, None, registry, DeliveryConfig(), "me", None, loopback, None, None)
 
     def work(subscription: str, kind: str, number: int | None) -> Delivery:
         return Delivery((subscription, kind, number), subscription, kind, number, 0.0, 0, "me")

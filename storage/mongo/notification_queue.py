@@ -12,7 +12,6 @@ find-and-update operations, atomic on any MongoDB.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from typing import Any, Sequence
 
@@ -44,10 +43,9 @@ class MongoNotificationQueue:
         return document["seq"] if document else 0
 
     async def enqueue(self, after_seq: int, upto_seq: int, events: Sequence[NewEvent],
-                      handshakes: Sequence[tuple[str, int]]) -> bool:
+                      handshakes: Sequence[tuple[str, int]], now: float) -> bool:
         if await self.checkpoint() != after_seq:
             return False
-        now = time.time()
         for subscription, seq in handshakes:
             await self._insert_delivery(f"{subscription}|{seq}|handshake", subscription, "handshake", None, now)
         for event in events:
@@ -97,8 +95,8 @@ class MongoNotificationQueue:
         except DuplicateKeyError:
             pass
 
-    async def add_delivery(self, subscription: str, kind: str) -> None:
-        await self._insert_delivery(uuid.uuid4().hex, subscription, kind, None, time.time())
+    async def add_delivery(self, subscription: str, kind: str, now: float) -> None:
+        await self._insert_delivery(uuid.uuid4().hex, subscription, kind, None, now)
 
     async def due(self, now: float) -> bool:
         return await self.deliveries.find_one({"due": {"$lte": now}, "lease_until": {"$lte": now}},

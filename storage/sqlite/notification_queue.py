@@ -8,7 +8,6 @@ is atomic even across processes (the writer begins its transactions IMMEDIATE).
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Any, Sequence
 
 from hearth.storage import clock
@@ -60,13 +59,12 @@ def _create_tables(conn: sqlite3.Connection) -> None:
 
 
 def _enqueue(conn: sqlite3.Connection, after_seq: int, upto_seq: int, events: Sequence[NewEvent],
-             handshakes: Sequence[tuple[str, int]]) -> bool:
+             handshakes: Sequence[tuple[str, int]], now: float) -> bool:
     row = conn.execute("SELECT seq FROM subscription_checkpoint WHERE name = ?", (_DISPATCHER,)).fetchone()
     if (row[0] if row else 0) != after_seq:
         return False
     conn.execute("INSERT INTO subscription_checkpoint VALUES (?, ?) ON CONFLICT (name) "
                  "DO UPDATE SET seq = excluded.seq", (_DISPATCHER, upto_seq))
-    now = time.time()
     for subscription, _ in handshakes:
         conn.execute(_INSERT_DELIVERY, (subscription, "handshake", None, now, now))
     for event in events:
@@ -111,11 +109,10 @@ class SqliteNotificationQueue:
         return await self.store.run_read(work)
 
     async def enqueue(self, after_seq: int, upto_seq: int, events: Sequence[NewEvent],
-                      handshakes: Sequence[tuple[str, int]]) -> bool:
-        return await self.store.run_write(_enqueue, after_seq, upto_seq, events, handshakes)
+                      handshakes: Sequence[tuple[str, int]], now: float) -> bool:
+        return await self.store.run_write(_enqueue, after_seq, upto_seq, events, handshakes, now)
 
-    async def add_delivery(self, subscription: str, kind: str) -> None:
-        now = time.time()
+    async def add_delivery(self, subscription: str, kind: str, now: float) -> None:
         await self.store.run_write(_execute, _INSERT_DELIVERY, (subscription, kind, None, now, now))
 
     async def due(self, now: float) -> bool:
