@@ -17,6 +17,7 @@ Metrics:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import logging
@@ -56,6 +57,16 @@ class Histogram:
         self.total += value
         self.count += 1
 
+    def state(self) -> list:
+        """What another process needs to add this histogram to its own (server/shared_metrics.py)."""
+        return [self.counts, self.total, self.count]
+
+    def absorb(self, state: list) -> None:
+        counts, total, count = state
+        self.counts = [mine + theirs for mine, theirs in zip(self.counts, counts)]
+        self.total += total
+        self.count += count
+
     def lines(self, name: str, labels: str) -> list[str]:
         out, running = [], 0
         for bound, count in zip((*map(repr, self.buckets), "+Inf"), self.counts):
@@ -76,6 +87,29 @@ class Metrics:
         self.storage: dict[str, Histogram] = {}
         self.gauges: dict[str, Callable[[], Awaitable[float | None]]] = {}
         self.sections: list[Callable[[], Awaitable[list[str]]]] = []  # whole series families (connectors)
+        # the other processes' snapshots, in a `--workers N` group (server/shared_metrics.py)
+        self.peers: Callable[[], list[dict[str, Any]]] = list
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's counters and histograms, for the other processes of its group."""
+        return {"requests": [[*key, count] for key, count in self.requests.items()],
+                "latency": {name: histogram.state() for name, histogram in self.latency.items()},
+                "storage": {name: histogram.state() for name, histogram in self.storage.items()}}
+
+    def _with_peers(self) -> tuple[dict[tuple[str, str, int], int], dict[str, Histogram], dict[str, Histogram]]:
+        """This process's counters and histograms with every other process's of its group added."""
+        snapshots = [self.snapshot(), *self.peers()]
+        requests: dict[tuple[str, str, int], int] = {}
+        latency: dict[str, Histogram] = {}
+        storage: dict[str, Histogram] = {}
+        for snapshot in snapshots:
+            for interaction, method, status, count in snapshot["requests"]:
+                key = (interaction, method, int(status))
+                requests[key] = requests.get(key, 0) + count
+            for into, name in ((latency, "latency"), (storage, "storage")):
+                for label, state in snapshot[name].items():
+                    into.setdefault(label, Histogram()).absorb(state)
+        return requests, latency, storage
 
     def observe_request(self, interaction: str, method: str, status: int, seconds: float) -> None:
         key = (interaction, method, status)
@@ -92,18 +126,19 @@ class Metrics:
         histogram.observe(seconds)
 
     async def render(self) -> bytes:
+        requests, latency, storage = self._with_peers()
         lines = ["# HELP hearth_http_requests_total HTTP requests by FHIR interaction, method and status.",
                  "# TYPE hearth_http_requests_total counter"]
-        for (interaction, method, status), count in sorted(self.requests.items()):
+        for (interaction, method, status), count in sorted(requests.items()):
             lines.append(f'hearth_http_requests_total{{interaction="{interaction}",method="{method}",'
                          f'status="{status}"}} {count}')
         lines += ["# HELP hearth_http_request_duration_seconds Time to answer a request, by FHIR interaction.",
                   "# TYPE hearth_http_request_duration_seconds histogram"]
-        for interaction, histogram in sorted(self.latency.items()):
+        for interaction, histogram in sorted(latency.items()):
             lines += histogram.lines("hearth_http_request_duration_seconds", f'interaction="{interaction}"')
         lines += ["# HELP hearth_storage_operation_duration_seconds Time spent in the storage backend.",
                   "# TYPE hearth_storage_operation_duration_seconds histogram"]
-        for operation, histogram in sorted(self.storage.items()):
+        for operation, histogram in sorted(storage.items()):
             lines += histogram.lines("hearth_storage_operation_duration_seconds", f'operation="{operation}"')
         for name, gauge in sorted(self.gauges.items()):
             value = await gauge()
@@ -154,6 +189,7 @@ class Observability:
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None, path: str = "/metrics") -> None:
         self.app = app
         self.metrics = metrics or Metrics()
+        self._sharing: asyncio.Task | None = None
         base_path = getattr(app, "base_path", "")
         self.paths = {path, base_path + path}
 
@@ -201,9 +237,18 @@ class Observability:
             if message["type"] == "lifespan.startup.complete":
                 self.attach(getattr(self.app, "ctx", None), getattr(self.app, "subscriptions", None),
                             getattr(self.app, "connectors", None))
+                self._share(getattr(getattr(self.app, "settings", None), "metrics_dir", ""))
+            elif message["type"] == "lifespan.shutdown.complete" and self._sharing is not None:
+                self._sharing.cancel()
             await send(message)
 
         return lifespan_send
+
+    def _share(self, folder: str) -> None:
+        """In a `--workers N` group, share this process's figures with the others (server/shared_metrics.py)."""
+        if folder:
+            from hearth.server.shared_metrics import SharedMetrics
+            self._sharing = asyncio.create_task(SharedMetrics(self.metrics, folder).run(), name="hearth-metrics")
 
     def attach(self, ctx: Any, subscriptions: Any, connectors: Any = None) -> None:
         """Instrument a started app's store and register its gauges and its connectors' series."""

@@ -68,6 +68,7 @@ class Settings:
     singletons: bool = True  # may lead: take the group lease and run the once-only work (server/leadership.py)
     leader_lease: float = 15.0  # seconds the group lease lasts unless renewed (a dead leader is replaced after it)
     sqlite_writer: str = ""  # set by `hearth serve --workers N`: the Unix socket of the group's SQLite writer
+    metrics_dir: str = ""  # set by `hearth serve --workers N`: where its processes share their metrics
     follow_interval: float = 1.0  # seconds between a process's reads of the change log for others' definitions
     # SearchParameter re-index jobs (docs/search.md)
     reindex_page: int = 500  # resources a re-index job indexes and saves its position after

@@ -12,10 +12,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import fields
 
@@ -63,6 +65,7 @@ class Group:
             log.error("cannot listen on %s:%s: %s", self.settings.host, self.settings.port, error)
             return 1
         path = sqlite_path(self.settings.storage)
+        self.metrics_dir = tempfile.mkdtemp(prefix="hearth-metrics-")  # 0700: the processes' figures (/metrics)
         self.writer: SharedWriter | None = None
         if path is not None:
             prepare(path, self.settings.sqlite_synchronous)  # once, before the server processes open the store
@@ -91,6 +94,7 @@ class Group:
                for field in fields(Settings)}
         env.update(HEARTH_WORKERS="1",
                    HEARTH_SQLITE_WRITER=self.writer.address if self.writer is not None else "",
+                   HEARTH_METRICS_DIR=self.metrics_dir,
                    **{LISTEN_FD: str(self.listening.fileno())})
         return env
 
@@ -124,4 +128,5 @@ class Group:
                 process.wait()
         if self.writer is not None:
             self.writer.stop()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.listening.close()

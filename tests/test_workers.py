@@ -200,3 +200,27 @@ async def test_a_valueset_written_through_one_process_is_honoured_by_every_proce
                 await wait_until(lambda: asyncio.to_thread(every_process_finds, expected), f"every process: {expected}")
     finally:
         await asyncio.to_thread(stop, server, False)
+
+
+def _requests_counted(base: str) -> int:
+    """The searches answered 200 that a scrape of /metrics reports (on a new connection: any process)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    return sum(int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith('hearth_http_requests_total{interaction="search_type",method="GET",status="200"}'))
+
+
+async def test_metrics_count_the_requests_of_every_process_whichever_answers(tmp_path):
+    """20 requests spread over the group's two processes: every scrape, whichever process answers it, counts all 20
+    (each process shares its figures every second)."""
+    db, port = tmp_path / "hearth.db", free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = await asyncio.to_thread(start, db, port, workers="2")
+    try:
+        for _ in range(20):  # a connection each: the processes take turns accepting
+            assert (await asyncio.to_thread(httpx.get, f"{base}/Patient", timeout=30)).status_code == 200
+
+        def every_scrape_counts_all() -> bool:
+            return all(_requests_counted(base) == 20 for _ in range(8))
+        await wait_until(lambda: asyncio.to_thread(every_scrape_counts_all), "every scrape to count 20 requests")
+    finally:
+        await asyncio.to_thread(stop, server, False)
