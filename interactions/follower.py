@@ -5,10 +5,10 @@ write hook is told of the changes of its types (`WriteHook.observed`), so that w
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from hearth.interactions.context import Context
+from hearth.interactions.periodic import every
 
 log = logging.getLogger("hearth.follower")
 
@@ -36,11 +36,5 @@ class Follower:
                 return told
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database is away for a moment: the next pass reads on from the same place
-                log.exception("following the change log failed")
+        # after a failed pass the next reads on from the same place
+        await every(self.interval, self.step, log, "following the change log failed")

@@ -20,6 +20,7 @@ from typing import Any
 from hearth.interactions import reindex_jobs
 from hearth.interactions.context import Context
 from hearth.interactions.definitions import reindex_versions
+from hearth.interactions.periodic import every
 from hearth.search.ir import Keyset, Query
 from hearth.search.paging import following
 from hearth.storage import leases
@@ -51,15 +52,9 @@ class Reindexer:
             self._task = None
 
     async def run(self) -> None:
-        # no pass at once: what was loaded at start-up is registered with its jobs' state already
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database is away for a moment: the next pass goes on from the saved positions
-                log.exception("re-index worker: a pass failed")
+        # no pass at once: what was loaded at start-up is registered with its jobs' state already; after a failed
+        # pass the next goes on from the saved positions
+        await every(self.interval, self.step, log, "re-index worker: a pass failed")
 
     async def step(self) -> None:
         """One pass: learn which jobs are done, then work every open job whose lease this worker gets."""
