@@ -140,6 +140,37 @@ async def test_killed_while_converting_converts_each_message_once(tmp_path):
     assert {r["meta"]["versionId"] for r in reports} == {"1"}
 
 
+async def test_messages_converted_again_make_no_new_versions(tmp_path):
+    """What a kill between a message's transaction and marking it converted leaves (every message converted, none
+    marked), made on purpose: converted again, the messages find their resources current, decimals included."""
+    port, mllp = free_port(), free_port()
+    server = await _serve(tmp_path, port, mllp)
+    try:
+        await send(HOST, mllp, [oru_message(n) for n in range(30)], timeout=60)
+        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}") as client:
+            await _converged(client, tmp_path)
+    finally:
+        await asyncio.to_thread(stop, server, False)
+    conn = sqlite3.connect(tmp_path / "hearth.db")
+    try:
+        with conn:
+            assert conn.execute("UPDATE hl7_inbox SET state = 'pending', settled = NULL").rowcount == 30
+    finally:
+        conn.close()
+    server = await _serve(tmp_path, port, mllp)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}") as client:
+            await _converged(client, tmp_path)
+            observations = await _everything(client, "Observation")
+            reports = await _everything(client, "DiagnosticReport")
+    finally:
+        await asyncio.to_thread(stop, server, False)
+    assert len(observations) == 150 and any('"value":0.9' in json.dumps(o, separators=(",", ":"))
+                                            for o in observations)
+    assert {o["meta"]["versionId"] for o in observations} == {"1"}
+    assert {r["meta"]["versionId"] for r in reports} == {"1"}
+
+
 async def test_killed_mid_frame_the_sender_sends_again_and_it_is_stored_once(tmp_path):
     port, mllp = free_port(), free_port()
     message = oru_message(7)

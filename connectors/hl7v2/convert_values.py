@@ -318,7 +318,9 @@ def typed_value(value: str, kind: str, ctx: Context, where: Where) -> Any:
             raise ConversionError(f"{where.name()}: {value!r} is not a number", where.location()) from None
         if not number.is_finite():
             raise ConversionError(f"{where.name()}: {value!r} is not a number", where.location())
-        return int(number) if number == number.to_integral_value() and "." not in value else float(value)
+        # a Decimal, as Hearth parses stored JSON (capability/fhir_json.py): the message's digits are kept, and a
+        # message converted again compares equal to what it made before (a float never equals a Decimal)
+        return int(number) if number == number.to_integral_value() and "." not in value else number
     if kind in INTEGERS:
         if not re.fullmatch(r"[+-]?\d+", value):
             raise ConversionError(f"{where.name()}: {value!r} is not a whole number", where.location())
