@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 
 from hearth.storage.base import Lease, Leases, Records
 from hearth.storage.clock import to_instant, utc_now
-from hearth.storage.owners import is_gone, new_owner
+from hearth.storage.owners import new_owner, take_lease
 
 COUNTERS = ("fetched", "stored", "unchanged", "rejected", "dead_lettered", "conflicts", "deleted")
 LEASE_SECONDS = 60.0
@@ -124,10 +124,7 @@ class ConnectorState:
     async def lease(self, seconds: float = LEASE_SECONDS) -> bool:
         """Take (or renew) the lease on this connector's passes; False while another process holds it. A holder
         of this machine that no longer runs (it crashed) is not waited out."""
-        holder = await self.leases.holder(self.lease_name)
-        if holder is not None and holder.owner != self.owner and is_gone(holder.owner):
-            await self.leases.release(holder)
-        self.held = await self.leases.acquire(self.lease_name, self.owner, seconds)
+        self.held = await take_lease(self.leases, self.lease_name, self.owner, seconds)
         return self.held is not None
 
     async def keep_lease(self, each: Callable[[], Awaitable[None]] | None = None) -> None:

@@ -25,7 +25,7 @@ from hearth.search.ir import Keyset, Query
 from hearth.search.paging import following
 from hearth.storage import leases
 from hearth.storage.base import Lease, LeaseLost
-from hearth.storage.owners import is_gone, new_owner
+from hearth.storage.owners import new_owner, take_lease
 
 log = logging.getLogger("hearth.reindex")
 
@@ -98,12 +98,7 @@ class Reindexer:
             await self.leases.release(run.lease)
 
     async def _claim(self, name: str) -> Lease | None:
-        holder = await self.leases.holder(name)
-        if (holder is not None and holder.owner != self.owner and holder.until > await self.leases.now()
-                and is_gone(holder.owner)):
-            log.info("re-index worker %s is gone: %s is taken over", holder.owner, name)
-            await self.leases.release(holder)
-        return await self.leases.acquire(name, self.owner, self.lease)
+        return await take_lease(self.leases, name, self.owner, self.lease)
 
 
 class _Run:

@@ -20,7 +20,7 @@ import time
 from typing import Awaitable, Callable
 
 from hearth.storage.base import Lease, Leases
-from hearth.storage.owners import is_gone, new_owner
+from hearth.storage.owners import new_owner, take_lease
 
 log = logging.getLogger("hearth.leadership")
 
@@ -61,11 +61,7 @@ class Leadership:
         self.lease = lease
 
     async def _acquire(self) -> Lease | None:
-        holder = await self.leases.holder(LEASE_NAME)
-        if holder is not None and holder.owner != self.owner and is_gone(holder.owner):
-            log.info("the group lease's holder %s no longer runs: taking over", holder.owner)
-            await self.leases.release(holder)
-        return await self.leases.acquire(LEASE_NAME, self.owner, self.seconds)
+        return await take_lease(self.leases, LEASE_NAME, self.owner, self.seconds)
 
     async def run(self) -> None:
         """Renew or take the lease every third of its length (after a first `step`) until cancelled; then the work

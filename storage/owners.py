@@ -1,5 +1,5 @@
-"""Who holds a lease on stored work (subscription deliveries, export jobs): a process named so that a successor on
-the same machine can tell it is gone.
+"""Who holds a lease on stored work (subscription deliveries, export jobs, the store's named leases): a process
+named so that a successor on the same machine can tell it is gone (`take_lease` takes such a lease over at once).
 
 Several Hearth processes may work from one database; each claims work with a lease under its owner id, and a
 claim of a process that died is taken over when the lease expires. A restarted server should not wait that out:
@@ -12,10 +12,15 @@ no longer run; owners elsewhere (other hosts, other containers) keep their lease
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import uuid
 from pathlib import Path
+
+from hearth.storage.base import Lease, Leases
+
+log = logging.getLogger("hearth.leases")
 
 _PROC = Path("/proc")
 
@@ -69,3 +74,13 @@ def is_gone(owner: str) -> bool:
     except OSError:
         pass
     return False
+
+
+async def take_lease(leases: Leases, name: str, owner: str, seconds: float) -> Lease | None:
+    """`leases.acquire`, after releasing the lease if its holder was a process of this machine that no longer runs
+    (it crashed: nobody need wait its lease out)."""
+    holder = await leases.holder(name)
+    if holder is not None and holder.owner != owner and is_gone(holder.owner):
+        log.info("the holder of lease %r, %s, no longer runs: taking it over", name, holder.owner)
+        await leases.release(holder)
+    return await leases.acquire(name, owner, seconds)
