@@ -50,6 +50,17 @@ def _pending(folder: Path) -> int:
         conn.close()
 
 
+async def _converted(folder: Path, port: int, mllp: int, *types: str) -> list[list[dict]]:
+    """A server started on `folder`'s database, once nothing is pending there: every resource of each of `types`."""
+    server = await _serve(folder, port, mllp)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}") as client:
+            await _converged(client, folder)
+            return [await _everything(client, resource_type) for resource_type in types]
+    finally:
+        await asyncio.to_thread(stop, server, False)
+
+
 async def _converged(client: httpx.AsyncClient, folder: Path, timeout: float = 60) -> None:
     for _ in range(int(timeout / 0.1)):
         if not _pending(folder):
@@ -97,13 +108,7 @@ async def test_killed_between_receipt_and_conversion_loses_nothing(tmp_path):
     assert status["checkpoint"]["pending"] == 0 and status["counters"]["converted"] == 100
     code, out, _ = await _hearth_connector("status", "lab", env=env)
     assert code == 0 and json.loads(out)[0]["counters"]["converted"] == 100
-    server = await _serve(tmp_path, port, mllp)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}") as client:
-            reports = await _everything(client, "DiagnosticReport")
-            observations = await _everything(client, "Observation")
-    finally:
-        await asyncio.to_thread(stop, server, False)
+    reports, observations = await _converted(tmp_path, port, mllp, "DiagnosticReport", "Observation")
     assert len(reports) == 100 and len(observations) == 500
     assert {o["meta"]["versionId"] for o in observations} == {"1"}
 
@@ -125,15 +130,8 @@ async def test_killed_while_converting_converts_each_message_once(tmp_path):
         await asyncio.to_thread(stop, server, True)
     left = _pending(tmp_path)
     assert 0 < left < 300, left  # killed in the middle of the conversions
-    server = await _serve(tmp_path, port, mllp)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}") as client:
-            await _converged(client, tmp_path)
-            reports = await _everything(client, "DiagnosticReport")
-            observations = await _everything(client, "Observation")
-            patients = await _everything(client, "Patient")
-    finally:
-        await asyncio.to_thread(stop, server, False)
+    reports, observations, patients = await _converted(tmp_path, port, mllp, "DiagnosticReport", "Observation",
+                                                       "Patient")
     assert len(reports) == 300 and len(observations) == 1500 and len(patients) == 50
     # a message converted before the kill but not marked so is converted again: same ids, same content, no version
     assert {o["meta"]["versionId"] for o in observations} == {"1"}
@@ -144,27 +142,19 @@ async def test_messages_converted_again_make_no_new_versions(tmp_path):
     """What a kill between a message's transaction and marking it converted leaves (every message converted, none
     marked), made on purpose: converted again, the messages find their resources current, decimals included."""
     port, mllp = free_port(), free_port()
-    server = await _serve(tmp_path, port, mllp)
+    server = await _serve(tmp_path, port, mllp, convert=False)
     try:
         await send(HOST, mllp, [oru_message(n) for n in range(30)], timeout=60)
-        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}") as client:
-            await _converged(client, tmp_path)
     finally:
         await asyncio.to_thread(stop, server, False)
+    await _converted(tmp_path, port, mllp)
     conn = sqlite3.connect(tmp_path / "hearth.db")
     try:
         with conn:
             assert conn.execute("UPDATE hl7_inbox SET state = 'pending', settled = NULL").rowcount == 30
     finally:
         conn.close()
-    server = await _serve(tmp_path, port, mllp)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}") as client:
-            await _converged(client, tmp_path)
-            observations = await _everything(client, "Observation")
-            reports = await _everything(client, "DiagnosticReport")
-    finally:
-        await asyncio.to_thread(stop, server, False)
+    observations, reports = await _converted(tmp_path, port, mllp, "Observation", "DiagnosticReport")
     assert len(observations) == 150 and any('"value":0.9' in json.dumps(o, separators=(",", ":"))
                                             for o in observations)
     assert {o["meta"]["versionId"] for o in observations} == {"1"}
